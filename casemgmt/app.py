@@ -1,0 +1,96 @@
+"""The FastAPI application: wiring only. Domain packages bring their routers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy.engine import Engine
+
+from casemgmt import __version__
+from casemgmt.auth.tokens import TokenVerifier
+from casemgmt.chains.catalog import register_templates
+from casemgmt.chains.views import router as chains_router
+from casemgmt.chains.views import templates_router
+from casemgmt.clock import utcnow
+from casemgmt.config import Settings, get_settings
+from casemgmt.database import make_engine, make_sessionmaker
+from casemgmt.jurisdictions.views import router as reference_router
+from casemgmt.migrations import ensure_at_head
+from casemgmt.persons.views import router as persons_router
+from casemgmt.policy.loader import Policies, load_policies
+from casemgmt.problems import PROBLEM_TYPES, NotFound, install_handlers, problem_type
+
+DESCRIPTION = """
+Case management across authorities for newcomers in a German municipality: each person's
+**Integrationskette** as a state machine across offices.
+
+Authenticate with a bearer JWT (`casemgmt token` mints demo tokens). Every error is
+`application/problem+json` (RFC 9457) with a stable `type`; see `/problems`.
+"""
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engine: Engine | None = None,
+    policies: Policies | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> FastAPI:
+    settings = settings or get_settings()
+    policies = policies or load_policies(settings.policy_dir)
+    engine = engine or make_engine(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        ensure_at_head(engine)
+        with app.state.sessionmaker() as session:
+            app.state.catalog = register_templates(session, policies.templates, clock())
+        yield
+
+    app = FastAPI(
+        title="casemgmt",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.policies = policies
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.verifier = TokenVerifier(settings)
+    app.state.clock = clock
+    install_handlers(app)
+
+    app.include_router(reference_router)
+    app.include_router(templates_router)
+    app.include_router(persons_router)
+    app.include_router(chains_router)
+
+    @app.get("/health", tags=["service"])
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/problems", tags=["service"])
+    def problem_types() -> list[dict[str, object]]:
+        """Every problem ``type`` this API returns, with what it means."""
+        return [
+            {"type": f"/problems/{slug}", "status": status, "title": title, "description": desc}
+            for slug, (status, title, desc) in sorted(PROBLEM_TYPES.items())
+        ]
+
+    @app.get("/problems/{slug}", tags=["service"])
+    def problem_type_doc(slug: str) -> JSONResponse:
+        if slug not in PROBLEM_TYPES:
+            raise NotFound(f"no problem type '{slug}'", resource="problem type", id=slug)
+        status, title, desc = PROBLEM_TYPES[slug]
+        return JSONResponse({"type": f"/problems/{slug}", "status": status, "title": title,
+                             "description": desc})
+
+    return app
+
+
+problem_type("http-error", 400, "HTTP error", "A generic HTTP error raised by the framework.")

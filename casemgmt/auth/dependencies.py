@@ -1,0 +1,62 @@
+"""FastAPI dependencies that turn a bearer token into an :class:`Actor` and check permissions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from casemgmt.chains.engine import Actor
+from casemgmt.database import session_scope
+from casemgmt.jurisdictions.models import Jurisdiction, Organisation
+from casemgmt.problems import Forbidden, NotAuthenticated, UnknownOrganisation
+
+_bearer = HTTPBearer(auto_error=False, description="JWT from the municipal identity provider")
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    yield from session_scope(request.app.state.sessionmaker)
+
+
+def current_actor(
+    request: Request,
+    credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
+    session: Session = Depends(get_session),
+) -> Actor:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise NotAuthenticated("send a bearer token: Authorization: Bearer <token>")
+    claims = request.app.state.verifier.verify(credentials.credentials)
+    row = session.execute(
+        select(Organisation.id, Organisation.kind, Jurisdiction.path)
+        .join(Jurisdiction, Jurisdiction.id == Organisation.jurisdiction_id)
+        .where(Organisation.key == claims.organisation_key)
+    ).one_or_none()
+    session.rollback()
+    if row is None:
+        raise UnknownOrganisation(f"organisation '{claims.organisation_key}' is not known here")
+    roles = request.app.state.policies.roles.known(list(claims.roles))
+    return Actor(
+        user_id=claims.user_id,
+        organisation_id=row.id,
+        organisation_kind=row.kind,
+        jurisdiction_path=row.path,
+        roles=roles,
+    )
+
+
+def require(permission: str) -> Callable[..., Actor]:
+    """Dependency: the caller, who must hold ``permission`` through one of their roles."""
+
+    def _check(request: Request, actor: Actor = Depends(current_actor)) -> Actor:
+        if not request.app.state.policies.roles.allows(actor.roles, permission):
+            raise Forbidden(
+                f"your roles ({', '.join(sorted(actor.roles)) or 'none'}) do not allow {permission}",
+                permission=permission,
+            )
+        return actor
+
+    _check.__name__ = f"require_{permission.replace('.', '_')}"
+    return _check

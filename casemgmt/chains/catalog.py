@@ -1,0 +1,67 @@
+"""Every template version the installation knows: the files' current versions plus each version
+a running chain may still use, read back from the database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from casemgmt.chains.models import ChainTemplateVersion
+from casemgmt.chains.spec import ChainTemplate
+from casemgmt.policy.source import PolicyError
+
+
+class TemplateCatalog:
+    """Template versions by (key, version); ``current`` is what new chains start from."""
+
+    def __init__(self, current: dict[str, ChainTemplate], versions: Iterable[ChainTemplate]):
+        self.current = dict(current)
+        self._versions = {(t.key, t.version): t for t in versions}
+        for t in current.values():
+            self._versions[(t.key, t.version)] = t
+
+    def get(self, key: str, version: int) -> ChainTemplate | None:
+        return self._versions.get((key, version))
+
+    def versions_of(self, key: str) -> list[ChainTemplate]:
+        return sorted((t for (k, _), t in self._versions.items() if k == key), key=lambda t: t.version)
+
+
+def register_templates(session: Session, current: dict[str, ChainTemplate], now: datetime) -> TemplateCatalog:
+    """Store each current template version not yet stored and load all stored versions.
+
+    A version number is a promise: if the file's content differs from what was stored under the
+    same version, running chains would silently change meaning, so start-up is refused."""
+    stored = {(row.key, row.version): row for row in session.scalars(select(ChainTemplateVersion))}
+    for template in current.values():
+        row = stored.get((template.key, template.version))
+        if row is None:
+            newest = max((v for (k, v) in stored if k == template.key), default=0)
+            if template.version < newest:
+                raise PolicyError(
+                    Path(template.source), None, "version",
+                    f"version {template.version} is older than the stored version {newest}",
+                )
+            row = ChainTemplateVersion(
+                key=template.key,
+                version=template.version,
+                title=template.title,
+                digest=template.digest(),
+                document=template.to_document(),
+                registered_at=now,
+            )
+            session.add(row)
+            stored[(template.key, template.version)] = row
+        elif row.digest != template.digest():
+            raise PolicyError(
+                Path(template.source), None, "version",
+                f"version {template.version} of '{template.key}' is already in use with different "
+                "content; raise the version number to publish a change",
+            )
+    session.commit()
+    versions = [ChainTemplate.from_document(row.document) for row in stored.values()]
+    return TemplateCatalog(current, versions)

@@ -1,0 +1,145 @@
+"""API shapes for templates, chains, steps and events."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from casemgmt.chains.engine import Action, ChainStatus, CloseReason, StepState
+
+REASON_FIELD = Field(default=None, max_length=2000, description="Why; required for block and skip.")
+
+
+class DueRuleOut(BaseModel):
+    after: str
+    on: str
+    days: int
+    deadline_for: str
+
+
+class TemplateStepOut(BaseModel):
+    key: str
+    title: str
+    description: str
+    owner: str
+    requires: list[str]
+    optional: bool
+    due: DueRuleOut | None
+
+
+class TemplateSummary(BaseModel):
+    key: str
+    version: int
+    title: str
+    description: str
+    step_count: int
+    versions: list[int]
+
+
+class TemplateOut(BaseModel):
+    key: str
+    version: int
+    title: str
+    description: str
+    steps: list[TemplateStepOut]
+
+
+class ChainStart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    person_id: uuid.UUID
+    template_key: str = Field(min_length=1, max_length=64)
+
+
+class StepActionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    action: Action
+    reason: str | None = REASON_FIELD
+    expected_version: int | None = Field(
+        default=None,
+        ge=1,
+        description="The chain version you decided on; a different current version gives 409.",
+    )
+
+
+class ChainCloseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: CloseReason
+    note: str | None = Field(default=None, max_length=2000)
+    expected_version: int | None = Field(default=None, ge=1)
+
+
+class StepOut(BaseModel):
+    key: str
+    title: str
+    owner: str
+    requires: list[str]
+    optional: bool
+    state: StepState
+    reason: str | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    due_at: datetime | None
+    due_for: str | None
+    overdue: bool
+    allowed_actions: list[Action] = Field(description="What you may do to this step now.")
+
+
+class ChainOut(BaseModel):
+    id: uuid.UUID
+    person_id: uuid.UUID
+    template_key: str
+    template_version: int
+    template_title: str
+    lead_jurisdiction_id: int
+    case_management_organisation_id: int
+    status: ChainStatus
+    closed_reason: CloseReason | None
+    started_at: datetime
+    completed_at: datetime | None
+    closed_at: datetime | None
+    updated_at: datetime
+    version: int
+    steps: list[StepOut]
+
+
+class ChainSummary(BaseModel):
+    id: uuid.UUID
+    person_id: uuid.UUID
+    template_key: str
+    template_version: int
+    lead_jurisdiction_id: int
+    case_management_organisation_id: int
+    status: ChainStatus
+    started_at: datetime
+    updated_at: datetime
+    version: int
+    steps_total: int
+    steps_ended: int
+    steps_blocked: int
+    steps_overdue: int
+    next_due_at: datetime | None
+
+
+class ChainPage(BaseModel):
+    items: list[ChainSummary]
+    next_cursor: str | None = Field(description="Pass as `cursor` to get the next page; null at the end.")
+
+
+class ChainEventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    kind: str
+    step_key: str | None
+    action: str | None
+    from_state: str | None
+    to_state: str | None
+    reason: str | None
+    actor_user: str
+    actor_organisation_id: int | None
+    occurred_at: datetime

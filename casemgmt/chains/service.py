@@ -1,0 +1,569 @@
+"""Chain use cases. Each public function is one transaction: read, decide (engine), then write
+state, events and the chain's new version together, or nothing at all.
+
+The step transition is the hot path and is written with SQLAlchemy Core (see bench/): the chain row
+is locked with ``SELECT ... FOR UPDATE`` so concurrent actions on one chain are serialised, and
+the version check in the final UPDATE also protects SQLite, which has no row locks.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, exists, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from casemgmt.chains import engine as eng
+from casemgmt.chains.catalog import TemplateCatalog
+from casemgmt.chains.engine import (
+    Actor,
+    ChainLifecycle,
+    ChainScope,
+    StateChange,
+    StepInstance,
+    StepState,
+)
+from casemgmt.chains.models import Chain, ChainEvent, ChainStep
+from casemgmt.chains.schemas import (
+    ChainOut,
+    ChainPage,
+    ChainSummary,
+    StepOut,
+)
+from casemgmt.chains.spec import ChainTemplate
+from casemgmt.jurisdictions.models import Jurisdiction, Organisation
+from casemgmt.persons.models import Person
+from casemgmt.problems import (
+    ChainClosed,
+    DuplicateChain,
+    NotFound,
+    ValidationFailed,
+    VersionConflict,
+    WrongOrganisation,
+)
+
+chains_t = Chain.__table__
+steps_t = ChainStep.__table__
+events_t = ChainEvent.__table__
+jur_t = Jurisdiction.__table__
+
+EVENT_CHAIN_STARTED = "chain_started"
+EVENT_STEP = "step"
+EVENT_CHAIN_COMPLETED = "chain_completed"
+EVENT_CHAIN_CLOSED = "chain_closed"
+
+_STEP_COLUMNS = (
+    steps_t.c.id, steps_t.c.key, steps_t.c.owner_kind, steps_t.c.optional, steps_t.c.state,
+    steps_t.c.reason, steps_t.c.started_at, steps_t.c.completed_at, steps_t.c.due_at,
+    steps_t.c.due_for,
+)
+
+
+@dataclass
+class LoadedChain:
+    """A chain row with its steps, as the engine needs them."""
+
+    row: Any
+    jurisdiction_path: str
+    template: ChainTemplate
+    steps: dict[str, StepInstance]
+    step_ids: dict[str, int]
+
+    @property
+    def scope(self) -> ChainScope:
+        return ChainScope(self.jurisdiction_path, self.row.case_management_organisation_id)
+
+
+def _template_of(catalog: TemplateCatalog, key: str, version: int) -> ChainTemplate:
+    template = catalog.get(key, version)
+    if template is None:  # only if the database was changed behind the service's back
+        raise RuntimeError(f"template {key} v{version} is not in the catalogue")
+    return template
+
+
+def _load_chain(
+    session: Session, catalog: TemplateCatalog, chain_id: uuid.UUID, lock: bool
+) -> LoadedChain:
+    stmt = (
+        select(chains_t, jur_t.c.path.label("jurisdiction_path"))
+        .join(jur_t, jur_t.c.id == chains_t.c.lead_jurisdiction_id)
+        .where(chains_t.c.id == chain_id)
+    )
+    if lock:
+        stmt = stmt.with_for_update(of=chains_t)
+    row = session.execute(stmt).one_or_none()
+    if row is None:
+        raise NotFound(f"no chain {chain_id}", resource="chain", id=str(chain_id))
+    steps: dict[str, StepInstance] = {}
+    ids: dict[str, int] = {}
+    for s in session.execute(select(*_STEP_COLUMNS).where(steps_t.c.chain_id == chain_id)):
+        steps[s.key] = StepInstance(
+            key=s.key, owner_kind=s.owner_kind, optional=s.optional, state=s.state,
+            reason=s.reason, started_at=s.started_at, completed_at=s.completed_at,
+            due_at=s.due_at, due_for=s.due_for,
+        )
+        ids[s.key] = s.id
+    template = _template_of(catalog, row.template_key, row.template_version)
+    return LoadedChain(row, row.jurisdiction_path, template, steps, ids)
+
+
+def _event_rows(
+    chain_id: uuid.UUID, changes: list[StateChange], actor: Actor, now: datetime
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "chain_id": chain_id, "kind": EVENT_STEP, "step_key": c.step_key, "action": c.action,
+            "from_state": c.from_state, "to_state": c.to_state, "reason": c.reason,
+            "actor_user": actor.user_id, "actor_organisation_id": actor.organisation_id,
+            "occurred_at": now,
+        }
+        for c in changes
+    ]
+
+
+def _chain_event(chain_id: uuid.UUID, kind: str, actor: Actor, now: datetime, reason: str | None = None,
+                 to_state: str | None = None) -> dict[str, Any]:
+    return {
+        "chain_id": chain_id, "kind": kind, "step_key": None, "action": None, "from_state": None,
+        "to_state": to_state, "reason": reason, "actor_user": actor.user_id,
+        "actor_organisation_id": actor.organisation_id, "occurred_at": now,
+    }
+
+
+def _write_steps(session: Session, loaded: LoadedChain, now: datetime) -> None:
+    dirty = [s for s in loaded.steps.values() if s.dirty]
+    for step in dirty:
+        session.execute(
+            update(steps_t)
+            .where(steps_t.c.id == loaded.step_ids[step.key])
+            .values(
+                state=step.state, reason=step.reason, started_at=step.started_at,
+                completed_at=step.completed_at, due_at=step.due_at, due_for=step.due_for,
+                updated_at=now,
+            )
+        )
+        step.dirty = False
+
+
+def _bump_chain(session: Session, loaded: LoadedChain, now: datetime, **values: Any) -> int:
+    """Write the chain's new version; 0 rows means someone else got there first."""
+    new_version = loaded.row.version + 1
+    result = session.execute(
+        update(chains_t)
+        .where(chains_t.c.id == loaded.row.id, chains_t.c.version == loaded.row.version)
+        .values(version=new_version, updated_at=now, **values)
+    )
+    if result.rowcount != 1:
+        session.rollback()
+        raise VersionConflict(
+            "the chain was changed by someone else at the same time; reload it",
+            current_version=None,
+        )
+    return new_version
+
+
+def _check_open(loaded: LoadedChain, expected_version: int | None) -> None:
+    if expected_version is not None and expected_version != loaded.row.version:
+        raise VersionConflict(
+            f"you decided on version {expected_version}, the chain is now at version "
+            f"{loaded.row.version}",
+            current_version=loaded.row.version,
+        )
+    if loaded.row.lifecycle != ChainLifecycle.open.value:
+        raise ChainClosed(f"the chain is {loaded.row.lifecycle}", lifecycle=loaded.row.lifecycle)
+
+
+def transition_step(
+    session: Session,
+    catalog: TemplateCatalog,
+    actor: Actor,
+    chain_id: uuid.UUID,
+    step_key: str,
+    action: str,
+    reason: str | None,
+    expected_version: int | None,
+    now: datetime,
+) -> ChainOut:
+    """Apply one action to one step, with everything it sets off, in one transaction."""
+    try:
+        loaded = _load_chain(session, catalog, chain_id, lock=True)
+        _check_open(loaded, expected_version)
+        if step_key not in loaded.steps:
+            raise NotFound(f"chain {chain_id} has no step '{step_key}'", resource="step", id=step_key)
+        machine = eng.machines.for_template(loaded.template)
+        changes = eng.apply_action(
+            loaded.template, machine, loaded.steps, step_key, action, reason, actor,
+            loaded.scope, now,
+        )
+        _write_steps(session, loaded, now)
+        events = _event_rows(chain_id, changes, actor, now)
+        chain_values: dict[str, Any] = {}
+        if eng.all_steps_ended(loaded.steps.values()):
+            chain_values = {"lifecycle": ChainLifecycle.completed.value, "completed_at": now}
+            events.append(_chain_event(chain_id, EVENT_CHAIN_COMPLETED, actor, now,
+                                       to_state=ChainLifecycle.completed.value))
+        session.execute(insert(events_t), events)
+        version = _bump_chain(session, loaded, now, **chain_values)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    row = loaded.row._asdict() | chain_values | {"version": version, "updated_at": now}
+    return _chain_out(row, loaded.template, loaded.steps, actor, loaded.scope, now)
+
+
+def start_chain(
+    session: Session,
+    catalog: TemplateCatalog,
+    actor: Actor,
+    person_id: uuid.UUID,
+    template_key: str,
+    now: datetime,
+) -> ChainOut:
+    """Open a chain for a person from the current version of a template; the actor's
+    organisation runs its case management."""
+    try:
+        template = catalog.current.get(template_key)
+        if template is None:
+            raise NotFound(f"no chain template '{template_key}'", resource="template", id=template_key)
+        person = session.get(Person, person_id)
+        if person is None:
+            raise NotFound(f"no person {person_id}", resource="person", id=str(person_id))
+        jurisdiction = session.get(Jurisdiction, person.lead_jurisdiction_id)
+        assert jurisdiction is not None
+        if not jurisdiction.path.startswith(actor.jurisdiction_path):
+            raise WrongOrganisation(
+                f"your organisation does not serve {jurisdiction.name}, where the person lives",
+                owner="case management of " + jurisdiction.name,
+            )
+        open_chain = session.scalar(
+            select(Chain.id).where(
+                Chain.person_id == person_id,
+                Chain.template_key == template_key,
+                Chain.lifecycle == ChainLifecycle.open.value,
+            )
+        )
+        if open_chain is not None:
+            raise DuplicateChain(
+                f"the person already has an open '{template_key}' chain", chain_id=str(open_chain)
+            )
+        machine = eng.machines.for_template(template)
+        steps, changes = eng.new_chain_steps(template, machine, now)
+        chain_id = uuid.uuid4()
+        session.execute(
+            insert(chains_t).values(
+                id=chain_id, person_id=person_id, template_key=template.key,
+                template_version=template.version, lead_jurisdiction_id=jurisdiction.id,
+                case_management_organisation_id=actor.organisation_id,
+                lifecycle=ChainLifecycle.open.value, started_at=now, updated_at=now, version=1,
+            )
+        )
+        session.execute(
+            insert(steps_t),
+            [
+                {
+                    "chain_id": chain_id, "key": s.key, "owner_kind": s.owner_kind,
+                    "optional": s.optional, "state": s.state, "reason": s.reason,
+                    "started_at": None, "completed_at": None, "due_at": s.due_at,
+                    "due_for": s.due_for, "updated_at": now,
+                }
+                for s in steps.values()
+            ],
+        )
+        events = [_chain_event(chain_id, EVENT_CHAIN_STARTED, actor, now,
+                               reason=f"{template.key} v{template.version}",
+                               to_state=ChainLifecycle.open.value)]
+        events += _event_rows(chain_id, changes, actor, now)
+        session.execute(insert(events_t), events)
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise DuplicateChain(f"the person already has an open '{template_key}' chain") from None
+    except BaseException:
+        session.rollback()
+        raise
+    for s in steps.values():
+        s.dirty = False
+    row = {
+        "id": chain_id, "person_id": person_id, "template_key": template.key,
+        "template_version": template.version, "lead_jurisdiction_id": jurisdiction.id,
+        "case_management_organisation_id": actor.organisation_id,
+        "lifecycle": ChainLifecycle.open.value, "closed_reason": None, "started_at": now,
+        "completed_at": None, "closed_at": None, "updated_at": now, "version": 1,
+    }
+    scope = ChainScope(jurisdiction.path, actor.organisation_id)
+    return _chain_out(row, template, steps, actor, scope, now)
+
+
+def close_chain(
+    session: Session,
+    catalog: TemplateCatalog,
+    actor: Actor,
+    chain_id: uuid.UUID,
+    reason: str,
+    note: str | None,
+    expected_version: int | None,
+    now: datetime,
+) -> ChainOut:
+    """End a chain before completion; open steps are cancelled. Only its case management may."""
+    try:
+        loaded = _load_chain(session, catalog, chain_id, lock=True)
+        if actor.organisation_id != loaded.row.case_management_organisation_id:
+            raise WrongOrganisation(
+                "only the organisation running the chain's case management may close it",
+                owner="case_management",
+            )
+        _check_open(loaded, expected_version)
+        text = reason if not eng.clean_reason(note) else f"{reason}: {eng.clean_reason(note)}"
+        machine = eng.machines.for_template(loaded.template)
+        changes = eng.close_steps(machine, loaded.steps.values(), text, now)
+        _write_steps(session, loaded, now)
+        events = _event_rows(chain_id, changes, actor, now)
+        events.append(_chain_event(chain_id, EVENT_CHAIN_CLOSED, actor, now, reason=text,
+                                   to_state=ChainLifecycle.closed.value))
+        session.execute(insert(events_t), events)
+        values = {"lifecycle": ChainLifecycle.closed.value, "closed_reason": reason, "closed_at": now}
+        version = _bump_chain(session, loaded, now, **values)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    row = loaded.row._asdict() | values | {"version": version, "updated_at": now}
+    return _chain_out(row, loaded.template, loaded.steps, actor, loaded.scope, now)
+
+
+def get_chain(
+    session: Session, catalog: TemplateCatalog, actor: Actor, chain_id: uuid.UUID, now: datetime
+) -> ChainOut:
+    loaded = _load_chain(session, catalog, chain_id, lock=False)
+    session.rollback()
+    return _chain_out(loaded.row._asdict(), loaded.template, loaded.steps, actor, loaded.scope, now)
+
+
+def _chain_out(
+    row: dict[str, Any],
+    template: ChainTemplate,
+    steps: dict[str, StepInstance],
+    actor: Actor,
+    scope: ChainScope,
+    now: datetime,
+) -> ChainOut:
+    machine = eng.machines.for_template(template)
+    lifecycle = row["lifecycle"]
+    out_steps = []
+    for spec in template.steps:
+        s = steps[spec.key]
+        out_steps.append(
+            StepOut(
+                key=s.key, title=spec.title, owner=spec.owner, requires=list(spec.requires),
+                optional=s.optional, state=StepState(s.state), reason=s.reason,
+                started_at=s.started_at, completed_at=s.completed_at, due_at=s.due_at,
+                due_for=s.due_for, overdue=eng.is_overdue(s, now),
+                allowed_actions=eng.allowed_actions(machine, s, actor, scope, lifecycle),
+            )
+        )
+    return ChainOut(
+        id=row["id"], person_id=row["person_id"], template_key=row["template_key"],
+        template_version=row["template_version"], template_title=template.title,
+        lead_jurisdiction_id=row["lead_jurisdiction_id"],
+        case_management_organisation_id=row["case_management_organisation_id"],
+        status=eng.derive_status(lifecycle, steps.values(), now),
+        closed_reason=row["closed_reason"], started_at=row["started_at"],
+        completed_at=row["completed_at"], closed_at=row["closed_at"],
+        updated_at=row["updated_at"], version=row["version"], steps=out_steps,
+    )
+
+
+# --- listing -----------------------------------------------------------------------------
+
+_OPEN_STATES = [s.value for s in eng.OPEN_STATES]
+
+
+def overdue_step_clause(now: datetime):
+    """SQL twin of :func:`engine.is_overdue` (kept equal by a property test)."""
+    return and_(
+        steps_t.c.due_at.is_not(None),
+        steps_t.c.due_at < now,
+        steps_t.c.state.in_(_OPEN_STATES),
+        or_(steps_t.c.due_for == "completion", steps_t.c.started_at.is_(None)),
+    )
+
+
+def stalled_clause(now: datetime):
+    """The chain is open and has a blocked or overdue step (SQL twin of derive_status)."""
+    return and_(
+        chains_t.c.lifecycle == ChainLifecycle.open.value,
+        exists().where(
+            steps_t.c.chain_id == chains_t.c.id,
+            or_(steps_t.c.state == StepState.blocked.value, overdue_step_clause(now)),
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class ChainFilters:
+    status: eng.ChainStatus | None = None
+    overdue: bool | None = None
+    organisation_id: int | None = None
+    template_key: str | None = None
+    jurisdiction_id: int | None = None
+    person_id: uuid.UUID | None = None
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(cursor.encode() + b"=" * (-len(cursor) % 4)))
+        return datetime.fromisoformat(raw[0]), uuid.UUID(raw[1])
+    except (ValueError, TypeError, IndexError, KeyError, binascii.Error, json.JSONDecodeError):
+        raise ValidationFailed(
+            "cursor: not a cursor returned by this endpoint",
+            errors=[{"field": "query.cursor", "message": "invalid cursor", "type": "value_error"}],
+        ) from None
+
+
+def _encode_cursor(started_at: datetime, chain_id: uuid.UUID) -> str:
+    raw = json.dumps([started_at.isoformat(), str(chain_id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _status_clause(status: eng.ChainStatus, now: datetime):
+    if status is eng.ChainStatus.closed:
+        return chains_t.c.lifecycle == ChainLifecycle.closed.value
+    if status is eng.ChainStatus.completed:
+        return chains_t.c.lifecycle == ChainLifecycle.completed.value
+    if status is eng.ChainStatus.stalled:
+        return stalled_clause(now)
+    return and_(chains_t.c.lifecycle == ChainLifecycle.open.value, ~stalled_clause(now))
+
+
+def list_chains(
+    session: Session, filters: ChainFilters, limit: int, cursor: str | None, now: datetime
+) -> ChainPage:
+    """Chains newest first, keyset-paginated so deep pages cost the same as the first."""
+    stmt = select(chains_t.c.id, chains_t.c.started_at)
+    conds = []
+    if filters.status is not None:
+        conds.append(_status_clause(filters.status, now))
+    if filters.overdue is not None:
+        has_overdue = and_(
+            chains_t.c.lifecycle == ChainLifecycle.open.value,
+            exists().where(steps_t.c.chain_id == chains_t.c.id, overdue_step_clause(now)),
+        )
+        conds.append(has_overdue if filters.overdue else ~has_overdue)
+    if filters.template_key is not None:
+        conds.append(chains_t.c.template_key == filters.template_key)
+    if filters.person_id is not None:
+        conds.append(chains_t.c.person_id == filters.person_id)
+    if filters.jurisdiction_id is not None:
+        area = session.get(Jurisdiction, filters.jurisdiction_id)
+        if area is None:
+            raise NotFound(f"no jurisdiction {filters.jurisdiction_id}", resource="jurisdiction",
+                           id=str(filters.jurisdiction_id))
+        inside = select(jur_t.c.id).where(jur_t.c.path.startswith(area.path))
+        conds.append(chains_t.c.lead_jurisdiction_id.in_(inside))
+    if filters.organisation_id is not None:
+        org = session.get(Organisation, filters.organisation_id)
+        if org is None:
+            raise NotFound(f"no organisation {filters.organisation_id}", resource="organisation",
+                           id=str(filters.organisation_id))
+        served = select(jur_t.c.id).where(jur_t.c.path.startswith(org.jurisdiction.path))
+        conds.append(
+            or_(
+                chains_t.c.case_management_organisation_id == org.id,
+                and_(
+                    chains_t.c.lead_jurisdiction_id.in_(served),
+                    exists().where(steps_t.c.chain_id == chains_t.c.id,
+                                   steps_t.c.owner_kind == org.kind),
+                ),
+            )
+        )
+    if cursor:
+        at, last_id = _decode_cursor(cursor)
+        conds.append(
+            or_(chains_t.c.started_at < at, and_(chains_t.c.started_at == at, chains_t.c.id < last_id))
+        )
+    stmt = stmt.where(*conds).order_by(chains_t.c.started_at.desc(), chains_t.c.id.desc()).limit(limit + 1)
+    page = session.execute(stmt).all()
+    more = len(page) > limit
+    page = page[:limit]
+    ids = [r.id for r in page]
+    items = _summaries(session, ids, now)
+    session.rollback()
+    next_cursor = _encode_cursor(page[-1].started_at, page[-1].id) if more else None
+    return ChainPage(items=items, next_cursor=next_cursor)
+
+
+def _summaries(session: Session, ids: list[uuid.UUID], now: datetime) -> list[ChainSummary]:
+    if not ids:
+        return []
+    ended = steps_t.c.state.in_([StepState.completed.value, StepState.skipped.value])
+    counts = (
+        select(
+            steps_t.c.chain_id,
+            func.count().label("total"),
+            func.count().filter(ended).label("ended"),
+            func.count().filter(steps_t.c.state == StepState.blocked.value).label("blocked"),
+            func.count().filter(overdue_step_clause(now)).label("overdue"),
+            func.min(steps_t.c.due_at).filter(steps_t.c.state.in_(_OPEN_STATES)).label("next_due"),
+        )
+        .where(steps_t.c.chain_id.in_(ids))
+        .group_by(steps_t.c.chain_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(chains_t, counts).join(counts, counts.c.chain_id == chains_t.c.id).where(
+            chains_t.c.id.in_(ids)
+        )
+    ).all()
+    by_id = {r.id: r for r in rows}
+    out = []
+    for chain_id in ids:
+        r = by_id[chain_id]
+        if r.lifecycle == ChainLifecycle.closed.value:
+            status = eng.ChainStatus.closed
+        elif r.lifecycle == ChainLifecycle.completed.value:
+            status = eng.ChainStatus.completed
+        elif r.blocked or r.overdue:
+            status = eng.ChainStatus.stalled
+        else:
+            status = eng.ChainStatus.active
+        out.append(
+            ChainSummary(
+                id=r.id, person_id=r.person_id, template_key=r.template_key,
+                template_version=r.template_version, lead_jurisdiction_id=r.lead_jurisdiction_id,
+                case_management_organisation_id=r.case_management_organisation_id,
+                status=status, started_at=r.started_at, updated_at=r.updated_at,
+                version=r.version, steps_total=r.total, steps_ended=r.ended,
+                steps_blocked=r.blocked, steps_overdue=r.overdue,
+                next_due_at=_aware(r.next_due),
+            )
+        )
+    return out
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """Aggregates bypass the column type, so SQLite hands back naive UTC strings/datetimes."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    from datetime import UTC
+
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def chain_events(session: Session, chain_id: uuid.UUID) -> list[ChainEvent]:
+    if session.get(Chain, chain_id) is None:
+        raise NotFound(f"no chain {chain_id}", resource="chain", id=str(chain_id))
+    events = list(
+        session.scalars(select(ChainEvent).where(ChainEvent.chain_id == chain_id).order_by(ChainEvent.id))
+    )
+    session.rollback()
+    return events

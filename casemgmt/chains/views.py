@@ -1,0 +1,154 @@
+"""Endpoints for chain templates, chains, step actions and timelines. Thin: parse, call the
+service, return."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from fastapi import APIRouter, Depends, Query, Request
+from sqlalchemy.orm import Session
+
+from casemgmt.auth.dependencies import get_session, require
+from casemgmt.chains import service
+from casemgmt.chains.engine import Actor, ChainStatus
+from casemgmt.chains.schemas import (
+    ChainCloseIn,
+    ChainEventOut,
+    ChainOut,
+    ChainPage,
+    ChainStart,
+    DueRuleOut,
+    StepActionIn,
+    TemplateOut,
+    TemplateStepOut,
+    TemplateSummary,
+)
+from casemgmt.chains.spec import ChainTemplate
+from casemgmt.clock import request_now
+from casemgmt.problems import NotFound
+
+templates_router = APIRouter(prefix="/templates", tags=["templates"],
+                             dependencies=[Depends(require("reference.read"))])
+router = APIRouter(prefix="/chains", tags=["chains"])
+
+
+def _catalog(request: Request):
+    return request.app.state.catalog
+
+
+def _template_out(t: ChainTemplate) -> TemplateOut:
+    return TemplateOut(
+        key=t.key, version=t.version, title=t.title, description=t.description,
+        steps=[
+            TemplateStepOut(
+                key=s.key, title=s.title, description=s.description, owner=s.owner,
+                requires=list(s.requires), optional=s.optional,
+                due=DueRuleOut(after=s.due.anchor, on=s.due.anchor_event, days=s.due.days,
+                               deadline_for=s.due.deadline_for) if s.due else None,
+            )
+            for s in t.steps
+        ],
+    )
+
+
+@templates_router.get("", response_model=list[TemplateSummary])
+def list_templates(request: Request):
+    catalog = _catalog(request)
+    return [
+        TemplateSummary(key=t.key, version=t.version, title=t.title, description=t.description,
+                        step_count=len(t.steps),
+                        versions=[v.version for v in catalog.versions_of(t.key)])
+        for t in sorted(catalog.current.values(), key=lambda t: t.key)
+    ]
+
+
+@templates_router.get("/{key}", response_model=TemplateOut)
+def get_template(request: Request, key: str, version: int | None = Query(default=None, ge=1)):
+    catalog = _catalog(request)
+    template = catalog.current.get(key) if version is None else catalog.get(key, version)
+    if template is None:
+        what = key if version is None else f"{key} v{version}"
+        raise NotFound(f"no chain template {what}", resource="template", id=what)
+    return _template_out(template)
+
+
+@router.post("", response_model=ChainOut, status_code=201)
+def start_chain(
+    request: Request,
+    body: ChainStart,
+    actor: Actor = Depends(require("chains.start")),
+    session: Session = Depends(get_session),
+    now: datetime = Depends(request_now),
+):
+    return service.start_chain(session, _catalog(request), actor, body.person_id, body.template_key, now)
+
+
+@router.get("", response_model=ChainPage)
+def list_chains(
+    status: ChainStatus | None = None,
+    overdue: bool | None = None,
+    organisation_id: int | None = None,
+    template_key: str | None = Query(default=None, max_length=64),
+    jurisdiction_id: int | None = Query(default=None, description="This jurisdiction and those below it."),
+    person_id: uuid.UUID | None = None,
+    limit: int = Query(default=50, ge=1, le=200),
+    cursor: str | None = Query(default=None, max_length=200),
+    actor: Actor = Depends(require("chains.read")),
+    session: Session = Depends(get_session),
+    now: datetime = Depends(request_now),
+):
+    filters = service.ChainFilters(
+        status=status, overdue=overdue, organisation_id=organisation_id,
+        template_key=template_key, jurisdiction_id=jurisdiction_id, person_id=person_id,
+    )
+    return service.list_chains(session, filters, limit, cursor, now)
+
+
+@router.get("/{chain_id}", response_model=ChainOut)
+def get_chain(
+    request: Request,
+    chain_id: uuid.UUID,
+    actor: Actor = Depends(require("chains.read")),
+    session: Session = Depends(get_session),
+    now: datetime = Depends(request_now),
+):
+    return service.get_chain(session, _catalog(request), actor, chain_id, now)
+
+
+@router.post("/{chain_id}/steps/{step_key}/actions", response_model=ChainOut)
+def act_on_step(
+    request: Request,
+    chain_id: uuid.UUID,
+    step_key: str,
+    body: StepActionIn,
+    actor: Actor = Depends(require("steps.act")),
+    session: Session = Depends(get_session),
+    now: datetime = Depends(request_now),
+):
+    return service.transition_step(
+        session, _catalog(request), actor, chain_id, step_key, body.action.value, body.reason,
+        body.expected_version, now,
+    )
+
+
+@router.post("/{chain_id}/close", response_model=ChainOut)
+def close_chain(
+    request: Request,
+    chain_id: uuid.UUID,
+    body: ChainCloseIn,
+    actor: Actor = Depends(require("chains.close")),
+    session: Session = Depends(get_session),
+    now: datetime = Depends(request_now),
+):
+    return service.close_chain(session, _catalog(request), actor, chain_id, body.reason.value,
+                               body.note, body.expected_version, now)
+
+
+@router.get("/{chain_id}/events", response_model=list[ChainEventOut])
+def chain_timeline(
+    chain_id: uuid.UUID,
+    actor: Actor = Depends(require("chains.read")),
+    session: Session = Depends(get_session),
+):
+    return service.chain_events(session, chain_id)

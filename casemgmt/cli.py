@@ -1,0 +1,130 @@
+"""The ``casemgmt`` command: migrate, serve, demo, token, check-policies."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from datetime import timedelta
+
+from casemgmt.config import get_settings
+from casemgmt.policy.source import PolicyError
+
+
+def _cmd_check_policies(args: argparse.Namespace) -> int:
+    from casemgmt.policy.loader import load_policies
+
+    settings = get_settings()
+    policies = load_policies(settings.policy_dir)
+    print(
+        f"policies in {settings.policy_dir} are valid: {len(policies.organisation_kinds)} "
+        f"organisation kinds, {len(policies.roles.grants)} roles, "
+        f"{len(policies.templates)} chain templates"
+    )
+    return 0
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from casemgmt.database import make_engine
+    from casemgmt.migrations import upgrade
+
+    settings = get_settings()
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    print(f"database {engine.url.render_as_string(hide_password=True)} is at the latest schema")
+    return 0
+
+
+def _serve(app, host: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from casemgmt.app import create_app
+
+    settings = get_settings()
+    _serve(create_app(settings), args.host or settings.host, args.port or settings.port)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from casemgmt.app import create_app
+    from casemgmt.demo import seed_demo
+
+    settings = get_settings()
+    summary = seed_demo(settings, persons=args.persons, seed=args.seed)
+    print(summary.describe())
+    host, port = args.host or settings.host, args.port or settings.port
+    print(f"\nAPI docs: http://{host}:{port}/docs  (click 'Authorize' and paste a token above)\n")
+    if args.no_serve:
+        return 0
+    _serve(create_app(settings), host, port)
+    return 0
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    from casemgmt.auth.tokens import mint_dev_token
+
+    settings = get_settings()
+    roles = [r.strip() for r in args.roles.split(",") if r.strip()]
+    token = mint_dev_token(settings, args.user, args.org, roles, ttl=timedelta(minutes=args.minutes))
+    print(token)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="casemgmt", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check-policies", help="validate the policy files and exit")
+    p.set_defaults(func=_cmd_check_policies)
+
+    p = sub.add_parser("migrate", help="create or upgrade the database schema")
+    p.set_defaults(func=_cmd_migrate)
+
+    p = sub.add_parser("serve", help="serve the API (the database must be migrated)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("demo", help="migrate, seed a synthetic Kreis, print tokens and serve")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--persons", type=int, default=400, help="persons to seed (default 400)")
+    p.add_argument("--seed", type=int, default=2017, help="random seed for the synthetic data")
+    p.add_argument("--no-serve", action="store_true", help="seed and print tokens, do not serve")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("token", help="mint a development token signed with the dev key pair")
+    p.add_argument("--user", required=True, help="user id (sub claim)")
+    p.add_argument("--org", required=True, help="organisation key (org claim)")
+    p.add_argument("--roles", required=True, help="comma-separated roles, e.g. case_manager")
+    p.add_argument("--minutes", type=int, default=480, help="validity in minutes")
+    p.set_defaults(func=_cmd_token)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except PolicyError as exc:
+        print(f"casemgmt: policy error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from casemgmt.auth.tokens import KeyConfigurationError
+        from casemgmt.migrations import DatabaseNotMigrated
+
+        if isinstance(exc, (KeyConfigurationError, DatabaseNotMigrated)):
+            print(f"casemgmt: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Runtime settings, read from the environment (prefix ``CASEMGMT_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything an operator sets per deployment. Policies (what is allowed) live in policies/."""
+
+    model_config = SettingsConfigDict(env_prefix="CASEMGMT_", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///./casemgmt.db",
+        description="SQLAlchemy URL; PostgreSQL in production: postgresql+psycopg://user@host/db",
+    )
+    policy_dir: Path = Field(
+        default=Path(__file__).resolve().parent.parent / "policies",
+        description="Directory holding the operator's policy files.",
+    )
+    # Authentication: tokens from the municipal identity provider (or `casemgmt token` in dev).
+    jwt_issuer: str = "casemgmt-dev"
+    jwt_audience: str = "casemgmt"
+    jwt_algorithms: list[str] = Field(default_factory=lambda: ["RS256"])
+    jwt_public_key_file: Path | None = Field(
+        default=None, description="PEM public key that verifies tokens."
+    )
+    jwt_jwks_file: Path | None = Field(
+        default=None, description="JWKS document (as exported by Keycloak and the like)."
+    )
+    dev_key_dir: Path = Field(
+        default=Path(".casemgmt/dev-keys"),
+        description="Where `casemgmt token` keeps its generated development key pair.",
+    )
+    dev_token_ttl_minutes: int = 8 * 60
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

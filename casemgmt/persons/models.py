@@ -1,0 +1,68 @@
+"""The person followed through a chain. For now only the pseudonymous id and the three residence
+attributes of DOMAIN.md section 4; the encrypted personal record comes with data protection."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+
+from sqlalchemy import CheckConstraint, ForeignKey, String, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from casemgmt.database import Base, UTCDateTime
+
+
+class ResidenceStatus(str, enum.Enum):
+    """Aufenthaltsstatus: the legal basis of the stay."""
+
+    asylum_pending = "asylum_pending"  # Aufenthaltsgestattung
+    protection_granted = "protection_granted"  # Schutzstatus / Aufenthaltserlaubnis
+    tolerated = "tolerated"  # Duldung
+    eu_free_movement = "eu_free_movement"  # Freizügigkeit
+    third_country_permit = "third_country_permit"  # e.g. for work
+    spaetaussiedler = "spaetaussiedler"
+    naturalised = "naturalised"  # eingebürgert
+
+
+class Bleibeperspektive(str, enum.Enum):
+    """Prospect of staying; integration course access depends on it."""
+
+    good = "good"
+    unclear = "unclear"  # individually good but unclear
+    safe_country_of_origin = "safe_country_of_origin"
+    unknown = "unknown"
+
+
+class BenefitRegime(str, enum.Enum):
+    """Rechtskreis of subsistence."""
+
+    asylblg = "asylblg"
+    sgb_ii = "sgb_ii"
+    sgb_iii = "sgb_iii"
+    sgb_xii = "sgb_xii"
+    none = "none"
+
+
+def _in(column: str, enum_cls: type[enum.Enum]) -> str:
+    values = ", ".join(f"'{m.value}'" for m in enum_cls)
+    return f"{column} IN ({values})"
+
+
+class Person(Base):
+    """A newcomer. ``id`` is a random, stable pseudonym: it carries no personal data."""
+
+    __tablename__ = "persons"
+    __table_args__ = (
+        CheckConstraint(_in("residence_status", ResidenceStatus), name="residence_status"),
+        CheckConstraint(_in("bleibeperspektive", Bleibeperspektive), name="bleibeperspektive"),
+        CheckConstraint(_in("benefit_regime", BenefitRegime), name="benefit_regime"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    residence_status: Mapped[str] = mapped_column(String(32))
+    bleibeperspektive: Mapped[str] = mapped_column(String(32))
+    benefit_regime: Mapped[str] = mapped_column(String(16))
+    lead_jurisdiction_id: Mapped[int] = mapped_column(ForeignKey("jurisdictions.id"), index=True)
+    created_by_organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,0 +1,67 @@
+"""Loads and cross-checks every policy file at start. Any error names file, line and field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from casemgmt.auth.roles import RolePolicy, load_roles
+from casemgmt.chains.spec import CASE_MANAGEMENT_OWNER, ChainTemplate, load_templates
+from casemgmt.policy.source import PolicyError, line_of, load_yaml, validate
+
+KEY_PATTERN = r"^[a-z][a-z0-9_]*$"
+
+
+class _KindDoc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    key: str = Field(pattern=KEY_PATTERN, max_length=64)
+    title: str = Field(min_length=1)
+    description: str = ""
+
+
+class _KindsDoc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kinds: list[_KindDoc] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class OrganisationKind:
+    """A kind of organisation (Ausländerbehörde, Jobcenter, ...)."""
+
+    key: str
+    title: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Policies:
+    """Everything the operator configures as data, validated together."""
+
+    directory: Path
+    organisation_kinds: dict[str, OrganisationKind]
+    roles: RolePolicy
+    templates: dict[str, ChainTemplate]  # the current version of each template, by key
+
+
+def load_organisation_kinds(path: Path) -> dict[str, OrganisationKind]:
+    raw = load_yaml(path)
+    doc: _KindsDoc = validate(_KindsDoc, raw, path)
+    kinds: dict[str, OrganisationKind] = {}
+    for i, kind in enumerate(doc.kinds):
+        if kind.key in kinds or kind.key == CASE_MANAGEMENT_OWNER:
+            why = "reserved for the chain's case management" if kind.key == CASE_MANAGEMENT_OWNER else "duplicate kind"
+            raise PolicyError(path, line_of(raw, ["kinds", i, "key"]), f"kinds[{i}].key", f"{why} '{kind.key}'")
+        kinds[kind.key] = OrganisationKind(kind.key, kind.title, kind.description)
+    return kinds
+
+
+def load_policies(directory: Path) -> Policies:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise PolicyError(directory, None, "", "policy directory does not exist")
+    kinds = load_organisation_kinds(directory / "organisation_kinds.yaml")
+    roles = load_roles(directory / "roles.yaml")
+    templates = load_templates(directory / "chains", kinds.keys())
+    return Policies(directory, kinds, roles, templates)

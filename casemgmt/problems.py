@@ -1,0 +1,176 @@
+"""RFC 9457 problem details: every error the API returns, with a stable ``type`` per kind.
+
+Services raise :class:`Problem` subclasses; the handlers registered by :func:`install_handlers`
+turn them (and FastAPI's own validation and routing errors) into ``application/problem+json``.
+The ``type`` URIs are relative references to ``/problems/{slug}``, which the API serves, so a
+client can key on them and a person can read what they mean.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_BASE = "/problems/"
+
+# slug -> (status, title, what it means); served at /problems and /problems/{slug}.
+PROBLEM_TYPES: dict[str, tuple[int, str, str]] = {}
+
+
+def problem_type(slug: str, status: int, title: str, description: str) -> str:
+    PROBLEM_TYPES[slug] = (status, title, description)
+    return slug
+
+
+class Problem(Exception):
+    """An error the client can act on. Subclasses fix ``slug``; ``extra`` adds members."""
+
+    slug: ClassVar[str] = "about:blank"
+
+    def __init__(self, detail: str, **extra: Any):
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+    @property
+    def status(self) -> int:
+        return PROBLEM_TYPES[self.slug][0]
+
+    @property
+    def title(self) -> str:
+        return PROBLEM_TYPES[self.slug][1]
+
+
+def _define(slug: str, status: int, title: str, description: str) -> type[Problem]:
+    problem_type(slug, status, title, description)
+    name = "".join(part.capitalize() for part in slug.split("-"))
+    return type(name, (Problem,), {"slug": slug, "__doc__": description})
+
+
+NotAuthenticated = _define(
+    "not-authenticated", 401, "Not authenticated",
+    "No bearer token was sent, or the token is invalid, expired, for another audience or issuer, "
+    "signed with an algorithm that is not accepted, or lacks a required claim.",
+)
+Forbidden = _define(
+    "forbidden", 403, "Not allowed for your role",
+    "Your roles do not include the permission this action needs.",
+)
+WrongOrganisation = _define(
+    "wrong-organisation", 403, "Not your organisation's step",
+    "The step is owned by another kind of organisation, or by an organisation of another "
+    "jurisdiction. `owner` names who may act on it.",
+)
+UnknownOrganisation = _define(
+    "unknown-organisation", 401, "Unknown organisation",
+    "The token names an organisation that does not exist in this installation.",
+)
+NotFound = _define(
+    "not-found", 404, "Not found",
+    "The resource does not exist (or no longer exists). `resource` and `id` name what was looked up.",
+)
+RouteNotFound = _define("route-not-found", 404, "No such endpoint", "The URL matches no endpoint.")
+MethodNotAllowed = _define(
+    "method-not-allowed", 405, "Method not allowed", "The endpoint exists but not for this method."
+)
+ValidationFailed = _define(
+    "validation-error", 422, "Invalid request",
+    "The request body, path or query did not validate. `errors` lists each field and why.",
+)
+IllegalTransition = _define(
+    "illegal-transition", 409, "Action not possible in this state",
+    "The action cannot be taken on the step in its current state. `state` is the current state "
+    "and `allowed_actions` lists what can be done instead.",
+)
+GuardFailed = _define(
+    "transition-guard-failed", 409, "Action's precondition not met",
+    "The action exists for this state but a precondition failed, for example skipping a step "
+    "that is not optional. `guard` names the precondition.",
+)
+ReasonRequired = _define(
+    "reason-required", 422, "Reason required",
+    "Blocking, skipping and closing must say why: send a non-empty `reason`.",
+)
+VersionConflict = _define(
+    "version-conflict", 409, "Changed by someone else",
+    "The chain changed since you read it (`expected_version` is not the current `version`). "
+    "Reload it and decide again.",
+)
+ChainClosed = _define(
+    "chain-not-active", 409, "Chain is not active",
+    "The chain is completed or closed; its steps cannot change any more.",
+)
+DuplicateChain = _define(
+    "duplicate-chain", 409, "Chain already running",
+    "The person already has an open chain of this template.",
+)
+InternalError = _define(
+    "internal-error", 500, "Internal error",
+    "Something failed on the server. Nothing was changed. The incident is logged.",
+)
+
+
+def problem_response(status: int, slug: str, title: str, detail: str, instance: str, **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+    }
+    body.update(extra)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def _jsonable_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for err in errors:
+        out.append({
+            "field": ".".join(str(p) for p in err.get("loc", ())),
+            "message": err.get("msg", ""),
+            "type": err.get("type", ""),
+        })
+    return out
+
+
+def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(exc.status, exc.slug, exc.title, exc.detail, request.url.path, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _jsonable_errors(list(exc.errors()))
+        first = errors[0] if errors else {"field": "", "message": "invalid"}
+        return problem_response(
+            422, ValidationFailed.slug, "Invalid request",
+            f"{first['field']}: {first['message']}", request.url.path, errors=errors,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            slug = RouteNotFound.slug
+        elif exc.status_code == 405:
+            slug = MethodNotAllowed.slug
+        else:
+            slug = "http-error"
+        title = PROBLEM_TYPES.get(slug, (exc.status_code, "HTTP error", ""))[1]
+        return problem_response(exc.status_code, slug, title, str(exc.detail), request.url.path)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(
+            500, InternalError.slug, "Internal error",
+            "The request failed on the server; nothing was changed.", request.url.path,
+        )

@@ -1,0 +1,150 @@
+"""Shared fixtures. Tests that touch the database run against a PostgreSQL database created for
+this run (and dropped after it), migrated with Alembic, seeded with the synthetic Kreis.
+
+Set CASEMGMT_TEST_ADMIN_URL to point at another server (default: the local PostgreSQL, database
+``test``, as on every development and CI machine)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine, make_url
+
+from casemgmt.config import Settings
+from casemgmt.database import make_engine, make_sessionmaker
+from casemgmt.demo.world import World, build_world
+from casemgmt.migrations import upgrade
+from casemgmt.policy.loader import Policies, load_policies
+
+ADMIN_URL = os.environ.get(
+    "CASEMGMT_TEST_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+ROOT = Path(__file__).resolve().parent.parent
+# Tables holding per-test data; reference data (jurisdictions, organisations, templates) stays.
+CASE_TABLES = ("chain_events", "chain_steps", "chains", "persons")
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, start: datetime):
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kwargs: float) -> datetime:
+        self.now += timedelta(**kwargs)
+        return self.now
+
+
+def create_database(name: str) -> str:
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(name: str) -> None:
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    name = f"casemgmt_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    url = create_database(name)
+    try:
+        yield url
+    finally:
+        drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def engine(pg_url: str) -> Iterator[Engine]:
+    eng = make_engine(pg_url, pool_size=25, max_overflow=10)
+    upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def policies() -> Policies:
+    return load_policies(ROOT / "policies")
+
+
+@pytest.fixture(scope="session")
+def world(engine: Engine) -> World:
+    with make_sessionmaker(engine)() as session:
+        return build_world(session)
+
+
+@pytest.fixture(scope="session")
+def catalog(engine: Engine, policies: Policies, world: World):
+    from casemgmt.chains.catalog import register_templates
+
+    with make_sessionmaker(engine)() as session:
+        return register_templates(session, policies.templates, datetime(2026, 1, 5, tzinfo=UTC))
+
+
+@pytest.fixture
+def db(engine: Engine, world: World, catalog) -> Iterator[Engine]:
+    """The migrated PostgreSQL database, emptied of case data after each test."""
+    yield engine
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {', '.join(CASE_TABLES)} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+def session_factory(db: Engine):
+    return make_sessionmaker(db)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory, pg_url: str) -> Settings:
+    return Settings(
+        database_url=pg_url,
+        policy_dir=ROOT / "policies",
+        dev_key_dir=tmp_path_factory.mktemp("dev-keys"),
+    )
+
+
+@pytest.fixture
+def app(settings: Settings, db: Engine, policies: Policies, clock: FakeClock):
+    from casemgmt.app import create_app
+
+    return create_app(settings, engine=db, policies=policies, clock=clock)
+
+
+@pytest.fixture
+def client(app) -> Iterator:
+    from fastapi.testclient import TestClient
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture
+def auth(settings: Settings, clock: FakeClock):
+    """``auth("ennetal_ki", "case_manager")`` -> request headers with a fresh dev token."""
+    from casemgmt.auth.tokens import mint_dev_token
+
+    def headers(org: str, *roles: str, user: str | None = None) -> dict[str, str]:
+        token = mint_dev_token(settings, user or f"user-{org}", org, list(roles))
+        return {"Authorization": f"Bearer {token}"}
+
+    return headers
