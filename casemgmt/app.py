@@ -22,7 +22,13 @@ from casemgmt.jurisdictions.views import router as reference_router
 from casemgmt.migrations import ensure_at_head
 from casemgmt.persons.views import router as persons_router
 from casemgmt.policy.loader import Policies, load_policies
-from casemgmt.problems import PROBLEM_TYPES, NotFound, install_handlers, problem_type
+from casemgmt.problems import (
+    PROBLEM_TYPES,
+    STANDARD_RESPONSES,
+    NotFound,
+    install_handlers,
+    problem_type,
+)
 
 DESCRIPTION = """
 Case management across authorities for newcomers in a German municipality: each person's
@@ -46,6 +52,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # Start-up refuses a bad key configuration or an unmigrated database before serving.
+        app.state.verifier = TokenVerifier(settings)
         ensure_at_head(engine)
         with app.state.sessionmaker() as session:
             app.state.catalog = register_templates(session, policies.templates, clock())
@@ -61,14 +69,11 @@ def create_app(
     app.state.policies = policies
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
-    app.state.verifier = TokenVerifier(settings)
     app.state.clock = clock
     install_handlers(app)
 
-    app.include_router(reference_router)
-    app.include_router(templates_router)
-    app.include_router(persons_router)
-    app.include_router(chains_router)
+    for router in (reference_router, templates_router, persons_router, chains_router):
+        app.include_router(router, responses=STANDARD_RESPONSES)
 
     @app.get("/health", tags=["service"])
     def health() -> dict[str, str]:
@@ -91,6 +96,11 @@ def create_app(
                              "description": desc})
 
     return app
+
+
+def openapi_document() -> dict:
+    """The API description as committed in openapi/openapi.json (no database needed)."""
+    return create_app(Settings(database_url="sqlite://")).openapi()
 
 
 problem_type("http-error", 400, "HTTP error", "A generic HTTP error raised by the framework.")

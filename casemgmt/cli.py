@@ -74,6 +74,26 @@ def _cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_openapi(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from casemgmt.app import openapi_document
+
+    text = json.dumps(openapi_document(), indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+    out = Path(args.output)
+    if args.check:
+        if not out.exists() or out.read_text(encoding="utf-8") != text:
+            print(f"{out} is out of date: run `casemgmt openapi`", file=sys.stderr)
+            return 1
+        print(f"{out} is up to date")
+        return 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="casemgmt", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -97,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=2017, help="random seed for the synthetic data")
     p.add_argument("--no-serve", action="store_true", help="seed and print tokens, do not serve")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("openapi", help="write (or --check) the committed OpenAPI document")
+    p.add_argument("--output", default="openapi/openapi.json")
+    p.add_argument("--check", action="store_true", help="exit 1 if the file differs from the app")
+    p.set_defaults(func=_cmd_openapi)
 
     p = sub.add_parser("token", help="mint a development token signed with the dev key pair")
     p.add_argument("--user", required=True, help="user id (sub claim)")

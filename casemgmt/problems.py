@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -174,3 +175,33 @@ def install_handlers(app: FastAPI) -> None:
             500, InternalError.slug, "Internal error",
             "The request failed on the server; nothing was changed.", request.url.path,
         )
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 problem details. Members beyond these depend on ``type`` (see /problems)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(examples=["/problems/illegal-transition"])
+    title: str
+    status: int
+    detail: str
+    instance: str
+
+
+def _response(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "model": ProblemDetails,
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}},
+    }
+
+
+# Documented on every endpoint so clients see the error shape in openapi.json.
+STANDARD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _response("Not authenticated (`/problems/not-authenticated`, `/problems/unknown-organisation`)"),
+    403: _response("Not allowed (`/problems/forbidden`, `/problems/wrong-organisation`)"),
+    404: _response("Not found (`/problems/not-found`)"),
+    409: _response("Conflict with the current state (`/problems/illegal-transition`, `/problems/version-conflict`, ...)"),
+    422: _response("Invalid request (`/problems/validation-error`, `/problems/reason-required`)"),
+}

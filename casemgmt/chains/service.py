@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -88,22 +88,36 @@ def _template_of(catalog: TemplateCatalog, key: str, version: int) -> ChainTempl
     return template
 
 
+# Statements of the hot path, built once: constructing them per call costs more than running them.
+_SELECT_CHAIN = (
+    select(chains_t, jur_t.c.path.label("jurisdiction_path"))
+    .join(jur_t, jur_t.c.id == chains_t.c.lead_jurisdiction_id)
+    .where(chains_t.c.id == bindparam("chain_id"))
+)
+_SELECT_CHAIN_FOR_UPDATE = _SELECT_CHAIN.with_for_update(of=chains_t)
+_SELECT_STEPS = select(*_STEP_COLUMNS).where(steps_t.c.chain_id == bindparam("chain_id"))
+_UPDATE_STEP = (
+    update(steps_t)
+    .where(steps_t.c.id == bindparam("step_id"))
+    .values(
+        state=bindparam("state"), reason=bindparam("reason"), started_at=bindparam("started_at"),
+        completed_at=bindparam("completed_at"), due_at=bindparam("due_at"),
+        due_for=bindparam("due_for"), updated_at=bindparam("now"),
+    )
+)
+_INSERT_EVENTS = insert(events_t)
+
+
 def _load_chain(
     session: Session, catalog: TemplateCatalog, chain_id: uuid.UUID, lock: bool
 ) -> LoadedChain:
-    stmt = (
-        select(chains_t, jur_t.c.path.label("jurisdiction_path"))
-        .join(jur_t, jur_t.c.id == chains_t.c.lead_jurisdiction_id)
-        .where(chains_t.c.id == chain_id)
-    )
-    if lock:
-        stmt = stmt.with_for_update(of=chains_t)
-    row = session.execute(stmt).one_or_none()
+    stmt = _SELECT_CHAIN_FOR_UPDATE if lock else _SELECT_CHAIN
+    row = session.execute(stmt, {"chain_id": chain_id}).one_or_none()
     if row is None:
         raise NotFound(f"no chain {chain_id}", resource="chain", id=str(chain_id))
     steps: dict[str, StepInstance] = {}
     ids: dict[str, int] = {}
-    for s in session.execute(select(*_STEP_COLUMNS).where(steps_t.c.chain_id == chain_id)):
+    for s in session.execute(_SELECT_STEPS, {"chain_id": chain_id}):
         steps[s.key] = StepInstance(
             key=s.key, owner_kind=s.owner_kind, optional=s.optional, state=s.state,
             reason=s.reason, started_at=s.started_at, completed_at=s.completed_at,
@@ -138,17 +152,19 @@ def _chain_event(chain_id: uuid.UUID, kind: str, actor: Actor, now: datetime, re
 
 
 def _write_steps(session: Session, loaded: LoadedChain, now: datetime) -> None:
-    dirty = [s for s in loaded.steps.values() if s.dirty]
-    for step in dirty:
-        session.execute(
-            update(steps_t)
-            .where(steps_t.c.id == loaded.step_ids[step.key])
-            .values(
-                state=step.state, reason=step.reason, started_at=step.started_at,
-                completed_at=step.completed_at, due_at=step.due_at, due_for=step.due_for,
-                updated_at=now,
-            )
-        )
+    """One executemany for every step the change touched."""
+    params = [
+        {
+            "step_id": loaded.step_ids[step.key], "state": step.state, "reason": step.reason,
+            "started_at": step.started_at, "completed_at": step.completed_at,
+            "due_at": step.due_at, "due_for": step.due_for, "now": now,
+        }
+        for step in loaded.steps.values()
+        if step.dirty
+    ]
+    if params:
+        session.execute(_UPDATE_STEP, params)
+    for step in loaded.steps.values():
         step.dirty = False
 
 
@@ -209,7 +225,7 @@ def transition_step(
             chain_values = {"lifecycle": ChainLifecycle.completed.value, "completed_at": now}
             events.append(_chain_event(chain_id, EVENT_CHAIN_COMPLETED, actor, now,
                                        to_state=ChainLifecycle.completed.value))
-        session.execute(insert(events_t), events)
+        session.execute(_INSERT_EVENTS, events)
         version = _bump_chain(session, loaded, now, **chain_values)
         session.commit()
     except BaseException:
@@ -281,7 +297,7 @@ def start_chain(
                                reason=f"{template.key} v{template.version}",
                                to_state=ChainLifecycle.open.value)]
         events += _event_rows(chain_id, changes, actor, now)
-        session.execute(insert(events_t), events)
+        session.execute(_INSERT_EVENTS, events)
         session.commit()
     except IntegrityError:
         session.rollback()
@@ -328,7 +344,7 @@ def close_chain(
         events = _event_rows(chain_id, changes, actor, now)
         events.append(_chain_event(chain_id, EVENT_CHAIN_CLOSED, actor, now, reason=text,
                                    to_state=ChainLifecycle.closed.value))
-        session.execute(insert(events_t), events)
+        session.execute(_INSERT_EVENTS, events)
         values = {"lifecycle": ChainLifecycle.closed.value, "closed_reason": reason, "closed_at": now}
         version = _bump_chain(session, loaded, now, **values)
         session.commit()

@@ -1,0 +1,3 @@
+from casemgmt.demo.seed import DemoSummary, seed_demo
+
+__all__ = ["DemoSummary", "seed_demo"]

@@ -1,0 +1,91 @@
+"""The command line: broken policies stop start-up with file and line; tokens verify."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from casemgmt.auth.tokens import TokenVerifier
+from casemgmt.cli import main
+from casemgmt.config import Settings, get_settings
+
+POLICIES = Path(__file__).resolve().parent.parent / "policies"
+
+
+@pytest.fixture
+def policy_copy(tmp_path, monkeypatch):
+    target = tmp_path / "policies"
+    shutil.copytree(POLICIES, target)
+    monkeypatch.setenv("CASEMGMT_POLICY_DIR", str(target))
+    monkeypatch.setenv("CASEMGMT_DEV_KEY_DIR", str(tmp_path / "keys"))
+    get_settings.cache_clear()
+    yield target
+    get_settings.cache_clear()
+
+
+def test_check_policies_accepts_the_shipped_files(policy_copy, capsys):
+    assert main(["check-policies"]) == 0
+    assert "5 chain templates" in capsys.readouterr().out
+
+
+def test_unknown_owner_in_a_template_names_file_line_and_field(policy_copy, capsys):
+    path = policy_copy / "chains" / "uma.yaml"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    index = next(i for i, line in enumerate(lines) if line.strip().startswith("owner:"))
+    lines[index] = lines[index].split("owner:")[0] + "owner: jugendamtt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert main(["check-policies"]) == 2
+    err = capsys.readouterr().err
+    assert f"uma.yaml:{index + 1}:" in err
+    assert "steps[0].owner" in err and "jugendamtt" in err
+
+
+def test_role_granting_an_unknown_permission_is_refused(policy_copy, capsys):
+    path = policy_copy / "roles.yaml"
+    text = path.read_text(encoding="utf-8").replace(
+        "permissions: [reference.read]\n  dpo:", "permissions: [reference.read, reports.rewrite]\n  dpo:")
+    path.write_text(text, encoding="utf-8")
+    assert main(["check-policies"]) == 2
+    err = capsys.readouterr().err
+    assert "roles.yaml:" in err and "roles.steering.permissions[1]" in err
+
+
+def test_yaml_syntax_error_names_the_line(policy_copy, capsys):
+    path = policy_copy / "organisation_kinds.yaml"
+    path.write_text("kinds:\n  - key: a\n    title: [unclosed\n", encoding="utf-8")
+    assert main(["check-policies"]) == 2
+    err = capsys.readouterr().err
+    assert "organisation_kinds.yaml:" in err and "invalid YAML" in err
+
+
+def test_token_command_mints_a_token_the_service_accepts(policy_copy, capsys):
+    assert main(["token", "--user", "cm.1", "--org", "ennetal_ki", "--roles", "case_manager"]) == 0
+    token = capsys.readouterr().out.strip()
+    claims = TokenVerifier(get_settings()).verify(token)
+    assert (claims.user_id, claims.organisation_key, claims.roles) == ("cm.1", "ennetal_ki", ("case_manager",))
+    assert (Path(get_settings().dev_key_dir) / "private.pem").stat().st_mode & 0o077 == 0
+
+
+def test_openapi_check_detects_drift(tmp_path, capsys):
+    out = tmp_path / "openapi.json"
+    assert main(["openapi", "--output", str(out)]) == 0
+    assert main(["openapi", "--output", str(out), "--check"]) == 0
+    out.write_text(out.read_text().replace('"casemgmt"', '"renamed"', 1))
+    assert main(["openapi", "--output", str(out), "--check"]) == 1
+
+
+def test_serve_refuses_an_unmigrated_database(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CASEMGMT_DATABASE_URL", f"sqlite:///{tmp_path / 'empty.db'}")
+    monkeypatch.setenv("CASEMGMT_DEV_KEY_DIR", str(tmp_path / "keys"))
+    get_settings.cache_clear()
+    from fastapi.testclient import TestClient
+
+    from casemgmt.app import create_app
+    from casemgmt.migrations import DatabaseNotMigrated
+
+    with pytest.raises(DatabaseNotMigrated, match="casemgmt migrate"):
+        with TestClient(create_app(Settings())):
+            pass
+    get_settings.cache_clear()

@@ -1,0 +1,46 @@
+"""The demo seeding works on PostgreSQL (as on the SQLite default) and shows chains in every
+state a user should see: active, stalled by a blocked or an overdue step, completed, closed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+
+from casemgmt.auth.tokens import TokenVerifier
+from casemgmt.chains.models import ChainStep
+from casemgmt.config import Settings
+from casemgmt.database import make_engine, make_sessionmaker
+from casemgmt.demo import seed_demo
+from conftest import ROOT, create_database, drop_database
+
+
+def test_demo_seeds_a_kreis_with_chains_in_every_state(tmp_path):
+    name = "casemgmt_demo_check"
+    drop_database(name)
+    url = create_database(name)
+    settings = Settings(database_url=url, policy_dir=ROOT / "policies", dev_key_dir=tmp_path)
+    now = datetime(2026, 11, 1, 12, tzinfo=UTC)
+    try:
+        summary = seed_demo(settings, persons=120, seed=7, now=now)
+        assert summary.created and summary.persons == 120
+        assert set(summary.chains_by_template) == {
+            "refugee_recognised", "tolerated_family", "eu_newcomer", "uma", "young_adult"}
+        assert {"active", "stalled", "completed"} <= set(summary.chains_by_status)
+        assert sum(summary.chains_by_status.values()) == 120
+        engine = make_engine(url)
+        with make_sessionmaker(engine)() as s:
+            states = dict(s.execute(select(ChainStep.state, func.count()).group_by(ChainStep.state)).all())
+            overdue = s.scalar(select(func.count()).select_from(ChainStep).where(
+                ChainStep.due_at < now, ChainStep.state.in_(["planned", "ready", "in_progress", "blocked"])))
+        engine.dispose()
+        assert {"planned", "ready", "in_progress", "completed", "skipped"} <= set(states)
+        assert overdue > 0
+        # Seeding again keeps the data and only prints fresh tokens.
+        again = seed_demo(settings, persons=120, seed=7, now=now)
+        assert not again.created and again.persons == 120
+        verifier = TokenVerifier(settings)
+        roles = {verifier.verify(token).roles[0] for *_, token in again.tokens}
+        assert roles == {"case_manager", "clerk", "moderator", "steering", "dpo", "admin"}
+    finally:
+        drop_database(name)
