@@ -59,18 +59,43 @@ EVENT_STEP = "step"
 EVENT_CHAIN_COMPLETED = "chain_completed"
 EVENT_CHAIN_CLOSED = "chain_closed"
 
+# Step columns are labelled so they can share a row with the chain's columns.
 _STEP_COLUMNS = (
-    steps_t.c.id, steps_t.c.key, steps_t.c.owner_kind, steps_t.c.optional, steps_t.c.state,
-    steps_t.c.reason, steps_t.c.started_at, steps_t.c.completed_at, steps_t.c.due_at,
-    steps_t.c.due_for,
+    steps_t.c.id.label("step_id"), steps_t.c.key.label("step_key"), steps_t.c.owner_kind,
+    steps_t.c.optional, steps_t.c.state, steps_t.c.reason.label("step_reason"),
+    steps_t.c.started_at.label("step_started_at"), steps_t.c.completed_at.label("step_completed_at"),
+    steps_t.c.due_at, steps_t.c.due_for,
 )
+_CHAIN_FIELDS = tuple(c.name for c in chains_t.columns)
+
+
+@dataclass(frozen=True)
+class ChainRow:
+    """The columns of one ``chains`` row."""
+
+    id: uuid.UUID
+    person_id: uuid.UUID
+    template_key: str
+    template_version: int
+    lead_jurisdiction_id: int
+    case_management_organisation_id: int
+    lifecycle: str
+    closed_reason: str | None
+    started_at: datetime
+    completed_at: datetime | None
+    closed_at: datetime | None
+    updated_at: datetime
+    version: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _CHAIN_FIELDS}
 
 
 @dataclass
 class LoadedChain:
     """A chain row with its steps, as the engine needs them."""
 
-    row: Any
+    row: ChainRow
     jurisdiction_path: str
     template: ChainTemplate
     steps: dict[str, StepInstance]
@@ -89,13 +114,18 @@ def _template_of(catalog: TemplateCatalog, key: str, version: int) -> ChainTempl
 
 
 # Statements of the hot path, built once: constructing them per call costs more than running them.
+# The chain and all its steps come in one statement, so they are one consistent snapshot.
 _SELECT_CHAIN = (
-    select(chains_t, jur_t.c.path.label("jurisdiction_path"))
+    select(chains_t, jur_t.c.path.label("jurisdiction_path"), *_STEP_COLUMNS)
     .join(jur_t, jur_t.c.id == chains_t.c.lead_jurisdiction_id)
+    .join(steps_t, steps_t.c.chain_id == chains_t.c.id)
     .where(chains_t.c.id == bindparam("chain_id"))
 )
-_SELECT_CHAIN_FOR_UPDATE = _SELECT_CHAIN.with_for_update(of=chains_t)
-_SELECT_STEPS = select(*_STEP_COLUMNS).where(steps_t.c.chain_id == bindparam("chain_id"))
+# The lock is taken by its own statement first. Locking inside the join would not do: under READ
+# COMMITTED, a statement that waited for the lock re-reads only the locked chain row and keeps the
+# steps it saw before waiting, so two clerks would both complete the same step (the concurrency
+# test shows it). Read after the lock, the steps are current.
+_LOCK_CHAIN = select(chains_t.c.id).where(chains_t.c.id == bindparam("chain_id")).with_for_update()
 _UPDATE_STEP = (
     update(steps_t)
     .where(steps_t.c.id == bindparam("step_id"))
@@ -111,21 +141,25 @@ _INSERT_EVENTS = insert(events_t)
 def _load_chain(
     session: Session, catalog: TemplateCatalog, chain_id: uuid.UUID, lock: bool
 ) -> LoadedChain:
-    stmt = _SELECT_CHAIN_FOR_UPDATE if lock else _SELECT_CHAIN
-    row = session.execute(stmt, {"chain_id": chain_id}).one_or_none()
-    if row is None:
+    params = {"chain_id": chain_id}
+    if lock and session.execute(_LOCK_CHAIN, params).first() is None:
         raise NotFound(f"no chain {chain_id}", resource="chain", id=str(chain_id))
+    rows = session.execute(_SELECT_CHAIN, params).all()
+    if not rows:  # every chain has at least one step, so no rows means no chain
+        raise NotFound(f"no chain {chain_id}", resource="chain", id=str(chain_id))
+    first = rows[0]
+    chain = ChainRow(**{name: getattr(first, name) for name in _CHAIN_FIELDS})
     steps: dict[str, StepInstance] = {}
     ids: dict[str, int] = {}
-    for s in session.execute(_SELECT_STEPS, {"chain_id": chain_id}):
-        steps[s.key] = StepInstance(
-            key=s.key, owner_kind=s.owner_kind, optional=s.optional, state=s.state,
-            reason=s.reason, started_at=s.started_at, completed_at=s.completed_at,
+    for s in rows:
+        steps[s.step_key] = StepInstance(
+            key=s.step_key, owner_kind=s.owner_kind, optional=s.optional, state=s.state,
+            reason=s.step_reason, started_at=s.step_started_at, completed_at=s.step_completed_at,
             due_at=s.due_at, due_for=s.due_for,
         )
-        ids[s.key] = s.id
-    template = _template_of(catalog, row.template_key, row.template_version)
-    return LoadedChain(row, row.jurisdiction_path, template, steps, ids)
+        ids[s.step_key] = s.step_id
+    template = _template_of(catalog, chain.template_key, chain.template_version)
+    return LoadedChain(chain, first.jurisdiction_path, template, steps, ids)
 
 
 def _event_rows(
@@ -231,7 +265,7 @@ def transition_step(
     except BaseException:
         session.rollback()
         raise
-    row = loaded.row._asdict() | chain_values | {"version": version, "updated_at": now}
+    row = loaded.row.as_dict() | chain_values | {"version": version, "updated_at": now}
     return _chain_out(row, loaded.template, loaded.steps, actor, loaded.scope, now)
 
 
@@ -351,7 +385,7 @@ def close_chain(
     except BaseException:
         session.rollback()
         raise
-    row = loaded.row._asdict() | values | {"version": version, "updated_at": now}
+    row = loaded.row.as_dict() | values | {"version": version, "updated_at": now}
     return _chain_out(row, loaded.template, loaded.steps, actor, loaded.scope, now)
 
 
@@ -360,7 +394,7 @@ def get_chain(
 ) -> ChainOut:
     loaded = _load_chain(session, catalog, chain_id, lock=False)
     session.rollback()
-    return _chain_out(loaded.row._asdict(), loaded.template, loaded.steps, actor, loaded.scope, now)
+    return _chain_out(loaded.row.as_dict(), loaded.template, loaded.steps, actor, loaded.scope, now)
 
 
 def _chain_out(
