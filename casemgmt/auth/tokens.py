@@ -151,13 +151,18 @@ class TokenVerifier:
         except JWTError:
             raise NotAuthenticated("the token signature is invalid") from None
         sub, org, roles = claims.get("sub"), claims.get("org"), claims.get("roles")
-        if not isinstance(sub, str) or not sub:
-            raise NotAuthenticated("the token has no subject (sub)")
-        if not isinstance(org, str) or not org:
-            raise NotAuthenticated("the token names no organisation (org claim)")
-        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        if not _is_claim_text(sub):
+            raise NotAuthenticated("the token has no usable subject (sub)")
+        if not _is_claim_text(org):
+            raise NotAuthenticated("the token names no usable organisation (org claim)")
+        if not isinstance(roles, list) or not all(_is_claim_text(r) for r in roles):
             raise NotAuthenticated("the token has no roles claim (a list of strings)")
         return TokenClaims(user_id=sub, organisation_key=org, roles=tuple(roles))
+
+
+def _is_claim_text(value: Any) -> bool:
+    """A non-empty, bounded string the database can store (no NUL)."""
+    return isinstance(value, str) and 0 < len(value) <= 200 and "\x00" not in value
 
 
 def mint_dev_token(

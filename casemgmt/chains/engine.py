@@ -313,20 +313,24 @@ def apply_action(
             state=step.state,
             allowed_actions=possible_actions(machine, step),
         )
+    allowed = possible_actions(machine, step)
+    if action not in allowed:
+        # The state has the action but its guard refuses it (skip needs an optional step).
+        raise GuardFailed(
+            f"cannot {action} step '{step_key}': it is not optional",
+            guard="step_is_optional",
+            state=step.state,
+            allowed_actions=allowed,
+        )
     if Action(action) in REASON_REQUIRED and not reason:
         raise ReasonRequired(f"{action} needs a reason")
     before = step.state
     try:
         fired = _fire(machine, step, action, now, reason)
     except MachineError as exc:  # pragma: no cover - guarded by get_triggers above
-        raise IllegalTransition(str(exc), state=step.state, allowed_actions=[]) from exc
-    if not fired:
-        raise GuardFailed(
-            f"cannot {action} step '{step_key}': it is not optional",
-            guard="step_is_optional",
-            state=step.state,
-            allowed_actions=possible_actions(machine, step),
-        )
+        raise IllegalTransition(str(exc), state=step.state, allowed_actions=allowed) from exc
+    if not fired:  # pragma: no cover - the dry run above evaluated the same guards
+        raise GuardFailed(f"cannot {action} step '{step_key}'", state=step.state, allowed_actions=allowed)
     step.dirty = True
     changes = [StateChange(step_key, action, before, step.state, reason)]
     changes.extend(_after_change(template, machine, steps, step, before, now))

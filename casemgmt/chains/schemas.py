@@ -8,6 +8,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from casemgmt.chains.engine import Action, ChainStatus, CloseReason, StepState
+from casemgmt.validation import Key, Text
 
 REASON_FIELD = Field(default=None, max_length=2000, description="Why; required for block and skip.")
 
@@ -50,14 +51,14 @@ class ChainStart(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     person_id: uuid.UUID
-    template_key: str = Field(min_length=1, max_length=64)
+    template_key: Key
 
 
 class StepActionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     action: Action
-    reason: str | None = REASON_FIELD
+    reason: Text | None = REASON_FIELD
     expected_version: int | None = Field(
         default=None,
         ge=1,
@@ -69,7 +70,7 @@ class ChainCloseIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: CloseReason
-    note: str | None = Field(default=None, max_length=2000)
+    note: Text | None = Field(default=None, max_length=2000)
     expected_version: int | None = Field(default=None, ge=1)
 
 

@@ -13,7 +13,7 @@ import binascii
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, update
@@ -373,7 +373,8 @@ def close_chain(
         _check_open(loaded, expected_version)
         text = reason if not eng.clean_reason(note) else f"{reason}: {eng.clean_reason(note)}"
         machine = eng.machines.for_template(loaded.template)
-        changes = eng.close_steps(machine, loaded.steps.values(), text, now)
+        in_template_order = [loaded.steps[spec.key] for spec in loaded.template.steps]
+        changes = eng.close_steps(machine, in_template_order, text, now)
         _write_steps(session, loaded, now)
         events = _event_rows(chain_id, changes, actor, now)
         events.append(_chain_event(chain_id, EVENT_CHAIN_CLOSED, actor, now, reason=text,
@@ -468,10 +469,17 @@ class ChainFilters:
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """Parse a cursor from a previous page; anything else is the client's error, never a 500."""
     try:
         raw = json.loads(base64.urlsafe_b64decode(cursor.encode() + b"=" * (-len(cursor) % 4)))
-        return datetime.fromisoformat(raw[0]), uuid.UUID(raw[1])
-    except (ValueError, TypeError, IndexError, KeyError, binascii.Error, json.JSONDecodeError):
+        at, last_id = raw
+        if not isinstance(at, str) or not isinstance(last_id, str):
+            raise ValueError("cursor parts must be strings")
+        started_at = datetime.fromisoformat(at)
+        if started_at.tzinfo is None:
+            raise ValueError("cursor time without time zone")
+        return started_at.astimezone(UTC), uuid.UUID(last_id)
+    except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise ValidationFailed(
             "cursor: not a cursor returned by this endpoint",
             errors=[{"field": "query.cursor", "message": "invalid cursor", "type": "value_error"}],
@@ -592,21 +600,10 @@ def _summaries(session: Session, ids: list[uuid.UUID], now: datetime) -> list[Ch
                 status=status, started_at=r.started_at, updated_at=r.updated_at,
                 version=r.version, steps_total=r.total, steps_ended=r.ended,
                 steps_blocked=r.blocked, steps_overdue=r.overdue,
-                next_due_at=_aware(r.next_due),
+                next_due_at=r.next_due,
             )
         )
     return out
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    """Aggregates bypass the column type, so SQLite hands back naive UTC strings/datetimes."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    from datetime import UTC
-
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def chain_events(session: Session, chain_id: uuid.UUID) -> list[ChainEvent]:

@@ -27,6 +27,7 @@ from casemgmt.chains.schemas import (
 from casemgmt.chains.spec import ChainTemplate
 from casemgmt.clock import request_now
 from casemgmt.problems import NotFound
+from casemgmt.validation import DbId, Key
 
 templates_router = APIRouter(prefix="/templates", tags=["templates"],
                              dependencies=[Depends(require("reference.read"))])
@@ -64,7 +65,7 @@ def list_templates(request: Request):
 
 
 @templates_router.get("/{key}", response_model=TemplateOut)
-def get_template(request: Request, key: str, version: int | None = Query(default=None, ge=1)):
+def get_template(request: Request, key: Key, version: int | None = Query(default=None, ge=1, le=2**31 - 1)):
     catalog = _catalog(request)
     template = catalog.current.get(key) if version is None else catalog.get(key, version)
     if template is None:
@@ -88,9 +89,9 @@ def start_chain(
 def list_chains(
     status: ChainStatus | None = None,
     overdue: bool | None = None,
-    organisation_id: int | None = None,
-    template_key: str | None = Query(default=None, max_length=64),
-    jurisdiction_id: int | None = Query(default=None, description="This jurisdiction and those below it."),
+    organisation_id: DbId | None = None,
+    template_key: Key | None = None,
+    jurisdiction_id: DbId | None = Query(default=None, description="This jurisdiction and those below it."),
     person_id: uuid.UUID | None = None,
     limit: int = Query(default=50, ge=1, le=200),
     cursor: str | None = Query(default=None, max_length=200),
@@ -120,7 +121,7 @@ def get_chain(
 def act_on_step(
     request: Request,
     chain_id: uuid.UUID,
-    step_key: str,
+    step_key: Key,
     body: StepActionIn,
     actor: Actor = Depends(require("steps.act")),
     session: Session = Depends(get_session),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -10,6 +10,7 @@ from casemgmt.auth.dependencies import get_session, require
 from casemgmt.jurisdictions.models import Jurisdiction, JurisdictionLevel, Organisation
 from casemgmt.jurisdictions.schemas import JurisdictionOut, OrganisationKindOut, OrganisationOut
 from casemgmt.problems import NotFound
+from casemgmt.validation import DbId, Key
 
 router = APIRouter(tags=["reference"], dependencies=[Depends(require("reference.read"))])
 
@@ -17,7 +18,7 @@ router = APIRouter(tags=["reference"], dependencies=[Depends(require("reference.
 @router.get("/jurisdictions", response_model=list[JurisdictionOut])
 def list_jurisdictions(
     level: JurisdictionLevel | None = None,
-    parent_id: int | None = None,
+    parent_id: DbId | None = None,
     session: Session = Depends(get_session),
 ):
     stmt = select(Jurisdiction).order_by(Jurisdiction.path)
@@ -29,7 +30,7 @@ def list_jurisdictions(
 
 
 @router.get("/jurisdictions/{jurisdiction_id}", response_model=JurisdictionOut)
-def get_jurisdiction(jurisdiction_id: int, session: Session = Depends(get_session)):
+def get_jurisdiction(jurisdiction_id: DbId, session: Session = Depends(get_session)):
     found = session.get(Jurisdiction, jurisdiction_id)
     if found is None:
         raise NotFound(f"no jurisdiction {jurisdiction_id}", resource="jurisdiction", id=str(jurisdiction_id))
@@ -48,8 +49,8 @@ def _org_out(request: Request, org: Organisation) -> OrganisationOut:
 @router.get("/organisations", response_model=list[OrganisationOut])
 def list_organisations(
     request: Request,
-    kind: str | None = Query(default=None, max_length=64),
-    jurisdiction_id: int | None = None,
+    kind: Key | None = None,
+    jurisdiction_id: DbId | None = None,
     session: Session = Depends(get_session),
 ):
     stmt = select(Organisation).order_by(Organisation.name)
@@ -61,7 +62,7 @@ def list_organisations(
 
 
 @router.get("/organisations/{organisation_id}", response_model=OrganisationOut)
-def get_organisation(request: Request, organisation_id: int, session: Session = Depends(get_session)):
+def get_organisation(request: Request, organisation_id: DbId, session: Session = Depends(get_session)):
     org = session.get(Organisation, organisation_id)
     if org is None:
         raise NotFound(f"no organisation {organisation_id}", resource="organisation", id=str(organisation_id))

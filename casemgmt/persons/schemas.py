@@ -7,6 +7,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from casemgmt.validation import DbId
 from casemgmt.persons.models import BenefitRegime, Bleibeperspektive, ResidenceStatus
 
 
@@ -18,7 +19,7 @@ class PersonCreate(BaseModel):
     residence_status: ResidenceStatus
     bleibeperspektive: Bleibeperspektive
     benefit_regime: BenefitRegime
-    lead_jurisdiction_id: int | None = Field(
+    lead_jurisdiction_id: DbId | None = Field(
         default=None,
         description="Where the person lives; defaults to the jurisdiction of your organisation.",
     )
