@@ -3,6 +3,7 @@ state a user should see: active, stalled by a blocked or an overdue step, comple
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select
@@ -16,7 +17,7 @@ from conftest import ROOT, create_database, drop_database
 
 
 def test_demo_seeds_a_kreis_with_chains_in_every_state(tmp_path):
-    name = "casemgmt_demo_check"
+    name = f"casemgmt_demo_{uuid.uuid4().hex[:8]}"
     drop_database(name)
     url = create_database(name)
     settings = Settings(database_url=url, policy_dir=ROOT / "policies", dev_key_dir=tmp_path)

@@ -3,6 +3,8 @@ do not drift from the migrations."""
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -22,7 +24,7 @@ def _drift(engine) -> list:
 
 
 def test_upgrade_on_empty_postgresql_matches_models():
-    name = "casemgmt_mig_check"
+    name = f"casemgmt_mig_{uuid.uuid4().hex[:8]}"
     drop_database(name)
     url = create_database(name)
     engine = make_engine(url)
