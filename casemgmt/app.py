@@ -22,6 +22,9 @@ from casemgmt.jurisdictions.views import router as reference_router
 from casemgmt.migrations import ensure_at_head
 from casemgmt.persons.views import router as persons_router
 from casemgmt.policy.loader import Policies, load_policies
+from casemgmt.privacy.crypto import KeyRing, load_master_key
+from casemgmt.privacy.service import Privacy
+from casemgmt.privacy.views import router as privacy_router
 from casemgmt.problems import (
     PROBLEM_TYPES,
     STANDARD_RESPONSES,
@@ -45,6 +48,7 @@ def create_app(
     engine: Engine | None = None,
     policies: Policies | None = None,
     clock: Callable[[], datetime] = utcnow,
+    master_key: bytes | None = None,
 ) -> FastAPI:
     settings = settings or get_settings()
     policies = policies or load_policies(settings.policy_dir)
@@ -54,7 +58,12 @@ def create_app(
     async def lifespan(app: FastAPI):
         # Start-up refuses a bad key configuration or an unmigrated database before serving.
         app.state.verifier = TokenVerifier(settings)
+        keys = KeyRing.from_master(
+            master_key or load_master_key(settings.master_key_file, settings.master_key)
+        )
+        app.state.privacy = Privacy(policies.data, keys)
         ensure_at_head(engine)
+        app.state.sessionmaker = make_sessionmaker(engine, audit_key=keys.audit_key)
         with app.state.sessionmaker() as session:
             app.state.catalog = register_templates(session, policies.templates, clock())
         yield
@@ -68,11 +77,10 @@ def create_app(
     app.state.settings = settings
     app.state.policies = policies
     app.state.engine = engine
-    app.state.sessionmaker = make_sessionmaker(engine)
     app.state.clock = clock
     install_handlers(app)
 
-    for router in (reference_router, templates_router, persons_router, chains_router):
+    for router in (reference_router, templates_router, persons_router, chains_router, privacy_router):
         app.include_router(router, responses=STANDARD_RESPONSES)
 
     @app.get("/health", tags=["service"])

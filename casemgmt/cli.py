@@ -94,6 +94,29 @@ def _cmd_openapi(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_audit_verify(args: argparse.Namespace) -> int:
+    import time
+
+    from casemgmt.database import make_engine
+    from casemgmt.privacy.audit import verify
+    from casemgmt.privacy.crypto import KeyRing, load_master_key
+
+    settings = get_settings()
+    keys = KeyRing.from_master(load_master_key(settings.master_key_file, settings.master_key))
+    engine = make_engine(settings.database_url)
+    started = time.perf_counter()
+    with engine.connect() as conn:
+        result = verify(conn, keys.audit_key)
+    seconds = time.perf_counter() - started
+    engine.dispose()
+    if result.ok:
+        print(f"audit trail intact: {result.rows} rows verified in {seconds:.2f} s")
+        return 0
+    print(f"audit trail BROKEN at row {result.first_bad_id}: {result.problem} "
+          f"({result.rows} rows before it are intact)", file=sys.stderr)
+    return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="casemgmt", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -117,6 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=2017, help="random seed for the synthetic data")
     p.add_argument("--no-serve", action="store_true", help="seed and print tokens, do not serve")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("audit", help="audit trail tools")
+    audit_sub = p.add_subparsers(dest="audit_command", required=True)
+    v = audit_sub.add_parser("verify", help="check the hash chain; exit 1 naming the first bad row")
+    v.set_defaults(func=_cmd_audit_verify)
 
     p = sub.add_parser("openapi", help="write (or --check) the committed OpenAPI document")
     p.add_argument("--output", default="openapi/openapi.json")
@@ -144,8 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         from casemgmt.auth.tokens import KeyConfigurationError
         from casemgmt.migrations import DatabaseNotMigrated
+        from casemgmt.privacy.crypto import MasterKeyError
 
-        if isinstance(exc, (KeyConfigurationError, DatabaseNotMigrated)):
+        if isinstance(exc, (KeyConfigurationError, DatabaseNotMigrated, MasterKeyError)):
             print(f"casemgmt: {exc}", file=sys.stderr)
             return 2
         raise

@@ -38,6 +38,13 @@ class Settings(BaseSettings):
     )
     dev_token_ttl_minutes: int = 8 * 60
 
+    # Personal data: AES-256 master key (base64), from the environment or a key file.
+    master_key: str | None = Field(default=None, description="Base64 master key (32 bytes).")
+    master_key_file: Path = Field(
+        default=Path(".casemgmt/master.key"),
+        description="File holding the base64 master key; `casemgmt demo` creates one if missing.",
+    )
+
     host: str = "127.0.0.1"
     port: int = 8000
 

@@ -65,15 +65,28 @@ def make_engine(url: str, **kwargs) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA busy_timeout=5000")
+            # The SQLite file is the demo default: WAL with NORMAL sync cannot corrupt the file,
+            # it only risks the last commits on power loss, and makes commits far cheaper.
+            cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
+            # Let SQLAlchemy, not the driver, open transactions (see _begin_immediate).
+            dbapi_conn.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _begin_immediate(conn):
+            # SQLite has no row locks: taking the write lock at BEGIN serialises transactions,
+            # which is what the chain lock and the audit chain need in the demo.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)
 
 
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(bind=engine, expire_on_commit=False)
+def make_sessionmaker(engine: Engine, audit_key: bytes | None = None) -> sessionmaker[Session]:
+    """Sessions for the service. Those that write personal data or state need ``audit_key``: the
+    audit trail refuses to append without it (see casemgmt.privacy.service.audit_key)."""
+    return sessionmaker(bind=engine, expire_on_commit=False, info={"audit_key": audit_key})
 
 
 def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:

@@ -3,8 +3,18 @@
 from casemgmt.chains.models import Chain, ChainEvent, ChainStep, ChainTemplateVersion
 from casemgmt.jurisdictions.models import Jurisdiction, Organisation
 from casemgmt.persons.models import Person
+from casemgmt.privacy.models import (
+    AuditEvent,
+    AuditHead,
+    Consent,
+    ConsentWithdrawal,
+    DataExchangeAgreement,
+    PersonField,
+    PersonKey,
+)
 
 __all__ = [
     "Chain", "ChainEvent", "ChainStep", "ChainTemplateVersion", "Jurisdiction", "Organisation",
-    "Person",
+    "Person", "AuditEvent", "AuditHead", "Consent", "ConsentWithdrawal", "DataExchangeAgreement",
+    "PersonField", "PersonKey",
 ]

@@ -113,6 +113,21 @@ DuplicateChain = _define(
     "duplicate-chain", 409, "Chain already running",
     "The person already has an open chain of this template.",
 )
+NoLegalBasis = _define(
+    "no-legal-basis", 403, "No legal basis for these fields",
+    "Writing (or reading) these fields needs a statutory basis, a data-exchange agreement or the "
+    "person's consent, and none applies to your organisation for this purpose. `fields` names "
+    "each field and why.",
+)
+InvalidConsent = _define(
+    "invalid-consent", 422, "Consent not valid",
+    "The consent cannot be recorded as given: for example special categories without explicit "
+    "consent, no notice of the consequences of refusing, or an end before its start.",
+)
+ConsentAlreadyWithdrawn = _define(
+    "consent-already-withdrawn", 409, "Consent already withdrawn",
+    "The consent was withdrawn before; a withdrawal cannot be repeated or undone.",
+)
 InternalError = _define(
     "internal-error", 500, "Internal error",
     "Something failed on the server. Nothing was changed. The incident is logged.",

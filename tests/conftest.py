@@ -27,7 +27,11 @@ ADMIN_URL = os.environ.get(
 )
 ROOT = Path(__file__).resolve().parent.parent
 # Tables holding per-test data; reference data (jurisdictions, organisations, templates) stays.
-CASE_TABLES = ("chain_events", "chain_steps", "chains", "persons")
+CASE_TABLES = (
+    "chain_events", "chain_steps", "chains", "consent_withdrawals", "consents", "person_fields",
+    "person_keys", "persons", "data_exchange_agreements", "audit_events",
+)
+MASTER_KEY = os.urandom(32)
 
 
 class FakeClock:
@@ -101,12 +105,29 @@ def db(engine: Engine, world: World, catalog) -> Iterator[Engine]:
     """The migrated PostgreSQL database, emptied of case data after each test."""
     yield engine
     with engine.begin() as conn:
+        # TRUNCATE is not a row-level UPDATE/DELETE, so the append-only triggers let it through.
         conn.execute(text(f"TRUNCATE {', '.join(CASE_TABLES)} RESTART IDENTITY CASCADE"))
+        conn.execute(text(f"UPDATE audit_head SET last_id = 0, last_hash = '{'0' * 64}'"))
+
+
+@pytest.fixture(scope="session")
+def keys():
+    from casemgmt.privacy.crypto import KeyRing
+
+    return KeyRing.from_master(MASTER_KEY)
 
 
 @pytest.fixture
-def session_factory(db: Engine):
-    return make_sessionmaker(db)
+def session_factory(db: Engine, keys):
+    """Sessions as the service makes them: able to write the audit trail."""
+    return make_sessionmaker(db, audit_key=keys.audit_key)
+
+
+@pytest.fixture
+def privacy(policies: Policies, keys):
+    from casemgmt.privacy.service import Privacy
+
+    return Privacy(policies.data, keys)
 
 
 @pytest.fixture
@@ -127,7 +148,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory, pg_url: str) -> Settings:
 def app(settings: Settings, db: Engine, policies: Policies, clock: FakeClock):
     from casemgmt.app import create_app
 
-    return create_app(settings, engine=db, policies=policies, clock=clock)
+    return create_app(settings, engine=db, policies=policies, clock=clock, master_key=MASTER_KEY)
 
 
 @pytest.fixture

@@ -22,6 +22,14 @@ PERSON = {
     "bleibeperspektive": "good",
     "benefit_regime": "asylblg",
 }
+# The consent a case management records at intake so it may write the residence attributes.
+INTAKE_CONSENT = {
+    "categories": ["residence", "benefits"],
+    "purpose": "case_management",
+    "consequences_explained": True,
+    "evidence_reference": "EW-TEST-1",
+    "language": "Arabisch",
+}
 # Who acts for a chain whose person lives in Wittmar: the town's own offices, the Kreis-level
 # authorities, the BAMF of the Land. "case_management" is the Kreis's integration centre.
 WITTMAR_OWNERS = {
@@ -67,11 +75,23 @@ def ts(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def new_person(client, headers, jurisdiction_id: int | None = None, **fields: Any) -> dict[str, Any]:
-    body = PERSON | fields
+def person_body(jurisdiction_id: int | None, consent_place: int | None = None, **fields: Any) -> dict[str, Any]:
+    """A registration with the residence attributes and the intake consent to the integration
+    centres serving the person's place (or ``consent_place``)."""
+    body: dict[str, Any] = {"fields": PERSON | fields}
+    place = consent_place or jurisdiction_id
+    if place is not None:
+        body["consents"] = [INTAKE_CONSENT | {"recipients": [
+            {"organisation_kind": "kommunales_integrationszentrum", "jurisdiction_id": place}]}]
+    else:
+        body["fields"] = {}
     if jurisdiction_id is not None:
         body["lead_jurisdiction_id"] = jurisdiction_id
-    return ok(client.post("/persons", json=body, headers=headers), 201)
+    return body
+
+
+def new_person(client, headers, jurisdiction_id: int | None = None, **fields: Any) -> dict[str, Any]:
+    return ok(client.post("/persons", json=person_body(jurisdiction_id, **fields), headers=headers), 201)
 
 
 def start(client, headers, person: dict[str, Any], template: str = REFUGEE):
@@ -245,18 +265,27 @@ def test_steering_reads_reference_data_but_no_cases(client, auth, world):
     steering = auth("ennetal_ki", "steering")
     assert ok(client.get("/organisations", headers=steering))
     assert ok(client.get("/templates", headers=steering))
-    body = problem(client.post("/persons", json=PERSON, headers=steering), 403, "forbidden")
+    body = problem(client.post("/persons", json=person_body(world.jurisdictions["wittmar"]),
+                               headers=steering), 403, "forbidden")
     assert body["permission"] == "persons.create"
     problem(client.get("/chains", headers=steering), 403, "forbidden")
 
 
-def test_clerk_cannot_register_persons_or_start_chains(client, auth, cm, wittmar_person):
+def test_clerk_cannot_register_persons_or_start_chains(client, auth, cm, world, wittmar_person):
     clerk = auth("wittmar_sozialamt", "clerk")
-    problem(client.post("/persons", json=PERSON, headers=clerk), 403, "forbidden")
+    problem(client.post("/persons", json=person_body(world.jurisdictions["wittmar"]), headers=clerk),
+            403, "forbidden")
     problem(start(client, clerk, wittmar_person), 403, "forbidden")
-    # ... but may read the person and the chain list.
-    assert ok(client.get(f"/persons/{wittmar_person['id']}", headers=clerk))["id"] == wittmar_person["id"]
+    # Before a chain involves the Sozialamt, the person is not in its record scope ...
+    problem(client.get(f"/persons/{wittmar_person['id']}", headers=clerk), 404, "not-found")
     assert ok(client.get("/chains", headers=clerk))["items"] == []
+    # ... once it owns a step of the person's chain, it reads what its statute allows.
+    started(client, cm, wittmar_person)
+    read = ok(client.get(f"/persons/{wittmar_person['id']}", headers=clerk))
+    assert read["purpose"] == "asylum_benefits"
+    assert read["fields"]["benefit_regime"] == "asylblg"
+    assert read["legal_bases"]["benefit_regime"] == "statute:sozialamt_asylblg"
+    assert "case_notes" in {r["field"] for r in read["redacted"]}
 
 
 def test_unknown_roles_grant_nothing(client, auth):
@@ -268,12 +297,15 @@ def test_unknown_roles_grant_nothing(client, auth):
 
 
 def test_create_and_read_person(client, cm, world, clock):
-    created = new_person(client, cm, world.jurisdictions["wittmar"])
-    assert created["residence_status"] == "protection_granted"
-    assert created["bleibeperspektive"] == "good"
-    assert created["benefit_regime"] == "asylblg"
+    created = new_person(client, cm, world.jurisdictions["wittmar"], family_name="Haddad")
+    assert created["fields"]["residence_status"] == "protection_granted"
+    assert created["fields"]["bleibeperspektive"] == "good"
+    assert created["fields"]["benefit_regime"] == "asylblg"
+    assert created["fields"]["family_name"] == "Haddad"
+    assert created["legal_bases"]["family_name"] == "statute:case_management_intake"
+    assert created["legal_bases"]["benefit_regime"].startswith("consent:")
     assert created["lead_jurisdiction_id"] == world.jurisdictions["wittmar"]
-    assert created["created_by_organisation_id"] == world.organisations["ennetal_ki"]
+    assert created["purpose"] == "case_management"
     assert ts(created["created_at"]) == clock.now
 
     read = ok(client.get(f"/persons/{created['id']}", headers=cm))
@@ -285,39 +317,40 @@ def test_person_defaults_to_the_organisations_jurisdiction(client, cm, world):
     assert created["lead_jurisdiction_id"] == world.jurisdictions["kreis_ennetal"]
 
 
-def test_person_with_invalid_enum(client, cm):
-    body = problem(client.post("/persons", json=PERSON | {"residence_status": "illegal"},
+def test_person_with_invalid_enum(client, cm, world):
+    body = problem(client.post("/persons", json=person_body(world.jurisdictions["wittmar"],
+                                                              residence_status="illegal"),
                                headers=cm), 422, "validation-error")
-    assert [e["field"] for e in body["errors"]] == ["body.residence_status"]
+    assert [e["field"] for e in body["errors"]] == ["fields.residence_status"]
     assert "residence_status" in body["detail"]
 
 
-def test_person_with_missing_and_extra_fields(client, cm):
-    incomplete = {k: v for k, v in PERSON.items() if k != "benefit_regime"}
-    body = problem(client.post("/persons", json=incomplete, headers=cm), 422, "validation-error")
-    assert "body.benefit_regime" in [e["field"] for e in body["errors"]]
-    body = problem(client.post("/persons", json=PERSON | {"name": "Max Mustermann"}, headers=cm),
-                   422, "validation-error")
+def test_person_with_unknown_and_extra_fields(client, cm, world):
+    body = problem(client.post("/persons", json=person_body(world.jurisdictions["wittmar"], name="Max"),
+                               headers=cm), 422, "validation-error")
+    assert "fields.name" in [e["field"] for e in body["errors"]]
+    body = problem(client.post("/persons", json=person_body(world.jurisdictions["wittmar"]) | {"name": "Max"},
+                               headers=cm), 422, "validation-error")
     assert "body.name" in [e["field"] for e in body["errors"]]
 
 
-def test_person_in_unknown_jurisdiction(client, cm):
-    body = problem(client.post("/persons", json=PERSON | {"lead_jurisdiction_id": 999999},
-                               headers=cm), 422, "validation-error")
+def test_person_in_unknown_jurisdiction(client, cm, world):
+    body = person_body(999999, consent_place=world.jurisdictions["wittmar"])
+    body = problem(client.post("/persons", json=body, headers=cm), 422, "validation-error")
     assert [e["field"] for e in body["errors"]] == ["body.lead_jurisdiction_id"]
 
 
 def test_person_in_a_jurisdiction_the_organisation_does_not_serve(client, auth, cm, world):
     hagenau_cm = auth("hagenau_ki", "case_manager")
-    problem(client.post("/persons", json=PERSON | {"lead_jurisdiction_id": world.jurisdictions["wittmar"]},
+    problem(client.post("/persons", json=person_body(world.jurisdictions["wittmar"]),
                         headers=hagenau_cm), 403, "wrong-organisation")
     # The Kreis serves its towns but not the kreisfreie Stadt next door.
-    problem(client.post("/persons", json=PERSON | {"lead_jurisdiction_id": world.jurisdictions["hagenau"]},
+    problem(client.post("/persons", json=person_body(world.jurisdictions["hagenau"]),
                         headers=cm), 403, "wrong-organisation")
     # A town's office does not serve the Kreis as a whole.
     wittmar_cm = auth("wittmar_sozialamt", "case_manager")
     problem(client.post("/persons", headers=wittmar_cm,
-                        json=PERSON | {"lead_jurisdiction_id": world.jurisdictions["kreis_ennetal"]}),
+                        json=person_body(world.jurisdictions["kreis_ennetal"])),
             403, "wrong-organisation")
 
 
@@ -368,9 +401,8 @@ def test_allowed_actions_depend_on_the_caller(client, auth, cm, chain):
     assert "complete" not in step(sozialamt, "arrival_assignment")["allowed_actions"]
     assert step(sozialamt, "accommodation")["allowed_actions"] == []  # planned, not optional
 
-    # Another town's Sozialamt sees the chain but cannot act on it.
-    other_town = get_chain(client, auth("hattenberg_sozialamt", "clerk"), cid)
-    assert all(s["allowed_actions"] == [] for s in other_town["steps"])
+    # Another town's Sozialamt is not involved: the chain does not exist for it.
+    problem(client.get(f"/chains/{cid}", headers=auth("hattenberg_sozialamt", "clerk")), 404, "not-found")
 
     # An optional step can be skipped by its owner even before it is ready.
     health = get_chain(client, auth("ennetal_gesundheitsamt", "clerk"), cid)
@@ -396,9 +428,8 @@ def test_start_errors(client, auth, cm, world, wittmar_person):
             422, "validation-error")
     problem(client.post("/chains", json={"person_id": wittmar_person["id"], "template_key": REFUGEE,
                                          "priority": "high"}, headers=cm), 422, "validation-error")
-    # Hagenau's case management cannot open a chain for a person living in Wittmar.
-    problem(start(client, auth("hagenau_ki", "case_manager"), wittmar_person), 403,
-            "wrong-organisation")
+    # Hagenau's case management has no business with a person the Kreis registered in Wittmar.
+    problem(start(client, auth("hagenau_ki", "case_manager"), wittmar_person), 404, "not-found")
     assert listed(client, cm) == []
 
 
@@ -708,28 +739,39 @@ def test_listing_filters(client, auth, cm, world, clock):
     clock.advance(minutes=1)
     h = started(client, hagenau_cm, cem)["id"]
 
-    assert listed(client, cm) == [h, b, a]  # newest first
+    # Each organisation lists only the chains it is involved in (its record scope).
+    assert listed(client, cm) == [b, a]  # newest first
+    assert listed(client, hagenau_cm) == [h]
+    assert listed(client, auth("hagenau_abh", "clerk")) == [h]
+    assert listed(client, auth("ennetal_abh", "clerk")) == [b, a]
+    assert listed(client, auth("wittmar_sozialamt", "clerk")) == [a]  # eu_newcomer: no Sozialamt
+    assert listed(client, auth("hattenberg_sozialamt", "clerk")) == []
+
     assert listed(client, cm, template_key="eu_newcomer") == [b]
-    assert listed(client, cm, template_key=REFUGEE) == [h, a]
+    assert listed(client, cm, template_key=REFUGEE) == [a]
+    assert listed(client, hagenau_cm, template_key=REFUGEE) == [h]
     assert listed(client, cm, template_key="no_such_template") == []
 
     j = world.jurisdictions
     assert listed(client, cm, jurisdiction_id=j["kreis_ennetal"]) == [b, a]
     assert listed(client, cm, jurisdiction_id=j["wittmar"]) == [b, a]
     assert listed(client, cm, jurisdiction_id=j["hattenberg"]) == []
-    assert listed(client, cm, jurisdiction_id=j["hagenau"]) == [h]
-    assert listed(client, cm, jurisdiction_id=j["nrw"]) == [h, b, a]
+    assert listed(client, cm, jurisdiction_id=j["hagenau"]) == []
+    assert listed(client, hagenau_cm, jurisdiction_id=j["nrw"]) == [h]
+    assert listed(client, cm, jurisdiction_id=j["nrw"]) == [b, a]
 
     o = world.organisations
     assert listed(client, cm, organisation_id=o["ennetal_abh"]) == [b, a]
-    assert listed(client, cm, organisation_id=o["wittmar_sozialamt"]) == [a]  # eu_newcomer: no Sozialamt
-    assert listed(client, cm, organisation_id=o["hagenau_abh"]) == [h]
+    assert listed(client, cm, organisation_id=o["wittmar_sozialamt"]) == [a]
+    assert listed(client, cm, organisation_id=o["hagenau_abh"]) == []
+    assert listed(client, hagenau_cm, organisation_id=o["hagenau_abh"]) == [h]
     assert listed(client, cm, organisation_id=o["hattenberg_sozialamt"]) == []
     assert listed(client, cm, organisation_id=o["ennetal_ki"]) == [b, a]
-    assert listed(client, cm, organisation_id=o["hagenau_ki"]) == [h]
+    assert listed(client, cm, organisation_id=o["hagenau_ki"]) == []
 
     assert listed(client, cm, person_id=anna["id"]) == [a]
-    assert listed(client, cm, person_id=cem["id"]) == [h]
+    assert listed(client, cm, person_id=cem["id"]) == []
+    assert listed(client, hagenau_cm, person_id=cem["id"]) == [h]
     assert listed(client, cm, person_id=anna["id"], template_key="eu_newcomer") == []
 
     summary = next(i for i in ok(client.get("/chains", headers=cm))["items"] if i["id"] == a)
@@ -1001,7 +1043,7 @@ def test_out_of_range_ids_in_reads(client, cm, url, params):
 
 
 def test_out_of_range_jurisdiction_for_a_person(client, cm):
-    body = problem(client.post("/persons", json=PERSON | {"lead_jurisdiction_id": 2**31}, headers=cm),
+    body = problem(client.post("/persons", json={"lead_jurisdiction_id": 2**31}, headers=cm),
                    422, "validation-error")
     assert body["errors"][0]["field"] == "body.lead_jurisdiction_id"
 

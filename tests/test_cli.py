@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import os
 import shutil
 from pathlib import Path
 
@@ -79,6 +81,7 @@ def test_openapi_check_detects_drift(tmp_path, capsys):
 def test_serve_refuses_an_unmigrated_database(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CASEMGMT_DATABASE_URL", f"sqlite:///{tmp_path / 'empty.db'}")
     monkeypatch.setenv("CASEMGMT_DEV_KEY_DIR", str(tmp_path / "keys"))
+    monkeypatch.setenv("CASEMGMT_MASTER_KEY", base64.b64encode(os.urandom(32)).decode())
     get_settings.cache_clear()
     from fastapi.testclient import TestClient
 
@@ -86,6 +89,26 @@ def test_serve_refuses_an_unmigrated_database(tmp_path, monkeypatch, capsys):
     from casemgmt.migrations import DatabaseNotMigrated
 
     with pytest.raises(DatabaseNotMigrated, match="casemgmt migrate"):
+        with TestClient(create_app(Settings())):
+            pass
+    get_settings.cache_clear()
+
+
+def test_serve_refuses_to_start_without_a_master_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("CASEMGMT_DATABASE_URL", f"sqlite:///{tmp_path / 'demo.db'}")
+    monkeypatch.setenv("CASEMGMT_DEV_KEY_DIR", str(tmp_path / "keys"))
+    monkeypatch.setenv("CASEMGMT_MASTER_KEY_FILE", str(tmp_path / "missing.key"))
+    get_settings.cache_clear()
+    from fastapi.testclient import TestClient
+
+    from casemgmt.app import create_app
+    from casemgmt.privacy.crypto import MasterKeyError
+
+    with pytest.raises(MasterKeyError, match="missing.key"):
+        with TestClient(create_app(Settings())):
+            pass
+    monkeypatch.setenv("CASEMGMT_MASTER_KEY", base64.b64encode(b"short").decode())
+    with pytest.raises(MasterKeyError, match="32 bytes"):
         with TestClient(create_app(Settings())):
             pass
     get_settings.cache_clear()

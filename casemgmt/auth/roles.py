@@ -40,8 +40,10 @@ class RolePolicy:
 
 # Permissions the code checks; the file may not grant anything else, nor omit any of these.
 CODE_PERMISSIONS = frozenset({
-    "reference.read", "persons.create", "persons.read",
+    "reference.read", "persons.create", "persons.read", "persons.write",
     "chains.start", "chains.read", "chains.close", "steps.act",
+    "consents.record", "consents.read", "agreements.manage", "agreements.read",
+    "audit.read", "processing.read",
 })
 
 

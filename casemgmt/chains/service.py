@@ -39,7 +39,8 @@ from casemgmt.chains.schemas import (
 )
 from casemgmt.chains.spec import ChainTemplate
 from casemgmt.jurisdictions.models import Jurisdiction, Organisation
-from casemgmt.persons.models import Person
+from casemgmt.privacy.audit import AuditEntry
+from casemgmt.privacy.service import person_in_scope, write_audit
 from casemgmt.problems import (
     ChainClosed,
     DuplicateChain,
@@ -261,6 +262,8 @@ def transition_step(
                                        to_state=ChainLifecycle.completed.value))
         session.execute(_INSERT_EVENTS, events)
         version = _bump_chain(session, loaded, now, **chain_values)
+        write_audit(session, [_audit(actor, loaded.row.id, loaded.row.person_id, "U",
+                                     f"chain.step.{action}", _describe(changes))], now)
         session.commit()
     except BaseException:
         session.rollback()
@@ -283,9 +286,7 @@ def start_chain(
         template = catalog.current.get(template_key)
         if template is None:
             raise NotFound(f"no chain template '{template_key}'", resource="template", id=template_key)
-        person = session.get(Person, person_id)
-        if person is None:
-            raise NotFound(f"no person {person_id}", resource="person", id=str(person_id))
+        person = person_in_scope(session, actor, person_id)
         jurisdiction = session.get(Jurisdiction, person.lead_jurisdiction_id)
         assert jurisdiction is not None
         if not jurisdiction.path.startswith(actor.jurisdiction_path):
@@ -332,6 +333,8 @@ def start_chain(
                                to_state=ChainLifecycle.open.value)]
         events += _event_rows(chain_id, changes, actor, now)
         session.execute(_INSERT_EVENTS, events)
+        write_audit(session, [_audit(actor, chain_id, person_id, "C", "chain.start",
+                                     f"{template.key} v{template.version}")], now)
         session.commit()
     except IntegrityError:
         session.rollback()
@@ -382,6 +385,7 @@ def close_chain(
         session.execute(_INSERT_EVENTS, events)
         values = {"lifecycle": ChainLifecycle.closed.value, "closed_reason": reason, "closed_at": now}
         version = _bump_chain(session, loaded, now, **values)
+        write_audit(session, [_audit(actor, chain_id, loaded.row.person_id, "U", "chain.close", text)], now)
         session.commit()
     except BaseException:
         session.rollback()
@@ -393,9 +397,47 @@ def close_chain(
 def get_chain(
     session: Session, catalog: TemplateCatalog, actor: Actor, chain_id: uuid.UUID, now: datetime
 ) -> ChainOut:
-    loaded = _load_chain(session, catalog, chain_id, lock=False)
-    session.rollback()
+    """A chain the actor's organisation is involved in (otherwise 404); the read is audited."""
+    try:
+        _require_chain_in_scope(session, actor, chain_id)
+        loaded = _load_chain(session, catalog, chain_id, lock=False)
+        write_audit(session, [_audit(actor, chain_id, loaded.row.person_id, "R", "chain.read")], now)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
     return _chain_out(loaded.row.as_dict(), loaded.template, loaded.steps, actor, loaded.scope, now)
+
+
+def chain_scope_clause(actor: Actor):
+    """Chains that involve the actor's organisation: it runs the case management, or it owns a
+    step of the chain and serves the chain's jurisdiction."""
+    served = select(jur_t.c.id).where(jur_t.c.path.startswith(actor.jurisdiction_path))
+    return or_(
+        chains_t.c.case_management_organisation_id == actor.organisation_id,
+        and_(
+            chains_t.c.lead_jurisdiction_id.in_(served),
+            exists().where(steps_t.c.chain_id == chains_t.c.id,
+                           steps_t.c.owner_kind == actor.organisation_kind),
+        ),
+    )
+
+
+def _require_chain_in_scope(session: Session, actor: Actor, chain_id: uuid.UUID) -> None:
+    found = session.scalar(select(chains_t.c.id).where(chains_t.c.id == chain_id, chain_scope_clause(actor)))
+    if found is None:
+        raise NotFound(f"no chain {chain_id}", resource="chain", id=str(chain_id))
+
+
+def _audit(actor: Actor, chain_id: uuid.UUID, person_id: uuid.UUID, action: str, subtype: str,
+           detail: str | None = None) -> AuditEntry:
+    return AuditEntry(agent_user=actor.user_id, agent_organisation_id=actor.organisation_id,
+                      action=action, subtype=subtype, entity_type="chain", entity_id=str(chain_id),
+                      person_id=person_id, detail=detail)
+
+
+def _describe(changes: list[StateChange]) -> str:
+    return "; ".join(f"{c.step_key}: {c.from_state} -> {c.to_state}" for c in changes)
 
 
 def _chain_out(
@@ -502,11 +544,13 @@ def _status_clause(status: eng.ChainStatus, now: datetime):
 
 
 def list_chains(
-    session: Session, filters: ChainFilters, limit: int, cursor: str | None, now: datetime
+    session: Session, filters: ChainFilters, limit: int, cursor: str | None, now: datetime,
+    actor: Actor | None = None,
 ) -> ChainPage:
-    """Chains newest first, keyset-paginated so deep pages cost the same as the first."""
+    """Chains newest first, keyset-paginated so deep pages cost the same as the first. With an
+    actor, only chains that involve the actor's organisation."""
     stmt = select(chains_t.c.id, chains_t.c.started_at)
-    conds = []
+    conds = [chain_scope_clause(actor)] if actor is not None else []
     if filters.status is not None:
         conds.append(_status_clause(filters.status, now))
     if filters.overdue is not None:
@@ -606,11 +650,17 @@ def _summaries(session: Session, ids: list[uuid.UUID], now: datetime) -> list[Ch
     return out
 
 
-def chain_events(session: Session, chain_id: uuid.UUID) -> list[ChainEvent]:
-    if session.get(Chain, chain_id) is None:
-        raise NotFound(f"no chain {chain_id}", resource="chain", id=str(chain_id))
-    events = list(
-        session.scalars(select(ChainEvent).where(ChainEvent.chain_id == chain_id).order_by(ChainEvent.id))
-    )
-    session.rollback()
-    return events
+def chain_events(session: Session, actor: Actor, chain_id: uuid.UUID, now: datetime) -> list[ChainEvent]:
+    """The chain's timeline, oldest first; the read is audited."""
+    try:
+        _require_chain_in_scope(session, actor, chain_id)
+        events = list(
+            session.scalars(select(ChainEvent).where(ChainEvent.chain_id == chain_id).order_by(ChainEvent.id))
+        )
+        person_id = session.scalar(select(Chain.person_id).where(Chain.id == chain_id))
+        write_audit(session, [_audit(actor, chain_id, person_id, "R", "chain.timeline")], now)
+        session.commit()
+        return events
+    except BaseException:
+        session.rollback()
+        raise

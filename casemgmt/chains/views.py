@@ -103,7 +103,7 @@ def list_chains(
         status=status, overdue=overdue, organisation_id=organisation_id,
         template_key=template_key, jurisdiction_id=jurisdiction_id, person_id=person_id,
     )
-    return service.list_chains(session, filters, limit, cursor, now)
+    return service.list_chains(session, filters, limit, cursor, now, actor=actor)
 
 
 @router.get("/{chain_id}", response_model=ChainOut)
@@ -151,5 +151,6 @@ def chain_timeline(
     chain_id: uuid.UUID,
     actor: Actor = Depends(require("chains.read")),
     session: Session = Depends(get_session),
+    now: datetime = Depends(request_now),
 ):
-    return service.chain_events(session, chain_id)
+    return service.chain_events(session, actor, chain_id, now)

@@ -5,8 +5,10 @@ are pseudonymous ids with residence attributes only."""
 
 from __future__ import annotations
 
+import heapq
 import random
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -26,6 +28,15 @@ from casemgmt.jurisdictions.models import Jurisdiction, Organisation
 from casemgmt.jurisdictions.service import serving_organisations
 from casemgmt.migrations import upgrade
 from casemgmt.persons.models import Person
+from casemgmt.privacy.crypto import KeyRing, generate_master_key_file, load_master_key
+from casemgmt.privacy.schemas import AgreementIn, ConsentIn, PersonCreateIn
+from casemgmt.privacy.service import (
+    Privacy,
+    create_person,
+    list_consents,
+    record_agreement,
+    withdraw_consent,
+)
 from casemgmt.policy.loader import load_policies
 from casemgmt.problems import Problem
 
@@ -66,6 +77,32 @@ SKIP_REASONS = [
     "Person hat das Angebot abgelehnt",
     "Bereits anderweitig erledigt",
 ]
+# Invented names: common given and family names from the newcomers' regions, combined at random.
+GIVEN_NAMES = ["Amina", "Yusuf", "Mariam", "Omar", "Fatima", "Ali", "Leyla", "Hassan", "Ayan",
+               "Dawit", "Selam", "Karim", "Nour", "Reza", "Zahra", "Mihail", "Elena", "Ion",
+               "Ana", "Bogdan", "Sara", "Tesfay", "Hamid", "Parisa", "Arben", "Dritan", "Hana"]
+FAMILY_NAMES = ["Haddad", "Rahimi", "Tesfaye", "Osman", "Ahmadi", "Popescu", "Yilmaz", "Berhane",
+                "Karimi", "Hussein", "Nowak", "Mohammadi", "Abdi", "Krasniqi", "Ionescu",
+                "Hosseini", "Gebremedhin", "Farah", "Kaya", "Sadiqi"]
+NATIONALITIES = {
+    "refugee_recognised": ["SY", "IQ", "IR", "ER", "SO", "AF"],
+    "tolerated_family": ["RS", "XK", "MK", "AL"],
+    "eu_newcomer": ["RO", "BG", "PL", "GR", "IT"],
+    "uma": ["AF", "SY", "GN", "SO", "ER"],
+    "young_adult": ["SY", "AF", "IQ", "ER"],
+}
+LANGUAGES = ["Arabisch", "Farsi", "Tigrinya", "Kurdisch", "Englisch", "Französisch", "Russisch",
+             "Türkisch", "Somali", "Rumänisch", "Bulgarisch"]
+STREETS = ["Bahnhofstraße", "Ruhrstraße", "Am Markt", "Lindenweg", "Schulstraße", "Hauptstraße"]
+CASE_NOTES = [
+    "Erstgespräch mit Dolmetschung geführt; Ziele: Sprachkurs und Arbeit im erlernten Beruf.",
+    "Unterlagen zur Berufsanerkennung liegen teilweise vor; Übersetzung beantragt.",
+    "Sucht eine kleinere Wohnung; Wohnungsmarkt für 1-2 Personen sehr angespannt.",
+    "Kinderbetreuung ist Voraussetzung für den Kursbesuch.",
+]
+CASE_MANAGEMENT_CATEGORIES = ["residence", "benefits", "education", "language", "family", "housing",
+                              "case_notes", "feedback"]
+
 DEMO_USERS = [
     ("cm.ennetal", "ennetal_ki", ["case_manager"], "Case-Manager/in, KI Kreis Ennetal"),
     ("cm.caritas", "ennetal_caritas", ["case_manager"], "Case-Manager/in, Caritas Migrationsdienst"),
@@ -128,25 +165,30 @@ def _weighted(rng: random.Random, options: list[tuple[object, int]]):
     return rng.choices([o for o, _ in options], weights=[w for _, w in options])[0]
 
 
-def _walk(
+def _case(
     session: Session,
     catalog: TemplateCatalog,
+    privacy: Privacy,
     rng: random.Random,
-    chain,
     actors: _Actors,
-    case_manager: Actor,
-    start: datetime,
+    manager: Actor,
+    body: PersonCreateIn,
+    template_key: str,
+    started: datetime,
     until: datetime,
-) -> tuple[object, datetime]:
-    """Move a chain forward at simulated times between its start and ``until``. Each chain gets
-    a pace and a point where it stops moving, so the demo shows chains at every stage."""
-    now = start
+) -> Iterator[datetime]:
+    """One person's year, as a generator: it yields the time of its next action and performs it
+    when resumed, so the driver can interleave all persons in time order (the audit trail and
+    the event log then read as they would after a year of real use). Each chain gets a pace and
+    maybe a point where it stops moving, so the demo shows chains at every stage."""
+    now = yield started
+    person = create_person(session, privacy, manager, body, now)
+    chain = chains.start_chain(session, catalog, manager, person.id, template_key, now)
     pace_days = rng.uniform(2, 10)
     # Most chains keep moving; some get stuck early, which is what the overdue views are for.
-    stop_after = rng.randint(0, 12) if rng.random() < 0.2 else 200
+    moves = rng.randint(0, 12) if rng.random() < 0.2 else 200
     blocker = rng.random() < 0.1
-    last = start
-    for _ in range(stop_after):
+    for _ in range(moves):
         candidates = [s for s in chain.steps if s.state in (StepState.ready, StepState.in_progress, StepState.blocked)]
         if not candidates:
             break
@@ -155,11 +197,12 @@ def _walk(
             step = min(candidates, key=lambda s: s.due_at or until + timedelta(days=3650))
         else:
             step = rng.choice(candidates)
-        now += timedelta(days=rng.expovariate(1 / pace_days), hours=rng.randint(0, 8))
-        if now >= until:
-            break
+        when = now + timedelta(days=rng.expovariate(1 / pace_days), hours=rng.randint(0, 8))
+        if when >= until:
+            return
+        now = yield when
         if step.owner == CASE_MANAGEMENT_OWNER:
-            actor = case_manager
+            actor = manager
         else:
             actor = actors.for_kind(step.owner, chain.lead_jurisdiction_id)
             if actor is None:
@@ -180,10 +223,42 @@ def _walk(
                                            action.value, reason, chain.version, now)
         except Problem:
             continue
-        last = now
         if blocker and action is Action.block:
             break  # leave it blocked: the demo needs stalled chains
-    return chain, last
+    if rng.random() < 0.04:
+        # The person withdraws a consent, as the law allows at any time.
+        when = now + timedelta(days=rng.uniform(1, 60))
+        consents = list_consents(session, manager, person.id, now)
+        if consents and when < until:
+            now = yield when
+            withdraw_consent(session, manager, consents[-1].id, "Widerruf durch die Person", now)
+    if rng.random() < 0.05 and chain.status.value not in ("completed", "closed"):
+        when = now + timedelta(days=rng.uniform(1, 30))
+        if when < until:
+            now = yield when
+            reason = rng.choice(["moved_away", "ended_by_person"])
+            note = "Umzug in ein anderes Bundesland" if reason == "moved_away" else None
+            chains.close_chain(session, catalog, manager, chain.id, reason, note, None, now)
+
+
+def _run_in_time_order(cases: list[Iterator[datetime]]) -> None:
+    """Advance every case generator, always the one whose next action is earliest."""
+    queue: list[tuple[datetime, int, Iterator[datetime]]] = []
+    for i, case in enumerate(cases):
+        heapq.heappush(queue, (next(case), i, case))
+    while queue:
+        when, i, case = heapq.heappop(queue)
+        try:
+            heapq.heappush(queue, (case.send(when), i, case))
+        except StopIteration:
+            pass
+
+
+def demo_master_key(settings: Settings) -> bytes:
+    """The configured master key; for the demo, a key file is generated on first use."""
+    if not settings.master_key and not settings.master_key_file.exists():
+        generate_master_key_file(settings.master_key_file)
+    return load_master_key(settings.master_key_file, settings.master_key)
 
 
 def seed_demo(settings: Settings, persons: int = 400, seed: int = 2017,
@@ -193,7 +268,8 @@ def seed_demo(settings: Settings, persons: int = 400, seed: int = 2017,
     engine = make_engine(settings.database_url)
     upgrade(engine)
     policies = load_policies(settings.policy_dir)
-    factory = make_sessionmaker(engine)
+    privacy = Privacy(policies.data, KeyRing.from_master(demo_master_key(settings)))
+    factory = make_sessionmaker(engine, audit_key=privacy.keys.audit_key)
     rng = random.Random(seed)
     with factory() as session:
         world = build_world(session)
@@ -201,7 +277,8 @@ def seed_demo(settings: Settings, persons: int = 400, seed: int = 2017,
         existing = session.scalar(select(func.count()).select_from(Person)) or 0
         created = existing == 0
         if created:
-            _seed_cases(session, catalog, world, rng, persons, now)
+            _seed_agreements(session, privacy, world, now)
+            _seed_cases(session, catalog, privacy, world, rng, persons, now)
         summary = DemoSummary(
             database=engine.url.render_as_string(hide_password=True),
             persons=session.scalar(select(func.count()).select_from(Person)) or 0,
@@ -215,8 +292,8 @@ def seed_demo(settings: Settings, persons: int = 400, seed: int = 2017,
     return summary
 
 
-def _seed_cases(session: Session, catalog: TemplateCatalog, world: World, rng: random.Random,
-                count: int, now: datetime) -> None:
+def _seed_cases(session: Session, catalog: TemplateCatalog, privacy: Privacy, world: World,
+                rng: random.Random, count: int, now: datetime) -> None:
     towns = list(world.town_population)
     weights = [world.town_population[t] for t in towns]
     managers = [
@@ -226,26 +303,82 @@ def _seed_cases(session: Session, catalog: TemplateCatalog, world: World, rng: r
     actors = _Actors(session)
     kinds = list(CHAIN_MIX)
     shares = [CHAIN_MIX[k][0] for k in kinds]
+    cases = []
     for _ in range(count):
         template_key = rng.choices(kinds, weights=shares)[0]
-        status, perspective, benefits = _weighted(rng, CHAIN_MIX[template_key][1])
+        attributes = _weighted(rng, CHAIN_MIX[template_key][1])
         town = rng.choices(towns, weights=weights)[0]
         started = now - timedelta(days=rng.uniform(3, 540))
         manager = managers[0] if rng.random() < 0.7 else managers[1]
-        person = Person(
-            residence_status=status, bleibeperspektive=perspective, benefit_regime=benefits,
-            lead_jurisdiction_id=world.jurisdictions[town],
-            created_by_organisation_id=manager.organisation_id, created_at=started,
-        )
-        session.add(person)
-        session.commit()
-        chain = chains.start_chain(session, catalog, manager, person.id, template_key, started)
-        chain, last = _walk(session, catalog, rng, chain, actors, manager, started, now)
-        if rng.random() < 0.05 and chain.status.value not in ("completed", "closed"):
-            reason = rng.choice(["moved_away", "ended_by_person"])
-            note = "Umzug in ein anderes Bundesland" if reason == "moved_away" else None
-            closed_at = min(now, last + timedelta(days=rng.uniform(1, 30)))
-            chains.close_chain(session, catalog, manager, chain.id, reason, note, None, closed_at)
+        body = _intake(rng, world, manager, town, started, template_key, attributes)
+        cases.append(_case(session, catalog, privacy, rng, actors, manager, body, template_key,
+                           started, now))
+    _run_in_time_order(cases)
+
+
+def _intake(rng: random.Random, world: World, manager: Actor, town: str, at: datetime,
+            template_key: str, attributes: tuple[str, str, str]) -> PersonCreateIn:
+    """What a first interview records: invented names, the residence attributes, and consents of
+    every kind, so the demo shows redaction differing by organisation and consent."""
+    family = rng.choice(FAMILY_NAMES)
+    given = rng.choice(GIVEN_NAMES)
+    minor = template_key == "uma"
+    age = rng.randint(14, 17) if minor else rng.randint(18, 25) if template_key == "young_adult" else rng.randint(19, 58)
+    birth = (at - timedelta(days=365.25 * age + rng.randint(0, 364))).date().isoformat()
+    fields: dict[str, object] = {
+        "family_name": family,
+        "given_names": given,
+        "birth_date": birth,
+        "nationality": rng.choice(NATIONALITIES[template_key]),
+        "address": f"{rng.choice(STREETS)} {rng.randint(1, 120)}, {town.replace('_', ' ').title()}",
+        "phone": f"+49 23{rng.randint(10, 99)} {rng.randint(100000, 999999)}",
+        "preferred_language": rng.choice(LANGUAGES),
+        "interpreter_needed": rng.random() < 0.6,
+    }
+    consents: list[ConsentIn] = []
+    base = {"consequences_explained": True, "collection_method": "written",
+            "language": fields["preferred_language"], "interpreter_used": bool(fields["interpreter_needed"])}
+    if rng.random() < 0.85:
+        # The case management's own consent; some persons also release health information.
+        health = rng.random() < 0.25
+        consents.append(ConsentIn(
+            recipients=[{"organisation_id": manager.organisation_id}],
+            categories=CASE_MANAGEMENT_CATEGORIES + (["health"] if health else []),
+            purpose="case_management", explicit_special=health,
+            evidence_reference=f"EW-{at:%Y}-{rng.randint(10000, 99999)}", valid_from=at, **base,
+        ))
+        status, perspective, benefits = attributes
+        fields.update({
+            "residence_status": status, "bleibeperspektive": perspective, "benefit_regime": benefits,
+            "german_level": rng.choice(["none", "A1", "A1", "A2", "B1", "B2"]),
+            "children": rng.choice([0, 0, 1, 2, 3]) if not minor else 0,
+            "housing_situation": rng.choice(["central_shelter", "municipal_shelter", "own_flat", "shared_flat"]),
+            "case_notes": rng.choice(CASE_NOTES),
+        })
+        if health:
+            fields["psychosocial_support"] = rng.random() < 0.5
+    if rng.random() < 0.2:
+        # A consent to the schools of the place the person lives, limited in time; some expire.
+        until = at + timedelta(days=rng.choice([90, 365, 730]))
+        consents.append(ConsentIn(
+            recipients=[{"organisation_kind": "schulamt", "jurisdiction_id": world.jurisdictions[town]}],
+            categories=["family", "language"], purpose="schooling",
+            evidence_reference=f"EW-S-{rng.randint(1000, 9999)}", valid_from=at, valid_until=until, **base,
+        ))
+    return PersonCreateIn(lead_jurisdiction_id=world.jurisdictions[town], fields=fields, consents=consents)
+
+
+def _seed_agreements(session: Session, privacy: Privacy, world: World, now: datetime) -> None:
+    """The Kreis's agreement on case-triggered exchange with the employment agency."""
+    admin = actor_of(session.get(Organisation, world.organisations["ennetal_ki"]), "admin.ennetal",
+                     frozenset({"admin"}))
+    record_agreement(session, privacy, admin, AgreementIn(
+        title="Kooperationsvereinbarung Übergang Schule-Beruf / Integration Point Ennetal",
+        organisation_ids=[world.organisations[k] for k in ("ennetal_ki", "ennetal_caritas", "ennetal_agentur")],
+        categories=["residence", "benefits"], purpose="employment_promotion",
+        valid_from=now - timedelta(days=800), valid_until=now + timedelta(days=365),
+        document_reference="DAV-ENNETAL-2024-03",
+    ), now - timedelta(days=800))
 
 
 def _count(session: Session, summary: DemoSummary, now: datetime) -> None:

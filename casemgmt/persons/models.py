@@ -50,19 +50,25 @@ def _in(column: str, enum_cls: type[enum.Enum]) -> str:
 
 
 class Person(Base):
-    """A newcomer. ``id`` is a random, stable pseudonym: it carries no personal data."""
+    """A newcomer. ``id`` is a random, stable pseudonym: it carries no personal data.
+
+    The residence attributes are plain columns because reports group by them; who may read them
+    is decided per category like every other field. All other personal fields are encrypted in
+    ``person_fields``; ``blind_index`` is a keyed digest of name and birth date for look-ups."""
 
     __tablename__ = "persons"
     __table_args__ = (
         CheckConstraint(_in("residence_status", ResidenceStatus), name="residence_status"),
         CheckConstraint(_in("bleibeperspektive", Bleibeperspektive), name="bleibeperspektive"),
         CheckConstraint(_in("benefit_regime", BenefitRegime), name="benefit_regime"),
+        # NULL passes a CHECK, so the attributes may be unknown (or withheld) at registration.
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    residence_status: Mapped[str] = mapped_column(String(32))
-    bleibeperspektive: Mapped[str] = mapped_column(String(32))
-    benefit_regime: Mapped[str] = mapped_column(String(16))
+    residence_status: Mapped[str | None] = mapped_column(String(32))
+    bleibeperspektive: Mapped[str | None] = mapped_column(String(32))
+    benefit_regime: Mapped[str | None] = mapped_column(String(16))
+    blind_index: Mapped[str | None] = mapped_column(String(64), index=True)
     lead_jurisdiction_id: Mapped[int] = mapped_column(ForeignKey("jurisdictions.id"), index=True)
     created_by_organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,36 +1,74 @@
-"""Person endpoints."""
+"""Person endpoints. Every response goes through the exit point (privacy.service.disclose)."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.orm import Session
 
 from casemgmt.auth.dependencies import get_session, require
 from casemgmt.chains.engine import Actor
 from casemgmt.clock import request_now
-from casemgmt.persons import service
-from casemgmt.persons.schemas import PersonCreate, PersonOut
+from casemgmt.privacy import service
+from casemgmt.privacy.schemas import PersonCreateIn, PersonRecordOut, PersonSearchIn, PersonUpdateIn
+from casemgmt.validation import Key
 
 router = APIRouter(prefix="/persons", tags=["persons"])
+PURPOSE = Query(default=None, description="Purpose of the access; defaults to your organisation kind's.")
 
 
-@router.post("", response_model=PersonOut, status_code=201)
+def _privacy(request: Request) -> service.Privacy:
+    return request.app.state.privacy
+
+
+@router.post("", response_model=PersonRecordOut, status_code=201)
 def create_person(
-    body: PersonCreate,
+    request: Request,
+    body: PersonCreateIn,
     actor: Actor = Depends(require("persons.create")),
     session: Session = Depends(get_session),
     now: datetime = Depends(request_now),
 ):
-    return service.create_person(session, actor, body, now)
+    """Register a person; consents signed at intake are recorded before the fields are written."""
+    return service.create_person(session, _privacy(request), actor, body, now)
 
 
-@router.get("/{person_id}", response_model=PersonOut)
-def get_person(
-    person_id: uuid.UUID,
+@router.post("/search", response_model=list[PersonRecordOut])
+def search_persons(
+    request: Request,
+    body: PersonSearchIn,
     actor: Actor = Depends(require("persons.read")),
     session: Session = Depends(get_session),
+    now: datetime = Depends(request_now),
 ):
-    return service.get_person(session, person_id)
+    """Find persons by name and birth date (through the blind index), within your record scope."""
+    return service.find_persons(session, _privacy(request), actor, body.family_name,
+                                body.given_names, body.birth_date, body.purpose, now)
+
+
+@router.get("/{person_id}", response_model=PersonRecordOut)
+def read_person(
+    request: Request,
+    person_id: uuid.UUID,
+    purpose: Key | None = PURPOSE,
+    actor: Actor = Depends(require("persons.read")),
+    session: Session = Depends(get_session),
+    now: datetime = Depends(request_now),
+):
+    return service.read_person(session, _privacy(request), actor, person_id, purpose, now)
+
+
+@router.patch("/{person_id}", response_model=PersonRecordOut)
+def update_person(
+    request: Request,
+    person_id: uuid.UUID,
+    body: PersonUpdateIn,
+    actor: Actor = Depends(require("persons.write")),
+    session: Session = Depends(get_session),
+    now: datetime = Depends(request_now),
+):
+    """Set or clear fields; a field without a legal basis refuses the whole change (403)."""
+    return service.update_person(session, _privacy(request), actor, person_id, body.fields,
+                                 body.purpose, now)

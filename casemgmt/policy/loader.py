@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from casemgmt.auth.roles import RolePolicy, load_roles
 from casemgmt.chains.spec import CASE_MANAGEMENT_OWNER, ChainTemplate, load_templates
 from casemgmt.policy.source import PolicyError, line_of, load_yaml, validate
+from casemgmt.privacy.policy import DataPolicy, load_data_policy
 
 KEY_PATTERN = r"^[a-z][a-z0-9_]*$"
 
@@ -43,6 +44,7 @@ class Policies:
     organisation_kinds: dict[str, OrganisationKind]
     roles: RolePolicy
     templates: dict[str, ChainTemplate]  # the current version of each template, by key
+    data: DataPolicy  # field catalogue, purposes, statutory legal bases
 
 
 def load_organisation_kinds(path: Path) -> dict[str, OrganisationKind]:
@@ -64,4 +66,5 @@ def load_policies(directory: Path) -> Policies:
     kinds = load_organisation_kinds(directory / "organisation_kinds.yaml")
     roles = load_roles(directory / "roles.yaml")
     templates = load_templates(directory / "chains", kinds.keys())
-    return Policies(directory, kinds, roles, templates)
+    data = load_data_policy(directory / "data.yaml", directory / "legal_bases.yaml", kinds.keys())
+    return Policies(directory, kinds, roles, templates, data)

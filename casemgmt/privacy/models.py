@@ -1,0 +1,144 @@
+"""Encrypted person fields, per-person keys, consents, data-exchange agreements, audit trail."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    Uuid,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from casemgmt.database import Base, UTCDateTime
+
+
+class PersonKey(Base):
+    """A person's data key, wrapped by the master key. Deleting it erases the person's fields."""
+
+    __tablename__ = "person_keys"
+
+    person_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("persons.id"), primary_key=True)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PersonField(Base):
+    """One encrypted field value (AES-256-GCM; person and field bound in as associated data)."""
+
+    __tablename__ = "person_fields"
+
+    person_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("persons.id"), primary_key=True)
+    field: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_by_organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"))
+
+
+class Consent(Base):
+    """An Einwilligung / Schweigepflichtentbindung, immutable once recorded (append-only on
+    PostgreSQL). Field names follow ISO/IEC TS 27560 and the Kantara consent receipt where they
+    have a counterpart: the person is the PII principal, recipients the PII recipients."""
+
+    __tablename__ = "consents"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    person_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("persons.id"), index=True)
+    # [{"organisation_id": 5} | {"organisation_kind": "jobcenter", "jurisdiction_id": 4}, ...]
+    recipients: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    categories: Mapped[list[str]] = mapped_column(JSON)
+    purpose: Mapped[str] = mapped_column(String(64))
+    explicit_special: Mapped[bool] = mapped_column(Boolean)
+    consequences_explained: Mapped[bool] = mapped_column(Boolean)
+    mutual: Mapped[bool] = mapped_column(Boolean)
+    collection_method: Mapped[str] = mapped_column(String(32))
+    evidence_reference: Mapped[str] = mapped_column(String(200))
+    language: Mapped[str] = mapped_column(String(50))
+    interpreter_used: Mapped[bool] = mapped_column(Boolean)
+    valid_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    recorded_by_user: Mapped[str] = mapped_column(String(200))
+    recorded_by_organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"))
+
+
+class ConsentWithdrawal(Base):
+    """The withdrawal of a consent (GDPR Art. 7(3)); effective for every access from ``withdrawn_at``."""
+
+    __tablename__ = "consent_withdrawals"
+
+    consent_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("consents.id"), primary_key=True)
+    withdrawn_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    recorded_by_user: Mapped[str] = mapped_column(String(200))
+    recorded_by_organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"))
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class DataExchangeAgreement(Base):
+    """A Datenaustauschvereinbarung between named organisations, for categories, one purpose and
+    a period."""
+
+    __tablename__ = "data_exchange_agreements"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    title: Mapped[str] = mapped_column(String(200))
+    organisation_ids: Mapped[list[int]] = mapped_column(JSON)
+    categories: Mapped[list[str]] = mapped_column(JSON)
+    purpose: Mapped[str] = mapped_column(String(64))
+    valid_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    document_reference: Mapped[str] = mapped_column(String(200))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    recorded_by_user: Mapped[str] = mapped_column(String(200))
+
+
+class AuditEvent(Base):
+    """One audited access or change, modelled on FHIR AuditEvent. Hash-chained: ``hash`` is an
+    HMAC over the previous row's hash and this row's canonical encoding, which holds pseudonyms,
+    field names and legal bases but never a personal value. Append-only on PostgreSQL."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_person_id", "person_id", "id"),
+        Index("ix_audit_events_agent_user", "agent_user", "id"),
+        Index("ix_audit_events_agent_organisation_id", "agent_organisation_id", "id"),
+        Index("ix_audit_events_recorded_at", "recorded_at"),
+    )
+
+    # Assigned under the chain head's lock: contiguous, so a deleted row leaves a visible gap.
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    agent_user: Mapped[str] = mapped_column(String(200))
+    agent_organisation_id: Mapped[int | None] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(16))  # C R U D E (FHIR AuditEvent.action)
+    subtype: Mapped[str] = mapped_column(String(64))  # what happened, e.g. person.read
+    entity_type: Mapped[str] = mapped_column(String(32))
+    entity_id: Mapped[str | None] = mapped_column(String(64))
+    person_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    fields: Mapped[list[str]] = mapped_column(JSON)
+    legal_bases: Mapped[dict[str, str]] = mapped_column(JSON)  # field -> basis
+    purpose: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))  # success | denied
+    detail: Mapped[str | None] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The end of the audit chain; its row lock serialises appends."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_id: Mapped[int] = mapped_column(BigInteger)
+    last_hash: Mapped[str] = mapped_column(String(64))

@@ -1,0 +1,117 @@
+"""What the data protection officer reads: the audit trail, agreements, and the record of
+processing activities (GDPR Art. 30) generated from the policy files."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from casemgmt.chains.engine import Actor
+from casemgmt.policy.loader import Policies
+from casemgmt.privacy.audit import AuditEntry
+from casemgmt.privacy.models import AuditEvent, DataExchangeAgreement
+from casemgmt.privacy.schemas import AuditEventOut, AuditPage
+from casemgmt.privacy.service import write_audit
+
+
+@dataclass(frozen=True)
+class AuditFilters:
+    person_id: uuid.UUID | None = None
+    user: str | None = None
+    organisation_id: int | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    outcome: str | None = None
+
+
+def search_audit(session: Session, actor: Actor, filters: AuditFilters, cursor: int | None,
+                 limit: int, now: datetime) -> AuditPage:
+    """Newest first, keyset-paginated by id. The search itself is audited."""
+    try:
+        conds = []
+        if filters.person_id is not None:
+            conds.append(AuditEvent.person_id == filters.person_id)
+        if filters.user is not None:
+            conds.append(AuditEvent.agent_user == filters.user)
+        if filters.organisation_id is not None:
+            conds.append(AuditEvent.agent_organisation_id == filters.organisation_id)
+        if filters.since is not None:
+            conds.append(AuditEvent.recorded_at >= filters.since)
+        if filters.until is not None:
+            conds.append(AuditEvent.recorded_at < filters.until)
+        if filters.outcome is not None:
+            conds.append(AuditEvent.outcome == filters.outcome)
+        if cursor is not None:
+            conds.append(AuditEvent.id < cursor)
+        rows = session.scalars(
+            select(AuditEvent).where(*conds).order_by(AuditEvent.id.desc()).limit(limit + 1)
+        ).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        items = [AuditEventOut.model_validate(r) for r in rows]
+        write_audit(session, [AuditEntry(
+            agent_user=actor.user_id, agent_organisation_id=actor.organisation_id, action="R",
+            subtype="audit.search", entity_type="audit", person_id=filters.person_id,
+            detail=f"{len(items)} rows",
+        )], now)
+        session.commit()
+        return AuditPage(items=items, next_cursor=rows[-1].id if more else None)
+    except BaseException:
+        session.rollback()
+        raise
+
+
+def list_agreements(session: Session) -> list[DataExchangeAgreement]:
+    rows = list(session.scalars(select(DataExchangeAgreement).order_by(DataExchangeAgreement.recorded_at)))
+    session.rollback()
+    return rows
+
+
+def record_of_processing(policies: Policies) -> dict[str, Any]:
+    """Art. 30 GDPR: categories of data, purposes, recipients (by legal basis) and retention."""
+    data = policies.data
+    kinds = policies.organisation_kinds
+    activities = []
+    for purpose, title in data.purposes.items():
+        statutes = [s for s in data.statutes if purpose in s.purposes]
+        activities.append({
+            "purpose": purpose,
+            "title": title,
+            "statutory_recipients": [
+                {
+                    "organisation_kind": s.organisation_kind,
+                    "organisation_kind_title": kinds[s.organisation_kind].title,
+                    "categories": sorted(s.categories),
+                    "actions": sorted(s.actions),
+                    "legal_basis": s.law,
+                }
+                for s in statutes
+            ],
+            "other_recipients": "organisations named in the person's consent or in a data-exchange agreement",
+        })
+    return {
+        "controller": "the municipality operating this installation",
+        "categories_of_data_subjects": ["newcomers in municipal integration case management"],
+        "categories_of_personal_data": [
+            {
+                "category": c.key,
+                "title": c.title,
+                "special_category_art_9": c.special,
+                "fields": data.fields_of(c.key),
+                "retention": f"{c.retention_years} years after the case is closed",
+            }
+            for c in data.categories.values()
+        ],
+        "processing_activities": activities,
+        "technical_and_organisational_measures": [
+            "field-level encryption (AES-256-GCM, one key per person, wrapped by a master key)",
+            "deny-by-default access decisions per field category, purpose and legal basis",
+            "hash-chained, append-only audit trail of every access, change and refusal",
+            "signed bearer tokens (asymmetric algorithms only)",
+        ],
+    }

@@ -1,0 +1,643 @@
+"""Person records, consents and agreements, and THE exit point for personal data.
+
+:func:`disclose` is the only function that turns stored personal data into something that leaves
+the service. It decides every category through the policy decision point, decrypts only what is
+permitted, lists the rest as redacted, and writes the audit rows in the caller's transaction.
+Responses, searches, and later exports and handover data packages all go through it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, exists, or_, select
+from sqlalchemy.orm import Session
+
+from casemgmt.chains.engine import Actor
+from casemgmt.chains.models import Chain, ChainStep
+from casemgmt.jurisdictions.models import Jurisdiction, Organisation
+from casemgmt.persons.models import Person
+from casemgmt.privacy import audit
+from casemgmt.privacy.audit import AuditEntry
+from casemgmt.privacy.crypto import KeyRing, decrypt_field, encrypt_field
+from casemgmt.privacy.decision import (
+    AgreementGrant,
+    ConsentGrant,
+    Decision,
+    RecipientKind,
+    Requester,
+    decide,
+)
+from casemgmt.privacy.models import (
+    Consent,
+    ConsentWithdrawal,
+    DataExchangeAgreement,
+    PersonField,
+    PersonKey,
+)
+from casemgmt.privacy.policy import DataPolicy
+from casemgmt.privacy.schemas import (
+    AgreementIn,
+    ConsentIn,
+    ConsentOut,
+    PersonCreateIn,
+    PersonRecordOut,
+    Redaction,
+)
+from casemgmt.problems import (
+    ConsentAlreadyWithdrawn,
+    InvalidConsent,
+    NoLegalBasis,
+    NotFound,
+    ValidationFailed,
+    WrongOrganisation,
+)
+
+# Residence attributes kept as plain pseudonymous columns (reports group by them); access to
+# them is still decided per category like every other field.
+PLAIN_FIELDS = ("residence_status", "bleibeperspektive", "benefit_regime")
+IDENTITY_TRIPLE = ("family_name", "given_names", "birth_date")
+
+
+@dataclass(frozen=True)
+class Privacy:
+    """The data policy and the keys, loaded once at start."""
+
+    policy: DataPolicy
+    keys: KeyRing
+
+
+def requester_of(actor: Actor) -> Requester:
+    return Requester(actor.organisation_id, actor.organisation_kind, actor.jurisdiction_path)
+
+
+def audit_key(session: Session) -> bytes:
+    """Sessions made by the service carry the audit key; without it nothing may be written."""
+    key = session.info.get("audit_key")
+    if not key:
+        raise RuntimeError("this session has no audit key: make it with make_sessionmaker(..., audit_key=...)")
+    return key
+
+
+def write_audit(session: Session, entries: Iterable[AuditEntry], now: datetime) -> None:
+    audit.append(session, audit_key(session), entries, now)
+
+
+def deny_and_raise(session: Session, entry: AuditEntry, now: datetime, problem: Exception) -> None:
+    """Record a refused attempt (in its own transaction: the refused change itself is rolled
+    back, the record of the attempt is kept), then raise the problem."""
+    session.rollback()
+    write_audit(session, [entry], now)
+    session.commit()
+    raise problem
+
+
+# --- record scope ------------------------------------------------------------------------------
+
+
+def scope_clause(actor: Actor):
+    """Persons whose chain involves the actor's organisation: it registered the person, runs a
+    chain's case management, or owns a step of a chain in a jurisdiction it serves."""
+    served = select(Jurisdiction.id).where(Jurisdiction.path.startswith(actor.jurisdiction_path))
+    involved = select(Chain.person_id).where(
+        or_(
+            Chain.case_management_organisation_id == actor.organisation_id,
+            and_(
+                Chain.lead_jurisdiction_id.in_(served),
+                exists().where(ChainStep.chain_id == Chain.id, ChainStep.owner_kind == actor.organisation_kind),
+            ),
+        )
+    )
+    return or_(Person.created_by_organisation_id == actor.organisation_id, Person.id.in_(involved))
+
+
+def person_in_scope(session: Session, actor: Actor, person_id: uuid.UUID) -> Person:
+    """The person, if the actor's organisation is involved; otherwise 404 (existence is not revealed)."""
+    person = session.scalar(select(Person).where(Person.id == person_id, scope_clause(actor)))
+    if person is None:
+        raise NotFound(f"no person {person_id}", resource="person", id=str(person_id))
+    return person
+
+
+# --- grants ------------------------------------------------------------------------------------
+
+
+def consent_grants(session: Session, person_id: uuid.UUID) -> list[ConsentGrant]:
+    rows = session.execute(
+        select(Consent, ConsentWithdrawal.withdrawn_at)
+        .outerjoin(ConsentWithdrawal, ConsentWithdrawal.consent_id == Consent.id)
+        .where(Consent.person_id == person_id)
+    ).all()
+    paths = _jurisdiction_paths(session, [r.get("jurisdiction_id") for c, _ in rows for r in c.recipients])
+    grants = []
+    for consent, withdrawn_at in rows:
+        named = frozenset(r["organisation_id"] for r in consent.recipients if "organisation_id" in r)
+        kinds = tuple(
+            RecipientKind(r["organisation_kind"], paths[r["jurisdiction_id"]])
+            for r in consent.recipients
+            if "organisation_kind" in r and r["jurisdiction_id"] in paths
+        )
+        grants.append(ConsentGrant(
+            id=consent.id, recipient_organisation_ids=named, recipient_kinds=kinds,
+            categories=frozenset(consent.categories), purpose=consent.purpose,
+            explicit_special=consent.explicit_special, valid_from=consent.valid_from,
+            valid_until=consent.valid_until, withdrawn_at=withdrawn_at,
+        ))
+    return grants
+
+
+def _jurisdiction_paths(session: Session, ids: Iterable[int | None]) -> dict[int, str]:
+    wanted = {i for i in ids if i is not None}
+    if not wanted:
+        return {}
+    return dict(session.execute(select(Jurisdiction.id, Jurisdiction.path).where(Jurisdiction.id.in_(wanted))).all())
+
+
+def agreement_grants(session: Session) -> list[AgreementGrant]:
+    return [
+        AgreementGrant(a.id, frozenset(a.organisation_ids), frozenset(a.categories), a.purpose,
+                       a.valid_from, a.valid_until)
+        for a in session.scalars(select(DataExchangeAgreement))
+    ]
+
+
+def data_holders(session: Session, person: Person) -> frozenset[int]:
+    """Organisations holding the person's case: who registered them and who manages a chain."""
+    managers = session.scalars(select(Chain.case_management_organisation_id).where(Chain.person_id == person.id))
+    return frozenset({person.created_by_organisation_id, *managers})
+
+
+def resolve_purpose(privacy: Privacy, actor: Actor, purpose: str | None) -> str:
+    purpose = purpose or privacy.policy.default_purpose.get(actor.organisation_kind)
+    if purpose is None or purpose not in privacy.policy.purposes:
+        raise ValidationFailed(
+            f"purpose: unknown purpose '{purpose}'",
+            errors=[{"field": "purpose", "message": f"one of {sorted(privacy.policy.purposes)}",
+                     "type": "enum"}],
+        )
+    return purpose
+
+
+@dataclass
+class _Decider:
+    """Decides categories for one person and request, each at most once."""
+
+    privacy: Privacy
+    requester: Requester
+    purpose: str
+    now: datetime
+    consents: list[ConsentGrant]
+    agreements: list[AgreementGrant]
+    holders: frozenset[int]
+
+    def __post_init__(self) -> None:
+        self._cache: dict[tuple[str, str], Decision] = {}
+
+    def __call__(self, category: str, action: str) -> Decision:
+        key = (category, action)
+        if key not in self._cache:
+            self._cache[key] = decide(self.privacy.policy, self.requester, category, self.purpose,
+                                      action, self.now, self.consents, self.agreements, self.holders)
+        return self._cache[key]
+
+
+def _decider(session: Session, privacy: Privacy, actor: Actor, person: Person, purpose: str,
+             now: datetime) -> _Decider:
+    return _Decider(privacy, requester_of(actor), purpose, now, consent_grants(session, person.id),
+                    agreement_grants(session), data_holders(session, person))
+
+
+# --- the exit point ------------------------------------------------------------------------------
+
+
+def disclose(
+    session: Session,
+    privacy: Privacy,
+    actor: Actor,
+    person: Person,
+    purpose: str,
+    now: datetime,
+    subtype: str = "person.read",
+    only: Iterable[str] | None = None,
+) -> PersonRecordOut:
+    """Everything of the person the actor may see for this purpose, and nothing else.
+
+    Every catalogue field the caller may not see is listed as redacted, whether or not it holds a
+    value, so a redaction does not reveal that a value exists. Writes one audit row for what was
+    shown (with the basis of each field) and one for what was withheld."""
+    decide_for = _decider(session, privacy, actor, person, purpose, now)
+    wanted = list(only) if only is not None else list(privacy.policy.fields)
+    stored = {
+        row.field: row.ciphertext
+        for row in session.execute(
+            select(PersonField.field, PersonField.ciphertext).where(PersonField.person_id == person.id)
+        )
+    }
+    data_key: bytes | None = None
+    values: dict[str, Any] = {}
+    bases: dict[str, str] = {}
+    redacted: list[Redaction] = []
+    for name in wanted:
+        spec = privacy.policy.fields[name]
+        decision = decide_for(spec.category, "read")
+        if not decision.permit:
+            redacted.append(Redaction(field=name, category=spec.category, reason=decision.reason))
+            continue
+        assert decision.basis is not None
+        bases[name] = decision.basis
+        if name in PLAIN_FIELDS:
+            if getattr(person, name) is not None:
+                values[name] = getattr(person, name)
+        elif name in stored:
+            if data_key is None:
+                data_key = _data_key(session, privacy, person.id)
+            values[name] = decrypt_field(data_key, person.id, name, stored[name])
+    entries = [AuditEntry(
+        agent_user=actor.user_id, agent_organisation_id=actor.organisation_id, action="R",
+        subtype=subtype, entity_type="person", entity_id=str(person.id), person_id=person.id,
+        fields=tuple(sorted(values)), legal_bases={f: bases[f] for f in sorted(values)},
+        purpose=purpose,
+    )]
+    if redacted:
+        entries.append(AuditEntry(
+            agent_user=actor.user_id, agent_organisation_id=actor.organisation_id, action="R",
+            subtype=subtype, entity_type="person", entity_id=str(person.id), person_id=person.id,
+            fields=tuple(r.field for r in redacted), purpose=purpose, outcome="denied",
+            detail="withheld: no legal basis",
+        ))
+    write_audit(session, entries, now)
+    return PersonRecordOut(
+        id=person.id, lead_jurisdiction_id=person.lead_jurisdiction_id, created_at=person.created_at,
+        purpose=purpose, fields=values, legal_bases={f: bases[f] for f in values}, redacted=redacted,
+    )
+
+
+def _data_key(session: Session, privacy: Privacy, person_id: uuid.UUID) -> bytes:
+    wrapped = session.scalar(select(PersonKey.wrapped_key).where(PersonKey.person_id == person_id))
+    if wrapped is None:
+        raise NotFound(f"the data of person {person_id} has been erased", resource="person", id=str(person_id))
+    return privacy.keys.unwrap(person_id, wrapped)
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+
+def _parse_fields(privacy: Privacy, values: dict[str, Any]) -> dict[str, Any]:
+    errors = []
+    parsed: dict[str, Any] = {}
+    for name, raw in values.items():
+        spec = privacy.policy.fields.get(name)
+        if spec is None:
+            errors.append({"field": f"fields.{name}", "message": "not a field of the person record",
+                           "type": "unknown_field"})
+            continue
+        try:
+            parsed[name] = spec.parse(raw)
+        except ValueError as exc:
+            errors.append({"field": f"fields.{name}", "message": str(exc), "type": "value_error"})
+    if errors:
+        raise ValidationFailed(f"{errors[0]['field']}: {errors[0]['message']}", errors=errors)
+    return parsed
+
+
+def _write_fields(
+    session: Session,
+    privacy: Privacy,
+    actor: Actor,
+    person: Person,
+    values: dict[str, Any],
+    purpose: str,
+    now: datetime,
+    subtype: str,
+) -> None:
+    """Decide, encrypt and store; on any field without a basis store nothing and record the denial."""
+    decide_for = _decider(session, privacy, actor, person, purpose, now)
+    refused, bases = [], {}
+    for name in values:
+        spec = privacy.policy.fields[name]
+        decision = decide_for(spec.category, "write")
+        if decision.permit:
+            bases[name] = decision.basis
+        else:
+            refused.append({"field": name, "category": spec.category, "reason": decision.reason})
+    if refused:
+        deny_and_raise(
+            session,
+            AuditEntry(agent_user=actor.user_id, agent_organisation_id=actor.organisation_id,
+                       action="U", subtype=subtype, entity_type="person", entity_id=str(person.id),
+                       person_id=person.id, fields=tuple(r["field"] for r in refused),
+                       purpose=purpose, outcome="denied", detail="write refused: no legal basis"),
+            now,
+            NoLegalBasis(
+                "no legal basis to write " + ", ".join(r["field"] for r in refused), fields=refused
+            ),
+        )
+    key_row = session.get(PersonKey, person.id)
+    if key_row is None:
+        data_key = privacy.keys.new_data_key()
+        session.add(PersonKey(person_id=person.id, wrapped_key=privacy.keys.wrap(person.id, data_key),
+                              created_at=now))
+    else:
+        data_key = privacy.keys.unwrap(person.id, key_row.wrapped_key)
+    existing = {
+        f.field: f for f in session.scalars(select(PersonField).where(PersonField.person_id == person.id))
+    }
+    for name, value in values.items():
+        if name in PLAIN_FIELDS:
+            setattr(person, name, value)
+            continue
+        row = existing.get(name)
+        if value is None:
+            if row is not None:
+                session.delete(row)
+                del existing[name]
+            continue
+        blob = encrypt_field(data_key, person.id, name, value)
+        if row is None:
+            row = PersonField(person_id=person.id, field=name, ciphertext=blob, updated_at=now,
+                              updated_by_organisation_id=actor.organisation_id)
+            session.add(row)
+            existing[name] = row
+        else:
+            row.ciphertext, row.updated_at = blob, now
+            row.updated_by_organisation_id = actor.organisation_id
+    if any(name in values for name in IDENTITY_TRIPLE):
+        triple = {}
+        for name in IDENTITY_TRIPLE:
+            if name in values:
+                triple[name] = values[name]
+            elif name in existing:
+                triple[name] = decrypt_field(data_key, person.id, name, existing[name].ciphertext)
+        person.blind_index = (
+            privacy.keys.blind_index(triple["family_name"], triple["given_names"], triple["birth_date"])
+            if all(triple.get(n) for n in IDENTITY_TRIPLE) else None
+        )
+    write_audit(session, [AuditEntry(
+        agent_user=actor.user_id, agent_organisation_id=actor.organisation_id,
+        action="C" if subtype == "person.create" else "U", subtype=subtype, entity_type="person",
+        entity_id=str(person.id), person_id=person.id, fields=tuple(sorted(values)),
+        legal_bases=dict(sorted(bases.items())), purpose=purpose,
+    )], now)
+
+
+def create_person(session: Session, privacy: Privacy, actor: Actor, body: PersonCreateIn,
+                  now: datetime) -> PersonRecordOut:
+    """Register a person, record the consents signed at intake, then write the fields."""
+    try:
+        purpose = resolve_purpose(privacy, actor, body.purpose)
+        values = _parse_fields(privacy, body.fields)
+        jurisdiction_id = body.lead_jurisdiction_id or session.scalar(
+            select(Jurisdiction.id).where(Jurisdiction.path == actor.jurisdiction_path))
+        jurisdiction = session.get(Jurisdiction, jurisdiction_id)
+        if jurisdiction is None:
+            raise ValidationFailed(
+                f"lead_jurisdiction_id: no jurisdiction {jurisdiction_id}",
+                errors=[{"field": "body.lead_jurisdiction_id", "message": "no such jurisdiction",
+                         "type": "not_found"}],
+            )
+        if not jurisdiction.path.startswith(actor.jurisdiction_path):
+            raise WrongOrganisation(f"your organisation does not serve {jurisdiction.name}",
+                                    owner=f"an organisation serving {jurisdiction.name}")
+        person = Person(id=uuid.uuid4(), lead_jurisdiction_id=jurisdiction.id,
+                        created_by_organisation_id=actor.organisation_id, created_at=now)
+        session.add(person)
+        session.flush()
+        for consent in body.consents:
+            _record_consent(session, privacy, actor, person, consent, now)
+        _write_fields(session, privacy, actor, person, values, purpose, now, "person.create")
+        out = disclose(session, privacy, actor, person, purpose, now)
+        session.commit()
+        return out
+    except BaseException:
+        session.rollback()
+        raise
+
+
+def read_person(session: Session, privacy: Privacy, actor: Actor, person_id: uuid.UUID,
+                purpose: str | None, now: datetime) -> PersonRecordOut:
+    try:
+        person = person_in_scope(session, actor, person_id)
+        out = disclose(session, privacy, actor, person, resolve_purpose(privacy, actor, purpose), now)
+        session.commit()
+        return out
+    except BaseException:
+        session.rollback()
+        raise
+
+
+def update_person(session: Session, privacy: Privacy, actor: Actor, person_id: uuid.UUID,
+                  fields: dict[str, Any], purpose: str | None, now: datetime) -> PersonRecordOut:
+    try:
+        purpose = resolve_purpose(privacy, actor, purpose)
+        person = person_in_scope(session, actor, person_id)
+        values = _parse_fields(privacy, fields)
+        _write_fields(session, privacy, actor, person, values, purpose, now, "person.update")
+        out = disclose(session, privacy, actor, person, purpose, now)
+        session.commit()
+        return out
+    except BaseException:
+        session.rollback()
+        raise
+
+
+def find_persons(session: Session, privacy: Privacy, actor: Actor, family_name: str,
+                 given_names: str, birth_date: str, purpose: str | None,
+                 now: datetime) -> list[PersonRecordOut]:
+    """Look a person up by name and birth date through the blind index, within the record scope."""
+    try:
+        purpose = resolve_purpose(privacy, actor, purpose)
+        digest = privacy.keys.blind_index(family_name, given_names, birth_date)
+        persons = session.scalars(
+            select(Person).where(Person.blind_index == digest, scope_clause(actor)).order_by(Person.created_at)
+        ).all()
+        out = [disclose(session, privacy, actor, p, purpose, now, subtype="person.search") for p in persons]
+        session.commit()
+        return out
+    except BaseException:
+        session.rollback()
+        raise
+
+
+# --- consents ------------------------------------------------------------------------------------
+
+
+def _record_consent(session: Session, privacy: Privacy, actor: Actor, person: Person,
+                    body: ConsentIn, now: datetime) -> Consent:
+    policy = privacy.policy
+    problems = []
+    unknown = [c for c in body.categories if c not in policy.categories]
+    if unknown:
+        problems.append(f"unknown categories {unknown}")
+    if body.purpose not in policy.purposes:
+        problems.append(f"unknown purpose '{body.purpose}'")
+    special = [c for c in body.categories if c in policy.categories and policy.categories[c].special]
+    if special and not body.explicit_special:
+        problems.append(f"special categories {special} need explicit consent (explicit_special)")
+    if not body.consequences_explained:
+        problems.append("the person must have been told the consequences of refusing")
+    valid_from = body.valid_from or now
+    if body.valid_until is not None and body.valid_until <= valid_from:
+        problems.append("valid_until must be after valid_from")
+    recipients: list[dict[str, Any]] = []
+    for r in body.recipients:
+        if r.organisation_id is not None:
+            if session.get(Organisation, r.organisation_id) is None:
+                problems.append(f"no organisation {r.organisation_id}")
+            recipients.append({"organisation_id": r.organisation_id})
+        else:
+            if session.get(Jurisdiction, r.jurisdiction_id) is None:
+                problems.append(f"no jurisdiction {r.jurisdiction_id}")
+            recipients.append({"organisation_kind": r.organisation_kind, "jurisdiction_id": r.jurisdiction_id})
+    if problems:
+        raise InvalidConsent("; ".join(problems), problems=problems)
+    consent = Consent(
+        id=uuid.uuid4(), person_id=person.id, recipients=recipients, categories=sorted(set(body.categories)),
+        purpose=body.purpose, explicit_special=body.explicit_special,
+        consequences_explained=body.consequences_explained, mutual=body.mutual,
+        collection_method=body.collection_method, evidence_reference=body.evidence_reference,
+        language=body.language, interpreter_used=body.interpreter_used, valid_from=valid_from,
+        valid_until=body.valid_until, recorded_at=now, recorded_by_user=actor.user_id,
+        recorded_by_organisation_id=actor.organisation_id,
+    )
+    session.add(consent)
+    session.flush()
+    write_audit(session, [AuditEntry(
+        agent_user=actor.user_id, agent_organisation_id=actor.organisation_id, action="C",
+        subtype="consent.record", entity_type="consent", entity_id=str(consent.id),
+        person_id=person.id, purpose=body.purpose,
+        detail="categories: " + ", ".join(consent.categories),
+    )], now)
+    return consent
+
+
+def consent_out(consent: Consent, withdrawn_at: datetime | None, now: datetime) -> ConsentOut:
+    if withdrawn_at is not None and withdrawn_at <= now:
+        status = "withdrawn"
+    elif consent.valid_from > now:
+        status = "not_yet_valid"
+    elif consent.valid_until is not None and consent.valid_until <= now:
+        status = "expired"
+    else:
+        status = "active"
+    return ConsentOut(
+        id=consent.id, person_id=consent.person_id, recipients=consent.recipients,
+        categories=consent.categories, purpose=consent.purpose,
+        explicit_special=consent.explicit_special,
+        consequences_explained=consent.consequences_explained, mutual=consent.mutual,
+        collection_method=consent.collection_method, evidence_reference=consent.evidence_reference,
+        language=consent.language, interpreter_used=consent.interpreter_used,
+        valid_from=consent.valid_from, valid_until=consent.valid_until,
+        recorded_at=consent.recorded_at, recorded_by_user=consent.recorded_by_user,
+        recorded_by_organisation_id=consent.recorded_by_organisation_id,
+        withdrawn_at=withdrawn_at, status=status,
+    )
+
+
+def record_consent(session: Session, privacy: Privacy, actor: Actor, person_id: uuid.UUID,
+                   body: ConsentIn, now: datetime) -> ConsentOut:
+    try:
+        person = person_in_scope(session, actor, person_id)
+        consent = _record_consent(session, privacy, actor, person, body, now)
+        session.commit()
+        return consent_out(consent, None, now)
+    except BaseException:
+        session.rollback()
+        raise
+
+
+def withdraw_consent(session: Session, actor: Actor, consent_id: uuid.UUID, note: str | None,
+                     now: datetime) -> ConsentOut:
+    """Withdrawal takes effect now for every later access; earlier access stays lawful."""
+    try:
+        consent = session.get(Consent, consent_id, with_for_update=True)
+        if consent is None:
+            raise NotFound(f"no consent {consent_id}", resource="consent", id=str(consent_id))
+        person_in_scope(session, actor, consent.person_id)
+        if session.get(ConsentWithdrawal, consent_id) is not None:
+            raise ConsentAlreadyWithdrawn(f"consent {consent_id} was already withdrawn")
+        session.add(ConsentWithdrawal(consent_id=consent_id, withdrawn_at=now,
+                                      recorded_by_user=actor.user_id,
+                                      recorded_by_organisation_id=actor.organisation_id, note=note))
+        write_audit(session, [AuditEntry(
+            agent_user=actor.user_id, agent_organisation_id=actor.organisation_id, action="U",
+            subtype="consent.withdraw", entity_type="consent", entity_id=str(consent_id),
+            person_id=consent.person_id, purpose=consent.purpose,
+        )], now)
+        session.commit()
+        return consent_out(consent, now, now)
+    except BaseException:
+        session.rollback()
+        raise
+
+
+def list_consents(session: Session, actor: Actor, person_id: uuid.UUID, now: datetime,
+                  officer: bool = False) -> list[ConsentOut]:
+    """A person's consent history, newest first. The data protection officer sees every person's."""
+    try:
+        if officer:
+            if session.get(Person, person_id) is None:
+                raise NotFound(f"no person {person_id}", resource="person", id=str(person_id))
+        else:
+            person_in_scope(session, actor, person_id)
+        rows = session.execute(
+            select(Consent, ConsentWithdrawal.withdrawn_at)
+            .outerjoin(ConsentWithdrawal, ConsentWithdrawal.consent_id == Consent.id)
+            .where(Consent.person_id == person_id)
+            .order_by(Consent.recorded_at.desc())
+        ).all()
+        write_audit(session, [AuditEntry(
+            agent_user=actor.user_id, agent_organisation_id=actor.organisation_id, action="R",
+            subtype="consent.list", entity_type="person", entity_id=str(person_id), person_id=person_id,
+        )], now)
+        session.commit()
+        return [consent_out(c, w, now) for c, w in rows]
+    except BaseException:
+        session.rollback()
+        raise
+
+
+# --- agreements ----------------------------------------------------------------------------------
+
+
+def record_agreement(session: Session, privacy: Privacy, actor: Actor, body: AgreementIn,
+                     now: datetime) -> DataExchangeAgreement:
+    try:
+        problems = []
+        missing = [i for i in body.organisation_ids if session.get(Organisation, i) is None]
+        if missing:
+            problems.append(f"no organisations {missing}")
+        unknown = [c for c in body.categories if c not in privacy.policy.categories]
+        if unknown:
+            problems.append(f"unknown categories {unknown}")
+        special = [c for c in body.categories if c in privacy.policy.categories and privacy.policy.categories[c].special]
+        if special:
+            problems.append(f"special categories {special} cannot be opened by an agreement; they need consent")
+        if body.purpose not in privacy.policy.purposes:
+            problems.append(f"unknown purpose '{body.purpose}'")
+        if body.valid_until is not None and body.valid_until <= body.valid_from:
+            problems.append("valid_until must be after valid_from")
+        if problems:
+            raise ValidationFailed("; ".join(problems),
+                                   errors=[{"field": "body", "message": p, "type": "value_error"} for p in problems])
+        agreement = DataExchangeAgreement(
+            id=uuid.uuid4(), title=body.title, organisation_ids=sorted(set(body.organisation_ids)),
+            categories=sorted(set(body.categories)), purpose=body.purpose, valid_from=body.valid_from,
+            valid_until=body.valid_until, document_reference=body.document_reference,
+            recorded_at=now, recorded_by_user=actor.user_id,
+        )
+        session.add(agreement)
+        session.flush()
+        write_audit(session, [AuditEntry(
+            agent_user=actor.user_id, agent_organisation_id=actor.organisation_id, action="C",
+            subtype="agreement.record", entity_type="agreement", entity_id=str(agreement.id),
+            purpose=body.purpose, detail=body.title,
+        )], now)
+        session.commit()
+        return agreement
+    except BaseException:
+        session.rollback()
+        raise
