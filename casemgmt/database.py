@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from sqlalchemy import DateTime, MetaData, create_engine, event
@@ -97,3 +98,14 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
     finally:
         session.rollback()
         session.close()
+
+
+@contextmanager
+def unit_of_work(session: Session) -> Iterator[Session]:
+    """One service call, one transaction: commit when the block ends, roll back on any error."""
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise

@@ -20,6 +20,8 @@ from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, updat
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from casemgmt.database import unit_of_work
+
 from casemgmt.chains import engine as eng
 from casemgmt.chains.catalog import TemplateCatalog
 from casemgmt.chains.engine import (
@@ -243,7 +245,7 @@ def transition_step(
     now: datetime,
 ) -> ChainOut:
     """Apply one action to one step, with everything it sets off, in one transaction."""
-    try:
+    with unit_of_work(session):
         loaded = _load_chain(session, catalog, chain_id, lock=True)
         _check_open(loaded, expected_version)
         if step_key not in loaded.steps:
@@ -264,10 +266,6 @@ def transition_step(
         version = _bump_chain(session, loaded, now, **chain_values)
         write_audit(session, [_audit(actor, loaded.row.id, loaded.row.person_id, "U",
                                      f"chain.step.{action}", _describe(changes))], now)
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
     row = loaded.row.as_dict() | chain_values | {"version": version, "updated_at": now}
     return _chain_out(row, loaded.template, loaded.steps, actor, loaded.scope, now)
 
@@ -366,7 +364,7 @@ def close_chain(
     now: datetime,
 ) -> ChainOut:
     """End a chain before completion; open steps are cancelled. Only its case management may."""
-    try:
+    with unit_of_work(session):
         loaded = _load_chain(session, catalog, chain_id, lock=True)
         if actor.organisation_id != loaded.row.case_management_organisation_id:
             raise WrongOrganisation(
@@ -386,10 +384,6 @@ def close_chain(
         values = {"lifecycle": ChainLifecycle.closed.value, "closed_reason": reason, "closed_at": now}
         version = _bump_chain(session, loaded, now, **values)
         write_audit(session, [_audit(actor, chain_id, loaded.row.person_id, "U", "chain.close", text)], now)
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
     row = loaded.row.as_dict() | values | {"version": version, "updated_at": now}
     return _chain_out(row, loaded.template, loaded.steps, actor, loaded.scope, now)
 
@@ -398,14 +392,10 @@ def get_chain(
     session: Session, catalog: TemplateCatalog, actor: Actor, chain_id: uuid.UUID, now: datetime
 ) -> ChainOut:
     """A chain the actor's organisation is involved in (otherwise 404); the read is audited."""
-    try:
+    with unit_of_work(session):
         _require_chain_in_scope(session, actor, chain_id)
         loaded = _load_chain(session, catalog, chain_id, lock=False)
         write_audit(session, [_audit(actor, chain_id, loaded.row.person_id, "R", "chain.read")], now)
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
     return _chain_out(loaded.row.as_dict(), loaded.template, loaded.steps, actor, loaded.scope, now)
 
 
@@ -652,15 +642,11 @@ def _summaries(session: Session, ids: list[uuid.UUID], now: datetime) -> list[Ch
 
 def chain_events(session: Session, actor: Actor, chain_id: uuid.UUID, now: datetime) -> list[ChainEvent]:
     """The chain's timeline, oldest first; the read is audited."""
-    try:
+    with unit_of_work(session):
         _require_chain_in_scope(session, actor, chain_id)
         events = list(
             session.scalars(select(ChainEvent).where(ChainEvent.chain_id == chain_id).order_by(ChainEvent.id))
         )
         person_id = session.scalar(select(Chain.person_id).where(Chain.id == chain_id))
         write_audit(session, [_audit(actor, chain_id, person_id, "R", "chain.timeline")], now)
-        session.commit()
-        return events
-    except BaseException:
-        session.rollback()
-        raise
+    return events

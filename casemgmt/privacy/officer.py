@@ -11,6 +11,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from casemgmt.database import unit_of_work
+
 from casemgmt.chains.engine import Actor
 from casemgmt.policy.loader import Policies
 from casemgmt.privacy.audit import AuditEntry
@@ -32,7 +34,7 @@ class AuditFilters:
 def search_audit(session: Session, actor: Actor, filters: AuditFilters, cursor: int | None,
                  limit: int, now: datetime) -> AuditPage:
     """Newest first, keyset-paginated by id. The search itself is audited."""
-    try:
+    with unit_of_work(session):
         conds = []
         if filters.person_id is not None:
             conds.append(AuditEvent.person_id == filters.person_id)
@@ -59,11 +61,7 @@ def search_audit(session: Session, actor: Actor, filters: AuditFilters, cursor: 
             subtype="audit.search", entity_type="audit", person_id=filters.person_id,
             detail=f"{len(items)} rows",
         )], now)
-        session.commit()
-        return AuditPage(items=items, next_cursor=rows[-1].id if more else None)
-    except BaseException:
-        session.rollback()
-        raise
+    return AuditPage(items=items, next_cursor=rows[-1].id if more else None)
 
 
 def list_agreements(session: Session) -> list[DataExchangeAgreement]:

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from casemgmt.chains.engine import Actor
 from casemgmt.chains.models import Chain, ChainStep
+from casemgmt.database import unit_of_work
 from casemgmt.jurisdictions.models import Jurisdiction, Organisation
 from casemgmt.persons.models import Person
 from casemgmt.privacy import audit
@@ -387,7 +388,7 @@ def _write_fields(
 def create_person(session: Session, privacy: Privacy, actor: Actor, body: PersonCreateIn,
                   now: datetime) -> PersonRecordOut:
     """Register a person, record the consents signed at intake, then write the fields."""
-    try:
+    with unit_of_work(session):
         purpose = resolve_purpose(privacy, actor, body.purpose)
         values = _parse_fields(privacy, body.fields)
         jurisdiction_id = body.lead_jurisdiction_id or session.scalar(
@@ -410,56 +411,40 @@ def create_person(session: Session, privacy: Privacy, actor: Actor, body: Person
             _record_consent(session, privacy, actor, person, consent, now)
         _write_fields(session, privacy, actor, person, values, purpose, now, "person.create")
         out = disclose(session, privacy, actor, person, purpose, now)
-        session.commit()
-        return out
-    except BaseException:
-        session.rollback()
-        raise
+    return out
 
 
 def read_person(session: Session, privacy: Privacy, actor: Actor, person_id: uuid.UUID,
                 purpose: str | None, now: datetime) -> PersonRecordOut:
-    try:
+    with unit_of_work(session):
         person = person_in_scope(session, actor, person_id)
         out = disclose(session, privacy, actor, person, resolve_purpose(privacy, actor, purpose), now)
-        session.commit()
-        return out
-    except BaseException:
-        session.rollback()
-        raise
+    return out
 
 
 def update_person(session: Session, privacy: Privacy, actor: Actor, person_id: uuid.UUID,
                   fields: dict[str, Any], purpose: str | None, now: datetime) -> PersonRecordOut:
-    try:
+    with unit_of_work(session):
         purpose = resolve_purpose(privacy, actor, purpose)
         person = person_in_scope(session, actor, person_id)
         values = _parse_fields(privacy, fields)
         _write_fields(session, privacy, actor, person, values, purpose, now, "person.update")
         out = disclose(session, privacy, actor, person, purpose, now)
-        session.commit()
-        return out
-    except BaseException:
-        session.rollback()
-        raise
+    return out
 
 
 def find_persons(session: Session, privacy: Privacy, actor: Actor, family_name: str,
                  given_names: str, birth_date: str, purpose: str | None,
                  now: datetime) -> list[PersonRecordOut]:
     """Look a person up by name and birth date through the blind index, within the record scope."""
-    try:
+    with unit_of_work(session):
         purpose = resolve_purpose(privacy, actor, purpose)
         digest = privacy.keys.blind_index(family_name, given_names, birth_date)
         persons = session.scalars(
             select(Person).where(Person.blind_index == digest, scope_clause(actor)).order_by(Person.created_at)
         ).all()
         out = [disclose(session, privacy, actor, p, purpose, now, subtype="person.search") for p in persons]
-        session.commit()
-        return out
-    except BaseException:
-        session.rollback()
-        raise
+    return out
 
 
 # --- consents ------------------------------------------------------------------------------------
@@ -539,20 +524,17 @@ def consent_out(consent: Consent, withdrawn_at: datetime | None, now: datetime) 
 
 def record_consent(session: Session, privacy: Privacy, actor: Actor, person_id: uuid.UUID,
                    body: ConsentIn, now: datetime) -> ConsentOut:
-    try:
+    with unit_of_work(session):
         person = person_in_scope(session, actor, person_id)
         consent = _record_consent(session, privacy, actor, person, body, now)
-        session.commit()
-        return consent_out(consent, None, now)
-    except BaseException:
-        session.rollback()
-        raise
+        result = consent_out(consent, None, now)
+    return result
 
 
 def withdraw_consent(session: Session, actor: Actor, consent_id: uuid.UUID, note: str | None,
                      now: datetime) -> ConsentOut:
     """Withdrawal takes effect now for every later access; earlier access stays lawful."""
-    try:
+    with unit_of_work(session):
         consent = session.get(Consent, consent_id, with_for_update=True)
         if consent is None:
             raise NotFound(f"no consent {consent_id}", resource="consent", id=str(consent_id))
@@ -567,17 +549,14 @@ def withdraw_consent(session: Session, actor: Actor, consent_id: uuid.UUID, note
             subtype="consent.withdraw", entity_type="consent", entity_id=str(consent_id),
             person_id=consent.person_id, purpose=consent.purpose,
         )], now)
-        session.commit()
-        return consent_out(consent, now, now)
-    except BaseException:
-        session.rollback()
-        raise
+        result = consent_out(consent, now, now)
+    return result
 
 
 def list_consents(session: Session, actor: Actor, person_id: uuid.UUID, now: datetime,
                   officer: bool = False) -> list[ConsentOut]:
     """A person's consent history, newest first. The data protection officer sees every person's."""
-    try:
+    with unit_of_work(session):
         if officer:
             if session.get(Person, person_id) is None:
                 raise NotFound(f"no person {person_id}", resource="person", id=str(person_id))
@@ -593,11 +572,8 @@ def list_consents(session: Session, actor: Actor, person_id: uuid.UUID, now: dat
             agent_user=actor.user_id, agent_organisation_id=actor.organisation_id, action="R",
             subtype="consent.list", entity_type="person", entity_id=str(person_id), person_id=person_id,
         )], now)
-        session.commit()
-        return [consent_out(c, w, now) for c, w in rows]
-    except BaseException:
-        session.rollback()
-        raise
+        result = [consent_out(c, w, now) for c, w in rows]
+    return result
 
 
 # --- agreements ----------------------------------------------------------------------------------
@@ -605,7 +581,7 @@ def list_consents(session: Session, actor: Actor, person_id: uuid.UUID, now: dat
 
 def record_agreement(session: Session, privacy: Privacy, actor: Actor, body: AgreementIn,
                      now: datetime) -> DataExchangeAgreement:
-    try:
+    with unit_of_work(session):
         problems = []
         missing = [i for i in body.organisation_ids if session.get(Organisation, i) is None]
         if missing:
@@ -636,8 +612,4 @@ def record_agreement(session: Session, privacy: Privacy, actor: Actor, body: Agr
             subtype="agreement.record", entity_type="agreement", entity_id=str(agreement.id),
             purpose=body.purpose, detail=body.title,
         )], now)
-        session.commit()
-        return agreement
-    except BaseException:
-        session.rollback()
-        raise
+    return agreement
