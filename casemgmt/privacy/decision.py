@@ -126,22 +126,24 @@ def decide(
             and agreement.in_force(now)
         ):
             return Decision(True, f"agreement:{agreement.id}", "Datenaustauschvereinbarung")
-    lapsed = None
+    lapsed: set[str] = set()
     for consent in consents:
         if consent.purpose != purpose or category not in consent.categories:
             continue
         if not consent.names(requester):
             continue
         if special and not consent.explicit_special:
-            lapsed = lapsed or "consent does not explicitly cover this special category"
+            lapsed.add("consent does not explicitly cover this special category")
             continue
         if not consent.in_force(now):
             if consent.withdrawn_at is not None and consent.withdrawn_at <= now:
-                lapsed = "consent withdrawn"
+                lapsed.add("consent withdrawn")
             elif consent.valid_until is not None and now >= consent.valid_until:
-                lapsed = lapsed or "consent expired"
+                lapsed.add("consent expired")
             else:
-                lapsed = lapsed or "consent not yet valid"
+                lapsed.add("consent not yet valid")
             continue
         return Decision(True, f"consent:{consent.id}", "Einwilligung (Art. 6 Abs. 1 lit. a / Art. 9 Abs. 2 lit. a DSGVO)")
-    return Decision(False, None, lapsed or f"no legal basis for {category} ({action}, purpose {purpose})")
+    if lapsed:
+        return Decision(False, None, "; ".join(sorted(lapsed)))
+    return Decision(False, None, f"no legal basis for {category} ({action}, purpose {purpose})")

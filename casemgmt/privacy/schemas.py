@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from casemgmt.validation import DbId, Key, Text
 
@@ -68,8 +68,8 @@ class ConsentIn(BaseModel):
     evidence_reference: Text = Field(min_length=1, max_length=200, description="Reference of the signed form.")
     language: Text = Field(min_length=2, max_length=50)
     interpreter_used: bool = False
-    valid_from: datetime | None = Field(default=None, description="Defaults to now.")
-    valid_until: datetime | None = None
+    valid_from: AwareDatetime | None = Field(default=None, description="Defaults to now.")
+    valid_until: AwareDatetime | None = None
 
 
 class ConsentOut(BaseModel):
@@ -141,8 +141,8 @@ class AgreementIn(BaseModel):
     organisation_ids: list[DbId] = Field(min_length=2, max_length=50)
     categories: list[Key] = Field(min_length=1, max_length=20)
     purpose: Key
-    valid_from: datetime
-    valid_until: datetime | None = None
+    valid_from: AwareDatetime
+    valid_until: AwareDatetime | None = None
     document_reference: Text = Field(min_length=1, max_length=200)
 
 
