@@ -15,7 +15,7 @@ import casemgmt.models  # noqa: F401
 from casemgmt.database import Base, make_engine
 from casemgmt.migrations import DatabaseNotMigrated, ensure_at_head, upgrade
 
-from conftest import create_database, drop_database
+from conftest import create_database, drop_database, reset_case_data
 
 
 def _drift(engine) -> list:
@@ -51,7 +51,7 @@ def test_upgrade_on_empty_sqlite_matches_models(tmp_path):
     engine.dispose()
 
 
-def test_chain_events_are_append_only_on_postgresql(db, session_factory, world):
+def test_evidence_tables_are_append_only_on_postgresql(db, session_factory, world):
     with db.begin() as conn:
         conn.execute(text(
             "INSERT INTO chain_template_versions (key, version, title, digest, document, registered_at) "
@@ -77,6 +77,11 @@ def test_chain_events_are_append_only_on_postgresql(db, session_factory, world):
                 conn.execute(text(statement))
     with db.connect() as conn:
         assert conn.execute(text("SELECT count(*), max(reason) FROM chain_events")).one() == (1, None)
+    for statement in ("TRUNCATE chain_events", "TRUNCATE audit_events CASCADE",
+                      "DELETE FROM audit_head", "UPDATE audit_head SET last_id = -1"):
+        with pytest.raises(DBAPIError, match="audit_head|append-only"):
+            with db.begin() as conn:
+                conn.execute(text(statement))
+    reset_case_data(db)
     with db.begin() as conn:
-        conn.execute(text("TRUNCATE chain_events, chain_steps, chains, persons CASCADE"))
         conn.execute(text("DELETE FROM chain_template_versions WHERE key = 't_append'"))

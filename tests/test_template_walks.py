@@ -9,6 +9,7 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
+from conftest import reset_case_data
 from sqlalchemy import delete, func, select, text
 
 from casemgmt.chains import service
@@ -319,8 +320,8 @@ PROBE_KEY = "young_adult_version_probe"
 def probe_cleanup(session_factory):
     """Registered versions stay in the shared database: remove the probe's afterwards."""
     yield
+    reset_case_data(session_factory.kw["bind"])
     with session_factory() as session:
-        session.execute(text("TRUNCATE chain_events, chain_steps, chains, persons RESTART IDENTITY CASCADE"))
         session.execute(delete(ChainTemplateVersion).where(ChainTemplateVersion.key == PROBE_KEY))
         session.commit()
 

@@ -66,9 +66,15 @@ def canonical(values: tuple) -> bytes:
     across backends: times in UTC with microseconds, ids as text, mappings with sorted keys."""
     (row_id, recorded_at, user, org, action, subtype, etype, eid, person, fields, bases,
      purpose, outcome, detail) = values
+    # Hash what is stored, and only the shapes the service writes: anything else (say, a mapping
+    # of field names to values slipped into `fields`) is a changed row, not something to coerce.
+    if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+        raise ValueError("fields is not a list of field names")
+    if not isinstance(bases, dict) or not all(isinstance(v, str) for v in bases.values()):
+        raise ValueError("legal_bases is not a mapping of field names to bases")
     return json.dumps(
         [row_id, recorded_at.astimezone(UTC).isoformat(timespec="microseconds"), user, org,
-         action, subtype, etype, eid, str(person) if person is not None else None, list(fields),
+         action, subtype, etype, eid, str(person) if person is not None else None, fields,
          bases, purpose, outcome, detail],
         ensure_ascii=False, separators=(",", ":"), sort_keys=True,
     ).encode()
@@ -143,7 +149,11 @@ def verify(conn: Connection, key: bytes, batch: int = 10_000) -> VerifyResult:
                                 f"expected row {expected_id} but found row {row_id}: rows missing or inserted")
         if prev_hash != expected_prev:
             return VerifyResult(count, False, row_id, "does not link to the row before it")
-        if chain.link(expected_prev, canonical(tuple(row[:14]))) != digest:
+        try:
+            intact = chain.link(expected_prev, canonical(tuple(row[:14]))) == digest
+        except (ValueError, TypeError, AttributeError):
+            intact = False
+        if not intact:
             return VerifyResult(count, False, row_id, "content does not match its hash (row changed)")
         expected_prev, expected_id = digest, expected_id + 1
         count += 1

@@ -73,7 +73,7 @@ class KeyRing:
             return AESGCM(self.wrapping_key).decrypt(
                 wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], b"dek|" + person_id.bytes
             )
-        except InvalidTag:
+        except (InvalidTag, ValueError):  # ValueError: too short to hold a nonce
             raise DecryptionError(f"the data key of person {person_id} does not unwrap") from None
 
     # --- blind index -----------------------------------------------------------------------
@@ -97,7 +97,7 @@ def encrypt_field(data_key: bytes, person_id: uuid.UUID, field: str, value: Any)
 def decrypt_field(data_key: bytes, person_id: uuid.UUID, field: str, blob: bytes) -> Any:
     try:
         plaintext = AESGCM(data_key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], _field_aad(person_id, field))
-    except InvalidTag:
+    except (InvalidTag, ValueError):  # ValueError: too short to hold a nonce
         raise DecryptionError(f"field '{field}' of person {person_id} does not decrypt") from None
     return json.loads(plaintext)
 
@@ -115,9 +115,11 @@ def load_master_key(key_file: Path | None, key_b64: str | None) -> bytes:
         source, text = "CASEMGMT_MASTER_KEY", key_b64
     elif key_file is not None:
         try:
-            source, text = str(key_file), key_file.read_text().strip()
+            source, text = str(key_file), key_file.read_text(encoding="ascii").strip()
         except OSError as exc:
             raise MasterKeyError(f"cannot read master key file {key_file}: {exc.strerror}") from exc
+        except UnicodeDecodeError:
+            raise MasterKeyError(f"{key_file}: not base64 text (raw key bytes? encode them with base64)") from None
     else:
         raise MasterKeyError(
             "no master key: set CASEMGMT_MASTER_KEY (base64) or CASEMGMT_MASTER_KEY_FILE"
