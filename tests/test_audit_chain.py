@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import hmac
 import threading
 import uuid
@@ -123,7 +124,7 @@ def test_hash_is_an_hmac_over_the_previous_hash_and_the_canonical_row(db, keys, 
         expected = hmac.new(keys.audit_key, r["prev_hash"].encode() + body, hashlib.sha256).hexdigest()
         assert r["hash"] == expected
     # the audit row holds no personal values, only names of fields
-    assert row(db, 4)["fields"] == ["family_name", "given_names", "health_notes"]
+    assert json.loads(row(db, 4)["fields"]) == ["family_name", "given_names", "health_notes"]
 
 
 def test_verify_with_another_key_fails_at_the_first_row(db, keys, chain):
@@ -195,7 +196,7 @@ def test_replacing_the_field_list_by_an_object_with_values_is_detected(db, keys,
     """``fields`` holds field names. Storing an object (which could carry personal values)
     whose keys are the same names is a changed row and must fail its HMAC."""
     target = 4
-    assert row(db, target)["fields"] == ["family_name", "given_names", "health_notes"]
+    assert json.loads(row(db, target)["fields"]) == ["family_name", "given_names", "health_notes"]
     owner_tamper(
         db,
         "UPDATE audit_events SET fields = "
@@ -203,7 +204,7 @@ def test_replacing_the_field_list_by_an_object_with_values_is_detected(db, keys,
         "WHERE id = :id",
         id=target,
     )
-    assert row(db, target)["fields"] == {"family_name": "Öztürk", "given_names": "Ayşe", "health_notes": "HIV+"}
+    assert json.loads(row(db, target)["fields"]) == {"family_name": "Öztürk", "given_names": "Ayşe", "health_notes": "HIV+"}
     result = check(db, keys)
     assert not result.ok
     assert result.first_bad_id == target
@@ -598,3 +599,33 @@ def test_cli_audit_verify_with_a_malformed_master_key_exits_2(db, cli_env, capsy
     get_settings.cache_clear()
     assert main(["audit", "verify"]) == 2
     assert "not base64" in capsys.readouterr().err
+
+
+# --- verifying in parallel ranges ----------------------------------------------------------------
+
+
+def _parallel(pg_url, keys):
+    from casemgmt.privacy.audit import verify_parallel
+
+    return verify_parallel(pg_url, keys.audit_key, workers=3, min_rows_per_worker=50)
+
+
+def test_parallel_verification_agrees_on_an_intact_chain(db, pg_url, keys, chain):
+    result = _parallel(pg_url, keys)
+    assert (result.ok, result.rows) == (True, chain)
+
+
+@pytest.mark.parametrize("victim", [1, 99, 100, 101, 200, 201, 300])
+def test_parallel_verification_finds_a_deleted_row_on_and_off_range_seams(db, pg_url, keys, chain, victim):
+    owner_tamper(db, "DELETE FROM audit_events WHERE id = :id", id=victim)
+    single, parallel = check(db, keys), _parallel(pg_url, keys)
+    assert not parallel.ok
+    assert (parallel.first_bad_id, parallel.rows) == (single.first_bad_id, single.rows)
+
+
+@pytest.mark.parametrize("victim", [2, 100, 101, 201, 300])
+def test_parallel_verification_finds_a_changed_row_like_the_single_walk(db, pg_url, keys, chain, victim):
+    owner_tamper(db, "UPDATE audit_events SET detail = 'rewritten' WHERE id = :id", id=victim)
+    single, parallel = check(db, keys), _parallel(pg_url, keys)
+    assert (parallel.ok, parallel.first_bad_id) == (False, victim)
+    assert parallel.first_bad_id == single.first_bad_id

@@ -124,9 +124,11 @@ class AuditEvent(Base):
     subtype: Mapped[str] = mapped_column(String(64))  # what happened, e.g. person.read
     entity_type: Mapped[str] = mapped_column(String(32))
     entity_id: Mapped[str | None] = mapped_column(String(64))
-    person_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
-    fields: Mapped[list[str]] = mapped_column(JSON)
-    legal_bases: Mapped[dict[str, str]] = mapped_column(JSON)  # field -> basis
+    # Stored as text exactly as hashed: the person's pseudonym, the field names and the
+    # legal basis per field as canonical JSON (see audit.json_text).
+    person_id: Mapped[str | None] = mapped_column(String(36))
+    fields: Mapped[str] = mapped_column(Text)
+    legal_bases: Mapped[str] = mapped_column(Text)
     purpose: Mapped[str | None] = mapped_column(String(64))
     outcome: Mapped[str] = mapped_column(String(16))  # success | denied
     detail: Mapped[str | None] = mapped_column(Text)

@@ -3,6 +3,7 @@ processing activities (GDPR Art. 30) generated from the policy files."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,7 +38,7 @@ def search_audit(session: Session, actor: Actor, filters: AuditFilters, cursor: 
     with unit_of_work(session):
         conds = []
         if filters.person_id is not None:
-            conds.append(AuditEvent.person_id == filters.person_id)
+            conds.append(AuditEvent.person_id == str(filters.person_id))
         if filters.user is not None:
             conds.append(AuditEvent.agent_user == filters.user)
         if filters.organisation_id is not None:
@@ -55,13 +56,24 @@ def search_audit(session: Session, actor: Actor, filters: AuditFilters, cursor: 
         ).all()
         more = len(rows) > limit
         rows = rows[:limit]
-        items = [AuditEventOut.model_validate(r) for r in rows]
+        items = [_event_out(r) for r in rows]
         write_audit(session, [AuditEntry(
             agent_user=actor.user_id, agent_organisation_id=actor.organisation_id, action="R",
             subtype="audit.search", entity_type="audit", person_id=filters.person_id,
             detail=f"{len(items)} rows",
         )], now)
     return AuditPage(items=items, next_cursor=rows[-1].id if more else None)
+
+
+def _event_out(row: AuditEvent) -> AuditEventOut:
+    return AuditEventOut(
+        id=row.id, recorded_at=row.recorded_at, agent_user=row.agent_user,
+        agent_organisation_id=row.agent_organisation_id, action=row.action, subtype=row.subtype,
+        entity_type=row.entity_type, entity_id=row.entity_id,
+        person_id=uuid.UUID(row.person_id) if row.person_id else None,
+        fields=json.loads(row.fields), legal_bases=json.loads(row.legal_bases),
+        purpose=row.purpose, outcome=row.outcome, detail=row.detail,
+    )
 
 
 def list_agreements(session: Session) -> list[DataExchangeAgreement]:

@@ -162,8 +162,6 @@ class AgreementOut(BaseModel):
 
 
 class AuditEventOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
     id: int
     recorded_at: datetime
     agent_user: str

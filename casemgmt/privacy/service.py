@@ -85,7 +85,9 @@ def audit_key(session: Session) -> bytes:
 
 
 def write_audit(session: Session, entries: Iterable[AuditEntry], now: datetime) -> None:
-    audit.append(session, audit_key(session), entries, now)
+    """Stage audit entries; they are written, chained, just before this session commits."""
+    audit_key(session)  # fail now, not at commit, if this session cannot audit
+    audit.stage(session, entries, now)
 
 
 def deny_and_raise(session: Session, entry: AuditEntry, now: datetime, problem: Exception) -> None:
@@ -102,18 +104,27 @@ def deny_and_raise(session: Session, entry: AuditEntry, now: datetime, problem: 
 
 def scope_clause(actor: Actor):
     """Persons whose chain involves the actor's organisation: it registered the person, runs a
-    chain's case management, or owns a step of a chain in a jurisdiction it serves."""
-    served = select(Jurisdiction.id).where(Jurisdiction.path.startswith(actor.jurisdiction_path))
-    involved = select(Chain.person_id).where(
-        or_(
-            Chain.case_management_organisation_id == actor.organisation_id,
-            and_(
-                Chain.lead_jurisdiction_id.in_(served),
-                exists().where(ChainStep.chain_id == Chain.id, ChainStep.owner_kind == actor.organisation_kind),
+    chain's case management, or owns a step of a chain in a jurisdiction it serves.
+
+    Written as EXISTS correlated on the person, so the check costs the same however many chains
+    the organisation is involved in (an IN over all its chains grew with them)."""
+    involving_chain = (
+        select(Chain.id)
+        .join(Jurisdiction, Jurisdiction.id == Chain.lead_jurisdiction_id)
+        .where(
+            Chain.person_id == Person.id,
+            or_(
+                Chain.case_management_organisation_id == actor.organisation_id,
+                and_(
+                    Jurisdiction.path.startswith(actor.jurisdiction_path),
+                    exists().where(ChainStep.chain_id == Chain.id,
+                                   ChainStep.owner_kind == actor.organisation_kind),
+                ),
             ),
         )
+        .exists()
     )
-    return or_(Person.created_by_organisation_id == actor.organisation_id, Person.id.in_(involved))
+    return or_(Person.created_by_organisation_id == actor.organisation_id, involving_chain)
 
 
 def person_in_scope(session: Session, actor: Actor, person_id: uuid.UUID) -> Person:
