@@ -108,8 +108,9 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
     if result.ok:
         print(f"audit trail intact: {result.rows} rows verified in {seconds:.2f} s")
         return 0
-    print(f"audit trail BROKEN at row {result.first_bad_id}: {result.problem} "
-          f"({result.rows} rows before it are intact)", file=sys.stderr)
+    where = f" at row {result.first_bad_id}" if result.first_bad_id is not None else ""
+    print(f"audit trail BROKEN{where}: {result.problem} ({result.rows} rows verified intact)",
+          file=sys.stderr)
     return 1
 
 

@@ -78,7 +78,7 @@ def test_evidence_tables_are_append_only_on_postgresql(db, session_factory, worl
     with db.connect() as conn:
         assert conn.execute(text("SELECT count(*), max(reason) FROM chain_events")).one() == (1, None)
     for statement in ("TRUNCATE chain_events", "TRUNCATE audit_events CASCADE",
-                      "DELETE FROM audit_head", "UPDATE audit_head SET last_id = -1"):
+                      "DELETE FROM audit_head", "UPDATE audit_head SET last_seq = -1"):
         with pytest.raises(DBAPIError, match="audit_head|append-only"):
             with db.begin() as conn:
                 conn.execute(text(statement))

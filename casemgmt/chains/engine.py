@@ -18,7 +18,12 @@ from threading import Lock
 from transitions import Machine, MachineError
 
 from casemgmt.chains.spec import CASE_MANAGEMENT_OWNER, ChainTemplate
-from casemgmt.problems import GuardFailed, IllegalTransition, ReasonRequired, WrongOrganisation
+from casemgmt.problems import (
+    GuardFailed,
+    IllegalTransition,
+    ReasonRequired,
+    WrongOrganisation,
+)
 
 
 class StepState(str, enum.Enum):

@@ -20,8 +20,6 @@ from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, updat
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from casemgmt.database import unit_of_work
-
 from casemgmt.chains import engine as eng
 from casemgmt.chains.catalog import TemplateCatalog
 from casemgmt.chains.engine import (
@@ -40,6 +38,7 @@ from casemgmt.chains.schemas import (
     StepOut,
 )
 from casemgmt.chains.spec import ChainTemplate
+from casemgmt.database import unit_of_work
 from casemgmt.jurisdictions.models import Jurisdiction, Organisation
 from casemgmt.privacy.audit import AuditEntry
 from casemgmt.privacy.service import person_in_scope, write_audit

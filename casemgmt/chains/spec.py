@@ -48,7 +48,14 @@ from typing import Annotated, Any, Literal, NoReturn, cast
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from casemgmt.policy.source import LineDict, PolicyError, format_loc, line_of, load_yaml, validate
+from casemgmt.policy.source import (
+    LineDict,
+    PolicyError,
+    format_loc,
+    line_of,
+    load_yaml,
+    validate,
+)
 
 __all__ = [
     "CASE_MANAGEMENT_OWNER",

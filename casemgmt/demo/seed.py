@@ -19,15 +19,15 @@ from casemgmt.auth.tokens import mint_dev_token
 from casemgmt.chains import service as chains
 from casemgmt.chains.catalog import TemplateCatalog, register_templates
 from casemgmt.chains.engine import Action, Actor, StepState
-from casemgmt.chains.models import Chain
 from casemgmt.chains.spec import CASE_MANAGEMENT_OWNER
 from casemgmt.config import Settings
 from casemgmt.database import make_engine, make_sessionmaker
 from casemgmt.demo.world import World, build_world
-from casemgmt.jurisdictions.models import Jurisdiction, Organisation
+from casemgmt.jurisdictions.models import Organisation
 from casemgmt.jurisdictions.service import serving_organisations
 from casemgmt.migrations import upgrade
 from casemgmt.persons.models import Person
+from casemgmt.policy.loader import load_policies
 from casemgmt.privacy.crypto import KeyRing, generate_master_key_file, load_master_key
 from casemgmt.privacy.schemas import AgreementIn, ConsentIn, PersonCreateIn
 from casemgmt.privacy.service import (
@@ -37,7 +37,6 @@ from casemgmt.privacy.service import (
     record_agreement,
     withdraw_consent,
 )
-from casemgmt.policy.loader import load_policies
 from casemgmt.problems import Problem
 
 # Share of each chain kind among newcomers in case management, and their typical attributes

@@ -9,7 +9,12 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from casemgmt.jurisdictions.models import ALLOWED_PARENT, Jurisdiction, JurisdictionLevel, Organisation
+from casemgmt.jurisdictions.models import (
+    ALLOWED_PARENT,
+    Jurisdiction,
+    JurisdictionLevel,
+    Organisation,
+)
 
 # (key, name, inhabitants) - sizes follow the spread of a real NRW Kreis (9,064 .. 96,382).
 TOWNS: list[tuple[str, str, int]] = [

@@ -8,7 +8,11 @@ from sqlalchemy.orm import Session
 
 from casemgmt.auth.dependencies import get_session, require
 from casemgmt.jurisdictions.models import Jurisdiction, JurisdictionLevel, Organisation
-from casemgmt.jurisdictions.schemas import JurisdictionOut, OrganisationKindOut, OrganisationOut
+from casemgmt.jurisdictions.schemas import (
+    JurisdictionOut,
+    OrganisationKindOut,
+    OrganisationOut,
+)
 from casemgmt.problems import NotFound
 from casemgmt.validation import DbId, Key
 

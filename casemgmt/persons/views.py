@@ -12,7 +12,12 @@ from casemgmt.auth.dependencies import get_session, require
 from casemgmt.chains.engine import Actor
 from casemgmt.clock import request_now
 from casemgmt.privacy import service
-from casemgmt.privacy.schemas import PersonCreateIn, PersonRecordOut, PersonSearchIn, PersonUpdateIn
+from casemgmt.privacy.schemas import (
+    PersonCreateIn,
+    PersonRecordOut,
+    PersonSearchIn,
+    PersonUpdateIn,
+)
 from casemgmt.validation import Key
 
 router = APIRouter(prefix="/persons", tags=["persons"])

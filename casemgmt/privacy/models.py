@@ -14,8 +14,10 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    SmallInteger,
     String,
     Text,
+    UniqueConstraint,
     Uuid,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -103,20 +105,25 @@ class DataExchangeAgreement(Base):
 
 
 class AuditEvent(Base):
-    """One audited access or change, modelled on FHIR AuditEvent. Hash-chained: ``hash`` is an
-    HMAC over the previous row's hash and this row's canonical encoding, which holds pseudonyms,
-    field names and legal bases but never a personal value. Append-only on PostgreSQL."""
+    """One audited access or change, modelled on FHIR AuditEvent.
+
+    Rows form hash chains, one per stream (see casemgmt.privacy.audit): within its stream a row
+    has the next ``seq`` and ``hash`` is an HMAC over the previous row's hash and this row's
+    canonical encoding, which holds pseudonyms, field names and legal bases but never a
+    personal value. ``id`` only orders rows for reading. Append-only on PostgreSQL."""
 
     __tablename__ = "audit_events"
     __table_args__ = (
+        UniqueConstraint("stream", "seq", name="uq_audit_events_stream_seq"),
         Index("ix_audit_events_person_id", "person_id", "id"),
         Index("ix_audit_events_agent_user", "agent_user", "id"),
         Index("ix_audit_events_agent_organisation_id", "agent_organisation_id", "id"),
         Index("ix_audit_events_recorded_at", "recorded_at"),
     )
 
-    # Assigned under the chain head's lock: contiguous, so a deleted row leaves a visible gap.
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    stream: Mapped[int] = mapped_column(SmallInteger)
+    seq: Mapped[int] = mapped_column(BigInteger)
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
     agent_user: Mapped[str] = mapped_column(String(200))
     agent_organisation_id: Mapped[int | None] = mapped_column(Integer)
@@ -137,10 +144,10 @@ class AuditEvent(Base):
 
 
 class AuditHead(Base):
-    """The end of the audit chain; its row lock serialises appends."""
+    """The end of one audit stream; its row lock serialises appends to that stream only."""
 
     __tablename__ = "audit_head"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    last_id: Mapped[int] = mapped_column(BigInteger)
+    stream: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
     last_hash: Mapped[str] = mapped_column(String(64))

@@ -12,9 +12,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from casemgmt.database import unit_of_work
-
 from casemgmt.chains.engine import Actor
+from casemgmt.database import unit_of_work
 from casemgmt.policy.loader import Policies
 from casemgmt.privacy.audit import AuditEntry
 from casemgmt.privacy.models import AuditEvent, DataExchangeAgreement

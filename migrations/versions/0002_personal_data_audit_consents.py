@@ -12,6 +12,8 @@ from alembic import op
 
 import casemgmt.database
 
+AUDIT_STREAMS = 16
+
 revision: str = '0002'
 down_revision: str | None = '0001'
 branch_labels: str | Sequence[str] | None = None
@@ -20,7 +22,9 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.create_table('audit_events',
-    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=False, nullable=False),
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('stream', sa.SmallInteger(), nullable=False),
+    sa.Column('seq', sa.BigInteger(), nullable=False),
     sa.Column('recorded_at', casemgmt.database.UTCDateTime(timezone=True), nullable=False),
     sa.Column('agent_user', sa.String(length=200), nullable=False),
     sa.Column('agent_organisation_id', sa.Integer(), nullable=True),
@@ -36,17 +40,18 @@ def upgrade() -> None:
     sa.Column('detail', sa.Text(), nullable=True),
     sa.Column('prev_hash', sa.String(length=64), nullable=False),
     sa.Column('hash', sa.String(length=64), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_events'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_events')),
+    sa.UniqueConstraint('stream', 'seq', name='uq_audit_events_stream_seq')
     )
     op.create_index('ix_audit_events_agent_organisation_id', 'audit_events', ['agent_organisation_id', 'id'], unique=False)
     op.create_index('ix_audit_events_agent_user', 'audit_events', ['agent_user', 'id'], unique=False)
     op.create_index('ix_audit_events_person_id', 'audit_events', ['person_id', 'id'], unique=False)
     op.create_index('ix_audit_events_recorded_at', 'audit_events', ['recorded_at'], unique=False)
     op.create_table('audit_head',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('last_id', sa.BigInteger(), nullable=False),
+    sa.Column('stream', sa.SmallInteger(), autoincrement=False, nullable=False),
+    sa.Column('last_seq', sa.BigInteger(), nullable=False),
     sa.Column('last_hash', sa.String(length=64), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_head'))
+    sa.PrimaryKeyConstraint('stream', name=op.f('pk_audit_head'))
     )
     op.create_table('data_exchange_agreements',
     sa.Column('id', sa.Uuid(), nullable=False),
@@ -118,7 +123,9 @@ def upgrade() -> None:
             batch.alter_column(column, existing_type=sa.VARCHAR(length=length), nullable=True)
         batch.create_index(op.f("ix_persons_blind_index"), ["blind_index"], unique=False)
 
-    op.execute("INSERT INTO audit_head (id, last_id, last_hash) VALUES (1, 0, '" + "0" * 64 + "')")
+    # One head per audit stream; casemgmt.privacy.audit.STREAMS must match.
+    for stream in range(AUDIT_STREAMS):
+        op.execute(f"INSERT INTO audit_head (stream, last_seq, last_hash) VALUES ({stream}, 0, '{'0' * 64}')")
     if op.get_bind().dialect.name == "postgresql":
         # Evidence and consent records are never rewritten; casemgmt_refuse_change() is from 0001.
         for table in ("audit_events", "consents", "consent_withdrawals"):

@@ -23,8 +23,8 @@ BEGIN
     IF TG_OP = 'DELETE' THEN
         RAISE EXCEPTION 'audit_head cannot be deleted' USING ERRCODE = 'insufficient_privilege';
     END IF;
-    IF NEW.id <> OLD.id OR NEW.last_id <= OLD.last_id THEN
-        RAISE EXCEPTION 'audit_head only moves forward (% -> %)', OLD.last_id, NEW.last_id
+    IF NEW.stream <> OLD.stream OR NEW.last_seq <= OLD.last_seq THEN
+        RAISE EXCEPTION 'audit_head only moves forward (% -> %)', OLD.last_seq, NEW.last_seq
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     RETURN NEW;
