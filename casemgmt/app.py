@@ -6,7 +6,7 @@ from collections.abc import Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.engine import Engine
 
@@ -23,12 +23,13 @@ from casemgmt.migrations import ensure_at_head
 from casemgmt.persons.views import router as persons_router
 from casemgmt.policy.loader import Policies, load_policies
 from casemgmt.privacy.crypto import KeyRing, load_master_key
-from casemgmt.privacy.service import Privacy
+from casemgmt.privacy.service import Privacy, audit_refusal
 from casemgmt.privacy.views import router as privacy_router
 from casemgmt.problems import (
     PROBLEM_TYPES,
     STANDARD_RESPONSES,
     NotFound,
+    Problem,
     install_handlers,
     problem_type,
 )
@@ -64,6 +65,7 @@ def create_app(
         app.state.privacy = Privacy(policies.data, keys)
         ensure_at_head(engine)
         app.state.sessionmaker = make_sessionmaker(engine, audit_key=keys.audit_key)
+        app.state.on_problem = _audit_refusals
         with app.state.sessionmaker() as session:
             app.state.catalog = register_templates(session, policies.templates, clock())
         yield
@@ -104,6 +106,15 @@ def create_app(
                              "description": desc})
 
     return app
+
+
+def _audit_refusals(request: Request, exc: Problem) -> None:
+    """Every refused request of an authenticated user goes into the audit trail."""
+    actor = getattr(request.state, "actor", None)
+    if actor is None:
+        return
+    audit_refusal(request.app.state.sessionmaker, actor, request.method, request.url.path,
+                  exc.slug, exc.detail, exc.extra, request.app.state.clock())
 
 
 def openapi_document() -> dict:

@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -161,6 +162,9 @@ def _jsonable_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        hook = getattr(request.app.state, "on_problem", None)
+        if hook is not None:
+            await run_in_threadpool(hook, request, exc)
         return problem_response(exc.status, exc.slug, exc.title, exc.detail, request.url.path, **exc.extra)
 
     @app.exception_handler(RequestValidationError)

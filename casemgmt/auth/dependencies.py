@@ -38,13 +38,14 @@ def current_actor(
     if row is None:
         raise UnknownOrganisation(f"organisation '{claims.organisation_key}' is not known here")
     roles = request.app.state.policies.roles.known(list(claims.roles))
-    return Actor(
+    request.state.actor = Actor(
         user_id=claims.user_id,
         organisation_id=row.id,
         organisation_kind=row.kind,
         jurisdiction_path=row.path,
         roles=roles,
     )
+    return request.state.actor
 
 
 def require(permission: str) -> Callable[..., Actor]:

@@ -99,6 +99,36 @@ def deny_and_raise(session: Session, entry: AuditEntry, now: datetime, problem: 
     raise problem
 
 
+# Refusals a user's request can meet; each is audited (no-legal-basis is audited where it arises).
+AUDITED_REFUSALS = {"forbidden", "wrong-organisation", "not-found"}
+AUDITED_RESOURCES = {"person", "chain", "consent", "step"}
+_HTTP_ACTION = {"GET": "R", "POST": "C", "PATCH": "U", "PUT": "U", "DELETE": "D"}
+
+
+def audit_refusal(factory, actor: Actor, method: str, path: str, slug: str, detail: str,
+                  extra: dict[str, Any], now: datetime) -> None:
+    """Record a refused request: who tried what, and why it was refused. A 404 counts when it
+    concerns case data (the caller may have probed for a person outside its scope)."""
+    if slug not in AUDITED_REFUSALS:
+        return
+    resource = extra.get("resource")
+    if slug == "not-found" and resource not in AUDITED_RESOURCES:
+        return
+    person_id = None
+    if resource == "person":
+        try:
+            person_id = uuid.UUID(str(extra.get("id")))
+        except ValueError:
+            person_id = None
+    with factory() as session, unit_of_work(session):
+        write_audit(session, [AuditEntry(
+            agent_user=actor.user_id, agent_organisation_id=actor.organisation_id,
+            action=_HTTP_ACTION.get(method, "E"), subtype=f"refused.{slug}",
+            entity_type=resource or "endpoint", entity_id=str(extra.get("id") or path)[:64],
+            person_id=person_id, outcome="denied", detail=f"{method} {path}: {detail}"[:2000],
+        )], now)
+
+
 # --- record scope ------------------------------------------------------------------------------
 
 
