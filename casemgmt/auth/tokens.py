@@ -88,9 +88,14 @@ class TokenVerifier:
         else:
             path = settings.jwt_public_key_file or ensure_dev_keys(settings)[1]
             try:
-                self._keys[None] = path.read_text()
+                pem = path.read_text()
             except OSError as exc:
                 raise KeyConfigurationError(f"cannot read public key {path}: {exc}") from exc
+            try:
+                # Parsed once here; handing jose the PEM text would parse it on every request.
+                self._keys[None] = jwk.construct(pem, self.algorithms[0])
+            except Exception as exc:  # jose raises assorted errors for malformed keys
+                raise KeyConfigurationError(f"{path}: not a usable public key ({exc})") from exc
 
     def _load_jwks(self, path: Path) -> None:
         try:

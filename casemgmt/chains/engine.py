@@ -255,15 +255,27 @@ def _fire(machine: Machine, step: StepInstance, trigger: str, now: datetime, rea
 
 
 def possible_actions(machine: Machine, step: StepInstance) -> list[str]:
-    """User actions the step's state and guards allow, whoever asks (a dry run on a copy)."""
-    out = []
-    for trigger in machine.get_triggers(step.state):
-        if trigger not in Action.__members__:
-            continue
-        probe = dataclasses.replace(step)
-        if _fire(machine, probe, trigger, probe.started_at or _EPOCH, "dry run"):
-            out.append(trigger)
-    return out
+    """User actions the step's state and guards allow, whoever asks.
+
+    The guards read only the state, whether the step is optional and whether it was started,
+    so the answer is worked out once per machine and combination (a dry run of each trigger on
+    a copy of the step) and then looked up."""
+    key = (id(machine), step.state, step.optional, step.started_at is not None)
+    cached = _POSSIBLE.get(key)
+    if cached is None:
+        cached = []
+        for trigger in machine.get_triggers(step.state):
+            if trigger not in Action.__members__:
+                continue
+            probe = dataclasses.replace(step)
+            if _fire(machine, probe, trigger, probe.started_at or _EPOCH, "dry run"):
+                cached.append(trigger)
+        _POSSIBLE[key] = cached
+    return list(cached)
+
+
+# (machine, state, optional, started) -> possible actions; machines live as long as the process.
+_POSSIBLE: dict[tuple[int, str, bool, bool], list[str]] = {}
 
 
 def allowed_actions(
