@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from http_helpers import ok, problem, ts
 
-PROBLEM_JSON = "application/problem+json"
 TEMPLATES = {"eu_newcomer", "refugee_recognised", "tolerated_family", "uma", "young_adult"}
 REFUGEE = "refugee_recognised"
 PERSON = {
@@ -55,24 +55,10 @@ WITTMAR_OWNERS = {
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def ok(resp, status: int = 200) -> Any:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"].startswith("application/json")
-    return resp.json()
 
 
-def problem(resp, status: int, slug: str) -> dict[str, Any]:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"].startswith(PROBLEM_JSON), resp.headers["content-type"]
-    body = resp.json()
-    assert body["type"] == f"/problems/{slug}", body
-    assert body["status"] == status
-    assert body["title"] and body["detail"]
-    return body
 
 
-def ts(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def person_body(jurisdiction_id: int | None, consent_place: int | None = None, **fields: Any) -> dict[str, Any]:

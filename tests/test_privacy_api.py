@@ -13,8 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-
-PROBLEM_JSON = "application/problem+json"
+from http_helpers import ok, problem, ts
 
 # --- the person -----------------------------------------------------------------------------------
 
@@ -65,28 +64,14 @@ ALL_CATEGORIES = {"identity", "contact", "residence", "benefits", "education", "
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def ok(resp, status: int = 200) -> Any:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"].startswith("application/json")
-    return resp.json()
 
 
-def problem(resp, status: int, slug: str) -> dict[str, Any]:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"].startswith(PROBLEM_JSON), resp.headers["content-type"]
-    body = resp.json()
-    assert body["type"] == f"/problems/{slug}", body
-    assert body["status"] == status
-    assert body["title"] and body["detail"]
-    return body
 
 
 def iso(value: datetime) -> str:
     return value.isoformat()
 
 
-def ts(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def intake_consent(world, health: bool = False) -> dict[str, Any]:

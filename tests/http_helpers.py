@@ -1,0 +1,28 @@
+"""Assertions every HTTP test makes about a response: success JSON, or an RFC 9457 problem."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def ok(resp, status: int = 200) -> Any:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/json")
+    return resp.json()
+
+
+def problem(resp, status: int, slug: str) -> dict[str, Any]:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith(PROBLEM_JSON), resp.headers["content-type"]
+    body = resp.json()
+    assert body["type"] == f"/problems/{slug}", body
+    assert body["status"] == status
+    assert body["title"] and body["detail"]
+    return body
+
+
+def ts(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
