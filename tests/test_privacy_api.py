@@ -1042,3 +1042,13 @@ def test_record_of_processing(client, cm, dpo, auth, policies):
     for a in activities.values():
         for r in a["statutory_recipients"]:
             assert r["legal_basis"] and r["organisation_kind_title"]
+
+
+def test_a_consent_to_an_organisation_kind_nobody_has_is_refused(client, cm, person):
+    body = {
+        "recipients": [{"organisation_kind": "no_such_kind", "jurisdiction_id": 1}],
+        "categories": ["family"], "purpose": "schooling", "consequences_explained": True,
+        "evidence_reference": "EW-X", "language": "Farsi",
+    }
+    resp = client.post(f"/persons/{person['id']}/consents", json=body, headers=cm)
+    assert "no_such_kind" in problem(resp, 422, "invalid-consent")["detail"]

@@ -517,6 +517,8 @@ def _record_consent(session: Session, privacy: Privacy, actor: Actor, person: Pe
         else:
             if session.get(Jurisdiction, r.jurisdiction_id) is None:
                 problems.append(f"no jurisdiction {r.jurisdiction_id}")
+            if session.scalar(select(Organisation.id).where(Organisation.kind == r.organisation_kind).limit(1)) is None:
+                problems.append(f"no organisation of kind '{r.organisation_kind}'")
             recipients.append({"organisation_kind": r.organisation_kind, "jurisdiction_id": r.jurisdiction_id})
     if problems:
         raise InvalidConsent("; ".join(problems), problems=problems)
