@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, event, insert, select, update
+from sqlalchemy import bindparam, event, insert, select, union_all, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -192,8 +192,14 @@ def _append_statement(n: int):
     it anew for every request cost more than running it."""
     stmt = _APPEND_STATEMENTS.get(n)
     if stmt is None:
-        values = [{c: bindparam(f"{c}_{i}", type_=audit_t.c[c].type) for c in _ROW_COLUMNS} for i in range(n)]
-        stmt = _MOVE_HEAD.add_cte(insert(audit_t).values(values).cte("appended"))
+        # A multi-row VALUES list has no SQL cache key (it would be compiled on every call), so
+        # one row is a plain VALUES and several rows are a UNION ALL of parameter rows.
+        params = [[bindparam(f"{c}_{i}", type_=audit_t.c[c].type) for c in _ROW_COLUMNS] for i in range(n)]
+        if n == 1:
+            rows = insert(audit_t).values(dict(zip(_ROW_COLUMNS, params[0], strict=True)))
+        else:
+            rows = insert(audit_t).from_select(list(_ROW_COLUMNS), union_all(*(select(*p) for p in params)))
+        stmt = _MOVE_HEAD.add_cte(rows.cte("appended"))
         _APPEND_STATEMENTS[n] = stmt
     return stmt
 
