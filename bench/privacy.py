@@ -162,8 +162,6 @@ from casemgmt.privacy.audit import (  # noqa: E402
     AuditEntry,
     append,
     canonical,
-    json_text,
-    stream_of,
     verify,
     verify_parallel,
 )
@@ -171,6 +169,7 @@ from casemgmt.privacy.crypto import KeyRing, decrypt_field  # noqa: E402
 from casemgmt.privacy.models import PersonField, PersonKey  # noqa: E402
 from casemgmt.privacy.schemas import PersonRecordOut  # noqa: E402
 from casemgmt.privacy.service import PLAIN_FIELDS, Privacy, create_person, read_person  # noqa: E402
+from bench.bench_common import Children, _get, _machine_cpu  # noqa: E402
 
 ADMIN_URL = os.environ.get(
     "CASEMGMT_BENCH_ADMIN_URL",
@@ -250,34 +249,6 @@ def drop_database(name: str) -> None:
         admin.dispose()
 
 
-class Children:
-    """Every process this script started, so that they are stopped whatever happens."""
-
-    def __init__(self) -> None:
-        self.procs: list[mp.process.BaseProcess] = []
-
-    def add(self, proc: mp.process.BaseProcess) -> mp.process.BaseProcess:
-        self.procs.append(proc)
-        return proc
-
-    def stop_all(self, timeout: float = 10.0) -> None:
-        for proc in self.procs:
-            if proc.is_alive():
-                proc.terminate()
-        for proc in self.procs:
-            proc.join(timeout)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(5)
-        self.procs.clear()
-
-
-def _machine_cpu() -> list[int] | None:
-    try:
-        line = Path("/proc/stat").read_text().splitlines()[0]
-    except OSError:
-        return None
-    return [int(x) for x in line.split()[1:9]]
 
 
 def _busy_cores(before: list[int] | None, after: list[int] | None) -> float | None:
@@ -890,45 +861,11 @@ def explain_scope(engine: Engine, persons: list[tuple[uuid.UUID, int]],
 # 2. Audit verification
 
 
-def build_rows(chain: Any, heads: dict[int, tuple[int, str]],
-               staged: Sequence[tuple[AuditEntry, datetime]]
-               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The rows audit._append_rows builds for ``staged`` (a copy of its loop: entries grouped by
-    stream_of, each stream numbered on from its head's last_seq and linked from its last_hash,
-    the same column values, canonical encoding over HASHED_COLUMNS and HMAC link), and the head
-    moves (``s``, ``last_seq``, ``last_hash``) per stream. ``heads`` maps stream -> (last_seq,
-    last_hash) and must hold every stream the entries fall into."""
-    by_stream: dict[int, list[tuple[AuditEntry, datetime]]] = defaultdict(list)
-    for e, at in staged:
-        by_stream[stream_of(e)].append((e, at))
-    rows, moves = [], []
-    for stream in sorted(by_stream):
-        last_seq, last_hash = heads[stream]
-        for e, at in by_stream[stream]:
-            last_seq += 1
-            row = {
-                "stream": stream, "seq": last_seq,
-                "recorded_at": at.astimezone(UTC),
-                "agent_user": e.agent_user, "agent_organisation_id": e.agent_organisation_id,
-                "action": e.action, "subtype": e.subtype, "entity_type": e.entity_type,
-                "entity_id": e.entity_id,
-                "person_id": str(e.person_id) if e.person_id is not None else None,
-                "fields": json_text(list(e.fields)), "legal_bases": json_text(dict(e.legal_bases)),
-                "purpose": e.purpose, "outcome": e.outcome, "detail": e.detail,
-            }
-            digest = chain.link(last_hash, canonical([row[c] for c in HASHED_COLUMNS]))
-            row["prev_hash"], row["hash"] = last_hash, digest
-            rows.append(row)
-            last_hash = digest
-        moves.append({"s": stream, "last_seq": last_seq, "last_hash": last_hash})
-    return rows, moves
-
-
 def bulk_append(factory: sessionmaker[Session], key: bytes, pool: list[AuditEntry],
                 rows: int) -> dict[str, Any]:
     """Grow the trail to ``rows`` more rows. The first APPEND_MEASURED_ROWS go through
     audit.append, APPEND_BATCH entries per call and transaction, and are timed. The rest are
-    built by build_rows (the same rows append writes, grouped by stream and chained from each
+    built by audit.build_rows (the rows append writes, grouped by stream and chained from each
     stream's head), written with an executemany INSERT, and each stream's head is moved to its
     last seq and hash, FILL_BATCH rows per transaction; verify then checks every one of them
     with the application's own canonical() and HMAC."""
@@ -945,7 +882,6 @@ def bulk_append(factory: sessionmaker[Session], key: bytes, pool: list[AuditEntr
             session.commit()
         done += k
     took = time.perf_counter() - t0
-    chain = audit._Chain(key)
     head = audit.head_t
     move_head = (update(head).where(head.c.stream == bindparam("s"))
                  .values(last_seq=bindparam("last_seq"), last_hash=bindparam("last_hash")))
@@ -959,7 +895,7 @@ def bulk_append(factory: sessionmaker[Session], key: bytes, pool: list[AuditEntr
             heads = {r.stream: (r.last_seq, r.last_hash) for r in session.execute(
                 select(head.c.stream, head.c.last_seq, head.c.last_hash)
                 .order_by(head.c.stream).with_for_update())}
-            built, moves = build_rows(chain, heads, staged)
+            built, moves = audit.build_rows(key, staged, heads)
             session.execute(insert(audit.audit_t), built)
             session.execute(move_head, moves)
             session.commit()
@@ -1116,7 +1052,6 @@ def append_worker(cfg: dict[str, Any], index: int, mode: str, entries: list[dict
         batch = [AuditEntry(**{**e, "person_id": uuid.UUID(e["person_id"]) if e["person_id"] else None,
                                "fields": tuple(e["fields"])}) for e in entries]
         nolock = Table(NOLOCK_TABLE, MetaData(), autoload_with=engine)
-        chain = audit._Chain(key)
         # The control's own numbering: ids and, per stream, a seq range unique per run and
         # worker (the copy keeps the unique index on stream, seq); no head is read or moved.
         base = (cfg["run"] * 100 + index) * 10**10
@@ -1144,7 +1079,7 @@ def append_worker(cfg: dict[str, Any], index: int, mode: str, entries: list[dict
                     audit.stage(session, batch, now)  # appended by the before_commit hook
                 else:
                     # As _append_rows on PostgreSQL: one statement (multi-row VALUES).
-                    rows, moves = build_rows(chain, fake_heads, [(e, now) for e in batch])
+                    rows, moves = audit.build_rows(key, [(e, now) for e in batch], fake_heads)
                     for m in moves:
                         fake_heads[m["s"]] = (m["last_seq"], m["last_hash"])
                     for row in rows:
@@ -1182,12 +1117,6 @@ def append_worker(cfg: dict[str, Any], index: int, mode: str, entries: list[dict
         results.put({"index": index, "crash": traceback.format_exc()})
         ready.put(os.getpid())
 
-
-def _get(q: Any, timeout: float, what: str) -> Any:
-    try:
-        return q.get(timeout=timeout)
-    except Exception:
-        raise RuntimeError(f"timed out waiting for {what}") from None
 
 
 def measure_appends(ctx: Any, children: Children, cfg: dict[str, Any], workers: int, mode: str,

@@ -73,6 +73,7 @@ import casemgmt.models  # noqa: E402,F401  (every table in Base.metadata)
 from casemgmt.migrations import upgrade  # noqa: E402
 from casemgmt.persons.models import Person  # noqa: E402
 from casemgmt.policy.loader import load_policies  # noqa: E402
+from bench.bench_common import Children, _get, _machine_cpu  # noqa: E402
 
 ADMIN_URL = os.environ.get(
     "CASEMGMT_BENCH_ADMIN_URL",
@@ -755,35 +756,6 @@ def server_main(url: str, key_dir: str, port: int, master_b64: str) -> None:
 # Measurements
 
 
-class Children:
-    """Every process this script started, so that they are stopped whatever happens."""
-
-    def __init__(self) -> None:
-        self.procs: list[mp.process.BaseProcess] = []
-
-    def add(self, proc: mp.process.BaseProcess) -> mp.process.BaseProcess:
-        self.procs.append(proc)
-        return proc
-
-    def stop_all(self, timeout: float = 10.0) -> None:
-        for proc in self.procs:
-            if proc.is_alive():
-                proc.terminate()
-        for proc in self.procs:
-            proc.join(timeout)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(5)
-        self.procs.clear()
-
-
-def _machine_cpu() -> list[int] | None:
-    """Aggregate CPU jiffies from /proc/stat: user nice system idle iowait irq softirq steal."""
-    try:
-        line = Path("/proc/stat").read_text().splitlines()[0]
-    except OSError:
-        return None
-    return [int(x) for x in line.split()[1:9]]
 
 
 def _machine_busy(before: list[int] | None, after: list[int] | None) -> dict[str, float] | None:
@@ -839,12 +811,6 @@ class WaitSampler:
                 "top": [(k, v / total) for k, v in self.seen.most_common(top)],
                 "lock_waits_in": [k for k, _ in self.locks.most_common(3)]}
 
-
-def _get(q: Any, timeout: float, what: str) -> Any:
-    try:
-        return q.get(timeout=timeout)
-    except Exception:
-        raise RuntimeError(f"timed out waiting for {what}") from None
 
 
 def measure_service(ctx: Any, children: Children, cfg: dict[str, Any], workers: int,

@@ -136,22 +136,14 @@ def append(session: Session, key: bytes, entries: Iterable[AuditEntry], now: dat
     _append_rows(session, key, [(e, now) for e in entries])
 
 
-def _append_rows(session: Session, key: bytes, staged: list[tuple[AuditEntry, datetime]]) -> None:
-    if not staged:
-        return
+def build_rows(key: bytes, staged: list[tuple[AuditEntry, datetime]],
+               heads: dict[int, tuple[int, str]]) -> tuple[list[dict], list[dict]]:
+    """The rows to insert for ``staged`` and each stream's new head (``s``, ``last_seq``,
+    ``last_hash``): entries grouped by stream, numbered on from the stream's head and linked
+    from its last hash. ``heads`` maps stream -> (last_seq, last_hash)."""
     by_stream: dict[int, list[tuple[AuditEntry, datetime]]] = defaultdict(list)
     for e, at in staged:
         by_stream[stream_of(e)].append((e, at))
-    # Heads are locked in stream order, so two transactions never wait for each other crosswise.
-    heads = {
-        row.stream: (row.last_seq, row.last_hash)
-        for row in session.execute(
-            select(head_t.c.stream, head_t.c.last_seq, head_t.c.last_hash)
-            .where(head_t.c.stream.in_(sorted(by_stream)))
-            .order_by(head_t.c.stream)
-            .with_for_update()
-        )
-    }
     chain = _Chain(key)
     rows, moves = [], []
     for stream in sorted(by_stream):
@@ -173,6 +165,24 @@ def _append_rows(session: Session, key: bytes, staged: list[tuple[AuditEntry, da
             rows.append(row)
             last_hash = digest
         moves.append({"s": stream, "last_seq": last_seq, "last_hash": last_hash})
+    return rows, moves
+
+
+def _append_rows(session: Session, key: bytes, staged: list[tuple[AuditEntry, datetime]]) -> None:
+    if not staged:
+        return
+    streams = sorted({stream_of(e) for e, _ in staged})
+    # Heads are locked in stream order, so two transactions never wait for each other crosswise.
+    heads = {
+        row.stream: (row.last_seq, row.last_hash)
+        for row in session.execute(
+            select(head_t.c.stream, head_t.c.last_seq, head_t.c.last_hash)
+            .where(head_t.c.stream.in_(streams))
+            .order_by(head_t.c.stream)
+            .with_for_update()
+        )
+    }
+    rows, moves = build_rows(key, staged, heads)
     if session.get_bind().dialect.name == "postgresql" and len(moves) == 1 and len(rows) <= _MAX_CTE_ROWS:
         # The usual case, one stream: rows and head in one round trip (the insert as a CTE).
         params = {f"{name}_{i}": value for i, row in enumerate(rows) for name, value in row.items()}
