@@ -18,6 +18,8 @@ from casemgmt.chains.views import templates_router
 from casemgmt.clock import utcnow
 from casemgmt.config import Settings, get_settings
 from casemgmt.database import make_engine, make_sessionmaker
+from casemgmt.handovers.views import admin_router as notifications_router
+from casemgmt.handovers.views import router as handovers_router
 from casemgmt.jurisdictions.views import router as reference_router
 from casemgmt.migrations import ensure_at_head
 from casemgmt.persons.views import router as persons_router
@@ -82,7 +84,8 @@ def create_app(
     app.state.clock = clock
     install_handlers(app)
 
-    for router in (reference_router, templates_router, persons_router, chains_router, privacy_router):
+    for router in (reference_router, templates_router, persons_router, chains_router, handovers_router,
+                   privacy_router, notifications_router):
         app.include_router(router, responses=STANDARD_RESPONSES)
 
     @app.get("/health", tags=["service"])

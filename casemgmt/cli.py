@@ -1,4 +1,4 @@
-"""The ``casemgmt`` command: migrate, serve, demo, token, check-policies."""
+"""The ``casemgmt`` command: migrate, serve, demo, token, check-policies, escalate, notify, ..."""
 
 from __future__ import annotations
 
@@ -114,6 +114,79 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
     return 1
 
 
+def _service_sessions(settings):
+    """An engine checked to be at the latest schema, and sessions able to write the audit trail."""
+    from casemgmt.database import make_engine, make_sessionmaker
+    from casemgmt.migrations import ensure_at_head
+    from casemgmt.privacy.crypto import KeyRing, load_master_key
+
+    engine = make_engine(settings.database_url)
+    ensure_at_head(engine)
+    keys = KeyRing.from_master(load_master_key(settings.master_key_file, settings.master_key))
+    return make_sessionmaker(engine, audit_key=keys.audit_key)
+
+
+def _repeat(every: float | None, run) -> int:
+    """Run once, or every ``every`` seconds until interrupted (for a container without cron)."""
+    import time
+
+    if not every:
+        run()
+        return 0
+    try:
+        while True:
+            started = time.monotonic()
+            run()
+            time.sleep(max(every - (time.monotonic() - started), 0))
+    except KeyboardInterrupt:
+        return 0
+
+
+def _cmd_escalate(args: argparse.Namespace) -> int:
+    from casemgmt.clock import utcnow
+    from casemgmt.handovers.escalation import escalate_overdue
+    from casemgmt.policy.loader import load_policies
+
+    settings = get_settings()
+    policy = load_policies(settings.policy_dir).handovers
+    factory = _service_sessions(settings)
+
+    def run() -> None:
+        with factory() as session:
+            report = escalate_overdue(session, policy, utcnow(), settings.public_base_url)
+        line = f"escalated {report.escalated} overdue handovers, queued {report.notifications} notifications"
+        if report.without_contact:
+            line += f"; {report.without_contact} recipients have no contact configured"
+        print(line, flush=True)
+
+    return _repeat(args.every, run)
+
+
+def _cmd_notify(args: argparse.Namespace) -> int:
+    from casemgmt.clock import utcnow
+    from casemgmt.notifications.channels import EmailChannel, WebhookChannel
+    from casemgmt.notifications.service import deliver_due, requeue
+
+    settings = get_settings()
+    factory = _service_sessions(settings)
+    if args.requeue_failed:
+        with factory() as session:
+            print(f"re-queued {requeue(session, None, utcnow())} failed notifications")
+    channels = {
+        "email": EmailChannel(settings.smtp_host, settings.smtp_port, settings.smtp_from,
+                              settings.smtp_starttls, settings.smtp_username, settings.smtp_password,
+                              settings.smtp_timeout_seconds),
+        "webhook": WebhookChannel(settings.webhook_secret, settings.webhook_timeout_seconds),
+    }
+
+    def run() -> None:
+        report = deliver_due(factory, channels, utcnow, settings.notify_max_attempts)
+        print(f"delivered {report.delivered}, will retry {report.retried}, failed {report.failed}",
+              flush=True)
+
+    return _repeat(args.every, run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="casemgmt", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -144,6 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--workers", type=int, default=None,
                    help="processes for large trails (default: one per core)")
     v.set_defaults(func=_cmd_audit_verify)
+
+    p = sub.add_parser("escalate", help="escalate overdue handovers and queue notifications (idempotent)")
+    p.add_argument("--every", type=float, metavar="SECONDS", help="keep running, once every SECONDS")
+    p.set_defaults(func=_cmd_escalate)
+
+    p = sub.add_parser("notify", help="deliver queued notifications by email and webhook, with retries")
+    p.add_argument("--every", type=float, metavar="SECONDS", help="keep running, once every SECONDS")
+    p.add_argument("--requeue-failed", action="store_true",
+                   help="first put notifications that failed for good back in the queue")
+    p.set_defaults(func=_cmd_notify)
 
     p = sub.add_parser("openapi", help="write (or --check) the committed OpenAPI document")
     p.add_argument("--output", default="openapi/openapi.json")

@@ -47,6 +47,24 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    public_base_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Base URL of this API as users reach it; notifications link to it.",
+    )
+
+    # Notifications (escalations): an SMTP relay and webhooks.
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_from: str = "casemgmt@localhost"
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_timeout_seconds: float = 10.0
+    webhook_secret: str | None = Field(
+        default=None, description="Signs webhook bodies (HMAC-SHA256 in X-Casemgmt-Signature).",
+    )
+    webhook_timeout_seconds: float = 10.0
+    notify_max_attempts: int = Field(default=8, ge=1, le=100)
 
 
 @lru_cache

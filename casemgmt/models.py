@@ -1,7 +1,9 @@
 """Imports every model so that the metadata is complete (Alembic, tests, create_all)."""
 
 from casemgmt.chains.models import Chain, ChainEvent, ChainStep, ChainTemplateVersion
+from casemgmt.handovers.models import Handover, HandoverEvent, OrganisationContact
 from casemgmt.jurisdictions.models import Jurisdiction, Organisation
+from casemgmt.notifications.models import OutboxMessage
 from casemgmt.persons.models import Person
 from casemgmt.privacy.models import (
     AuditEvent,
@@ -16,5 +18,5 @@ from casemgmt.privacy.models import (
 __all__ = [
     "Chain", "ChainEvent", "ChainStep", "ChainTemplateVersion", "Jurisdiction", "Organisation",
     "Person", "AuditEvent", "AuditHead", "Consent", "ConsentWithdrawal", "DataExchangeAgreement",
-    "PersonField", "PersonKey",
+    "PersonField", "PersonKey", "Handover", "HandoverEvent", "OrganisationContact", "OutboxMessage",
 ]

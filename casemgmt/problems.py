@@ -224,3 +224,24 @@ STANDARD_RESPONSES: dict[int | str, dict[str, Any]] = {
     409: _response("Conflict with the current state (`/problems/illegal-transition`, `/problems/version-conflict`, ...)"),
     422: _response("Invalid request (`/problems/validation-error`, `/problems/reason-required`)"),
 }
+HandoverNotPending = _define(
+    "handover-not-pending", 409, "Handover already decided",
+    "The handover was already acknowledged, rejected or withdrawn (`state` says which); it can "
+    "change only once.",
+)
+HandoverPending = _define(
+    "handover-pending", 409, "A handover is waiting",
+    "A handover for this step or chain is still waiting for the receiver (`handover_id`): "
+    "finish or withdraw it first.",
+)
+InvalidHandover = _define(
+    "invalid-handover", 422, "Handover not possible",
+    "The handover cannot be requested as sent: for example the receiver is not of the kind that "
+    "owns the step, does not serve the chain's jurisdiction, or the step has already ended. "
+    "`field` names the part of the request.",
+)
+HandoverStepNotReady = _define(
+    "handover-step-state", 409, "Step not in the state the handover needs",
+    "A Rechtskreiswechsel hands over a step that is in progress and completes it when the receiver "
+    "acknowledges; the step is not in progress (`state`).",
+)

@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Tables holding per-test data; reference data (jurisdictions, organisations, templates) stays.
 CASE_TABLES = (
     "chain_events", "chain_steps", "chains", "consent_withdrawals", "consents", "person_fields",
-    "person_keys", "persons", "data_exchange_agreements", "audit_events",
+    "person_keys", "persons", "data_exchange_agreements", "audit_events", "notification_outbox",
+    "handover_events", "handovers", "organisation_contacts",
 )
 MASTER_KEY = os.urandom(32)
 

@@ -44,6 +44,7 @@ CODE_PERMISSIONS = frozenset({
     "chains.start", "chains.read", "chains.close", "steps.act",
     "consents.record", "consents.read", "agreements.manage", "agreements.read",
     "audit.read", "processing.read",
+    "handovers.read", "handovers.act", "contacts.manage", "notifications.read", "notifications.manage",
 })
 
 

@@ -354,6 +354,30 @@ def apply_action(
     return changes
 
 
+def complete_on_handover(
+    template: ChainTemplate,
+    machine: Machine,
+    steps: Mapping[str, StepInstance],
+    step_key: str,
+    reason: str,
+    now: datetime,
+) -> list[StateChange]:
+    """Complete a step because the receiver of a Rechtskreiswechsel acknowledged it: the sending
+    organisation's step ends exactly when the receiving one has taken over. The acknowledged
+    handover is the authority, so no owner check; the step must be in progress."""
+    step = steps[step_key]
+    if step.state != StepState.in_progress.value:
+        raise IllegalTransition(
+            f"step '{step_key}' is {step.state}; a Rechtskreiswechsel completes a step in progress",
+            state=step.state, allowed_actions=possible_actions(machine, step),
+        )
+    _fire(machine, step, Action.complete.value, now, reason)
+    step.dirty = True
+    changes = [StateChange(step_key, Action.complete.value, StepState.in_progress.value, step.state, reason)]
+    changes.extend(_after_change(template, machine, steps, step, StepState.in_progress.value, now))
+    return changes
+
+
 def _after_change(
     template: ChainTemplate,
     machine: Machine,

@@ -39,12 +39,14 @@ from casemgmt.chains.schemas import (
 )
 from casemgmt.chains.spec import ChainTemplate
 from casemgmt.database import unit_of_work
+from casemgmt.handovers.chain_hooks import pending_rechtskreiswechsel, withdraw_for_closed_chain
 from casemgmt.jurisdictions.models import Jurisdiction, Organisation
 from casemgmt.privacy.audit import AuditEntry
 from casemgmt.privacy.service import person_in_scope, write_audit
 from casemgmt.problems import (
     ChainClosed,
     DuplicateChain,
+    HandoverPending,
     NotFound,
     ValidationFailed,
     VersionConflict,
@@ -127,7 +129,7 @@ _SELECT_CHAIN = (
 # COMMITTED, a statement that waited for the lock re-reads only the locked chain row and keeps the
 # steps it saw before waiting, so two clerks would both complete the same step (the concurrency
 # test shows it). Read after the lock, the steps are current.
-_LOCK_CHAIN = select(chains_t.c.id).where(chains_t.c.id == bindparam("chain_id")).with_for_update()
+LOCK_CHAIN = select(chains_t.c.id).where(chains_t.c.id == bindparam("chain_id")).with_for_update()
 _UPDATE_STEP = (
     update(steps_t)
     .where(steps_t.c.id == bindparam("step_id"))
@@ -137,14 +139,14 @@ _UPDATE_STEP = (
         due_for=bindparam("due_for"), updated_at=bindparam("now"),
     )
 )
-_INSERT_EVENTS = insert(events_t)
+INSERT_EVENTS = insert(events_t)
 
 
-def _load_chain(
+def load_chain(
     session: Session, catalog: TemplateCatalog, chain_id: uuid.UUID, lock: bool
 ) -> LoadedChain:
     params = {"chain_id": chain_id}
-    if lock and session.execute(_LOCK_CHAIN, params).first() is None:
+    if lock and session.execute(LOCK_CHAIN, params).first() is None:
         raise NotFound(f"no chain {chain_id}", resource="chain", id=str(chain_id))
     rows = session.execute(_SELECT_CHAIN, params).all()
     if not rows:  # every chain has at least one step, so no rows means no chain
@@ -164,7 +166,7 @@ def _load_chain(
     return LoadedChain(chain, first.jurisdiction_path, template, steps, ids)
 
 
-def _event_rows(
+def step_event_rows(
     chain_id: uuid.UUID, changes: list[StateChange], actor: Actor, now: datetime
 ) -> list[dict[str, Any]]:
     return [
@@ -178,7 +180,7 @@ def _event_rows(
     ]
 
 
-def _chain_event(chain_id: uuid.UUID, kind: str, actor: Actor, now: datetime, reason: str | None = None,
+def chain_event_row(chain_id: uuid.UUID, kind: str, actor: Actor, now: datetime, reason: str | None = None,
                  to_state: str | None = None) -> dict[str, Any]:
     return {
         "chain_id": chain_id, "kind": kind, "step_key": None, "action": None, "from_state": None,
@@ -187,7 +189,7 @@ def _chain_event(chain_id: uuid.UUID, kind: str, actor: Actor, now: datetime, re
     }
 
 
-def _write_steps(session: Session, loaded: LoadedChain, now: datetime) -> None:
+def write_steps(session: Session, loaded: LoadedChain, now: datetime) -> None:
     """One executemany for every step the change touched."""
     params = [
         {
@@ -204,7 +206,7 @@ def _write_steps(session: Session, loaded: LoadedChain, now: datetime) -> None:
         step.dirty = False
 
 
-def _bump_chain(session: Session, loaded: LoadedChain, now: datetime, **values: Any) -> int:
+def bump_chain(session: Session, loaded: LoadedChain, now: datetime, **values: Any) -> int:
     """Write the chain's new version; 0 rows means someone else got there first."""
     new_version = loaded.row.version + 1
     result = session.execute(
@@ -245,24 +247,30 @@ def transition_step(
 ) -> ChainOut:
     """Apply one action to one step, with everything it sets off, in one transaction."""
     with unit_of_work(session):
-        loaded = _load_chain(session, catalog, chain_id, lock=True)
+        loaded = load_chain(session, catalog, chain_id, lock=True)
         _check_open(loaded, expected_version)
         if step_key not in loaded.steps:
             raise NotFound(f"chain {chain_id} has no step '{step_key}'", resource="step", id=step_key)
+        if action == eng.Action.complete.value:
+            waiting = pending_rechtskreiswechsel(session, chain_id, step_key)
+            if waiting is not None:
+                raise HandoverPending(
+                    f"step '{step_key}' completes when the Rechtskreiswechsel is acknowledged; "
+                    "withdraw the handover to complete it yourself", handover_id=str(waiting))
         machine = eng.machines.for_template(loaded.template)
         changes = eng.apply_action(
             loaded.template, machine, loaded.steps, step_key, action, reason, actor,
             loaded.scope, now,
         )
-        _write_steps(session, loaded, now)
-        events = _event_rows(chain_id, changes, actor, now)
+        write_steps(session, loaded, now)
+        events = step_event_rows(chain_id, changes, actor, now)
         chain_values: dict[str, Any] = {}
         if eng.all_steps_ended(loaded.steps.values()):
             chain_values = {"lifecycle": ChainLifecycle.completed.value, "completed_at": now}
-            events.append(_chain_event(chain_id, EVENT_CHAIN_COMPLETED, actor, now,
+            events.append(chain_event_row(chain_id, EVENT_CHAIN_COMPLETED, actor, now,
                                        to_state=ChainLifecycle.completed.value))
-        session.execute(_INSERT_EVENTS, events)
-        version = _bump_chain(session, loaded, now, **chain_values)
+        session.execute(INSERT_EVENTS, events)
+        version = bump_chain(session, loaded, now, **chain_values)
         write_audit(session, [_audit(actor, loaded.row.id, loaded.row.person_id, "U",
                                      f"chain.step.{action}", _describe(changes))], now)
     row = loaded.row.as_dict() | chain_values | {"version": version, "updated_at": now}
@@ -325,11 +333,11 @@ def start_chain(
                 for s in steps.values()
             ],
         )
-        events = [_chain_event(chain_id, EVENT_CHAIN_STARTED, actor, now,
+        events = [chain_event_row(chain_id, EVENT_CHAIN_STARTED, actor, now,
                                reason=f"{template.key} v{template.version}",
                                to_state=ChainLifecycle.open.value)]
-        events += _event_rows(chain_id, changes, actor, now)
-        session.execute(_INSERT_EVENTS, events)
+        events += step_event_rows(chain_id, changes, actor, now)
+        session.execute(INSERT_EVENTS, events)
         write_audit(session, [_audit(actor, chain_id, person_id, "C", "chain.start",
                                      f"{template.key} v{template.version}")], now)
         session.commit()
@@ -364,7 +372,7 @@ def close_chain(
 ) -> ChainOut:
     """End a chain before completion; open steps are cancelled. Only its case management may."""
     with unit_of_work(session):
-        loaded = _load_chain(session, catalog, chain_id, lock=True)
+        loaded = load_chain(session, catalog, chain_id, lock=True)
         if actor.organisation_id != loaded.row.case_management_organisation_id:
             raise WrongOrganisation(
                 "only the organisation running the chain's case management may close it",
@@ -375,13 +383,14 @@ def close_chain(
         machine = eng.machines.for_template(loaded.template)
         in_template_order = [loaded.steps[spec.key] for spec in loaded.template.steps]
         changes = eng.close_steps(machine, in_template_order, text, now)
-        _write_steps(session, loaded, now)
-        events = _event_rows(chain_id, changes, actor, now)
-        events.append(_chain_event(chain_id, EVENT_CHAIN_CLOSED, actor, now, reason=text,
+        write_steps(session, loaded, now)
+        events = step_event_rows(chain_id, changes, actor, now)
+        events.append(chain_event_row(chain_id, EVENT_CHAIN_CLOSED, actor, now, reason=text,
                                    to_state=ChainLifecycle.closed.value))
-        session.execute(_INSERT_EVENTS, events)
+        withdraw_for_closed_chain(session, actor, chain_id, reason, now)
+        session.execute(INSERT_EVENTS, events)
         values = {"lifecycle": ChainLifecycle.closed.value, "closed_reason": reason, "closed_at": now}
-        version = _bump_chain(session, loaded, now, **values)
+        version = bump_chain(session, loaded, now, **values)
         write_audit(session, [_audit(actor, chain_id, loaded.row.person_id, "U", "chain.close", text)], now)
     row = loaded.row.as_dict() | values | {"version": version, "updated_at": now}
     return _chain_out(row, loaded.template, loaded.steps, actor, loaded.scope, now)
@@ -392,8 +401,8 @@ def get_chain(
 ) -> ChainOut:
     """A chain the actor's organisation is involved in (otherwise 404); the read is audited."""
     with unit_of_work(session):
-        _require_chain_in_scope(session, actor, chain_id)
-        loaded = _load_chain(session, catalog, chain_id, lock=False)
+        require_chain_in_scope(session, actor, chain_id)
+        loaded = load_chain(session, catalog, chain_id, lock=False)
         write_audit(session, [_audit(actor, chain_id, loaded.row.person_id, "R", "chain.read")], now)
     return _chain_out(loaded.row.as_dict(), loaded.template, loaded.steps, actor, loaded.scope, now)
 
@@ -412,7 +421,7 @@ def chain_scope_clause(actor: Actor):
     )
 
 
-def _require_chain_in_scope(session: Session, actor: Actor, chain_id: uuid.UUID) -> None:
+def require_chain_in_scope(session: Session, actor: Actor, chain_id: uuid.UUID) -> None:
     found = session.scalar(select(chains_t.c.id).where(chains_t.c.id == chain_id, chain_scope_clause(actor)))
     if found is None:
         raise NotFound(f"no chain {chain_id}", resource="chain", id=str(chain_id))
@@ -499,7 +508,7 @@ class ChainFilters:
     person_id: uuid.UUID | None = None
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     """Parse a cursor from a previous page; anything else is the client's error, never a 500."""
     try:
         raw = json.loads(base64.urlsafe_b64decode(cursor.encode() + b"=" * (-len(cursor) % 4)))
@@ -517,7 +526,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         ) from None
 
 
-def _encode_cursor(started_at: datetime, chain_id: uuid.UUID) -> str:
+def encode_cursor(started_at: datetime, chain_id: uuid.UUID) -> str:
     raw = json.dumps([started_at.isoformat(), str(chain_id)]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -576,7 +585,7 @@ def list_chains(
             )
         )
     if cursor:
-        at, last_id = _decode_cursor(cursor)
+        at, last_id = decode_cursor(cursor)
         conds.append(
             or_(chains_t.c.started_at < at, and_(chains_t.c.started_at == at, chains_t.c.id < last_id))
         )
@@ -587,7 +596,7 @@ def list_chains(
     ids = [r.id for r in page]
     items = _summaries(session, ids, now)
     session.rollback()
-    next_cursor = _encode_cursor(page[-1].started_at, page[-1].id) if more else None
+    next_cursor = encode_cursor(page[-1].started_at, page[-1].id) if more else None
     return ChainPage(items=items, next_cursor=next_cursor)
 
 
@@ -642,7 +651,7 @@ def _summaries(session: Session, ids: list[uuid.UUID], now: datetime) -> list[Ch
 def chain_events(session: Session, actor: Actor, chain_id: uuid.UUID, now: datetime) -> list[ChainEvent]:
     """The chain's timeline, oldest first; the read is audited."""
     with unit_of_work(session):
-        _require_chain_in_scope(session, actor, chain_id)
+        require_chain_in_scope(session, actor, chain_id)
         events = list(
             session.scalars(select(ChainEvent).where(ChainEvent.chain_id == chain_id).order_by(ChainEvent.id))
         )

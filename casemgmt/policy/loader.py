@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from casemgmt.auth.roles import RolePolicy, load_roles
 from casemgmt.chains.spec import CASE_MANAGEMENT_OWNER, ChainTemplate, load_templates
+from casemgmt.handovers.policy import HandoverPolicy, load_handover_policy
 from casemgmt.policy.source import PolicyError, line_of, load_yaml, validate
 from casemgmt.privacy.policy import DataPolicy, load_data_policy
 
@@ -45,6 +46,7 @@ class Policies:
     roles: RolePolicy
     templates: dict[str, ChainTemplate]  # the current version of each template, by key
     data: DataPolicy  # field catalogue, purposes, statutory legal bases
+    handovers: HandoverPolicy  # deadlines in working days, calendar, case-management kinds
 
 
 def load_organisation_kinds(path: Path) -> dict[str, OrganisationKind]:
@@ -67,4 +69,5 @@ def load_policies(directory: Path) -> Policies:
     roles = load_roles(directory / "roles.yaml")
     templates = load_templates(directory / "chains", kinds.keys())
     data = load_data_policy(directory / "data.yaml", directory / "legal_bases.yaml", kinds.keys())
-    return Policies(directory, kinds, roles, templates, data)
+    handovers = load_handover_policy(directory / "handovers.yaml", kinds.keys())
+    return Policies(directory, kinds, roles, templates, data, handovers)

@@ -265,13 +265,18 @@ def disclose(
     now: datetime,
     subtype: str = "person.read",
     only: Iterable[str] | None = None,
+    recipient: Actor | None = None,
 ) -> PersonRecordOut:
     """Everything of the person the actor may see for this purpose, and nothing else.
 
     Every catalogue field the caller may not see is listed as redacted, whether or not it holds a
     value, so a redaction does not reveal that a value exists. Writes one audit row for what was
-    shown (with the basis of each field) and one for what was withheld."""
-    decide_for = _decider(session, privacy, actor, person, purpose, now)
+    shown (with the basis of each field) and one for what was withheld.
+
+    With ``recipient`` (a handover's data package), every field is decided for the recipient's
+    organisation, not the actor's: the actor sends, the recipient will see it."""
+    decide_for = _decider(session, privacy, recipient or actor, person, purpose, now)
+    for_whom = None if recipient is None else f"for organisation {recipient.organisation_id}"
     wanted = list(only) if only is not None else list(privacy.policy.fields)
     stored = {
         row.field: row.ciphertext
@@ -296,20 +301,20 @@ def disclose(
                 values[name] = getattr(person, name)
         elif name in stored:
             if data_key is None:
-                data_key = _data_key(session, privacy, person.id)
+                data_key = person_data_key(session, privacy, person.id)
             values[name] = decrypt_field(data_key, person.id, name, stored[name])
     entries = [AuditEntry(
         agent_user=actor.user_id, agent_organisation_id=actor.organisation_id, action="R",
         subtype=subtype, entity_type="person", entity_id=str(person.id), person_id=person.id,
         fields=tuple(sorted(values)), legal_bases={f: bases[f] for f in sorted(values)},
-        purpose=purpose,
+        purpose=purpose, detail=for_whom,
     )]
     if redacted:
         entries.append(AuditEntry(
             agent_user=actor.user_id, agent_organisation_id=actor.organisation_id, action="R",
             subtype=subtype, entity_type="person", entity_id=str(person.id), person_id=person.id,
             fields=tuple(r.field for r in redacted), purpose=purpose, outcome="denied",
-            detail="withheld: no legal basis",
+            detail="withheld: no legal basis" + (f" {for_whom}" if for_whom else ""),
         ))
     write_audit(session, entries, now)
     return PersonRecordOut(
@@ -318,11 +323,23 @@ def disclose(
     )
 
 
-def _data_key(session: Session, privacy: Privacy, person_id: uuid.UUID) -> bytes:
+def person_data_key(session: Session, privacy: Privacy, person_id: uuid.UUID) -> bytes:
     wrapped = session.scalar(select(PersonKey.wrapped_key).where(PersonKey.person_id == person_id))
     if wrapped is None:
         raise NotFound(f"the data of person {person_id} has been erased", resource="person", id=str(person_id))
     return privacy.keys.unwrap(person_id, wrapped)
+
+
+def person_data_key_for_writing(session: Session, privacy: Privacy, person_id: uuid.UUID,
+                                now: datetime) -> bytes:
+    """The person's data key, made on first use."""
+    key_row = session.get(PersonKey, person_id)
+    if key_row is None:
+        data_key = privacy.keys.new_data_key()
+        session.add(PersonKey(person_id=person_id, wrapped_key=privacy.keys.wrap(person_id, data_key),
+                              created_at=now))
+        return data_key
+    return privacy.keys.unwrap(person_id, key_row.wrapped_key)
 
 
 # --- writing -------------------------------------------------------------------------------------
@@ -346,7 +363,7 @@ def _parse_fields(privacy: Privacy, values: dict[str, Any]) -> dict[str, Any]:
     return parsed
 
 
-def _write_fields(
+def write_fields(
     session: Session,
     privacy: Privacy,
     actor: Actor,
@@ -378,13 +395,7 @@ def _write_fields(
                 "no legal basis to write " + ", ".join(r["field"] for r in refused), fields=refused
             ),
         )
-    key_row = session.get(PersonKey, person.id)
-    if key_row is None:
-        data_key = privacy.keys.new_data_key()
-        session.add(PersonKey(person_id=person.id, wrapped_key=privacy.keys.wrap(person.id, data_key),
-                              created_at=now))
-    else:
-        data_key = privacy.keys.unwrap(person.id, key_row.wrapped_key)
+    data_key = person_data_key_for_writing(session, privacy, person.id, now)
     existing = {
         f.field: f for f in session.scalars(select(PersonField).where(PersonField.person_id == person.id))
     }
@@ -450,7 +461,7 @@ def create_person(session: Session, privacy: Privacy, actor: Actor, body: Person
         session.flush()
         for consent in body.consents:
             _record_consent(session, privacy, actor, person, consent, now)
-        _write_fields(session, privacy, actor, person, values, purpose, now, "person.create")
+        write_fields(session, privacy, actor, person, values, purpose, now, "person.create")
         out = disclose(session, privacy, actor, person, purpose, now)
     return out
 
@@ -469,7 +480,7 @@ def update_person(session: Session, privacy: Privacy, actor: Actor, person_id: u
         purpose = resolve_purpose(privacy, actor, purpose)
         person = person_in_scope(session, actor, person_id)
         values = _parse_fields(privacy, fields)
-        _write_fields(session, privacy, actor, person, values, purpose, now, "person.update")
+        write_fields(session, privacy, actor, person, values, purpose, now, "person.update")
         out = disclose(session, privacy, actor, person, purpose, now)
     return out
 

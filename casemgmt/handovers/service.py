@@ -1,0 +1,646 @@
+"""Handover use cases. Each public function is one transaction.
+
+Lock order, everywhere: the chain row first, then the handover row. Acknowledging changes the
+chain (a Rechtskreiswechsel completes a step, a relocation moves the lead), so the chain lock
+serialises it with step actions; the handover lock and the state check after it make twenty
+concurrent acknowledgements one success and nineteen 409s.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import and_, func, insert, literal, or_, select, union, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, aliased
+
+from casemgmt.chains import engine as eng
+from casemgmt.chains import service as chains
+from casemgmt.chains.catalog import TemplateCatalog
+from casemgmt.chains.engine import Actor, ChainLifecycle, StepState
+from casemgmt.chains.spec import CASE_MANAGEMENT_OWNER
+from casemgmt.database import unit_of_work
+from casemgmt.handovers import lifecycle as lc
+from casemgmt.handovers.chain_hooks import system_withdraw
+from casemgmt.handovers.lifecycle import HandoverAction, HandoverKind, HandoverState, Parties
+from casemgmt.handovers.models import Handover, HandoverEvent
+from casemgmt.handovers.policy import HandoverPolicy
+from casemgmt.handovers.schemas import (
+    Box,
+    ConsentReviewOut,
+    DataPackage,
+    HandoverEventOut,
+    HandoverIn,
+    HandoverOut,
+    HandoverPage,
+    HandoverSummary,
+    InboxCounts,
+    OrganisationRef,
+    StateFilter,
+)
+from casemgmt.jurisdictions.models import Jurisdiction, JurisdictionLevel, Organisation
+from casemgmt.jurisdictions.service import serving_organisations
+from casemgmt.persons.models import BenefitRegime, Person
+from casemgmt.privacy.audit import AuditEntry
+from casemgmt.privacy.crypto import decrypt_field, encrypt_field
+from casemgmt.privacy.service import (
+    Privacy,
+    consent_grants,
+    disclose,
+    person_data_key,
+    person_data_key_for_writing,
+    requester_of,
+    resolve_purpose,
+    write_audit,
+    write_fields,
+)
+from casemgmt.problems import (
+    ChainClosed,
+    HandoverPending,
+    HandoverStepNotReady,
+    InvalidHandover,
+    NotFound,
+    ValidationFailed,
+    VersionConflict,
+    WrongOrganisation,
+)
+
+handovers_t = Handover.__table__
+events_t = HandoverEvent.__table__
+orgs_t = Organisation.__table__
+jur_t = Jurisdiction.__table__
+
+SYSTEM_ESCALATION = "system:escalation"
+DECIDED_WINDOW_DAYS = 30
+_PENDING = list(lc.PENDING_VALUES)
+
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def check_contact_address(channel: str, address: str) -> str:
+    """An email address or an http(s) URL, as the channel needs; a clear 422 otherwise."""
+    address = address.strip()
+    if channel == "email":
+        ok = bool(_EMAIL.match(address))
+        why = "not an email address"
+    else:
+        parts = urlsplit(address)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        why = "not an http(s) URL"
+    if not ok:
+        raise ValidationFailed(f"address: {why}",
+                               errors=[{"field": "body.address", "message": why, "type": "value_error"}])
+    return address
+
+
+def _invalid(field: str, message: str) -> InvalidHandover:
+    return InvalidHandover(f"{field}: {message}", field=field)
+
+
+def _organisation(session: Session, organisation_id: int) -> Organisation:
+    org = session.get(Organisation, organisation_id)
+    if org is None:
+        raise _invalid("receiver_organisation_id", f"no organisation {organisation_id}")
+    return org
+
+
+def _as_actor(org: Organisation, user_id: str) -> Actor:
+    return Actor(user_id=user_id, organisation_id=org.id, organisation_kind=org.kind,
+                 jurisdiction_path=org.jurisdiction.path)
+
+
+def _serves(org: Organisation, jurisdiction_path: str) -> bool:
+    return jurisdiction_path.startswith(org.jurisdiction.path)
+
+
+def _pick_receiver(session: Session, requested_id: int | None, kinds: list[str],
+                   jurisdiction: Jurisdiction, actor: Actor, what: str) -> Organisation:
+    """The receiver named in the request, checked; or the nearest organisation of the needed kind
+    that serves the jurisdiction (an office of the town before the Kreis office)."""
+    if requested_id is not None:
+        org = _organisation(session, requested_id)
+        if org.kind not in kinds:
+            raise _invalid("receiver_organisation_id",
+                           f"{org.name} is a {org.kind}; {what} goes to a {' or '.join(kinds)}")
+        if not _serves(org, jurisdiction.path):
+            raise _invalid("receiver_organisation_id", f"{org.name} does not serve {jurisdiction.name}")
+        return org
+    for kind in kinds:
+        candidates = [o for o in serving_organisations(session, kind, jurisdiction.id)]
+        if candidates:
+            return candidates[0]
+    raise _invalid("receiver_organisation_id",
+                   f"no {' or '.join(kinds)} serves {jurisdiction.name}; name the receiver")
+
+
+@dataclass
+class _Plan:
+    """What a request resolved to, before anything is written."""
+
+    subject: str
+    receiver: Organisation
+    step_key: str | None = None
+    to_step_key: str | None = None
+    regime_from: str | None = None
+    regime_to: str | None = None
+    to_jurisdiction: Jurisdiction | None = None
+
+
+def _plan_step(session: Session, loaded: chains.LoadedChain, jurisdiction: Jurisdiction,
+               actor: Actor, body: HandoverIn) -> _Plan:
+    if body.step_key is None:
+        raise _invalid("step_key", "name the step to hand over")
+    step = loaded.steps.get(body.step_key)
+    if step is None:
+        raise _invalid("step_key", f"the chain has no step '{body.step_key}'")
+    if step.state in {s.value for s in eng.TERMINAL}:
+        raise _invalid("step_key", f"step '{step.key}' has ended ({step.state})")
+    if step.owner_kind == CASE_MANAGEMENT_OWNER:
+        raise _invalid("step_key", f"step '{step.key}' belongs to the chain's case management")
+    receiver = _pick_receiver(session, body.receiver_organisation_id, [step.owner_kind],
+                              jurisdiction, actor, f"step '{step.key}'")
+    return _Plan(subject=f"step:{step.key}", receiver=receiver, step_key=step.key)
+
+
+def _plan_rechtskreiswechsel(session: Session, loaded: chains.LoadedChain, jurisdiction: Jurisdiction,
+                             person: Person, actor: Actor, body: HandoverIn) -> _Plan:
+    if body.step_key is None or body.to_step_key is None:
+        raise _invalid("step_key" if body.step_key is None else "to_step_key",
+                       "a Rechtskreiswechsel names your step (step_key) and the receiver's (to_step_key)")
+    sending = loaded.steps.get(body.step_key)
+    if sending is None:
+        raise _invalid("step_key", f"the chain has no step '{body.step_key}'")
+    receiving = loaded.steps.get(body.to_step_key)
+    if receiving is None:
+        raise _invalid("to_step_key", f"the chain has no step '{body.to_step_key}'")
+    if receiving.key == sending.key:
+        raise _invalid("to_step_key", "the receiving step must differ from the sending step")
+    if not eng.may_act(actor, sending, loaded.scope):
+        raise WrongOrganisation(f"step '{sending.key}' is not your organisation's", owner=sending.owner_kind)
+    if sending.state != StepState.in_progress.value:
+        raise HandoverStepNotReady(
+            f"step '{sending.key}' is {sending.state}; it must be in progress until the receiver takes over",
+            state=sending.state)
+    if receiving.state in {s.value for s in eng.TERMINAL} or receiving.owner_kind == CASE_MANAGEMENT_OWNER:
+        raise _invalid("to_step_key", f"step '{receiving.key}' cannot receive a Rechtskreiswechsel")
+    regimes = [r.value for r in BenefitRegime]
+    if body.benefit_regime is None or body.benefit_regime not in regimes:
+        raise _invalid("benefit_regime", f"the new Rechtskreis, one of {regimes}")
+    if body.benefit_regime == person.benefit_regime:
+        raise _invalid("benefit_regime", f"the person is already in {person.benefit_regime}")
+    receiver = _pick_receiver(session, body.receiver_organisation_id, [receiving.owner_kind],
+                              jurisdiction, actor, f"step '{receiving.key}'")
+    return _Plan(subject=f"step:{sending.key}", receiver=receiver, step_key=sending.key,
+                 to_step_key=receiving.key, regime_from=person.benefit_regime,
+                 regime_to=body.benefit_regime)
+
+
+def _plan_relocation(session: Session, loaded: chains.LoadedChain, jurisdiction: Jurisdiction,
+                     policy: HandoverPolicy, actor: Actor, body: HandoverIn) -> _Plan:
+    if actor.organisation_id != loaded.row.case_management_organisation_id:
+        raise WrongOrganisation("only the chain's case management hands the chain over on relocation",
+                                owner="case_management")
+    if body.to_jurisdiction_id is None:
+        raise _invalid("to_jurisdiction_id", "name the town or kreisfreie Stadt the person moves to")
+    target = session.get(Jurisdiction, body.to_jurisdiction_id)
+    if target is None:
+        raise _invalid("to_jurisdiction_id", f"no jurisdiction {body.to_jurisdiction_id}")
+    if target.level not in (JurisdictionLevel.gemeinde.value, JurisdictionLevel.kreisfreie_stadt.value):
+        raise _invalid("to_jurisdiction_id", f"{target.name} is a {target.level}; a person moves to a town")
+    if target.id == jurisdiction.id:
+        raise _invalid("to_jurisdiction_id", f"the chain's lead is already {target.name}")
+    own_kind_first = sorted(policy.case_management_kinds, key=lambda k: (k != actor.organisation_kind, k))
+    receiver = _pick_receiver(session, body.receiver_organisation_id, own_kind_first, target, actor,
+                              "a relocation")
+    return _Plan(subject="chain_lead", receiver=receiver, to_jurisdiction=target)
+
+
+def _consent_review(session: Session, person_id: uuid.UUID, sender: Actor, receiver: Actor,
+                    now: datetime) -> list[dict[str, Any]]:
+    """Consents in force, and whether each names the new case management: consent given to the
+    organisations of the old town does not carry over to the new one."""
+    review = []
+    for grant in consent_grants(session, person_id):
+        if not grant.in_force(now):
+            continue
+        review.append({
+            "consent_id": str(grant.id), "purpose": grant.purpose,
+            "categories": sorted(grant.categories),
+            "covers_receiver": grant.names(requester_of(receiver)),
+            "covered_sender": grant.names(requester_of(sender)),
+        })
+    return review
+
+
+def request_handover(session: Session, catalog: TemplateCatalog, privacy: Privacy,
+                     policy: HandoverPolicy, actor: Actor, chain_id: uuid.UUID, body: HandoverIn,
+                     now: datetime) -> HandoverOut:
+    """Start a handover, freezing the situation and the receiver's data package."""
+    try:
+        chains.require_chain_in_scope(session, actor, chain_id)
+        loaded = chains.load_chain(session, catalog, chain_id, lock=True)
+        if loaded.row.lifecycle != ChainLifecycle.open.value:
+            raise ChainClosed(f"the chain is {loaded.row.lifecycle}", lifecycle=loaded.row.lifecycle)
+        jurisdiction = session.get(Jurisdiction, loaded.row.lead_jurisdiction_id)
+        person = session.get(Person, loaded.row.person_id)
+        assert jurisdiction is not None and person is not None
+        kind = HandoverKind(body.kind)
+        if kind is HandoverKind.step:
+            plan = _plan_step(session, loaded, jurisdiction, actor, body)
+        elif kind is HandoverKind.rechtskreiswechsel:
+            plan = _plan_rechtskreiswechsel(session, loaded, jurisdiction, person, actor, body)
+        else:
+            plan = _plan_relocation(session, loaded, jurisdiction, policy, actor, body)
+        receiver = plan.receiver
+        if receiver.id == actor.organisation_id and kind is not HandoverKind.relocation:
+            raise _invalid("receiver_organisation_id", "a handover goes to another organisation")
+        waiting = session.scalar(select(handovers_t.c.id).where(
+            handovers_t.c.chain_id == chain_id, handovers_t.c.subject == plan.subject,
+            handovers_t.c.state.in_(_PENDING)))
+        if waiting is not None:
+            raise HandoverPending(f"a handover of {plan.subject} is already waiting", handover_id=str(waiting))
+
+        receiver_actor = _as_actor(receiver, actor.user_id)
+        purpose = resolve_purpose(privacy, receiver_actor, body.purpose)
+        handover_id = uuid.uuid4()
+        package = disclose(session, privacy, actor, person, purpose, now, subtype="handover.package",
+                           recipient=receiver_actor)
+        ciphertext = None
+        if package.fields:
+            ciphertext = encrypt_field(person_data_key_for_writing(session, privacy, person.id, now), person.id,
+                                       _package_aad(handover_id), package.fields)
+        review = None
+        if kind is HandoverKind.relocation:
+            review = _consent_review(session, person.id, actor, receiver_actor, now)
+        days = policy.working_days(kind.value, actor.organisation_kind, receiver.kind)
+        due_date, due_at = policy.calendar.deadline(now, days)
+        sender_jurisdiction = session.scalar(select(jur_t.c.id).where(jur_t.c.path == actor.jurisdiction_path))
+        values = {
+            "id": handover_id, "kind": kind.value, "state": HandoverState.requested.value,
+            "chain_id": chain_id, "person_id": person.id, "subject": plan.subject,
+            "step_key": plan.step_key, "to_step_key": plan.to_step_key,
+            "benefit_regime_from": plan.regime_from, "benefit_regime_to": plan.regime_to,
+            "sender_organisation_id": actor.organisation_id,
+            "sender_organisation_kind": actor.organisation_kind,
+            "sender_jurisdiction_id": sender_jurisdiction, "sender_user": actor.user_id,
+            "receiver_organisation_id": receiver.id, "receiver_organisation_kind": receiver.kind,
+            "receiver_jurisdiction_id": receiver.jurisdiction_id,
+            "case_management_organisation_id": loaded.row.case_management_organisation_id,
+            "from_jurisdiction_id": jurisdiction.id,
+            "to_jurisdiction_id": plan.to_jurisdiction.id if plan.to_jurisdiction else None,
+            "purpose": purpose, "package_fields": sorted(package.fields),
+            "package_bases": dict(sorted(package.legal_bases.items())),
+            "package_redacted": [r.model_dump() for r in package.redacted],
+            "package_ciphertext": ciphertext, "consent_review": review,
+            "working_days": days, "requested_at": now, "due_date": due_date, "due_at": due_at,
+            "version": 1, "updated_at": now,
+        }
+        session.execute(insert(handovers_t).values(**values))
+        session.execute(insert(events_t).values(
+            handover_id=handover_id, action="request", from_state=None,
+            to_state=HandoverState.requested.value, reason=None, actor_user=actor.user_id,
+            actor_organisation_id=actor.organisation_id, occurred_at=now))
+        write_audit(session, [_audit(actor, handover_id, person.id, "C", "handover.request",
+                                     f"{kind.value} to organisation {receiver.id}")], now)
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise HandoverPending("a handover of this step or chain is already waiting") from None
+    except BaseException:
+        session.rollback()
+        raise
+    return _read_out(session, actor, handover_id, now, values=package.fields)
+
+
+def _package_aad(handover_id: uuid.UUID) -> str:
+    return f"handover:{handover_id}"
+
+
+def _audit(actor: Actor, handover_id: uuid.UUID, person_id: uuid.UUID, action: str, subtype: str,
+           detail: str | None = None, user: str | None = None) -> AuditEntry:
+    return AuditEntry(agent_user=user or actor.user_id, agent_organisation_id=actor.organisation_id,
+                      action=action, subtype=subtype, entity_type="handover",
+                      entity_id=str(handover_id), person_id=person_id, detail=detail)
+
+
+# --- responding ----------------------------------------------------------------------------------
+
+def _visible_clause(actor: Actor):
+    return or_(
+        handovers_t.c.sender_organisation_id == actor.organisation_id,
+        handovers_t.c.receiver_organisation_id == actor.organisation_id,
+        handovers_t.c.case_management_organisation_id == actor.organisation_id,
+    )
+
+
+def _find(session: Session, actor: Actor, handover_id: uuid.UUID):
+    row = session.execute(
+        select(handovers_t.c.chain_id).where(handovers_t.c.id == handover_id, _visible_clause(actor))
+    ).first()
+    if row is None:
+        raise NotFound(f"no handover {handover_id}", resource="handover", id=str(handover_id))
+    return row
+
+
+def respond(session: Session, catalog: TemplateCatalog, privacy: Privacy, policy: HandoverPolicy,
+            actor: Actor, handover_id: uuid.UUID, action: str, reason: str | None,
+            expected_version: int | None, now: datetime) -> HandoverOut:
+    """Acknowledge, reject or withdraw, with what acknowledging sets off on the chain."""
+    with unit_of_work(session):
+        chain_id = _find(session, actor, handover_id).chain_id
+        session.execute(chains.LOCK_CHAIN, {"chain_id": chain_id})
+        h = session.execute(
+            select(handovers_t).where(handovers_t.c.id == handover_id).with_for_update()
+        ).one()
+        if expected_version is not None and expected_version != h.version:
+            raise VersionConflict(
+                f"you decided on version {expected_version}, the handover is now at version {h.version}",
+                current_version=h.version)
+        reason = eng.clean_reason(reason)
+        new_state = lc.respond(h.state, action, actor.organisation_id,
+                               Parties(h.sender_organisation_id, h.receiver_organisation_id), reason)
+        values: dict[str, Any] = {
+            "state": new_state.value, "responded_at": now, "responded_by_user": actor.user_id,
+            "response_reason": reason, "version": h.version + 1, "updated_at": now,
+        }
+        if new_state is HandoverState.acknowledged:
+            waited = lc.waiting_time(policy.calendar, h.requested_at, now)
+            values |= {"waiting_calendar_days": waited.calendar_days,
+                       "waiting_working_days": waited.working_days}
+            if h.kind == HandoverKind.rechtskreiswechsel.value:
+                _take_over_benefits(session, catalog, privacy, actor, h, now)
+            elif h.kind == HandoverKind.relocation.value:
+                _move_lead(session, catalog, actor, h, now)
+        _set_state(session, h, values)
+        session.execute(insert(events_t).values(
+            handover_id=handover_id, action=HandoverAction(action).value, from_state=h.state,
+            to_state=new_state.value, reason=reason, actor_user=actor.user_id,
+            actor_organisation_id=actor.organisation_id, occurred_at=now))
+        write_audit(session, [_audit(actor, handover_id, h.person_id, "U", f"handover.{action}",
+                                     f"{h.state} -> {new_state.value}")], now)
+    return _read_out(session, actor, handover_id, now)
+
+
+def _set_state(session: Session, h, values: dict[str, Any]) -> None:
+    done = session.execute(
+        update(handovers_t).where(handovers_t.c.id == h.id, handovers_t.c.version == h.version).values(**values)
+    )
+    if done.rowcount != 1:  # pragma: no cover - the row lock makes this unreachable on PostgreSQL
+        session.rollback()
+        raise VersionConflict("the handover was changed by someone else at the same time; reload it",
+                              current_version=None)
+
+
+def _take_over_benefits(session: Session, catalog: TemplateCatalog, privacy: Privacy, actor: Actor,
+                        h, now: datetime) -> None:
+    """The receiver took over: the sender's step completes and the person's Rechtskreis changes,
+    in this transaction, so there is no moment without a responsible office."""
+    loaded = chains.load_chain(session, catalog, h.chain_id, lock=False)
+    if loaded.row.lifecycle != ChainLifecycle.open.value:
+        raise ChainClosed(f"the chain is {loaded.row.lifecycle}", lifecycle=loaded.row.lifecycle)
+    step = loaded.steps[h.step_key]
+    if step.state != StepState.in_progress.value:
+        raise HandoverStepNotReady(
+            f"step '{step.key}' is {step.state}; resume it before the Rechtskreiswechsel can be "
+            "acknowledged", state=step.state)
+    machine = eng.machines.for_template(loaded.template)
+    why = f"Rechtskreiswechsel to {h.benefit_regime_to} acknowledged (handover {h.id})"
+    changes = eng.complete_on_handover(loaded.template, machine, loaded.steps, step.key, why, now)
+    chains.write_steps(session, loaded, now)
+    events = chains.step_event_rows(h.chain_id, changes, actor, now)
+    chain_values: dict[str, Any] = {}
+    if eng.all_steps_ended(loaded.steps.values()):
+        chain_values = {"lifecycle": ChainLifecycle.completed.value, "completed_at": now}
+        events.append(chains.chain_event_row(h.chain_id, chains.EVENT_CHAIN_COMPLETED, actor, now,
+                                             to_state=ChainLifecycle.completed.value))
+    session.execute(chains.INSERT_EVENTS, events)
+    chains.bump_chain(session, loaded, now, **chain_values)
+    person = session.get(Person, h.person_id)
+    assert person is not None
+    write_fields(session, privacy, actor, person, {"benefit_regime": h.benefit_regime_to}, h.purpose,
+                 now, "handover.rechtskreiswechsel")
+
+
+def _move_lead(session: Session, catalog: TemplateCatalog, actor: Actor, h, now: datetime) -> None:
+    """Relocation acknowledged: the chain's lead jurisdiction and case management move, with an
+    event naming both places; waiting handovers to offices that do not serve the new place are
+    withdrawn, because they would go to an office no longer responsible."""
+    loaded = chains.load_chain(session, catalog, h.chain_id, lock=False)
+    if loaded.row.lifecycle != ChainLifecycle.open.value:
+        raise ChainClosed(f"the chain is {loaded.row.lifecycle}", lifecycle=loaded.row.lifecycle)
+    old = session.get(Jurisdiction, loaded.row.lead_jurisdiction_id)
+    new = session.get(Jurisdiction, h.to_jurisdiction_id)
+    assert old is not None and new is not None
+    receiver = session.get(Organisation, h.receiver_organisation_id)
+    assert receiver is not None
+    text = f"relocation from {old.name} to {new.name}; case management: {receiver.name}"
+    session.execute(chains.INSERT_EVENTS, [chains.chain_event_row(
+        h.chain_id, EVENT_LEAD_MOVED, actor, now, reason=text)])
+    chains.bump_chain(session, loaded, now, lead_jurisdiction_id=new.id,
+                      case_management_organisation_id=h.receiver_organisation_id)
+    session.execute(update(Person.__table__).where(Person.__table__.c.id == h.person_id)
+                    .values(lead_jurisdiction_id=new.id))
+    stale = session.execute(
+        select(handovers_t.c.id, handovers_t.c.state, handovers_t.c.version, orgs_t.c.id.label("org"),
+               jur_t.c.path)
+        .join(orgs_t, orgs_t.c.id == handovers_t.c.receiver_organisation_id)
+        .join(jur_t, jur_t.c.id == orgs_t.c.jurisdiction_id)
+        .where(handovers_t.c.chain_id == h.chain_id, handovers_t.c.id != h.id,
+               handovers_t.c.state.in_(_PENDING))
+        .with_for_update(of=handovers_t)
+    ).all()
+    for other in stale:
+        if new.path.startswith(other.path):
+            continue
+        system_withdraw(session, other, f"withdrawn: the person moved to {new.name}", actor, now)
+
+
+EVENT_LEAD_MOVED = "lead_moved"
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+_sender = aliased(Organisation.__table__, name="sender_org")
+_receiver = aliased(Organisation.__table__, name="receiver_org")
+_SUMMARY_COLUMNS = (
+    handovers_t,
+    _sender.c.name.label("sender_name"), _sender.c.jurisdiction_id.label("sender_org_jurisdiction"),
+    _receiver.c.name.label("receiver_name"),
+)
+
+
+def _with_orgs(stmt):
+    return (stmt.join(_sender, _sender.c.id == handovers_t.c.sender_organisation_id)
+            .join(_receiver, _receiver.c.id == handovers_t.c.receiver_organisation_id))
+
+
+def _summary(r, actor: Actor, now: datetime) -> dict[str, Any]:
+    parties = Parties(r.sender_organisation_id, r.receiver_organisation_id)
+    return dict(
+        id=r.id, kind=r.kind, state=r.state, overdue=lc.is_overdue(r.state, r.due_at, now),
+        chain_id=r.chain_id, person_id=r.person_id, step_key=r.step_key, to_step_key=r.to_step_key,
+        sender=OrganisationRef(id=r.sender_organisation_id, name=r.sender_name,
+                               kind=r.sender_organisation_kind, jurisdiction_id=r.sender_jurisdiction_id),
+        receiver=OrganisationRef(id=r.receiver_organisation_id, name=r.receiver_name,
+                                 kind=r.receiver_organisation_kind,
+                                 jurisdiction_id=r.receiver_jurisdiction_id),
+        requested_at=r.requested_at, working_days=r.working_days, due_date=r.due_date,
+        due_at=r.due_at, escalated_at=r.escalated_at, responded_at=r.responded_at,
+        version=r.version, allowed_actions=lc.allowed_actions(r.state, actor.organisation_id, parties),
+    )
+
+
+def _read_out(session: Session, actor: Actor, handover_id: uuid.UUID, now: datetime,
+              values: dict[str, Any] | None = None) -> HandoverOut:
+    r = session.execute(_with_orgs(select(*_SUMMARY_COLUMNS)).where(handovers_t.c.id == handover_id)).one()
+    events = session.scalars(select(HandoverEvent).where(HandoverEvent.handover_id == handover_id)
+                             .order_by(HandoverEvent.id)).all()
+    session.rollback()
+    package = DataPackage(purpose=r.purpose, fields=list(r.package_fields),
+                          legal_bases=dict(r.package_bases), redacted=list(r.package_redacted),
+                          values=values)
+    review = None if r.consent_review is None else [ConsentReviewOut(**c) for c in r.consent_review]
+    return HandoverOut(
+        **_summary(r, actor, now),
+        case_management_organisation_id=r.case_management_organisation_id,
+        from_jurisdiction_id=r.from_jurisdiction_id, to_jurisdiction_id=r.to_jurisdiction_id,
+        benefit_regime_from=r.benefit_regime_from, benefit_regime_to=r.benefit_regime_to,
+        sender_user=r.sender_user, responded_by_user=r.responded_by_user,
+        response_reason=r.response_reason, waiting_calendar_days=r.waiting_calendar_days,
+        waiting_working_days=r.waiting_working_days, package=package, consent_review=review,
+        events=[HandoverEventOut.model_validate(e) for e in events],
+    )
+
+
+def get_handover(session: Session, privacy: Privacy, actor: Actor, handover_id: uuid.UUID,
+                 now: datetime) -> HandoverOut:
+    """A handover the actor's organisation sends, receives or manages. The package's values are
+    shown to the receiver (and the sender, who holds them anyway); every view is audited."""
+    with unit_of_work(session):
+        _find(session, actor, handover_id)
+        h = session.execute(select(handovers_t).where(handovers_t.c.id == handover_id)).one()
+        values = None
+        party = actor.organisation_id in (h.sender_organisation_id, h.receiver_organisation_id)
+        if party and h.package_ciphertext is not None:
+            key = person_data_key(session, privacy, h.person_id)
+            values = decrypt_field(key, h.person_id, _package_aad(h.id), h.package_ciphertext)
+        write_audit(session, [AuditEntry(
+            agent_user=actor.user_id, agent_organisation_id=actor.organisation_id, action="R",
+            subtype="handover.package.read" if values is not None else "handover.read",
+            entity_type="handover", entity_id=str(h.id), person_id=h.person_id,
+            fields=tuple(sorted(values)) if values else (),
+            legal_bases={f: h.package_bases[f] for f in sorted(values)} if values else {},
+            purpose=h.purpose,
+        )], now)
+    return _read_out(session, actor, handover_id, now, values=values)
+
+
+# --- inboxes -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InboxFilters:
+    state: StateFilter = StateFilter.pending
+    kind: HandoverKind | None = None
+    overdue: bool | None = None
+    chain_id: uuid.UUID | None = None
+
+
+def _box_columns(box: Box) -> list:
+    if box is Box.incoming:
+        return [handovers_t.c.receiver_organisation_id]
+    return [handovers_t.c.sender_organisation_id, handovers_t.c.case_management_organisation_id]
+
+
+def inbox(session: Session, actor: Actor, box: Box, filters: InboxFilters, limit: int,
+          cursor: str | None, now: datetime) -> HandoverPage:
+    """Handovers to (incoming) or from (outgoing: sent, or of chains the organisation manages) the
+    actor's organisation. Waiting ones come overdue first, then by due date; decided ones newest
+    first. Each organisation column has its own index; the outgoing box merges two index scans."""
+    pending = filters.state is StateFilter.pending
+    waiting = pending or filters.state in (StateFilter.requested, StateFilter.escalated)
+    sort = handovers_t.c.due_at if waiting else handovers_t.c.responded_at
+    conds = []
+    if pending:
+        conds.append(handovers_t.c.state.in_(_PENDING))
+    else:
+        conds.append(handovers_t.c.state == filters.state.value)
+    if filters.kind is not None:
+        conds.append(handovers_t.c.kind == filters.kind.value)
+    if filters.overdue is not None:
+        conds.append(handovers_t.c.due_at <= now if filters.overdue else handovers_t.c.due_at > now)
+        if not waiting:
+            conds.append(literal(False))  # only waiting handovers can be overdue
+    if filters.chain_id is not None:
+        conds.append(handovers_t.c.chain_id == filters.chain_id)
+    if cursor:
+        at, last_id = chains.decode_cursor(cursor)
+        if waiting:
+            conds.append(or_(sort > at, and_(sort == at, handovers_t.c.id > last_id)))
+        else:
+            conds.append(or_(sort < at, and_(sort == at, handovers_t.c.id < last_id)))
+    order = (sort.asc(), handovers_t.c.id.asc()) if waiting else (sort.desc(), handovers_t.c.id.desc())
+    parts = [
+        select(handovers_t.c.id, sort.label("sort")).where(column == actor.organisation_id, *conds)
+        .order_by(*order).limit(limit + 1)
+        for column in _box_columns(box)
+    ]
+    if len(parts) == 1:
+        ids_q = parts[0].subquery()
+    else:
+        ids_q = union(*(p.subquery().select() for p in parts)).subquery()
+    page_q = select(ids_q.c.id, ids_q.c.sort).order_by(
+        *((ids_q.c.sort.asc(), ids_q.c.id.asc()) if waiting else (ids_q.c.sort.desc(), ids_q.c.id.desc()))
+    ).limit(limit + 1)
+    page = session.execute(page_q).all()
+    more = len(page) > limit
+    page = page[:limit]
+    items: list[HandoverSummary] = []
+    if page:
+        rows = {r.id: r for r in session.execute(
+            _with_orgs(select(*_SUMMARY_COLUMNS)).where(handovers_t.c.id.in_([p.id for p in page])))}
+        items = [HandoverSummary(**_summary(rows[p.id], actor, now)) for p in page]
+    counts = _counts(session, actor, box, now)
+    session.rollback()
+    next_cursor = chains.encode_cursor(page[-1].sort, page[-1].id) if more else None
+    return HandoverPage(items=items, next_cursor=next_cursor, counts=counts)
+
+
+def _counts(session: Session, actor: Actor, box: Box, now: datetime) -> InboxCounts:
+    """Counts from the partial index of waiting handovers and the decided index limited to a
+    window, so they cost the same however many handovers were decided in the past."""
+    since = now - timedelta(days=DECIDED_WINDOW_DAYS)
+    state = handovers_t.c.state
+
+    def ids(column, *conds):
+        return select(handovers_t.c.id).where(column == actor.organisation_id, *conds)
+
+    columns = _box_columns(box)
+
+    def either(selects):
+        return (selects[0] if len(selects) == 1 else union(*selects)).subquery()
+
+    waiting_ids = either([ids(c, state.in_(_PENDING)) for c in columns])
+    decided_ids = either([ids(c, state.in_([s.value for s in lc.ENDED]), handovers_t.c.responded_at >= since)
+                          for c in columns])
+    w = session.execute(
+        select(
+            func.count().filter(state == HandoverState.requested.value),
+            func.count().filter(state == HandoverState.escalated.value),
+            func.count().filter(handovers_t.c.due_at <= now),
+        ).select_from(handovers_t).where(handovers_t.c.id.in_(select(waiting_ids.c.id)))
+    ).one()
+    d = dict(session.execute(
+        select(state, func.count()).where(handovers_t.c.id.in_(select(decided_ids.c.id))).group_by(state)
+    ).all())
+    return InboxCounts(
+        requested=w[0], escalated=w[1], overdue=w[2],
+        acknowledged=d.get("acknowledged", 0), rejected=d.get("rejected", 0),
+        withdrawn=d.get("withdrawn", 0), decided_window_days=DECIDED_WINDOW_DAYS,
+    )

@@ -1,0 +1,202 @@
+"""Endpoints for handovers, inboxes, organisations' contact points and the notification outbox.
+Thin: parse, call the service, return."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from casemgmt.auth.dependencies import get_session, require
+from casemgmt.chains.engine import Actor
+from casemgmt.clock import request_now
+from casemgmt.handovers import service
+from casemgmt.handovers.lifecycle import HandoverKind
+from casemgmt.handovers.models import OrganisationContact
+from casemgmt.handovers.schemas import (
+    Box,
+    ContactIn,
+    ContactOut,
+    HandoverActionIn,
+    HandoverIn,
+    HandoverOut,
+    HandoverPage,
+    StateFilter,
+)
+from casemgmt.jurisdictions.models import Organisation
+from casemgmt.notifications import service as outbox
+from casemgmt.notifications.schemas import OutboxMessageOut, OutboxPage
+from casemgmt.problems import NotFound, ValidationFailed
+from casemgmt.validation import DbId
+
+router = APIRouter(tags=["handovers"])
+admin_router = APIRouter(tags=["notifications"])
+
+
+def _state(request: Request):
+    s = request.app.state
+    return s.catalog, s.privacy, s.policies.handovers
+
+
+@router.post("/chains/{chain_id}/handovers", response_model=HandoverOut, status_code=201)
+def request_handover(
+    request: Request,
+    chain_id: uuid.UUID,
+    body: HandoverIn,
+    actor: Actor = Depends(require("handovers.act")),
+    session: Session = Depends(get_session),
+    now: datetime = Depends(request_now),
+):
+    """Hand a step, a Rechtskreiswechsel or (on relocation) the whole chain to another
+    organisation. The receiver's data package is decided and frozen now."""
+    catalog, privacy, policy = _state(request)
+    return service.request_handover(session, catalog, privacy, policy, actor, chain_id, body, now)
+
+
+def _inbox(box: Box):
+    def endpoint(
+        state: StateFilter = StateFilter.pending,
+        kind: HandoverKind | None = None,
+        overdue: bool | None = None,
+        chain_id: uuid.UUID | None = None,
+        limit: int = Query(default=50, ge=1, le=200),
+        cursor: str | None = Query(default=None, max_length=200),
+        actor: Actor = Depends(require("handovers.read")),
+        session: Session = Depends(get_session),
+        now: datetime = Depends(request_now),
+    ) -> HandoverPage:
+        filters = service.InboxFilters(state=state, kind=kind, overdue=overdue, chain_id=chain_id)
+        return service.inbox(session, actor, box, filters, limit, cursor, now)
+
+    return endpoint
+
+
+router.add_api_route(
+    "/handovers/incoming", _inbox(Box.incoming), methods=["GET"], response_model=HandoverPage,
+    summary="Handovers to my organisation",
+    description="Waiting handovers (default) overdue first, then by due date; or decided ones, "
+                "newest first. `counts` covers the whole box.",
+)
+router.add_api_route(
+    "/handovers/outgoing", _inbox(Box.outgoing), methods=["GET"], response_model=HandoverPage,
+    summary="Handovers from my organisation",
+    description="Handovers my organisation sent, and those of chains whose case management it "
+                "runs; ordered like the incoming box.",
+)
+
+
+@router.get("/handovers/{handover_id}", response_model=HandoverOut)
+def get_handover(
+    request: Request,
+    handover_id: uuid.UUID,
+    actor: Actor = Depends(require("handovers.read")),
+    session: Session = Depends(get_session),
+    now: datetime = Depends(request_now),
+):
+    """The handover with its history; the receiver (and the sender) see the data package."""
+    return service.get_handover(session, request.app.state.privacy, actor, handover_id, now)
+
+
+@router.post("/handovers/{handover_id}/actions", response_model=HandoverOut)
+def act_on_handover(
+    request: Request,
+    handover_id: uuid.UUID,
+    body: HandoverActionIn,
+    actor: Actor = Depends(require("handovers.act")),
+    session: Session = Depends(get_session),
+    now: datetime = Depends(request_now),
+):
+    """Acknowledge or reject (receiver), or withdraw (sender)."""
+    catalog, privacy, policy = _state(request)
+    return service.respond(session, catalog, privacy, policy, actor, handover_id, body.action.value,
+                           body.reason, body.expected_version, now)
+
+
+# --- contacts and the outbox (administration) -------------------------------------------------
+
+
+def _org(session: Session, organisation_id: int) -> Organisation:
+    org = session.get(Organisation, organisation_id)
+    if org is None:
+        raise NotFound(f"no organisation {organisation_id}", resource="organisation", id=str(organisation_id))
+    return org
+
+
+@admin_router.get("/organisations/{organisation_id}/contacts", response_model=list[ContactOut])
+def list_contacts(
+    organisation_id: DbId,
+    actor: Actor = Depends(require("contacts.manage")),
+    session: Session = Depends(get_session),
+):
+    _org(session, organisation_id)
+    rows = session.scalars(select(OrganisationContact).where(
+        OrganisationContact.organisation_id == organisation_id).order_by(OrganisationContact.id)).all()
+    return [ContactOut(id=c.id, organisation_id=c.organisation_id, role=c.role, channel=c.channel,
+                       address=c.address) for c in rows]
+
+
+@admin_router.post("/organisations/{organisation_id}/contacts", response_model=ContactOut, status_code=201)
+def add_contact(
+    organisation_id: DbId,
+    body: ContactIn,
+    actor: Actor = Depends(require("contacts.manage")),
+    session: Session = Depends(get_session),
+):
+    """Where the organisation's lead (escalations) or team inbox is notified."""
+    _org(session, organisation_id)
+    address = service.check_contact_address(body.channel, body.address)
+    contact = OrganisationContact(organisation_id=organisation_id, role=body.role, channel=body.channel,
+                                  address=address)
+    session.add(contact)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise ValidationFailed("address: this contact is already configured",
+                               errors=[{"field": "body.address", "message": "duplicate", "type": "duplicate"}]) from None
+    return ContactOut(id=contact.id, organisation_id=organisation_id, role=contact.role,
+                      channel=contact.channel, address=contact.address)
+
+
+@admin_router.delete("/organisations/{organisation_id}/contacts/{contact_id}", status_code=204)
+def remove_contact(
+    organisation_id: DbId,
+    contact_id: DbId,
+    actor: Actor = Depends(require("contacts.manage")),
+    session: Session = Depends(get_session),
+):
+    contact = session.get(OrganisationContact, contact_id)
+    if contact is None or contact.organisation_id != organisation_id:
+        raise NotFound(f"no contact {contact_id}", resource="contact", id=str(contact_id))
+    session.delete(contact)
+    session.commit()
+    return Response(status_code=204)
+
+
+@admin_router.get("/notifications", response_model=OutboxPage)
+def list_notifications(
+    state: str | None = Query(default=None, pattern="^(pending|delivered|failed)$"),
+    limit: int = Query(default=50, ge=1, le=500),
+    actor: Actor = Depends(require("notifications.read")),
+    session: Session = Depends(get_session),
+):
+    """The outbox, newest first: what was sent, what is waiting for a retry and why, what failed."""
+    counts = outbox.outbox_counts(session)
+    items = [OutboxMessageOut.model_validate(m) for m in outbox.list_messages(session, state, limit)]
+    return OutboxPage(counts=counts, items=items)
+
+
+@admin_router.post("/notifications/{message_id}/requeue", response_model=OutboxMessageOut)
+def requeue_notification(
+    message_id: DbId,
+    actor: Actor = Depends(require("notifications.manage")),
+    session: Session = Depends(get_session),
+    now: datetime = Depends(request_now),
+):
+    """Send a failed notification again (attempts start from zero)."""
+    outbox.requeue(session, message_id, now)
+    return OutboxMessageOut.model_validate(outbox.get_message(session, message_id))

@@ -1,0 +1,188 @@
+"""The outbox and its notifier.
+
+Messages are written by the change they report, in its transaction, so a notification exists if
+and only if the change committed. The notifier delivers them at least once:
+
+1. claim a batch (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several notifiers can run) and
+   push each claimed message's next attempt one lease into the future, then commit;
+2. deliver outside any transaction (a slow mail server must not hold row locks);
+3. record the outcome: ``delivered``, or the error and the next attempt with exponential backoff,
+   or ``failed`` after the last attempt.
+
+A notifier that dies between 1 and 3 leaves the message pending; it is picked up again when the
+lease runs out. A message may therefore arrive twice, never zero times.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from casemgmt.database import unit_of_work
+from casemgmt.notifications.channels import Channel
+from casemgmt.notifications.models import OutboxMessage
+from casemgmt.problems import NotFound, ValidationFailed
+
+outbox_t = OutboxMessage.__table__
+
+LEASE = timedelta(minutes=5)
+FIRST_RETRY = timedelta(minutes=1)
+MAX_RETRY = timedelta(hours=6)
+
+
+def backoff(attempts: int) -> timedelta:
+    """Wait before attempt ``attempts + 1``: 1, 2, 4, ... minutes, at most six hours."""
+    return min(FIRST_RETRY * (2 ** max(attempts - 1, 0)), MAX_RETRY)
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A message to be queued."""
+
+    event: str
+    organisation_id: int
+    channel: str
+    address: str
+    subject: str
+    body: dict[str, Any]
+    handover_id: uuid.UUID | None = None
+
+
+def enqueue(session: Session, notifications: Iterable[Notification], now: datetime) -> int:
+    """Queue messages in the caller's transaction. The same event to the same address is queued
+    once, however often the caller runs (the escalation may run twice)."""
+    rows = [
+        {"event": n.event, "handover_id": n.handover_id, "organisation_id": n.organisation_id,
+         "channel": n.channel, "address": n.address, "subject": n.subject[:300], "body": n.body,
+         "state": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now,
+         "updated_at": now}
+        for n in notifications
+    ]
+    if not rows:
+        return 0
+    dialect = session.get_bind().dialect.name
+    dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = dialect_insert(outbox_t).on_conflict_do_nothing(
+        index_elements=["event", "handover_id", "channel", "address"])
+    return session.execute(stmt, rows).rowcount or 0
+
+
+@dataclass
+class DeliveryReport:
+    delivered: int = 0
+    retried: int = 0
+    failed: int = 0
+
+    def __add__(self, other: DeliveryReport) -> DeliveryReport:
+        return DeliveryReport(self.delivered + other.delivered, self.retried + other.retried,
+                              self.failed + other.failed)
+
+
+def _claim(factory: sessionmaker, now: datetime, batch: int) -> list[Any]:
+    with factory() as session, session.begin():
+        due = (
+            select(outbox_t.c.id)
+            .where(outbox_t.c.state == "pending", outbox_t.c.next_attempt_at <= now)
+            .order_by(outbox_t.c.next_attempt_at, outbox_t.c.id)
+            .limit(batch)
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            due = due.with_for_update(skip_locked=True)
+        ids = list(session.scalars(due))
+        if not ids:
+            return []
+        return session.execute(
+            update(outbox_t).where(outbox_t.c.id.in_(ids))
+            .values(attempts=outbox_t.c.attempts + 1, next_attempt_at=now + LEASE, updated_at=now)
+            .returning(outbox_t)
+        ).all()
+
+
+def deliver_due(factory: sessionmaker, channels: Mapping[str, Channel], clock: Callable[[], datetime],
+                max_attempts: int, batch: int = 50) -> DeliveryReport:
+    """Deliver every message that is due now, batch by batch; returns what happened."""
+    report = DeliveryReport()
+    while True:
+        now = clock()
+        claimed = _claim(factory, now, batch)
+        if not claimed:
+            return report
+        for message in claimed:
+            report += _deliver_one(factory, channels, message, clock, max_attempts)
+        if len(claimed) < batch:
+            return report
+
+
+def _deliver_one(factory: sessionmaker, channels: Mapping[str, Channel], message: Any,
+                 clock: Callable[[], datetime], max_attempts: int) -> DeliveryReport:
+    error: str | None = None
+    channel = channels.get(message.channel)
+    if channel is None:
+        error = f"no {message.channel} channel is configured"
+    else:
+        try:
+            channel.send(message.address, message.subject, message.body)
+        except Exception as exc:  # any failure of any channel is retried, never lost
+            error = f"{type(exc).__name__}: {exc}"[:2000]
+    now = clock()
+    if error is None:
+        values: dict[str, Any] = {"state": "delivered", "delivered_at": now, "last_error": None}
+        outcome = DeliveryReport(delivered=1)
+    elif message.attempts >= max_attempts:
+        values = {"state": "failed", "last_error": error}
+        outcome = DeliveryReport(failed=1)
+    else:
+        values = {"last_error": error, "next_attempt_at": now + backoff(message.attempts)}
+        outcome = DeliveryReport(retried=1)
+    with factory() as session, session.begin():
+        session.execute(update(outbox_t).where(outbox_t.c.id == message.id).values(updated_at=now, **values))
+    return outcome
+
+
+def list_messages(session: Session, state: str | None, limit: int) -> list[OutboxMessage]:
+    stmt = select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(limit)
+    if state is not None:
+        stmt = stmt.where(OutboxMessage.state == state)
+    messages = list(session.scalars(stmt))
+    session.rollback()
+    return messages
+
+
+def get_message(session: Session, message_id: int) -> OutboxMessage:
+    message = session.get(OutboxMessage, message_id)
+    session.rollback()
+    if message is None:
+        raise NotFound(f"no notification {message_id}", resource="notification", id=str(message_id))
+    return message
+
+
+def outbox_counts(session: Session) -> dict[str, int]:
+    counts = dict(session.execute(select(outbox_t.c.state, func.count()).group_by(outbox_t.c.state)).all())
+    session.rollback()
+    return {state: counts.get(state, 0) for state in ("pending", "delivered", "failed")}
+
+
+def requeue(session: Session, message_id: int | None, now: datetime) -> int:
+    """Put failed messages back in the queue (one, or all with ``None``), attempts reset."""
+    stmt = update(outbox_t).where(outbox_t.c.state == "failed")
+    if message_id is not None:
+        stmt = stmt.where(outbox_t.c.id == message_id)
+    with unit_of_work(session):
+        count = session.execute(
+            stmt.values(state="pending", attempts=0, next_attempt_at=now, updated_at=now)
+        ).rowcount
+    if message_id is not None and count == 0:
+        exists = session.scalar(select(outbox_t.c.state).where(outbox_t.c.id == message_id))
+        session.rollback()
+        if exists is None:
+            raise NotFound(f"no notification {message_id}", resource="notification", id=str(message_id))
+        raise ValidationFailed(f"notification {message_id} is {exists}, not failed",
+                               errors=[{"field": "id", "message": f"state is {exists}", "type": "state"}])
+    return count
