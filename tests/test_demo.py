@@ -1,5 +1,6 @@
 """The demo seeding works on PostgreSQL (as on the SQLite default) and shows chains in every
-state a user should see: active, stalled by a blocked or an overdue step, completed, closed."""
+state a user should see: active, stalled by a blocked or an overdue step, completed, closed; and
+handovers of every kind in every state, with overdue and escalated ones in the inboxes."""
 
 from __future__ import annotations
 
@@ -9,10 +10,16 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select
 
 from casemgmt.auth.tokens import TokenVerifier
-from casemgmt.chains.models import ChainStep
+from casemgmt.chains.models import ChainEvent, ChainStep
 from casemgmt.config import Settings
 from casemgmt.database import make_engine, make_sessionmaker
 from casemgmt.demo import seed_demo
+from casemgmt.demo.seed import actor_of
+from casemgmt.handovers import service as handovers_service
+from casemgmt.handovers.models import Handover
+from casemgmt.handovers.schemas import Box
+from casemgmt.jurisdictions.models import Organisation
+from casemgmt.notifications.models import OutboxMessage
 from conftest import ROOT, create_database, drop_database
 
 
@@ -34,9 +41,23 @@ def test_demo_seeds_a_kreis_with_chains_in_every_state(tmp_path):
             states = dict(s.execute(select(ChainStep.state, func.count()).group_by(ChainStep.state)).all())
             overdue = s.scalar(select(func.count()).select_from(ChainStep).where(
                 ChainStep.due_at < now, ChainStep.state.in_(["planned", "ready", "in_progress", "blocked"])))
+            handovers = dict(s.execute(select(Handover.state, func.count()).group_by(Handover.state)).all())
+            kinds = set(s.scalars(select(Handover.kind).distinct()))
+            moves = s.scalars(select(ChainEvent.reason).where(ChainEvent.kind == "lead_moved")).all()
+            outbox = s.scalar(select(func.count()).select_from(OutboxMessage))
+            abh = s.get(Organisation, s.scalar(select(Organisation.id).where(Organisation.key == "ennetal_abh")))
+            inbox = handovers_service.inbox(s, actor_of(abh, "abh.ennetal"), Box.incoming,
+                                            handovers_service.InboxFilters(), 50, None, now)
         engine.dispose()
         assert {"planned", "ready", "in_progress", "completed", "skipped"} <= set(states)
         assert overdue > 0
+        assert {"requested", "escalated", "acknowledged", "rejected"} <= set(handovers)
+        assert kinds == {"step", "rechtskreiswechsel", "relocation"}
+        assert any("to Wittmar" in m or "from Wittmar" in m for m in moves), moves
+        assert outbox > 0  # escalations queued their notifications
+        # The ABH clerk's inbox opens with overdue, escalated handovers.
+        assert inbox.items and inbox.items[0].overdue and inbox.items[0].state.value == "escalated"
+        assert inbox.counts.escalated > 0
         # Seeding again keeps the data and only prints fresh tokens.
         again = seed_demo(settings, persons=120, seed=7, now=now)
         assert not again.created and again.persons == 120

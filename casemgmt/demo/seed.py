@@ -23,6 +23,11 @@ from casemgmt.chains.spec import CASE_MANAGEMENT_OWNER
 from casemgmt.config import Settings
 from casemgmt.database import make_engine, make_sessionmaker
 from casemgmt.demo.world import World, build_world
+from casemgmt.handovers import service as handovers
+from casemgmt.handovers.escalation import escalate_overdue
+from casemgmt.handovers.models import OrganisationContact
+from casemgmt.handovers.policy import HandoverPolicy
+from casemgmt.handovers.schemas import HandoverIn
 from casemgmt.jurisdictions.models import Organisation
 from casemgmt.jurisdictions.service import serving_organisations
 from casemgmt.migrations import upgrade
@@ -71,6 +76,11 @@ BLOCK_REASONS = [
     "Wartet auf Entscheidung einer anderen Stelle",
     "Kinderbetreuung während des Kurses nicht gesichert",
 ]
+REJECT_REASONS = [
+    "Nicht zuständig: Wohnsitz liegt außerhalb unseres Bezirks",
+    "Unterlagen unvollständig, bitte Meldebescheinigung nachreichen",
+    "Antrag liegt bereits bei einer anderen Stelle",
+]
 SKIP_REASONS = [
     "Nicht erforderlich nach Erstgespräch",
     "Person hat das Angebot abgelehnt",
@@ -108,6 +118,7 @@ DEMO_USERS = [
     ("abh.ennetal", "ennetal_abh", ["clerk"], "Sachbearbeitung Ausländerbehörde (Kreis)"),
     ("jc.ennetal", "ennetal_jobcenter", ["clerk"], "Sachbearbeitung Jobcenter"),
     ("soz.wittmar", "wittmar_sozialamt", ["clerk"], "Sachbearbeitung Sozialamt Wittmar"),
+    ("cm.wittmar", "wittmar_ki", ["case_manager"], "Case-Manager/in, Integrationsbüro Wittmar"),
     ("mod.ennetal", "ennetal_ki", ["moderator"], "Moderation Fallkonferenz"),
     ("lg.ennetal", "ennetal_ki", ["steering"], "Mitglied der Lenkungsgruppe"),
     ("dsb.ennetal", "ennetal_ki", ["dpo"], "Datenschutzbeauftragte/r"),
@@ -168,6 +179,8 @@ def _case(
     session: Session,
     catalog: TemplateCatalog,
     privacy: Privacy,
+    policy: HandoverPolicy,
+    towns: list[int],
     rng: random.Random,
     actors: _Actors,
     manager: Actor,
@@ -183,6 +196,8 @@ def _case(
     now = yield started
     person = create_person(session, privacy, manager, body, now)
     chain = chains.start_chain(session, catalog, manager, person.id, template_key, now)
+    handed_over: set[str] = set()
+    relocates = rng.random() < RELOCATION_SHARE
     pace_days = rng.uniform(2, 10)
     # Most chains keep moving; some get stuck early, which is what the overdue views are for.
     moves = rng.randint(0, 12) if rng.random() < 0.2 else 200
@@ -206,6 +221,41 @@ def _case(
             actor = actors.for_kind(step.owner, chain.lead_jurisdiction_id)
             if actor is None:
                 continue
+        if relocates and len(handed_over) >= 2 and "chain_lead" not in handed_over:
+            # The family moves to another town of the Kreis; the case management hands the chain over.
+            handed_over.add("chain_lead")
+            outcome = yield from _handover(session, catalog, privacy, policy, rng, actors, manager, chain,
+                                           HandoverIn(kind="relocation", to_jurisdiction_id=_move_target(rng, chain, towns)),
+                                           now, until)
+            if outcome is not None:
+                now, chain, manager = outcome
+            continue
+        if (step.state == StepState.ready and step.owner != CASE_MANAGEMENT_OWNER
+                and step.key not in handed_over and rng.random() < STEP_HANDOVER_SHARE):
+            handed_over.add(step.key)
+            outcome = yield from _handover(session, catalog, privacy, policy, rng, actors, manager, chain,
+                                           HandoverIn(kind="step", step_key=step.key), now, until)
+            if outcome is not None:
+                now, chain, manager = outcome
+            continue
+        if (step.key == RKW_SENDING_STEP and step.state == StepState.in_progress
+                and template_key == RKW_TEMPLATE and body.fields.get("benefit_regime") == "asylblg"):
+            # The Sozialamt does not end AsylbLG benefits itself: it hands them to the Jobcenter
+            # once the residence permit is there, and its step ends when the Jobcenter takes over.
+            permit = next(s for s in chain.steps if s.key == "residence_permit")
+            if permit.state != StepState.completed or "rkw" in handed_over:
+                continue
+            handed_over.add("rkw")
+            actor = actors.for_kind(step.owner, chain.lead_jurisdiction_id)
+            if actor is None:
+                continue
+            outcome = yield from _handover(session, catalog, privacy, policy, rng, actors, actor, chain,
+                                           HandoverIn(kind="rechtskreiswechsel", step_key=RKW_SENDING_STEP,
+                                                      to_step_key="sgb2_application", benefit_regime="sgb_ii"),
+                                           now, until, reader=manager)
+            if outcome is not None:
+                now, chain, _ = outcome
+            continue
         reason = None
         if step.state == StepState.blocked:
             action = Action.resume
@@ -238,6 +288,83 @@ def _case(
             reason = rng.choice(["moved_away", "ended_by_person"])
             note = "Umzug in ein anderes Bundesland" if reason == "moved_away" else None
             chains.close_chain(session, catalog, manager, chain.id, reason, note, None, now)
+
+
+# Handovers in the demo: a share of steps is handed over explicitly before the owner starts,
+# every refugee chain's benefits pass from the Sozialamt to the Jobcenter by a Rechtskreiswechsel,
+# and a few families move between towns of the Kreis. Receivers mostly answer within the
+# deadline, some late (escalated first), a few never (still escalated when the demo starts).
+STEP_HANDOVER_SHARE = 0.35
+RELOCATION_SHARE = 0.04
+RKW_TEMPLATE = "refugee_recognised"
+RKW_SENDING_STEP = "asylblg_subsistence"
+
+
+def _answer_delay(rng: random.Random) -> timedelta | None:
+    """How long the receiver takes; None: it never answers."""
+    roll = rng.random()
+    if roll < 0.62:
+        return timedelta(days=rng.uniform(0.1, 6))
+    if roll < 0.88:
+        return timedelta(days=rng.uniform(6, 21))
+    return None
+
+
+def _move_target(rng: random.Random, chain, towns: list[int]) -> int:
+    """Most moves go to the largest town (which runs its own integration office)."""
+    others = [t for t in towns if t != chain.lead_jurisdiction_id]
+    return others[0] if rng.random() < 0.7 and others[0] == towns[0] else rng.choice(others)
+
+
+def _handover(session: Session, catalog: TemplateCatalog, privacy: Privacy, policy: HandoverPolicy,
+              rng: random.Random, actors: _Actors, sender: Actor, chain, body: HandoverIn,
+              now: datetime, until: datetime, reader: Actor | None = None):
+    """Request a handover now, then (later, in simulated time) let the receiver answer. Returns
+    the new time, the chain as it is after the answer and the chain's case manager, or None."""
+    try:
+        h = handovers.request_handover(session, catalog, privacy, policy, sender, chain.id, body, now)
+    except Problem:
+        return None
+    delay = _answer_delay(rng)
+    if delay is None or now + delay >= until:
+        return None
+    now = yield now + delay
+    receiver_org = session.get(Organisation, h.receiver.id)
+    receiver = actor_of(receiver_org, f"demo.{receiver_org.key}")
+    action, reason = "acknowledge", None
+    if body.kind == "step" and rng.random() < 0.08:
+        action, reason = "reject", rng.choice(REJECT_REASONS)
+    try:
+        handovers.respond(session, catalog, privacy, policy, receiver, h.id, action, reason, None, now)
+    except Problem:
+        return None
+    manager = reader or sender
+    if body.kind == "relocation" and action == "acknowledge":
+        manager = actor_of(receiver_org, "cm.wittmar" if receiver_org.key == "wittmar_ki" else f"demo.{receiver_org.key}",
+                           frozenset({"case_manager"}))
+    return now, chains.get_chain(session, catalog, manager, chain.id, now), manager
+
+
+def _escalation_timer(session: Session, policy: HandoverPolicy, start: datetime, until: datetime):
+    """The daily escalation run, as cron would start it at 06:00."""
+    now = yield start.replace(hour=5, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    while now < until:
+        escalate_overdue(session, policy, now, "http://127.0.0.1:8000")
+        now = yield now + timedelta(days=1)
+
+
+def _seed_contacts(session: Session, world: World) -> None:
+    """Invented addresses (example.org is reserved for examples) for leads and team inboxes."""
+    for key, organisation_id in world.organisations.items():
+        slug = key.replace("_", "-")
+        session.add(OrganisationContact(organisation_id=organisation_id, role="lead", channel="email",
+                                        address=f"leitung@{slug}.example.org"))
+        session.add(OrganisationContact(organisation_id=organisation_id, role="inbox", channel="email",
+                                        address=f"team@{slug}.example.org"))
+    session.add(OrganisationContact(organisation_id=world.organisations["ennetal_ki"], role="inbox",
+                                    channel="webhook", address="https://chat.ennetal.example.org/hooks/ki"))
+    session.commit()
+
 
 
 def _run_in_time_order(cases: list[Iterator[datetime]]) -> None:
@@ -277,7 +404,8 @@ def seed_demo(settings: Settings, persons: int = 400, seed: int = 2017,
         created = existing == 0
         if created:
             _seed_agreements(session, privacy, world, now)
-            _seed_cases(session, catalog, privacy, world, rng, persons, now)
+            _seed_contacts(session, world)
+            _seed_cases(session, catalog, privacy, policies, world, rng, persons, now)
         summary = DemoSummary(
             database=engine.url.render_as_string(hide_password=True),
             persons=session.scalar(select(func.count()).select_from(Person)) or 0,
@@ -291,9 +419,10 @@ def seed_demo(settings: Settings, persons: int = 400, seed: int = 2017,
     return summary
 
 
-def _seed_cases(session: Session, catalog: TemplateCatalog, privacy: Privacy, world: World,
-                rng: random.Random, count: int, now: datetime) -> None:
+def _seed_cases(session: Session, catalog: TemplateCatalog, privacy: Privacy, policies,
+                world: World, rng: random.Random, count: int, now: datetime) -> None:
     towns = list(world.town_population)
+    town_ids = [world.jurisdictions[t] for t in towns]
     weights = [world.town_population[t] for t in towns]
     managers = [
         actor_of(session.get(Organisation, world.organisations[key]), user, frozenset({"case_manager"}))
@@ -310,8 +439,9 @@ def _seed_cases(session: Session, catalog: TemplateCatalog, privacy: Privacy, wo
         started = now - timedelta(days=rng.uniform(3, 540))
         manager = managers[0] if rng.random() < 0.7 else managers[1]
         body = _intake(rng, world, manager, town, started, template_key, attributes)
-        cases.append(_case(session, catalog, privacy, rng, actors, manager, body, template_key,
-                           started, now))
+        cases.append(_case(session, catalog, privacy, policies.handovers, town_ids, rng, actors, manager,
+                           body, template_key, started, now))
+    cases.append(_escalation_timer(session, policies.handovers, now - timedelta(days=540), now))
     _run_in_time_order(cases)
 
 

@@ -56,6 +56,9 @@ TOWN_ORGS = [
     ("buergerbuero", "Bürgerbüro {town}", "buergerbuero"),
 ]
 OWN_JUGENDAMT_ABOVE = 50_000
+# The largest town runs its own integration office next to the Kreis's centre; people moving
+# there from another town of the Kreis change case management.
+OWN_INTEGRATION_OFFICE_ABOVE = 90_000
 LAND_ORGS = [("bamf_ast", "BAMF Außenstelle (NRW)", "bamf")]
 CITY_ORGS = [
     ("abh", "Ausländerbehörde Hagenau", "auslaenderbehoerde"),
@@ -127,6 +130,8 @@ def build_world(session: Session) -> World:
             org(f"{key}_{suffix}", template.format(town=name), kind, town)
         if inhabitants > OWN_JUGENDAMT_ABOVE:
             org(f"{key}_jugendamt", f"Jugendamt {name}", "jugendamt", town)
+        if inhabitants > OWN_INTEGRATION_OFFICE_ABOVE:
+            org(f"{key}_ki", f"Integrationsbüro der Stadt {name}", "kommunales_integrationszentrum", town)
     for suffix, name, kind in CITY_ORGS:
         org(f"hagenau_{suffix}", name, kind, city)
     session.commit()
