@@ -209,7 +209,7 @@ def test_organisations_and_kinds(client, cm, world):
     in_wittmar = ok(client.get("/organisations", headers=cm,
                                params={"jurisdiction_id": world.jurisdictions["wittmar"]}))
     assert {o["key"] for o in in_wittmar} == {"wittmar_sozialamt", "wittmar_buergerbuero",
-                                              "wittmar_jugendamt"}
+                                              "wittmar_jugendamt", "wittmar_ki"}
 
     one = ok(client.get(f"/organisations/{world.organisations['hagenau_abh']}", headers=cm))
     assert one["key"] == "hagenau_abh"

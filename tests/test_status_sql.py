@@ -37,10 +37,11 @@ def serving_actors(session, world, town: str) -> dict[str, Actor]:
     out: dict[str, Actor] = {}
     for r in rows:
         if town_path.startswith(r.path):
+            actor = Actor(f"test.{r.key}", r.id, r.kind, r.path, frozenset({"clerk"}))
+            if r.key == "ennetal_ki":  # the Kreis's centre runs the case management everywhere
+                out[CASE_MANAGEMENT_OWNER] = actor
             if r.kind not in out or len(r.path) > len(out[r.kind].jurisdiction_path):
-                out[r.kind] = Actor(f"test.{r.key}", r.id, r.kind, r.path, frozenset({"clerk"}))
-    cm = world.organisations["ennetal_ki"]
-    out[CASE_MANAGEMENT_OWNER] = next(a for a in out.values() if a.organisation_id == cm)
+                out[r.kind] = actor
     return out
 
 
