@@ -24,27 +24,27 @@ class WorkingDayCalendar:
         self.zone = ZoneInfo(timezone)
         # Validates country and subdivision now, so a bad policy fails at start.
         holidays.country_holidays(country, subdiv=subdivision, years=[2000])
-        self._years: dict[int, frozenset[date]] = {}
+        self._years: dict[int, holidays.HolidayBase] = {}
         self._lock = Lock()
 
-    def holidays_of(self, year: int) -> frozenset[date]:
-        days = self._years.get(year)
-        if days is None:
-            with self._lock:
-                days = self._years.get(year)
-                if days is None:
+    def _table(self, year: int) -> holidays.HolidayBase:
+        table = self._years.get(year)
+        if table is None:
+            with self._lock:  # the holidays object fills itself lazily; build each year once
+                table = self._years.get(year)
+                if table is None:
                     table = holidays.country_holidays(self.country, subdiv=self.subdivision, years=[year])
-                    days = frozenset(table.keys())
-                    self._years[year] = days
-        return days
+                    self._years[year] = table
+        return table
+
+    def holidays_of(self, year: int) -> frozenset[date]:
+        return frozenset(self._table(year).keys())
 
     def holiday_name(self, day: date) -> str | None:
-        if day not in self.holidays_of(day.year):
-            return None
-        return holidays.country_holidays(self.country, subdiv=self.subdivision, years=[day.year]).get(day)
+        return self._table(day.year).get(day)
 
     def is_working_day(self, day: date) -> bool:
-        return day.weekday() < 5 and day not in self.holidays_of(day.year)
+        return day.weekday() < 5 and day not in self._table(day.year)
 
     def local_date(self, moment: datetime) -> date:
         return moment.astimezone(self.zone).date()

@@ -7,6 +7,9 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import holidays
 from pydantic import BaseModel, ConfigDict, Field
 
 from casemgmt.handovers.calendar import WorkingDayCalendar
@@ -22,8 +25,9 @@ class _Strict(BaseModel):
 
 class _CalendarDoc(_Strict):
     country: str = Field(min_length=2, max_length=3)
-    subdivision: str | None = None
-    timezone: str = "Europe/Berlin"
+    # null: national holidays only. An empty string is refused: it would silently drop the Land's.
+    subdivision: str | None = Field(min_length=1)
+    timezone: str = Field(default="Europe/Berlin", min_length=1)
 
 
 class _KindDoc(_Strict):
@@ -40,7 +44,6 @@ class _PairDoc(_Strict):
 
 class _HandoverDoc(_Strict):
     calendar: _CalendarDoc
-    default_working_days: int = Field(ge=1, le=MAX_WORKING_DAYS)
     kinds: dict[str, _KindDoc]
     pairs: list[_PairDoc] = []
     case_management_kinds: list[str] = Field(min_length=1)
@@ -51,7 +54,6 @@ class HandoverPolicy:
     """Deadlines and the calendar they are counted in."""
 
     calendar: WorkingDayCalendar
-    default_working_days: int
     kind_titles: dict[str, str]
     kind_days: dict[str, int]
     # (kind, sender kind or None, receiver kind or None) -> working days
@@ -63,7 +65,26 @@ class HandoverPolicy:
                     (kind, None, receiver_kind)):
             if key in self.pair_days:
                 return self.pair_days[key]
-        return self.kind_days.get(kind, self.default_working_days)
+        return self.kind_days[kind]
+
+
+def _calendar(path: Path, raw, doc: _CalendarDoc) -> WorkingDayCalendar:
+    """Build the calendar; an unknown time zone, country or Land names its own key."""
+    try:
+        ZoneInfo(doc.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise PolicyError(path, line_of(raw, ["calendar", "timezone"]), "calendar.timezone",
+                          f"unknown time zone '{doc.timezone}'") from None
+    try:
+        holidays.country_holidays(doc.country, years=[2000])
+    except NotImplementedError:
+        raise PolicyError(path, line_of(raw, ["calendar", "country"]), "calendar.country",
+                          f"no holiday calendar for country '{doc.country}'") from None
+    try:
+        return WorkingDayCalendar(doc.country, doc.subdivision, doc.timezone)
+    except NotImplementedError as exc:
+        raise PolicyError(path, line_of(raw, ["calendar", "subdivision"]), "calendar.subdivision",
+                          f"unknown subdivision: {exc}") from None
 
 
 def load_handover_policy(path: Path, organisation_kinds: Collection[str]) -> HandoverPolicy:
@@ -97,12 +118,9 @@ def load_handover_policy(path: Path, organisation_kinds: Collection[str]) -> Han
         if kind not in organisation_kinds:
             raise PolicyError(path, line_of(raw, ["case_management_kinds", i]),
                               f"case_management_kinds[{i}]", f"unknown organisation kind '{kind}'")
-    try:
-        calendar = WorkingDayCalendar(doc.calendar.country, doc.calendar.subdivision, doc.calendar.timezone)
-    except Exception as exc:  # holidays/zoneinfo raise several types for unknown codes
-        raise PolicyError(path, line_of(raw, ["calendar"]), "calendar", f"unusable calendar: {exc}") from None
+    calendar = _calendar(path, raw, doc.calendar)
     return HandoverPolicy(
-        calendar=calendar, default_working_days=doc.default_working_days,
+        calendar=calendar,
         kind_titles={k: v.title for k, v in doc.kinds.items()},
         kind_days={k: v.working_days for k, v in doc.kinds.items()},
         pair_days=pairs, case_management_kinds=frozenset(doc.case_management_kinds),

@@ -89,13 +89,16 @@ class HandoverEventOut(BaseModel):
 
 class DataPackage(BaseModel):
     """What the receiver may see, frozen when the handover was requested. ``values`` only for
-    the sending and the receiving organisation."""
+    the receiving organisation, and only what it may still see now."""
 
     purpose: str
     fields: list[str]
     legal_bases: dict[str, str]
     redacted: list[Redaction]
     values: dict[str, Any] | None = None
+    withheld_now: list[Redaction] = Field(
+        default_factory=list,
+        description="Fields of the frozen package the receiver may no longer see (e.g. consent withdrawn).")
 
 
 class ConsentReviewOut(BaseModel):

@@ -48,12 +48,14 @@ from casemgmt.jurisdictions.service import serving_organisations
 from casemgmt.persons.models import BenefitRegime, Person
 from casemgmt.privacy.audit import AuditEntry
 from casemgmt.privacy.crypto import decrypt_field, encrypt_field
+from casemgmt.privacy.schemas import Redaction
 from casemgmt.privacy.service import (
     Privacy,
     consent_grants,
     disclose,
     person_data_key,
     person_data_key_for_writing,
+    current_bases,
     requester_of,
     resolve_purpose,
     write_audit,
@@ -90,9 +92,14 @@ def check_contact_address(channel: str, address: str) -> str:
         ok = bool(_EMAIL.match(address))
         why = "not an email address"
     else:
-        parts = urlsplit(address)
-        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
         why = "not an http(s) URL"
+        try:
+            parts = urlsplit(address)
+            ok = (parts.scheme in ("http", "https") and bool(parts.hostname)
+                  and not any(c.isspace() for c in address))
+            parts.port  # noqa: B018 - raises ValueError for a port out of range
+        except ValueError:
+            ok = False
     if not ok:
         raise ValidationFailed(f"address: {why}",
                                errors=[{"field": "body.address", "message": why, "type": "value_error"}])
@@ -315,7 +322,9 @@ def request_handover(session: Session, catalog: TemplateCatalog, privacy: Privac
     except BaseException:
         session.rollback()
         raise
-    return _read_out(session, actor, handover_id, now, values=package.fields)
+    # The sender sees the package's shape (fields, bases, what is withheld), not the values:
+    # it may not be allowed to read everything the receiver may.
+    return _read_out(session, actor, handover_id, now)
 
 
 def _package_aad(handover_id: uuid.UUID) -> str:
@@ -446,6 +455,10 @@ def _move_lead(session: Session, catalog: TemplateCatalog, actor: Actor, h, now:
                       case_management_organisation_id=h.receiver_organisation_id)
     session.execute(update(Person.__table__).where(Person.__table__.c.id == h.person_id)
                     .values(lead_jurisdiction_id=new.id))
+    # Handovers still waiting now belong to the new case management's outgoing box.
+    session.execute(update(handovers_t).where(
+        handovers_t.c.chain_id == h.chain_id, handovers_t.c.id != h.id,
+        handovers_t.c.state.in_(_PENDING)).values(case_management_organisation_id=h.receiver_organisation_id))
     stale = session.execute(
         select(handovers_t.c.id, handovers_t.c.state, handovers_t.c.version, orgs_t.c.id.label("org"),
                jur_t.c.path)
@@ -497,14 +510,14 @@ def _summary(r, actor: Actor, now: datetime) -> dict[str, Any]:
 
 
 def _read_out(session: Session, actor: Actor, handover_id: uuid.UUID, now: datetime,
-              values: dict[str, Any] | None = None) -> HandoverOut:
+              values: dict[str, Any] | None = None, withheld: list[Redaction] | None = None) -> HandoverOut:
     r = session.execute(_with_orgs(select(*_SUMMARY_COLUMNS)).where(handovers_t.c.id == handover_id)).one()
     events = session.scalars(select(HandoverEvent).where(HandoverEvent.handover_id == handover_id)
                              .order_by(HandoverEvent.id)).all()
     session.rollback()
     package = DataPackage(purpose=r.purpose, fields=list(r.package_fields),
                           legal_bases=dict(r.package_bases), redacted=list(r.package_redacted),
-                          values=values)
+                          values=values, withheld_now=withheld or [])
     review = None if r.consent_review is None else [ConsentReviewOut(**c) for c in r.consent_review]
     return HandoverOut(
         **_summary(r, actor, now),
@@ -520,25 +533,33 @@ def _read_out(session: Session, actor: Actor, handover_id: uuid.UUID, now: datet
 
 def get_handover(session: Session, privacy: Privacy, actor: Actor, handover_id: uuid.UUID,
                  now: datetime) -> HandoverOut:
-    """A handover the actor's organisation sends, receives or manages. The package's values are
-    shown to the receiver (and the sender, who holds them anyway); every view is audited."""
+    """A handover the actor's organisation sends, receives or manages; every view is audited.
+
+    Only the receiver sees the package's values, and only those it may still read now: the
+    package is frozen when requested, but a consent withdrawn since then takes effect at once
+    (the fields it covered are listed under ``withheld_now``)."""
     with unit_of_work(session):
         _find(session, actor, handover_id)
         h = session.execute(select(handovers_t).where(handovers_t.c.id == handover_id)).one()
-        values = None
-        party = actor.organisation_id in (h.sender_organisation_id, h.receiver_organisation_id)
-        if party and h.package_ciphertext is not None:
+        values: dict[str, Any] | None = None
+        bases: dict[str, str] = {}
+        withheld: list[Redaction] = []
+        if actor.organisation_id == h.receiver_organisation_id and h.package_ciphertext is not None:
             key = person_data_key(session, privacy, h.person_id)
-            values = decrypt_field(key, h.person_id, _package_aad(h.id), h.package_ciphertext)
+            frozen = decrypt_field(key, h.person_id, _package_aad(h.id), h.package_ciphertext)
+            person = session.get(Person, h.person_id)
+            assert person is not None
+            bases, withheld = current_bases(session, privacy, actor, person, h.purpose, now, frozen)
+            values = {f: v for f, v in frozen.items() if f in bases}
         write_audit(session, [AuditEntry(
             agent_user=actor.user_id, agent_organisation_id=actor.organisation_id, action="R",
             subtype="handover.package.read" if values is not None else "handover.read",
             entity_type="handover", entity_id=str(h.id), person_id=h.person_id,
             fields=tuple(sorted(values)) if values else (),
-            legal_bases={f: h.package_bases[f] for f in sorted(values)} if values else {},
+            legal_bases={f: bases[f] for f in sorted(values)} if values else {},
             purpose=h.purpose,
         )], now)
-    return _read_out(session, actor, handover_id, now, values=values)
+    return _read_out(session, actor, handover_id, now, values=values, withheld=withheld)
 
 
 # --- inboxes -------------------------------------------------------------------------------------
@@ -574,9 +595,10 @@ def inbox(session: Session, actor: Actor, box: Box, filters: InboxFilters, limit
     if filters.kind is not None:
         conds.append(handovers_t.c.kind == filters.kind.value)
     if filters.overdue is not None:
-        conds.append(handovers_t.c.due_at <= now if filters.overdue else handovers_t.c.due_at > now)
-        if not waiting:
-            conds.append(literal(False))  # only waiting handovers can be overdue
+        if waiting:
+            conds.append(handovers_t.c.due_at <= now if filters.overdue else handovers_t.c.due_at > now)
+        elif filters.overdue:
+            conds.append(literal(False))  # a decided handover is never overdue
     if filters.chain_id is not None:
         conds.append(handovers_t.c.chain_id == filters.chain_id)
     if cursor:

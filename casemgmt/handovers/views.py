@@ -186,7 +186,7 @@ def list_notifications(
 ):
     """The outbox, newest first: what was sent, what is waiting for a retry and why, what failed."""
     counts = outbox.outbox_counts(session)
-    items = [OutboxMessageOut.model_validate(m) for m in outbox.list_messages(session, state, limit)]
+    items = outbox.list_messages(session, state, limit)
     return OutboxPage(counts=counts, items=items)
 
 
@@ -199,4 +199,4 @@ def requeue_notification(
 ):
     """Send a failed notification again (attempts start from zero)."""
     outbox.requeue(session, message_id, now)
-    return OutboxMessageOut.model_validate(outbox.get_message(session, message_id))
+    return outbox.get_message(session, message_id)

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from casemgmt.database import unit_of_work
 from casemgmt.notifications.channels import Channel
 from casemgmt.notifications.models import OutboxMessage
+from casemgmt.notifications.schemas import OutboxMessageOut
 from casemgmt.problems import NotFound, ValidationFailed
 
 outbox_t = OutboxMessage.__table__
@@ -69,9 +70,9 @@ def enqueue(session: Session, notifications: Iterable[Notification], now: dateti
         return 0
     dialect = session.get_bind().dialect.name
     dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = dialect_insert(outbox_t).on_conflict_do_nothing(
-        index_elements=["event", "handover_id", "channel", "address"])
-    return session.execute(stmt, rows).rowcount or 0
+    stmt = dialect_insert(outbox_t).values(rows).on_conflict_do_nothing(
+        index_elements=["event", "handover_id", "channel", "address"]).returning(outbox_t.c.id)
+    return len(session.execute(stmt).all())
 
 
 @dataclass
@@ -146,21 +147,23 @@ def _deliver_one(factory: sessionmaker, channels: Mapping[str, Channel], message
     return outcome
 
 
-def list_messages(session: Session, state: str | None, limit: int) -> list[OutboxMessage]:
+def list_messages(session: Session, state: str | None, limit: int) -> list[OutboxMessageOut]:
     stmt = select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(limit)
     if state is not None:
         stmt = stmt.where(OutboxMessage.state == state)
-    messages = list(session.scalars(stmt))
+    messages = [OutboxMessageOut.model_validate(m) for m in session.scalars(stmt)]
     session.rollback()
     return messages
 
 
-def get_message(session: Session, message_id: int) -> OutboxMessage:
+def get_message(session: Session, message_id: int) -> OutboxMessageOut:
     message = session.get(OutboxMessage, message_id)
-    session.rollback()
     if message is None:
+        session.rollback()
         raise NotFound(f"no notification {message_id}", resource="notification", id=str(message_id))
-    return message
+    out = OutboxMessageOut.model_validate(message)
+    session.rollback()
+    return out
 
 
 def outbox_counts(session: Session) -> dict[str, int]:

@@ -323,6 +323,24 @@ def disclose(
     )
 
 
+def current_bases(session: Session, privacy: Privacy, actor: Actor, person: Person, purpose: str,
+                  now: datetime, fields: Iterable[str]) -> tuple[dict[str, str], list[Redaction]]:
+    """For fields disclosed earlier: the basis on which the actor may read each now, and the
+    ones it may not (a withdrawn or expired consent closes them at once)."""
+    decide_for = _decider(session, privacy, actor, person, purpose, now)
+    bases: dict[str, str] = {}
+    refused: list[Redaction] = []
+    for name in fields:
+        spec = privacy.policy.fields[name]
+        decision = decide_for(spec.category, "read")
+        if decision.permit:
+            assert decision.basis is not None
+            bases[name] = decision.basis
+        else:
+            refused.append(Redaction(field=name, category=spec.category, reason=decision.reason))
+    return bases, refused
+
+
 def person_data_key(session: Session, privacy: Privacy, person_id: uuid.UUID) -> bytes:
     wrapped = session.scalar(select(PersonKey.wrapped_key).where(PersonKey.person_id == person_id))
     if wrapped is None:
