@@ -18,6 +18,7 @@ from casemgmt.chains.views import templates_router
 from casemgmt.clock import utcnow
 from casemgmt.config import Settings, get_settings
 from casemgmt.database import make_engine, make_sessionmaker
+from casemgmt.conferences.views import router as conferences_router
 from casemgmt.handovers.views import admin_router as notifications_router
 from casemgmt.handovers.views import router as handovers_router
 from casemgmt.jurisdictions.views import router as reference_router
@@ -27,6 +28,7 @@ from casemgmt.policy.loader import Policies, load_policies
 from casemgmt.privacy.crypto import KeyRing, load_master_key
 from casemgmt.privacy.service import Privacy, audit_refusal
 from casemgmt.privacy.views import router as privacy_router
+from casemgmt.steering.views import router as steering_router
 from casemgmt.problems import (
     PROBLEM_TYPES,
     STANDARD_RESPONSES,
@@ -85,7 +87,7 @@ def create_app(
     install_handlers(app)
 
     for router in (reference_router, templates_router, persons_router, chains_router, handovers_router,
-                   privacy_router, notifications_router):
+                   conferences_router, steering_router, privacy_router, notifications_router):
         app.include_router(router, responses=STANDARD_RESPONSES)
 
     @app.get("/health", tags=["service"])

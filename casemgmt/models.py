@@ -1,6 +1,16 @@
 """Imports every model so that the metadata is complete (Alembic, tests, create_all)."""
 
 from casemgmt.chains.models import Chain, ChainEvent, ChainStep, ChainTemplateVersion
+from casemgmt.conferences.models import (
+    Conference,
+    ConferenceAgreement,
+    ConferenceCase,
+    ConferenceParticipant,
+    Finding,
+    FindingCase,
+    FindingOrganisationKind,
+    FindingVote,
+)
 from casemgmt.handovers.models import Handover, HandoverEvent, OrganisationContact
 from casemgmt.jurisdictions.models import Jurisdiction, Organisation
 from casemgmt.notifications.models import OutboxMessage
@@ -13,10 +23,16 @@ from casemgmt.privacy.models import (
     DataExchangeAgreement,
     PersonField,
     PersonKey,
+    PersonNameToken,
 )
+from casemgmt.steering.models import Proposal, ProposalEvent, WorkingGroup
+
 
 __all__ = [
     "Chain", "ChainEvent", "ChainStep", "ChainTemplateVersion", "Jurisdiction", "Organisation",
     "Person", "AuditEvent", "AuditHead", "Consent", "ConsentWithdrawal", "DataExchangeAgreement",
     "PersonField", "PersonKey", "Handover", "HandoverEvent", "OrganisationContact", "OutboxMessage",
+    "PersonNameToken", "Conference", "ConferenceAgreement", "ConferenceCase", "ConferenceParticipant",
+    "Finding", "FindingCase", "FindingOrganisationKind", "FindingVote", "Proposal", "ProposalEvent",
+    "WorkingGroup",
 ]

@@ -245,3 +245,22 @@ HandoverStepNotReady = _define(
     "A Rechtskreiswechsel hands over a step that is in progress and completes it when the receiver "
     "acknowledges; the step is not in progress (`state`).",
 )
+WrongConferencePhase = _define(
+    "conference-phase", 409, "Not possible in this phase of the conference",
+    "Cases and agreements belong to the case phase, findings and votes to the structural phase; "
+    "a closed conference does not change. `phase` is the current phase.",
+)
+PersonalDataInText = _define(
+    "personal-data-in-text", 422, "Text contains personal data",
+    "A finding or proposal text must not identify anyone: it contains a name, birth date, file "
+    "number, address, phone number or e-mail address. `hits` says what to remove and where.",
+)
+TooManyDots = _define(
+    "too-many-dots", 422, "Not enough dots left",
+    "Each participant has a fixed number of dots per conference (policies/steering.yaml). "
+    "`dots_left` says how many you may still give.",
+)
+DuplicateName = _define(
+    "duplicate-name", 409, "Name already in use",
+    "Another working group has this name; delegate to it or choose another name.",
+)

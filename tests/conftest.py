@@ -30,7 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 CASE_TABLES = (
     "chain_events", "chain_steps", "chains", "consent_withdrawals", "consents", "person_fields",
     "person_keys", "persons", "data_exchange_agreements", "audit_events", "notification_outbox",
-    "handover_events", "handovers", "organisation_contacts",
+    "handover_events", "handovers", "organisation_contacts", "person_name_tokens", "finding_votes",
+    "finding_cases", "finding_organisation_kinds", "findings", "conference_agreements",
+    "conference_cases", "conference_participants", "conferences", "proposal_events", "proposals",
+    "working_groups",
 )
 MASTER_KEY = os.urandom(32)
 

@@ -45,6 +45,8 @@ CODE_PERMISSIONS = frozenset({
     "consents.record", "consents.read", "agreements.manage", "agreements.read",
     "audit.read", "processing.read",
     "handovers.read", "handovers.act", "contacts.manage", "notifications.read", "notifications.manage",
+    "conferences.read", "conferences.manage", "conferences.participate", "proposals.read",
+    "proposals.manage", "proposals.decide", "reports.read", "export.read",
 })
 
 

@@ -245,76 +245,84 @@ def _consent_review(session: Session, person_id: uuid.UUID, sender: Actor, recei
     return review
 
 
+def open_handover(session: Session, catalog: TemplateCatalog, privacy: Privacy,
+                  policy: HandoverPolicy, actor: Actor, chain_id: uuid.UUID, body: HandoverIn,
+                  now: datetime) -> uuid.UUID:
+    """Decide and write a new handover in the caller's transaction (no commit)."""
+    chains.require_chain_in_scope(session, actor, chain_id)
+    loaded = chains.load_chain(session, catalog, chain_id, lock=True)
+    if loaded.row.lifecycle != ChainLifecycle.open.value:
+        raise ChainClosed(f"the chain is {loaded.row.lifecycle}", lifecycle=loaded.row.lifecycle)
+    jurisdiction = session.get(Jurisdiction, loaded.row.lead_jurisdiction_id)
+    person = session.get(Person, loaded.row.person_id)
+    assert jurisdiction is not None and person is not None
+    kind = HandoverKind(body.kind)
+    if kind is HandoverKind.step:
+        plan = _plan_step(session, loaded, jurisdiction, actor, body)
+    elif kind is HandoverKind.rechtskreiswechsel:
+        plan = _plan_rechtskreiswechsel(session, loaded, jurisdiction, person, actor, body)
+    else:
+        plan = _plan_relocation(session, loaded, jurisdiction, policy, actor, body)
+    receiver = plan.receiver
+    if receiver.id == actor.organisation_id and kind is not HandoverKind.relocation:
+        raise _invalid("receiver_organisation_id", "a handover goes to another organisation")
+    waiting = session.scalar(select(handovers_t.c.id).where(
+        handovers_t.c.chain_id == chain_id, handovers_t.c.subject == plan.subject,
+        handovers_t.c.state.in_(_PENDING)))
+    if waiting is not None:
+        raise HandoverPending(f"a handover of {plan.subject} is already waiting", handover_id=str(waiting))
+
+    receiver_actor = _as_actor(receiver, actor.user_id)
+    purpose = resolve_purpose(privacy, receiver_actor, body.purpose)
+    handover_id = uuid.uuid4()
+    package = disclose(session, privacy, actor, person, purpose, now, subtype="handover.package",
+                       recipient=receiver_actor)
+    ciphertext = None
+    if package.fields:
+        ciphertext = encrypt_field(person_data_key_for_writing(session, privacy, person.id, now), person.id,
+                                   _package_aad(handover_id), package.fields)
+    review = None
+    if kind is HandoverKind.relocation:
+        review = _consent_review(session, person.id, actor, receiver_actor, now)
+    days = policy.working_days(kind.value, actor.organisation_kind, receiver.kind)
+    due_date, due_at = policy.calendar.deadline(now, days)
+    sender_jurisdiction = session.scalar(select(jur_t.c.id).where(jur_t.c.path == actor.jurisdiction_path))
+    values = {
+        "id": handover_id, "kind": kind.value, "state": HandoverState.requested.value,
+        "chain_id": chain_id, "person_id": person.id, "subject": plan.subject,
+        "step_key": plan.step_key, "to_step_key": plan.to_step_key,
+        "benefit_regime_from": plan.regime_from, "benefit_regime_to": plan.regime_to,
+        "sender_organisation_id": actor.organisation_id,
+        "sender_organisation_kind": actor.organisation_kind,
+        "sender_jurisdiction_id": sender_jurisdiction, "sender_user": actor.user_id,
+        "receiver_organisation_id": receiver.id, "receiver_organisation_kind": receiver.kind,
+        "receiver_jurisdiction_id": receiver.jurisdiction_id,
+        "case_management_organisation_id": loaded.row.case_management_organisation_id,
+        "from_jurisdiction_id": jurisdiction.id,
+        "to_jurisdiction_id": plan.to_jurisdiction.id if plan.to_jurisdiction else None,
+        "purpose": purpose, "package_fields": sorted(package.fields),
+        "package_bases": dict(sorted(package.legal_bases.items())),
+        "package_redacted": [r.model_dump() for r in package.redacted],
+        "package_ciphertext": ciphertext, "consent_review": review,
+        "working_days": days, "requested_at": now, "due_date": due_date, "due_at": due_at,
+        "version": 1, "updated_at": now,
+    }
+    session.execute(insert(handovers_t).values(**values))
+    session.execute(insert(events_t).values(
+        handover_id=handover_id, action="request", from_state=None,
+        to_state=HandoverState.requested.value, reason=None, actor_user=actor.user_id,
+        actor_organisation_id=actor.organisation_id, occurred_at=now))
+    write_audit(session, [_audit(actor, handover_id, person.id, "C", "handover.request",
+                                 f"{kind.value} to organisation {receiver.id}")], now)
+    return handover_id
+
+
 def request_handover(session: Session, catalog: TemplateCatalog, privacy: Privacy,
                      policy: HandoverPolicy, actor: Actor, chain_id: uuid.UUID, body: HandoverIn,
                      now: datetime) -> HandoverOut:
     """Start a handover, freezing the situation and the receiver's data package."""
     try:
-        chains.require_chain_in_scope(session, actor, chain_id)
-        loaded = chains.load_chain(session, catalog, chain_id, lock=True)
-        if loaded.row.lifecycle != ChainLifecycle.open.value:
-            raise ChainClosed(f"the chain is {loaded.row.lifecycle}", lifecycle=loaded.row.lifecycle)
-        jurisdiction = session.get(Jurisdiction, loaded.row.lead_jurisdiction_id)
-        person = session.get(Person, loaded.row.person_id)
-        assert jurisdiction is not None and person is not None
-        kind = HandoverKind(body.kind)
-        if kind is HandoverKind.step:
-            plan = _plan_step(session, loaded, jurisdiction, actor, body)
-        elif kind is HandoverKind.rechtskreiswechsel:
-            plan = _plan_rechtskreiswechsel(session, loaded, jurisdiction, person, actor, body)
-        else:
-            plan = _plan_relocation(session, loaded, jurisdiction, policy, actor, body)
-        receiver = plan.receiver
-        if receiver.id == actor.organisation_id and kind is not HandoverKind.relocation:
-            raise _invalid("receiver_organisation_id", "a handover goes to another organisation")
-        waiting = session.scalar(select(handovers_t.c.id).where(
-            handovers_t.c.chain_id == chain_id, handovers_t.c.subject == plan.subject,
-            handovers_t.c.state.in_(_PENDING)))
-        if waiting is not None:
-            raise HandoverPending(f"a handover of {plan.subject} is already waiting", handover_id=str(waiting))
-
-        receiver_actor = _as_actor(receiver, actor.user_id)
-        purpose = resolve_purpose(privacy, receiver_actor, body.purpose)
-        handover_id = uuid.uuid4()
-        package = disclose(session, privacy, actor, person, purpose, now, subtype="handover.package",
-                           recipient=receiver_actor)
-        ciphertext = None
-        if package.fields:
-            ciphertext = encrypt_field(person_data_key_for_writing(session, privacy, person.id, now), person.id,
-                                       _package_aad(handover_id), package.fields)
-        review = None
-        if kind is HandoverKind.relocation:
-            review = _consent_review(session, person.id, actor, receiver_actor, now)
-        days = policy.working_days(kind.value, actor.organisation_kind, receiver.kind)
-        due_date, due_at = policy.calendar.deadline(now, days)
-        sender_jurisdiction = session.scalar(select(jur_t.c.id).where(jur_t.c.path == actor.jurisdiction_path))
-        values = {
-            "id": handover_id, "kind": kind.value, "state": HandoverState.requested.value,
-            "chain_id": chain_id, "person_id": person.id, "subject": plan.subject,
-            "step_key": plan.step_key, "to_step_key": plan.to_step_key,
-            "benefit_regime_from": plan.regime_from, "benefit_regime_to": plan.regime_to,
-            "sender_organisation_id": actor.organisation_id,
-            "sender_organisation_kind": actor.organisation_kind,
-            "sender_jurisdiction_id": sender_jurisdiction, "sender_user": actor.user_id,
-            "receiver_organisation_id": receiver.id, "receiver_organisation_kind": receiver.kind,
-            "receiver_jurisdiction_id": receiver.jurisdiction_id,
-            "case_management_organisation_id": loaded.row.case_management_organisation_id,
-            "from_jurisdiction_id": jurisdiction.id,
-            "to_jurisdiction_id": plan.to_jurisdiction.id if plan.to_jurisdiction else None,
-            "purpose": purpose, "package_fields": sorted(package.fields),
-            "package_bases": dict(sorted(package.legal_bases.items())),
-            "package_redacted": [r.model_dump() for r in package.redacted],
-            "package_ciphertext": ciphertext, "consent_review": review,
-            "working_days": days, "requested_at": now, "due_date": due_date, "due_at": due_at,
-            "version": 1, "updated_at": now,
-        }
-        session.execute(insert(handovers_t).values(**values))
-        session.execute(insert(events_t).values(
-            handover_id=handover_id, action="request", from_state=None,
-            to_state=HandoverState.requested.value, reason=None, actor_user=actor.user_id,
-            actor_organisation_id=actor.organisation_id, occurred_at=now))
-        write_audit(session, [_audit(actor, handover_id, person.id, "C", "handover.request",
-                                     f"{kind.value} to organisation {receiver.id}")], now)
+        handover_id = open_handover(session, catalog, privacy, policy, actor, chain_id, body, now)
         session.commit()
     except IntegrityError:
         session.rollback()

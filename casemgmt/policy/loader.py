@@ -9,9 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from casemgmt.auth.roles import RolePolicy, load_roles
 from casemgmt.chains.spec import CASE_MANAGEMENT_OWNER, ChainTemplate, load_templates
+from casemgmt.conferences.policy import SteeringPolicy, load_steering_policy
 from casemgmt.handovers.policy import HandoverPolicy, load_handover_policy
 from casemgmt.policy.source import PolicyError, line_of, load_yaml, validate
 from casemgmt.privacy.policy import DataPolicy, load_data_policy
+from casemgmt.steering.goals import Goal, load_goals
 
 KEY_PATTERN = r"^[a-z][a-z0-9_]*$"
 
@@ -47,6 +49,8 @@ class Policies:
     templates: dict[str, ChainTemplate]  # the current version of each template, by key
     data: DataPolicy  # field catalogue, purposes, statutory legal bases
     handovers: HandoverPolicy  # deadlines in working days, calendar, case-management kinds
+    steering: SteeringPolicy  # barrier taxonomy, conferences, report anonymity, export
+    goals: dict[str, Goal]  # the Zielsystem; measurable goals are checked against the templates
 
 
 def load_organisation_kinds(path: Path) -> dict[str, OrganisationKind]:
@@ -68,6 +72,9 @@ def load_policies(directory: Path) -> Policies:
     kinds = load_organisation_kinds(directory / "organisation_kinds.yaml")
     roles = load_roles(directory / "roles.yaml")
     templates = load_templates(directory / "chains", kinds.keys())
+    goals = load_goals(directory / "goals.yaml", templates)
     data = load_data_policy(directory / "data.yaml", directory / "legal_bases.yaml", kinds.keys())
     handovers = load_handover_policy(directory / "handovers.yaml", kinds.keys())
-    return Policies(directory, kinds, roles, templates, data, handovers)
+    steering = load_steering_policy(directory / "barriers.yaml", directory / "steering.yaml",
+                                    data.purposes.keys(), data.categories.keys())
+    return Policies(directory, kinds, roles, templates, data, handovers, steering, goals)

@@ -48,6 +48,7 @@ class KeyRing:
     wrapping_key: bytes
     blind_index_key: bytes
     audit_key: bytes
+    name_token_key: bytes
 
     @classmethod
     def from_master(cls, master: bytes) -> KeyRing:
@@ -57,6 +58,7 @@ class KeyRing:
             wrapping_key=_derive(master, b"casemgmt/key-wrapping/v1"),
             blind_index_key=_derive(master, b"casemgmt/blind-index/v1"),
             audit_key=_derive(master, b"casemgmt/audit-chain/v1"),
+            name_token_key=_derive(master, b"casemgmt/name-token-index/v1"),
         )
 
     # --- person data keys -----------------------------------------------------------------
@@ -78,10 +80,19 @@ class KeyRing:
 
     # --- blind index -----------------------------------------------------------------------
 
+    def name_token(self, normalised_token: str) -> str:
+        return name_token_digest(self.name_token_key, normalised_token)
+
     def blind_index(self, family_name: str, given_names: str, birth_date: str) -> str:
         """Keyed digest of name and birth date: finds a person without storing plaintext."""
         text = "\x1f".join((normalise_name(family_name), normalise_name(given_names), birth_date))
         return hmac.new(self.blind_index_key, text.encode(), hashlib.sha256).hexdigest()
+
+
+def name_token_digest(key: bytes, normalised_token: str) -> str:
+    """Keyed digest of one normalised name token: the closed-world check of finding texts asks
+    "is this word a name of someone in our records?" without a readable list of names."""
+    return hmac.new(key, normalised_token.encode(), hashlib.sha256).hexdigest()
 
 
 def _field_aad(person_id: uuid.UUID, field: str) -> bytes:

@@ -47,6 +47,16 @@ class PersonField(Base):
     updated_by_organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"))
 
 
+class PersonNameToken(Base):
+    """Keyed digests of the words of a person's names (see ``KeyRing.name_token``), so a finding
+    text can be checked against the people in the records without a list of names in clear."""
+
+    __tablename__ = "person_name_tokens"
+
+    person_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("persons.id"), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
 class Consent(Base):
     """An Einwilligung / Schweigepflichtentbindung, immutable once recorded (append-only on
     PostgreSQL). Field names follow ISO/IEC TS 27560 and the Kantara consent receipt where they

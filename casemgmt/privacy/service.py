@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, or_, select
+from sqlalchemy import and_, delete, exists, or_, select
 from sqlalchemy.orm import Session
 
 from casemgmt.chains.engine import Actor
 from casemgmt.chains.models import Chain, ChainStep
 from casemgmt.database import unit_of_work
 from casemgmt.jurisdictions.models import Jurisdiction, Organisation
+from casemgmt.conferences.scrubber import name_tokens
 from casemgmt.persons.models import Person
 from casemgmt.privacy import audit
 from casemgmt.privacy.audit import AuditEntry
@@ -39,6 +40,7 @@ from casemgmt.privacy.models import (
     DataExchangeAgreement,
     PersonField,
     PersonKey,
+    PersonNameToken,
 )
 from casemgmt.privacy.policy import DataPolicy
 from casemgmt.privacy.schemas import (
@@ -323,6 +325,12 @@ def disclose(
     )
 
 
+def decide_category(session: Session, privacy: Privacy, actor: Actor, person: Person, purpose: str,
+                    category: str, action: str, now: datetime) -> Decision:
+    """One decision of the policy decision point for this person, as ``disclose`` would make it."""
+    return _decider(session, privacy, actor, person, purpose, now)(category, action)
+
+
 def current_bases(session: Session, privacy: Privacy, actor: Actor, person: Person, purpose: str,
                   now: datetime, fields: Iterable[str]) -> tuple[dict[str, str], list[Redaction]]:
     """For fields disclosed earlier: the basis on which the actor may read each now, and the
@@ -447,12 +455,28 @@ def write_fields(
             privacy.keys.blind_index(triple["family_name"], triple["given_names"], triple["birth_date"])
             if all(triple.get(n) for n in IDENTITY_TRIPLE) else None
         )
+        if "family_name" in values or "given_names" in values:
+            _index_name_tokens(session, privacy, person.id,
+                               [triple.get("family_name") or "", triple.get("given_names") or ""])
     write_audit(session, [AuditEntry(
         agent_user=actor.user_id, agent_organisation_id=actor.organisation_id,
         action="C" if subtype == "person.create" else "U", subtype=subtype, entity_type="person",
         entity_id=str(person.id), person_id=person.id, fields=tuple(sorted(values)),
         legal_bases=dict(sorted(bases.items())), purpose=purpose,
     )], now)
+
+
+def _index_name_tokens(session: Session, privacy: Privacy, person_id: uuid.UUID, names: list[str]) -> None:
+    """Replace the person's name-token digests (closed-world check of finding texts)."""
+    session.execute(delete(PersonNameToken).where(PersonNameToken.person_id == person_id))
+    digests = {privacy.keys.name_token(t) for name in names for t in name_tokens(name)}
+    session.add_all(PersonNameToken(person_id=person_id, digest=d) for d in sorted(digests))
+
+
+def known_name_token(session: Session, privacy: Privacy, normalised_token: str) -> bool:
+    """Is this (normalised) word part of the name of any person in the records?"""
+    digest = privacy.keys.name_token(normalised_token)
+    return session.scalar(select(PersonNameToken.person_id).where(PersonNameToken.digest == digest).limit(1)) is not None
 
 
 def create_person(session: Session, privacy: Privacy, actor: Actor, body: PersonCreateIn,

@@ -1,0 +1,807 @@
+"""Is a finding's text free of personal data? Pure: the text, the closed-world name check and the
+domain vocabulary are passed in; nothing is read or written here.
+
+A structural finding goes from the Fallkonferenz to the Lenkungsgruppe, which may see no personal
+data (DOMAIN.md sections 8 and 9). ``scan`` returns every place in the text that looks personal,
+each as a ``Hit`` with a German message naming what to remove; an empty list means the text may
+leave. The service refuses a finding with hits; this module only reports them.
+
+What is refused, and why:
+
+- ``email``: an e-mail address, also written with ``(at)`` / ``[at]``.
+- ``phone``: a German or international number: ``+49 ...``, ``0049 ...``, a national number
+  beginning with 0 (``0171/1234567``, ``0 2302 12345``, ``(02302) 12345``) of 9 to 14 digits, or
+  any number of 5 digits or more after "Tel."/"Telefon"/"Handy"/"Mobil"/"Fax". Years, counts,
+  month/year (``05/2024``) and service numbers without a subscriber part (``0800``) pass. An
+  office's number is refused too: the text cannot tell whose number it is.
+- ``birth_date``: any date expression (day-precise, month and year, or a bare year) right after
+  "geb.", "geboren (am/im/in)", "Geburtsdatum", "Geburtsjahr", "Geburtstag" or a genealogical
+  "*", with at most a few words such as a place in between.
+- ``date``: any other day-precise date with a year before ``BIRTH_DATE_YEAR_LIMIT`` (2010), in
+  the forms ``3.4.1990``, ``03.04.90``, ``3. April 1990``, ``1990-04-03``, because it may be a
+  birth date. Later day-precise dates ("seit dem 01.03.2025"), dates without a year, month/year
+  ("März 2024", "01/2025") and quarters ("Q1/2025") pass. Two-digit years 00-39 are read as 20xx,
+  40-99 as 19xx. The rule is deliberately blunt and easy to explain: a finding that needs an old
+  day-precise date (a law's date, say) can give the year alone. Children born since 2010 are caught
+  only through the birth context.
+- ``file_number``: an identifier after "Az."/"Aktenzeichen"/"Kundennummer"/"BG-Nummer"/
+  "Geschäftszeichen"/"Vorgangsnummer"/... ; BAMF-style ``1234567-439``; any token or hyphen/slash
+  chain that mixes letters and digits and holds a run of at least 5 digits (``36202BG0012345``);
+  an IBAN; a Sozialversicherungsnummer (``65 170890 K 512``).
+- ``address``: a street with a house number of 1-3 digits (``Lindenstraße 14``, ``Kölner Str. 45``,
+  ``Am Ring 3a``, ``Friedrich-Ebert-Straße 12``), and a postcode with a town (``58452 Wittmar``).
+  Compounds such as "Kitaplatz 3" or "Bildungsweg 2" are not streets, and a number followed by a
+  count noun ("Hauptstraße 12 Wohnungen") is not a house number.
+- ``name``: (a) a capitalised word after "Herr"/"Herrn"/"Frau"/"Familie" (and "Hr."/"Fr."/"Fam.",
+  academic titles skipped), whether or not the person is in the system, because such a phrase
+  is personal in any case; roles ("Frau Bürgermeisterin"), domain nouns and vocabulary after the
+  title are not names. (b) The closed-world check: every word that could be a name is normalised
+  with ``normalise_name_token`` and passed to ``is_known_name``, which answers whether it is a
+  name token of a person in the system (the service backs it with a keyed blind index built with
+  ``name_tokens``). Not asked: lower-case words, particles ("al", "von", ...), words of the domain
+  ``vocabulary`` (matched as whole phrases, so "Anne-Frank-Schule" shields "Anne" only there) and a
+  built-in stop list of German words common in findings (``STOP_WORDS``). A registered name that
+  is also such a word ("Sommer", "Lange", "Nur") is therefore found only after a title. Genitives
+  ("Leylas") are looked up with and without the final "s".
+
+Not a defence against someone hiding data on purpose (numbers spelt out, names in initials, an
+unregistered person's bare name); it catches the personal data that slips into a finding.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+
+KINDS = ("name", "birth_date", "date", "file_number", "address", "phone", "email")
+BIRTH_DATE_YEAR_LIMIT = 2010
+TWO_DIGIT_YEAR_PIVOT = 40
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One place in the text that must go before the finding may leave the conference."""
+
+    kind: str  # one of KINDS
+    start: int
+    end: int
+    excerpt: str  # text[start:end]
+    message: str  # German, for the moderator
+
+
+# --- normalisation ---------------------------------------------------------------------------
+
+# Letters that NFKD leaves whole, folded so that "Yıldırım" and "Yildirim" or "Đorđević" and
+# "Djordjevic"-less "Dordevic" meet; digraphs stay digraphs.
+_FOLD = str.maketrans({
+    "ı": "i", "ł": "l", "đ": "d", "ð": "d", "ø": "o", "æ": "ae", "œ": "oe", "þ": "th",
+    "ħ": "h", "ŧ": "t", "ŀ": "l",
+})
+
+# Dropped from name tokens: they join a family name but say nothing about who it is, and several
+# are German words too ("von", "der").
+PARTICLES = frozenset({
+    "al", "el", "ad", "ar", "as", "at", "az", "ul", "ibn", "bin", "bint", "ould",
+    "von", "van", "de", "del", "della", "der", "den", "di", "da", "dos", "das", "du",
+    "le", "la", "ter", "ten", "zu", "zur", "y",
+})
+# Particles that are no German words, so a name hit may grow over them ("El Amrani").
+_FOREIGN_PARTICLES = frozenset({"al", "el", "ibn", "bin", "bint", "ould", "van", "de", "del",
+                                "della", "di", "dos", "le", "la", "ter", "ten", "ul"})
+
+
+def normalise_name_token(token: str) -> str:
+    """The form in which a name token is indexed and looked up.
+
+    Compatibility forms are unfolded (NFKD), case is folded (ß -> ss), diacritics are removed
+    rather than transcribed (ü -> u, not ue; so "Müller" meets "Muller" but not "Mueller"), a few
+    letters NFKD keeps whole are folded (ı, ł, đ, ø, æ, ...), and everything that is not a letter
+    (marks, apostrophes, hyphens, digits, spaces) is dropped. The result is in NFC.
+    """
+    text = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", token).casefold())
+    letters = "".join(ch for ch in text.translate(_FOLD) if unicodedata.category(ch)[0] == "L")
+    return unicodedata.normalize("NFC", letters)
+
+
+_TOKEN_SPLIT = re.compile(r"[\s\-\u2010\u2011\u2012\u2013\u2014_/,;:()]+")
+
+
+def name_tokens(name: str) -> list[str]:
+    """The tokens under which a person's name field is indexed for ``is_known_name``.
+
+    Split at spaces and hyphens, normalised with ``normalise_name_token``, without particles and
+    one-letter tokens, without repeats. "Leyla al-Hassan" -> ["leyla", "hassan"]. The service
+    must index with exactly this function: ``scan`` looks up words the same way.
+    """
+    tokens: list[str] = []
+    for chunk in _TOKEN_SPLIT.split(name):
+        token = normalise_name_token(chunk)
+        if len(token) > 1 and token not in PARTICLES and token not in tokens:
+            tokens.append(token)
+    return tokens
+
+
+# --- the stop list ---------------------------------------------------------------------------
+# Capitalised words that findings are made of. Not asked of is_known_name: each would otherwise
+# be one more chance of a registered name that is also a German word refusing a clean finding.
+# Kept in readable German; normalised on import. Inflected forms are covered by _is_stop.
+
+# Written lower case but capitalised at the start of a sentence.
+_FUNCTION_WORDS = """
+der die das den dem des ein eine einer einem einen eines kein keine keiner keinem keinen
+ich du er sie es wir ihr man sich dies diese dieser dieses diesem diesen jede jeder jedes
+alle allen viele vielen wenige wenigen einige manche mehrere beide andere anderen weitere
+neue neuen alte lange langen kurze hohe hoher große kleine erste zweite dritte letzte
+im in am an auf aus bei beim mit nach von vom vor zu zum zur für über unter zwischen seit bis
+durch gegen ohne um trotz wegen während laut gemäß ab ins als und oder aber doch denn sondern
+weil da wenn ob dass obwohl damit sobald solange nachdem bevor wer was wie wo wann warum welche
+welcher welches nur auch noch schon nicht kaum fast oft immer nie häufig selten meist meistens
+zudem außerdem daher deshalb dadurch dabei dann danach trotzdem jedoch allerdings insgesamt
+bisher derzeit aktuell zurzeit inzwischen mittlerweile teilweise hier dort ja nein etwa
+rund circa ca mehr weniger besonders insbesondere zunächst zuletzt künftig jetzt heute bereits
+ebenfalls sowohl weder entweder gleichzeitig stattdessen vielfach grundsätzlich faktisch
+praktisch offenbar gerade gut positiv negativ unklar fehlende fehlt fehlen es gibt sind ist
+wird werden wurde wurden hat haben kann können muss müssen soll sollen
+"""
+# Weekdays, months, seasons: a given name that is also a month ("Mai", "August") is found only
+# after a title.
+_TIME_WORDS = """
+montag dienstag mittwoch donnerstag freitag samstag sonntag mo di mi do fr sa so
+januar jänner februar märz april mai juni juli august september oktober november dezember
+feb mär mrz apr aug sep sept okt nov dez
+frühjahr frühling sommer herbst winter ferien sommerferien herbstferien osterferien
+jahr monat woche tag stunde minute
+quartal halbjahr schuljahr stichtag zeitraum uhr kw
+"""
+# Offices, law, procedures, barriers, people in general: the matter of findings.
+_DOMAIN_NOUNS = """
+sozialamt jobcenter kreisjobcenter ausländerbehörde abh agentur arbeitsagentur jugendamt
+kreisjugendamt schulamt schulaufsicht gesundheitsamt bürgerbüro bürgeramt rathaus stadt kreis
+gemeinde land bund kommune verwaltung behörde amt stelle träger kursträger sprachkursträger
+vhs volkshochschule caritas diakonie awo drk integration point ki integrationszentrum mbe jmd
+mso bamf außenstelle familienkasse krankenkasse krankenversicherung ehrenamt ehrenamtliche pate
+lotse beratung beratungsstelle migrationsberatung migrationsdienst sprechstunde
+integrationskurs sprachkurs berufssprachkurs kurs kursplatz kita kitaplatz kindertagesstätte
+kindergarten krippe schule schulplatz berufsschule berufskolleg gymnasium realschule
+gesamtschule grundschule ausbildung ausbildungsplatz praktikum arbeit arbeitsplatz job
+wohnung unterkunft sammelunterkunft notunterkunft wohnraum miete mietobergrenze familie
+frau herr mann kind jugendliche jugendlicher erwachsene eltern mutter vater sohn tochter
+geschwister person mensch einwohner fall akte wartezeit termin antrag
+bescheid nachweis unterlagen dokument formular vordruck frist post datenschutz einwilligung
+schweigepflichtentbindung informationsfluss schnittstelle rechtskreis rechtskreiswechsel
+übergang übergabe zuständigkeit zusammenarbeit kooperation residenzpflicht wohnsitzauflage
+duldung aufenthalt aufenthaltstitel aufenthaltserlaubnis fiktionsbescheinigung asyl
+asylverfahren anerkennung sprache deutsch deutschkenntnisse arabisch farsi dari tigrinya
+kurdisch kurmanci englisch französisch russisch türkisch somali paschtu ukrainisch
+dolmetscher sprachmittler sprachmittlung
+übersetzung kinderbetreuung betreuung gesundheit krankenschein arzt impfung angebot
+bedarf lücke problem barriere hürde lösung vorschlag ziel lenkungsgruppe arbeitsgruppe
+fallkonferenz klimakonferenz fallmanagement sonne wolke gewitter wind leistung
+grundsicherung bürgergeld kindergeld bildung teilhabe mobilität ticket bus bahn fahrtkosten
+stadtgrenze grenze ort standort region quartier internet telefon mail website portal online
+hotline gesetz paragraph absatz sgb aufenthg asylblg asylg bafög kdu but uma ogs azr eu
+i ii iii iv v vi vii viii ix x xi xii zahl anteil quote prozent euro seiteneinsteiger
+geflüchtete zugewanderte neuzugewanderte migranten migrantinnen ratsuchende teilnehmende
+alleinerziehende minderjährige kunde kundinnen syrien irak iran eritrea somalia
+afghanistan türkei ukraine kosovo serbien albanien nordmazedonien deutschland nrw europa
+bezug recht verfahren gespräch gruppe dienst kasse hilfe karte klasse platz zeit center
+schulpflicht zuweisung umzug fehlanzeige weg stand richtlinie verordnung thema
+"""
+# After "Frau"/"Herr" these name a role, not a person.
+_ROLE_WORDS = """
+bürgermeister landrat minister dezernent 
+leiter leitung kollege kollegin sachbearbeiter sachbearbeitende
+sachbearbeitung fallmanager mitarbeiter mitarbeitende fachkraft
+lehrkraft lehrer sozialarbeiter betreuer vorsitzende
+vorsitzender beauftragte beauftragter amtsleiter richter anwalt
+rechtsanwalt doktor dr prof professor 
+"""
+# Heads of compounds that are common nouns, e.g. "Deutschkurse" or "Kitaplätze" after a title.
+_NOUN_HEADS = """
+kurs platz stelle zeit amt behörde center schule kita angebot antrag bescheid leistung beratung
+betreuung termin unterkunft wohnung verfahren nachweis unterlagen gespräch konferenz gruppe
+dienst kasse träger sprache pflicht auflage titel karte ticket geld hilfe bedarf frist vertrag
+ausweis schein prüfung klasse problem mittlung betreuung förderung sicherung erlaubnis
+"""
+
+_MAX_NAME_LENGTH = 40
+_SUFFIXES = ("innen", "nen", "ern", "en", "er", "es", "in", "e", "n", "s")
+
+
+def _word_set(block: str) -> frozenset[str]:
+    return frozenset(normalise_name_token(word) for word in block.split())
+
+
+_FUNCTION = _word_set(_FUNCTION_WORDS)
+_TIME = _word_set(_TIME_WORDS)
+_DOMAIN = _word_set(_DOMAIN_NOUNS)
+_ROLES = _word_set(_ROLE_WORDS)
+_HEADS = _word_set(_NOUN_HEADS)
+STOP_WORDS = _FUNCTION | _TIME | _DOMAIN | _ROLES
+# Given names that are also month abbreviations: stop words only when written "Jan." etc.
+_NAMELIKE_MONTH_ABBREVIATIONS = frozenset({"jan", "jun", "jul"})
+
+
+def _inflected(token: str, words: frozenset[str]) -> bool:
+    """Is the token a word of the set, possibly with a plural or case ending?"""
+    if token in words:
+        return True
+    return any(
+        token.endswith(suffix) and token[: -len(suffix)] in words
+        for suffix in _SUFFIXES
+        if len(token) - len(suffix) >= 3
+    )
+
+
+_NOUNS = _TIME | _DOMAIN | _ROLES
+
+
+def _is_stop(token: str) -> bool:
+    # Function words are listed with their forms; stripping endings off them would shield names
+    # ("Jan" is not "ja" + n).
+    return token in _FUNCTION or _inflected(token, _NOUNS)
+
+
+def _is_common_noun(token: str) -> bool:
+    """A domain noun or role, or a compound whose head is one (for the word after a title)."""
+    if _inflected(token, _DOMAIN) or _inflected(token, _ROLES):
+        return True
+    if len(token) > _MAX_NAME_LENGTH:
+        return True  # no name, and the search below is quadratic
+    return any(_inflected(token[cut:], _HEADS) for cut in range(3, len(token) - 2))
+
+
+# --- words -----------------------------------------------------------------------------------
+
+# Letters and the combining marks of the scripts names in this domain come in; a mark outside
+# these ranges splits a word, which costs recall only.
+_L = r"(?:[^\W\d_]|[\u0300-\u036f\u0591-\u05c7\u0610-\u061a\u064b-\u065f\u0670\u06d6-\u06ed" \
+     r"\u0900-\u0903\u093a-\u094f\u1dc0-\u1dff\u200c\u200d\u20d0-\u20ff\ufe20-\ufe2f])"
+_APOSTROPHES = "'\u2019\u02bc"
+_HYPHENS = "\\-\u2010\u2011"
+_PART = rf"{_L}+(?:[{_APOSTROPHES}]{_L}+)*"
+_WORD_RE = re.compile(rf"{_PART}(?:[{_HYPHENS}]{_PART})*")
+_PART_RE = re.compile(_PART)
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    start: int
+    end: int
+    raw: str
+    norm: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Word:
+    start: int
+    end: int
+    parts: tuple[_Part, ...]
+
+
+def _words(text: str) -> list[_Word]:
+    words = []
+    for match in _WORD_RE.finditer(text):
+        parts = tuple(
+            _Part(match.start() + p.start(), match.start() + p.end(), p.group(),
+                  normalise_name_token(p.group()))
+            for p in _PART_RE.finditer(match.group())
+        )
+        words.append(_Word(match.start(), match.end(), parts))
+    return words
+
+
+def _capitalised(raw: str) -> bool:
+    """Upper-case first letter, or a script without case (Arabic, Ethiopic, ...)."""
+    first = raw[0]
+    return first.isupper() or (not first.islower() and first.isalpha())
+
+
+@lru_cache(maxsize=16)
+def _compile_vocabulary(vocabulary: frozenset[str]) -> dict[str, tuple[tuple[str, ...], ...]]:
+    """Each vocabulary entry as its sequence of normalised parts, indexed by the first part."""
+    by_first: dict[str, list[tuple[str, ...]]] = {}
+    for entry in vocabulary:
+        sequence = tuple(normalise_name_token(p) for p in _PART_RE.findall(entry))
+        sequence = tuple(t for t in sequence if t)
+        if sequence:
+            by_first.setdefault(sequence[0], []).append(sequence)
+    return {first: tuple(seqs) for first, seqs in by_first.items()}
+
+
+def _shielded(words: list[_Word], vocabulary: frozenset[str]) -> set[tuple[int, int]]:
+    """(word, part) positions covered by a vocabulary phrase."""
+    if not vocabulary:
+        return set()
+    index = _compile_vocabulary(vocabulary)
+    flat = [(w, p, part.norm) for w, word in enumerate(words) for p, part in enumerate(word.parts)]
+    norms = [norm for _, _, norm in flat]
+    covered: set[tuple[int, int]] = set()
+    for i, norm in enumerate(norms):
+        for sequence in index.get(norm, ()):
+            if tuple(norms[i:i + len(sequence)]) == sequence:
+                covered.update((w, p) for w, p, _ in flat[i:i + len(sequence)])
+    return covered
+
+
+# --- raw hits --------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class _Raw:
+    start: int
+    end: int
+    kind: str
+    what: str | None = None  # how the message names it, when not the kind's default
+
+
+_EMAIL_RE = re.compile(
+    r"(?<![\w.+\-])[\w.+\-]+(?:@|\s?[(\[]\s?(?:at|AT|ät)\s?[)\]]\s?)[\w\-]+(?:\.[\w\-]+)+"
+)
+
+
+def _emails(text: str) -> Iterator[_Raw]:
+    for match in _EMAIL_RE.finditer(text):
+        value = match.group().rstrip(".-")
+        tld = value.rsplit(".", 1)[-1]
+        local = re.split(r"@|\s?[(\[]", value, maxsplit=1)[0]
+        if len(tld) >= 2 and tld.isalpha() and local.strip(".") != "":
+            yield _Raw(match.start(), match.start() + len(value), "email")
+
+
+# Separators inside a phone number: one space, or a slash/dash with optional spaces. Mandatory
+# between digit groups, so a long digit run has one parse only (no backtracking blow-up).
+_PSEP = r"(?:[ \t\u00a0]?[/\-\u2013][ \t\u00a0]?|[ \t\u00a0])"
+_PHONE_RE = re.compile(
+    rf"(?<![\w.,+/\-])"
+    rf"(?:(?P<intl>(?:\+|00)[ \u00a0]?[1-9]\d{{0,2}}(?:{_PSEP}?\(0\))?)"
+    rf"|(?P<paren>\(0\d{{2,5}}\))|(?P<zero>0[ \u00a0]?(?=[1-9])))"
+    # A group opening with 00 and more digits starts another (international) number.
+    rf"(?:{_PSEP}?\d+(?:{_PSEP}(?!00\d)\d+){{0,5}})(?!\d|[.,]\d)"
+)
+_PHONE_CONTEXT_RE = re.compile(
+    r"\b(?:Tel\.?|Telefon(?:nummer)?|Telefonnr\.?|Handy(?:nummer)?|Mobil(?:nummer)?|Mobilnr\.?"
+    r"|Fax|Rufnummer|WhatsApp)\s*:?\s*(\+?\d+(?:" + _PSEP + r"\d+){0,5})(?!\d|[.,]\d)",
+    re.IGNORECASE,
+)
+_MONTH_YEAR_RE = re.compile(r"(?<!\d)(?:0?[1-9]|1[0-2])/(?:19|20)\d\d(?!\d)")
+
+
+def _plausible_phone(candidate: str, international: bool) -> bool:
+    if _MONTH_YEAR_RE.search(candidate):
+        return False  # "05/2024 - 09/2025" has the shape of a number but is two months
+    if international:
+        significant = re.sub(r"^\D*(?:00)?", "", candidate).replace("(0)", "")
+        return 8 <= sum(ch.isdigit() for ch in significant) <= 15
+    return 9 <= sum(ch.isdigit() for ch in candidate) <= 14
+
+
+def _phones(text: str) -> Iterator[_Raw]:
+    pos = 0
+    while (match := _PHONE_RE.search(text, pos)) is not None:
+        # The pattern runs on over any digit group that follows ("0171 2345678 2019"); the
+        # longest plausible prefix that ends with a whole group is the number. Without one, the
+        # number may begin at a later group ("0800 0171 2345678").
+        groups = [(match.start() + m.start(), match.start() + m.end())
+                  for m in re.finditer(r"\d+", match.group())]
+        for _, end in reversed(groups):
+            if _plausible_phone(text[match.start():end], bool(match.group("intl"))):
+                yield _Raw(match.start(), end, "phone")
+                pos = end
+                break
+        else:
+            pos = groups[1][0] if len(groups) > 1 else match.end()
+    for match in _PHONE_CONTEXT_RE.finditer(text):
+        if sum(ch.isdigit() for ch in match.group(1)) >= 5:
+            yield _Raw(match.start(1), match.end(1), "phone")
+
+
+_MONTHS = {
+    "januar": 1, "jänner": 1, "jan": 1, "februar": 2, "feb": 2, "märz": 3, "maerz": 3, "mär": 3,
+    "mrz": 3, "april": 4, "apr": 4, "mai": 5, "juni": 6, "jun": 6, "juli": 7, "jul": 7,
+    "august": 8, "aug": 8, "september": 9, "sept": 9, "sep": 9, "oktober": 10, "okt": 10,
+    "november": 11, "nov": 11, "dezember": 12, "dez": 12,
+}
+_MONTH_ALT = "|".join(sorted(_MONTHS, key=len, reverse=True))
+_NUMERIC_DATE_RE = re.compile(
+    r"(?<![\d.])(?P<d>\d{1,2})\.[ \u00a0]?(?P<m>\d{1,2})\.(?:[ \u00a0]?(?P<y>\d{4}|\d{2}))?"
+    r"(?!\d|\.\d)"
+)
+_TEXT_DATE_RE = re.compile(
+    rf"(?<![\d.])(?P<d>\d{{1,2}})\.?[ \u00a0]*(?P<mon>{_MONTH_ALT})\b\.?"
+    r"(?:[ \u00a0]*(?P<y>\d{4}))?(?!\d)",
+    re.IGNORECASE,
+)
+_ISO_DATE_RE = re.compile(r"(?<![\d\-/.])(?P<y>\d{4})-(?P<m>\d{2})-(?P<d>\d{2})(?![\d\-])")
+# Date expressions that are only personal after a birth keyword: month/year and a bare year.
+_COARSE_DATE_RE = re.compile(
+    rf"(?:(?:{_MONTH_ALT})\.?[ \u00a0]*|(?:0?[1-9]|1[0-2])/)?(?:19|20)\d\d(?!\d)", re.IGNORECASE
+)
+_BIRTH_KEYWORD = r"(?:\bgeb\.|\bgeboren\b|\bgeburts(?:datum|jahr|tag)\b|\bgeb\.-?datum\b|(?:^|(?<=[\s(]))\*)"
+# The keyword, then at most three connecting words: "am", "in Kabul am", "ca."; then the date.
+_BIRTH_CONTEXT_RE = re.compile(
+    _BIRTH_KEYWORD
+    + r"[ \u00a0]*:?(?:[ \u00a0]*(?:am|im|in|den|ca\.|etwa|vermutlich|angeblich|laut\s+\w+|(?-i:[A-ZÄÖÜ]\w*)),?){0,3}"
+    r"[ \u00a0]*$",
+    re.IGNORECASE,
+)
+_BIRTH_WINDOW = 60
+
+
+def _full_year(year: str) -> int:
+    value = int(year)
+    if len(year) == 4:
+        return value
+    return 2000 + value if value < TWO_DIGIT_YEAR_PIVOT else 1900 + value
+
+
+def _birth_context(text: str, start: int) -> bool:
+    return _BIRTH_CONTEXT_RE.search(text[max(0, start - _BIRTH_WINDOW):start]) is not None
+
+
+def _precise_dates(text: str) -> Iterator[tuple[int, int, int | None]]:
+    """(start, end, year or None) of every day-precise date."""
+    for match in _NUMERIC_DATE_RE.finditer(text):
+        yield from _valid(match, int(match.group("m")))
+    for match in _TEXT_DATE_RE.finditer(text):
+        yield from _valid(match, _MONTHS[match.group("mon").casefold()])
+    for match in _ISO_DATE_RE.finditer(text):
+        yield from _valid(match, int(match.group("m")))
+
+
+def _valid(match: re.Match[str], month: int) -> Iterator[tuple[int, int, int | None]]:
+    # Range checks only: a mistyped 31.02.1990 is as personal as a real date.
+    if 1 <= int(match.group("d")) <= 31 and 1 <= month <= 12:
+        year = _full_year(match.group("y")) if match.group("y") else None
+        yield match.start(), match.end(), year
+
+
+def _dates(text: str) -> Iterator[_Raw]:
+    precise = list(_precise_dates(text))
+    for start, end, year in precise:
+        if _birth_context(text, start):
+            yield _Raw(start, end, "birth_date")
+        elif year is not None and year < BIRTH_DATE_YEAR_LIMIT:
+            yield _Raw(start, end, "date")
+    for match in _COARSE_DATE_RE.finditer(text):
+        inside = any(start <= match.start() < end for start, end, _ in precise)
+        if not inside and _birth_context(text, match.start()):
+            yield _Raw(match.start(), match.end(), "birth_date")
+
+
+_FILE_KEYWORDS = (
+    (r"Az\.?|AZ|Aktenzeichen|Akten-?[Nn]r\.?|Gz\.?|GZ|Geschäftszeichen", "das Aktenzeichen"),
+    (r"Kundennummer|Kunden-?[Nn]r\.?|Kd\.?-?[Nn]r\.?", "die Kundennummer"),
+    (r"BG-?Nummer|BG-?[Nn]r\.?|Bedarfsgemeinschaftsnummer", "die BG-Nummer"),
+    (r"Vorgangsnummer|Vorgangs-?[Nn]r\.?|Fallnummer|Fall-?[Nn]r\.?", "die Vorgangsnummer"),
+    (r"AZR-?Nummer|AZR-?[Nn]r\.?|Personenkennziffer|PKZ", "die AZR-Nummer"),
+    (r"Sozialversicherungsnummer|SV-?Nummer|SV-?[Nn]r\.?|Rentenversicherungsnummer|"
+     r"Versichertennummer|Steuer-?ID|Steueridentifikationsnummer", "die Versicherungs- oder Steuernummer"),
+    (r"Ausweisnummer|Ausweis-?[Nn]r\.?|Passnummer|Pass-?[Nn]r\.?|Dokumentennummer", "die Ausweisnummer"),
+)
+# An identifier: a digit-bearing token, optionally with ./- joints, and up to four further
+# space-separated groups of digits or single capitals ("65 170890 K 512").
+_IDENT = r"(?=[A-Za-z0-9./\-]*\d)[A-Za-z0-9]+(?:[./\-][A-Za-z0-9]+)*(?:[ \u00a0](?:\d+|[A-Z])(?![\w])){0,4}"
+_FILE_KEYWORD_RES = tuple(
+    (re.compile(rf"(?<![\w-])(?:{keywords})(?![\w])[ \u00a0]*[:.]?[ \u00a0]*(?:Nr\.[ \u00a0]*)?({_IDENT})"), what)
+    for keywords, what in _FILE_KEYWORDS
+)
+_BAMF_RE = re.compile(r"(?<![\w\-/])\d{6,8}-\d{3}(?![\w\-/])")
+_ALNUM_CHAIN_RE = re.compile(r"(?<![\w\-/])[A-Za-z0-9]+(?:[\-/][A-Za-z0-9]+)*(?![\w])")
+_IBAN_RE = re.compile(r"(?<![\w])[A-Z]{2}\d{2}(?:[ \u00a0]?[A-Z0-9]{4}){2,7}(?:[ \u00a0]?[A-Z0-9]{1,3})?(?![\w])")
+_SV_NUMBER_RE = re.compile(r"(?<![\w])\d{2}[ \u00a0]?\d{6}[ \u00a0]?[A-Z][ \u00a0]?\d{3}(?![\w])")
+
+
+def _file_numbers(text: str) -> Iterator[_Raw]:
+    for regex, what in _FILE_KEYWORD_RES:
+        for match in regex.finditer(text):
+            ident = match.group(1).rstrip(".-/ ")
+            if sum(ch.isdigit() for ch in ident) >= 3:
+                yield _Raw(match.start(1), match.start(1) + len(ident), "file_number", what)
+    for match in _BAMF_RE.finditer(text):
+        yield _Raw(match.start(), match.end(), "file_number", "das Aktenzeichen")
+    for match in _ALNUM_CHAIN_RE.finditer(text):
+        chain = match.group()
+        if re.search(r"[A-Za-z]", chain) and re.search(r"\d{5}", chain):
+            yield _Raw(match.start(), match.end(), "file_number")
+    for match in _IBAN_RE.finditer(text):
+        if 15 <= len(re.sub(r"\s", "", match.group())) <= 34:
+            yield _Raw(match.start(), match.end(), "file_number", "die Kontoverbindung (IBAN)")
+    for match in _SV_NUMBER_RE.finditer(text):
+        yield _Raw(match.start(), match.end(), "file_number", "die Sozialversicherungsnummer")
+
+
+_STREET_SUFFIX = r"(?:straße|strasse|str\.|weg|gasse|platz|allee|ring|damm|ufer|pfad|steig|stieg|chaussee|wall|kamp|promenade)"
+_STREET_WORD = r"(?:Straße|Strasse|Str\.|Weg|Gasse|Platz|Allee|Ring|Damm|Ufer|Chaussee|Wall|Markt|Promenade)"
+_HOUSE_NUMBER = r"(?:[ \u00a0]+(?:Nr\.[ \u00a0]*)?([1-9]\d{0,2}(?:[ \u00a0]?[a-zA-Z](?!\w))?(?:[ \u00a0]?[/\-][ \u00a0]?\d{1,3}[a-zA-Z]?)?))(?!\w|[.,]\d|[ \u00a0]?%)"
+_STREET_RES = (
+    # Lindenstraße 14, Friedrich-Ebert-Straße 12, Hauptstr. 5
+    re.compile(rf"(?<![\w\-])(?P<street>(?:[A-ZÄÖÜ]\w*-)*(?:[A-ZÄÖÜ]\w*?{_STREET_SUFFIX}|(?<=-){_STREET_WORD}))"
+               rf"{_HOUSE_NUMBER}"),
+    # Kölner Straße 45, Hagener Str. 3
+    re.compile(rf"(?<![\w\-])(?P<street>[A-ZÄÖÜ]\w*er[ \u00a0]+{_STREET_WORD}){_HOUSE_NUMBER}"),
+    # Am Ring 3a, An der Kirche 5, Im Siepen 2
+    re.compile(
+        r"(?<![\w\-])(?P<street>(?:Am|Im|An[ \u00a0]+der|An[ \u00a0]+den|Auf[ \u00a0]+dem|Auf[ \u00a0]+der"
+        r"|In[ \u00a0]+der|In[ \u00a0]+den|Zum|Zur|Unter[ \u00a0]+den|Hinter[ \u00a0]+dem|Vor[ \u00a0]+dem"
+        rf"|Alte|Alter|Neue|Neuer)[ \u00a0]+(?P<noun>[A-ZÄÖÜ][\w\-]*)){_HOUSE_NUMBER}"
+    ),
+)
+# What follows "Am"/"Im"/... in a street name: a place, not a time or an office ("Am Montag 3").
+_STREET_NOUNS = frozenset({
+    "ring", "markt", "bahnhof", "hang", "berg", "bach", "park", "wall", "graben", "anger", "hof",
+    "kamp", "busch", "wald", "feld", "bruch", "deich", "kirche", "kirchplatz", "winkel", "heck",
+    "weiher", "teich", "brink", "knapp", "loh", "siepen", "acker", "garten", "tor", "turm",
+    "wiese", "heide", "damm", "ufer", "steinbruch", "mühlenbach", "rain", "stein", "kreuz",
+    "eichholz", "sportplatz", "schlosspark", "hagen", "höhe", "halde", "linden", "eichen",
+})
+_STREET_NOUN_ENDINGS = ("berg", "bach", "feld", "hof", "wiese", "heide", "busch", "wald", "kamp",
+                        "garten", "hang", "brink", "winkel", "graben", "markt", "park", "teich",
+                        "bruch", "siepen", "acker", "anger", "höhe", "kuhle", "tal", "grund")
+# First parts that make "-platz", "-weg", ... a common noun rather than a street.
+_NOT_STREET_PREFIXES = _word_set("""
+kita kurs sprachkurs integrationskurs ausbildung arbeit studien studium therapie praktikum
+betreuung krippe kindergarten sitz stell park unterbringung heim ogs ganztag termin bildung
+dienst recht leben lösung zugang beratung schul wohn frauenhaus rechts lebens werde um
+""")
+_LOWER_COUNT_WORDS = _word_set("neue weitere freie offene zusätzliche mehr weniger pro je mal "
+                               "von bis oder und plätze prozent x")
+_POSTCODE_RE = re.compile(
+    r"(?<![\w.,/\-])(?:D-[ \u00a0]?)?(?P<plz>\d{5})[ \u00a0]+(?P<town>[A-ZÄÖÜ][\w\-]+)"
+)
+# Endings of German nouns (mostly plurals) that no town name has: "12000 Bedarfsgemeinschaften".
+_NOUN_ENDINGS = ("ung", "ungen", "schaft", "schaften", "heit", "heiten", "keit", "keiten", "ion",
+                 "ionen", "innen", "ende", "enden", "ierte", "ierten", "nisse", "ismus", "ler",
+                 "lerinnen", "ierende", "tat", "taten", "plaetze", "platze", "kurse", "antrage")
+# Words before a number that make it a quantity: "mit rund 15000 Einwohnern".
+_QUANTIFIERS = _word_set("rund etwa ca circa über unter mehr als knapp fast nur insgesamt von bis "
+                         "mit je pro weitere zusätzlich zusätzliche allein bereits sogar")
+
+
+def _next_word(text: str, pos: int) -> str | None:
+    match = re.match(r"[ \u00a0]*(\S+)", text[pos:pos + 60])
+    if match is None:
+        return None
+    word = re.match(r"[^\W\d_]+", match.group(1))
+    return word.group() if word else match.group(1)
+
+
+def _counted_after(text: str, pos: int, vocabulary: frozenset[str]) -> bool:
+    """Does a count noun or unit follow, so the number before it is a count, not a house number?"""
+    word = _next_word(text, pos)
+    if word is None:
+        return False
+    if word[0] in "%€" or word in ("m²", "qm", "km"):
+        return True
+    norm = normalise_name_token(word)
+    if not norm or (norm,) in _compile_vocabulary(vocabulary).get(norm, ()):
+        return False
+    return _inflected(norm, _LOWER_COUNT_WORDS) or norm.endswith(_NOUN_ENDINGS) or (
+        _is_stop(norm) and norm not in _FUNCTION)
+
+
+def _addresses(text: str, vocabulary: frozenset[str]) -> Iterator[_Raw]:
+    for number, regex in enumerate(_STREET_RES):
+        for match in regex.finditer(text):
+            street = match.group("street")
+            if number == 0 and not re.search(rf"-{_STREET_WORD}$", street):
+                core = normalise_name_token(street.rsplit("-", 1)[-1])
+                prefix = re.sub(r"(strasse|str|weg|gasse|platz|allee|ring|damm|ufer|pfad|steig|"
+                                r"stieg|chaussee|wall|kamp|promenade)$", "", core)
+                if len(prefix) < 2 or _inflected(prefix, _NOT_STREET_PREFIXES) or (
+                        prefix.endswith("s") and _inflected(prefix[:-1], _NOT_STREET_PREFIXES)):
+                    continue
+            if number == 2:
+                noun = normalise_name_token(match.group("noun"))
+                if noun not in _STREET_NOUNS and not noun.endswith(_STREET_NOUN_ENDINGS):
+                    continue
+            if _counted_after(text, match.end(), vocabulary):
+                continue
+            yield _Raw(match.start(), match.end(), "address")
+    for match in _POSTCODE_RE.finditer(text):
+        town = normalise_name_token(match.group("town"))
+        window = text[max(0, match.start() - 30):match.start()]
+        before = re.search(r"(\w+)[^\w]*$", window)
+        preceding = before.group(1) if before else ""
+        # After another number without a comma: the tail of a phone number or a list of counts.
+        if match.group("plz").startswith("00") or re.search(r"\d[ \u00a0/\-]*$", window) \
+                or normalise_name_token(preceding) in _QUANTIFIERS \
+                or _is_stop(town) or _is_common_noun(town) or town.endswith(_NOUN_ENDINGS):
+            continue
+        yield _Raw(match.start(), match.end(), "address")
+
+
+# --- names -----------------------------------------------------------------------------------
+
+_TITLES = frozenset({"Herr", "Herrn", "Frau", "Familie"})
+_DOTTED_TITLES = frozenset({"Hr", "Fr", "Fam"})
+_ACADEMIC = frozenset({"dr", "prof", "med", "dipl", "ing"})
+_MAX_NAME_WORDS = 3
+
+
+def _gap(text: str, words: list[_Word], i: int) -> str:
+    return text[words[i].end:words[i + 1].start]
+
+
+def _is_title(text: str, words: list[_Word], i: int) -> bool:
+    raw = text[words[i].start:words[i].end]
+    if raw in _TITLES:
+        return re.fullmatch(r"[ \u00a0]{1,3}", _gap(text, words, i)) is not None
+    if raw in _DOTTED_TITLES:
+        return re.fullmatch(r"\.[ \u00a0]{0,3}", _gap(text, words, i)) is not None
+    return False
+
+
+def _word_shielded(w: int, word: _Word, shielded: set[tuple[int, int]]) -> bool:
+    return all((w, p) in shielded for p in range(len(word.parts)))
+
+
+def _spaced(text: str, left: _Word, right: _Word) -> bool:
+    return re.fullmatch(r"[ \u00a0]{1,3}", text[left.end:right.start]) is not None
+
+
+def _titled_names(text: str, words: list[_Word], shielded: set[tuple[int, int]]) -> Iterator[_Raw]:
+    for i in range(len(words) - 1):
+        if not _is_title(text, words, i):
+            continue
+        j = i + 1
+        # Academic titles between the title and the name: "Frau Dr. med. Okonkwo"
+        while j < len(words) - 1 and words[j].parts[-1].norm in _ACADEMIC \
+                and len(words[j].parts) == 1 and text[words[j].end:words[j].end + 1] == ".":
+            j += 1
+        start = end = None
+        core = 0
+        while j < len(words) and core < _MAX_NAME_WORDS:
+            word = words[j]
+            if end is not None and not _spaced(text, words[j - 1], word):
+                break
+            if len(word.parts) == 1 and word.parts[0].norm in PARTICLES:
+                # "Herr von Brenkhausen", "Frau Leyla El Amrani"; but after a name only a
+                # particle that is no German word: "Herr Okonkwo vom Gesundheitsamt".
+                if core and word.parts[0].norm not in _FOREIGN_PARTICLES:
+                    break
+                start = word.start if start is None else start
+                j += 1
+                continue
+            # "al-Hassan": the particle may be lower case, the name itself may not.
+            named = [part for part in word.parts if part.norm not in PARTICLES]
+            if not named or not _capitalised(named[0].raw):
+                break
+            last = word.parts[-1].norm
+            if _word_shielded(j, word, shielded) or (
+                    _is_common_noun(last) if core == 0 else _is_stop(last)):
+                break
+            start = word.start if start is None else start
+            end = word.end
+            core += 1
+            j += 1
+        if core:
+            yield _Raw(start, end, "name")
+
+
+def _known_names(text: str, words: list[_Word], shielded: set[tuple[int, int]],
+                 is_known_name: Callable[[str], bool]) -> Iterator[_Raw]:
+    answers: dict[str, bool] = {}
+
+    def known(token: str) -> bool:
+        if token not in answers:
+            answers[token] = bool(is_known_name(token))
+        return answers[token]
+
+    def registered(part: _Part) -> bool:
+        token = part.norm
+        return known(token) or (token.endswith("s") and len(token) > 3 and known(token[:-1]))
+
+    def candidate(w: int, p: int, part: _Part) -> bool:
+        token = part.norm
+        return 2 <= len(token) <= _MAX_NAME_LENGTH and _capitalised(part.raw) \
+            and token not in PARTICLES and (w, p) not in shielded
+
+    hits: dict[int, bool] = {}
+    for w, word in enumerate(words):
+        parts = word.parts
+        # "Anne-Frank-Schule", "Friedrich-Ebert-Straße": a compound naming an institution or a
+        # street, not a person.
+        if len(parts) > 1 and (_inflected(parts[-1].norm, _DOMAIN)
+                               or re.search(r"(strasse|str|weg|gasse|platz|allee)$", parts[-1].norm)):
+            continue
+        hits[w] = any(
+            candidate(w, p, part) and not _is_stop(part.norm)
+            and not (part.norm in _NAMELIKE_MONTH_ABBREVIATIONS and text[part.end:part.end + 1] == ".")
+            and registered(part)
+            for p, part in enumerate(parts)
+        )
+    # A stop word between two names is asked after all: "Ayşe Nur Yıldırım" is one name, and
+    # "Nur" in it as personal as the rest.
+    for w in range(1, len(words) - 1):
+        if not hits.get(w) and hits.get(w - 1) and hits.get(w + 1) and len(words[w].parts) == 1 \
+                and _spaced(text, words[w - 1], words[w]) and _spaced(text, words[w], words[w + 1]) \
+                and candidate(w, 0, words[w].parts[0]) and registered(words[w].parts[0]):
+            hits[w] = True
+    for w, hit in hits.items():
+        if not hit:
+            continue
+        start = words[w].start
+        # Take in a foreign particle right before: "El Amrani", not "Amrani" alone.
+        if w > 0 and len(words[w - 1].parts) == 1 and words[w - 1].parts[0].norm in _FOREIGN_PARTICLES \
+                and _spaced(text, words[w - 1], words[w]):
+            start = words[w - 1].start
+        yield _Raw(start, words[w].end, "name")
+
+
+# --- merging and messages --------------------------------------------------------------------
+
+# Which kind speaks for a group of overlapping hits of equal length.
+_PRIORITY = {"email": 7, "phone": 6, "file_number": 5, "birth_date": 4, "date": 3, "address": 2,
+             "name": 1}
+_DEFAULT_WHAT = {
+    "name": "den Namen", "birth_date": "das Geburtsdatum", "date": "das Datum",
+    "file_number": "die Kennnummer", "address": "die Anschrift", "phone": "die Telefonnummer",
+    "email": "die E-Mail-Adresse",
+}
+# Same-kind hits separated only by this are one thing to remove: "Leyla Ahmadi",
+# "Lindenstraße 14, 58452 Wittmar".
+_JOIN_GAP = {"name": re.compile(r"[ \u00a0]{1,3}"), "address": re.compile(r"[ \u00a0]*,?[ \u00a0]*")}
+
+
+def _message(kind: str, excerpt: str, what: str | None) -> str:
+    quoted = " ".join(excerpt.split())
+    text = f"Bitte {what or _DEFAULT_WHAT[kind]} '{quoted}' entfernen"
+    if kind == "date":
+        return f"{text}: ein tagesgenaues Datum vor {BIRTH_DATE_YEAR_LIMIT} kann ein Geburtsdatum sein."
+    return text + "."
+
+
+def _finish(text: str, raw: Iterable[_Raw]) -> list[Hit]:
+    ordered = sorted(raw, key=lambda r: (r.start, -r.end))
+    groups: list[list[_Raw]] = []
+    group_end = -1
+    for item in ordered:
+        if item.end <= item.start:
+            continue
+        if groups and item.start < group_end:
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+        group_end = max(group_end, item.end)
+    merged: list[_Raw] = []
+    for group in groups:
+        lead = max(group, key=lambda r: (r.end - r.start, _PRIORITY[r.kind]))
+        start, end = min(r.start for r in group), max(r.end for r in group)
+        previous = merged[-1] if merged else None
+        joiner = _JOIN_GAP.get(lead.kind)
+        if previous is not None and previous.kind == lead.kind and joiner is not None \
+                and joiner.fullmatch(text[previous.end:start]):
+            merged[-1] = _Raw(previous.start, end, lead.kind, previous.what or lead.what)
+        else:
+            merged.append(_Raw(start, end, lead.kind, lead.what))
+    return [
+        Hit(r.kind, r.start, r.end, text[r.start:r.end], _message(r.kind, text[r.start:r.end], r.what))
+        for r in merged
+    ]
+
+
+def scan(
+    text: str,
+    is_known_name: Callable[[str], bool] | None = None,
+    vocabulary: frozenset[str] = frozenset(),
+) -> list[Hit]:
+    """Every place in ``text`` that looks like personal data, in order, overlaps merged.
+
+    ``is_known_name(token)`` answers whether a token normalised with ``normalise_name_token`` is a
+    given or family name token of a person in the system (index them with ``name_tokens``);
+    without it only the patterns apply. ``vocabulary`` holds the domain's own names (towns,
+    organisations, barrier categories), which are never taken for a person's name.
+    """
+    vocabulary = frozenset(vocabulary)
+    words = _words(text)
+    shielded = _shielded(words, vocabulary)
+    raw: list[_Raw] = [
+        *_emails(text), *_phones(text), *_dates(text), *_file_numbers(text),
+        *_addresses(text, vocabulary), *_titled_names(text, words, shielded),
+    ]
+    if is_known_name is not None:
+        raw.extend(_known_names(text, words, shielded, is_known_name))
+    return _finish(text, raw)

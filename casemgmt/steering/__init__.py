@@ -1,0 +1,1 @@
+"""What the steering group (Lenkungsgruppe) sees: anonymised aggregates only."""

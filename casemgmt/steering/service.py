@@ -1,0 +1,186 @@
+"""Proposals to the Lenkungsgruppe and its decisions. Each public function is one transaction:
+the proposal's new state, its history event and the audit row are written together."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from casemgmt.chains.engine import Actor
+from casemgmt.conferences.models import ConferenceParticipant, Finding
+from casemgmt.conferences.policy import SteeringPolicy
+from casemgmt.conferences.service import check_text, dots_by_finding, finding_out
+from casemgmt.database import unit_of_work
+from casemgmt.jurisdictions.models import Organisation
+from casemgmt.privacy.audit import AuditEntry
+from casemgmt.privacy.service import Privacy, write_audit
+from casemgmt.problems import DuplicateName, Forbidden, NotFound, ValidationFailed, VersionConflict
+from casemgmt.steering import proposals as lifecycle
+from casemgmt.steering.models import Proposal, ProposalEvent, WorkingGroup
+from casemgmt.steering.proposals import ProposalAction, ProposalState
+from casemgmt.steering.schemas import (
+    ProposalActionIn,
+    ProposalEventOut,
+    ProposalIn,
+    ProposalOut,
+    WorkingGroupOut,
+)
+
+
+def _invalid(field: str, message: str) -> ValidationFailed:
+    return ValidationFailed(f"{field}: {message}",
+                            errors=[{"field": f"body.{field}", "message": message, "type": "value_error"}])
+
+
+def _audit(actor: Actor, proposal_id: uuid.UUID, action: str, subtype: str, detail: str | None = None) -> AuditEntry:
+    return AuditEntry(agent_user=actor.user_id, agent_organisation_id=actor.organisation_id, action=action,
+                      subtype=subtype, entity_type="proposal", entity_id=str(proposal_id), detail=detail)
+
+
+def _event(proposal_id: uuid.UUID, action: str, before: str | None, after: str, actor: Actor, now: datetime,
+           reason: str | None = None, working_group_id: int | None = None, due_date=None) -> ProposalEvent:
+    return ProposalEvent(proposal_id=proposal_id, action=action, from_state=before, to_state=after, reason=reason,
+                         working_group_id=working_group_id, due_date=due_date, actor_user=actor.user_id,
+                         actor_organisation_id=actor.organisation_id, occurred_at=now)
+
+
+def create_proposal(session: Session, privacy: Privacy, policy: SteeringPolicy, actor: Actor,
+                    body: ProposalIn, now: datetime) -> ProposalOut:
+    """Bundle findings of conferences the actor's organisation took part in into a proposal."""
+    with unit_of_work(session):
+        ids = list(dict.fromkeys(body.finding_ids))
+        findings = session.scalars(
+            select(Finding).where(
+                Finding.id.in_(ids),
+                select(ConferenceParticipant.id).where(
+                    ConferenceParticipant.conference_id == Finding.conference_id,
+                    ConferenceParticipant.organisation_id == actor.organisation_id).exists(),
+            ).with_for_update(of=Finding)
+        ).all()
+        found = {f.id for f in findings}
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise _invalid("finding_ids", f"no finding {missing[0]} of a conference your organisation took part in")
+        taken = [f for f in findings if f.proposal_id is not None]
+        if taken:
+            raise _invalid("finding_ids", f"finding {taken[0].id} is already part of proposal {taken[0].proposal_id}")
+        title, summary = body.title.strip(), body.summary.strip()
+        check_text(session, privacy, policy, title, "title")
+        check_text(session, privacy, policy, summary, "summary")
+        proposal = Proposal(id=uuid.uuid4(), title=title, summary=summary, state=ProposalState.bundled.value,
+                            created_by_user=actor.user_id, created_by_organisation_id=actor.organisation_id,
+                            created_at=now, updated_at=now, version=1)
+        session.add(proposal)
+        session.flush()
+        session.execute(update(Finding).where(Finding.id.in_(ids)).values(proposal_id=proposal.id))
+        session.add(_event(proposal.id, "bundle", None, proposal.state, actor, now,
+                           reason=f"{len(ids)} findings"))
+        write_audit(session, [_audit(actor, proposal.id, "C", "proposal.bundle", f"{len(ids)} findings")], now)
+    return get_proposal(session, proposal.id, actor)
+
+
+def act(session: Session, actor: Actor, may_decide: bool, may_manage: bool, proposal_id: uuid.UUID,
+        body: ProposalActionIn, now: datetime) -> ProposalOut:
+    """Submit (moderators), decide or move the implementation on (steering group)."""
+    action = ProposalAction(body.action)
+    if action in lifecycle.MODERATOR_ACTIONS and not may_manage:
+        raise Forbidden("submitting a proposal needs proposals.manage", permission="proposals.manage")
+    if action not in lifecycle.MODERATOR_ACTIONS and not may_decide:
+        raise Forbidden(f"'{action.value}' is the steering group's decision (proposals.decide)",
+                        permission="proposals.decide")
+    with unit_of_work(session):
+        proposal = session.scalar(select(Proposal).where(Proposal.id == proposal_id).with_for_update())
+        if proposal is None:
+            raise NotFound(f"no proposal {proposal_id}", resource="proposal", id=str(proposal_id))
+        if body.expected_version is not None and body.expected_version != proposal.version:
+            raise VersionConflict(f"the proposal is at version {proposal.version}", current_version=proposal.version)
+        target = lifecycle.next_state(proposal.state, action.value, lifecycle.Decision(
+            reason=body.reason, working_group_name=body.working_group_name,
+            working_group_id=body.working_group_id, has_due_date=body.due_date is not None))
+        group_id = None
+        if action is ProposalAction.accept:
+            group_id = _new_working_group(session, body, now).id
+        elif action is ProposalAction.delegate:
+            group = session.get(WorkingGroup, body.working_group_id)
+            if group is None:
+                raise _invalid("working_group_id", f"no working group {body.working_group_id}")
+            group_id = group.id
+        before = proposal.state
+        proposal.state = target.value
+        if group_id is not None:
+            proposal.working_group_id = group_id
+            proposal.due_date = body.due_date
+        if action in lifecycle.DECISIONS:
+            proposal.decision_reason = (body.reason or "").strip() or None
+        proposal.version += 1
+        proposal.updated_at = now
+        session.add(_event(proposal.id, action.value, before, target.value, actor, now,
+                           reason=(body.reason or "").strip() or None, working_group_id=group_id,
+                           due_date=body.due_date if group_id else None))
+        write_audit(session, [_audit(actor, proposal.id, "U", f"proposal.{action.value}", f"{before} -> {target.value}")], now)
+    return get_proposal(session, proposal_id, actor)
+
+
+def _new_working_group(session: Session, body: ProposalActionIn, now: datetime) -> WorkingGroup:
+    if body.lead_organisation_id is None or session.get(Organisation, body.lead_organisation_id) is None:
+        raise _invalid("lead_organisation_id", "the new working group needs an existing lead organisation")
+    assert body.working_group_name is not None
+    group = WorkingGroup(name=body.working_group_name.strip(), lead_organisation_id=body.lead_organisation_id,
+                         created_at=now)
+    session.add(group)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        raise DuplicateName(f"a working group '{group.name}' exists already; delegate to it",
+                            name=group.name) from None
+    return group
+
+
+def get_proposal(session: Session, proposal_id: uuid.UUID, actor: Actor) -> ProposalOut:
+    proposal = session.get(Proposal, proposal_id)
+    if proposal is None:
+        session.rollback()
+        raise NotFound(f"no proposal {proposal_id}", resource="proposal", id=str(proposal_id))
+    out = _proposal_out(session, proposal)
+    session.rollback()
+    return out
+
+
+def _proposal_out(session: Session, proposal: Proposal) -> ProposalOut:
+    findings = session.scalars(select(Finding).where(Finding.proposal_id == proposal.id)
+                               .order_by(Finding.created_at, Finding.id)).all()
+    dots = dots_by_finding(session, [f.id for f in findings])
+    group = session.get(WorkingGroup, proposal.working_group_id) if proposal.working_group_id else None
+    events = session.scalars(select(ProposalEvent).where(ProposalEvent.proposal_id == proposal.id)
+                             .order_by(ProposalEvent.id)).all()
+    return ProposalOut(
+        id=proposal.id, title=proposal.title, summary=proposal.summary, state=ProposalState(proposal.state),
+        working_group=WorkingGroupOut(id=group.id, name=group.name, lead_organisation_id=group.lead_organisation_id,
+                                      created_at=group.created_at) if group else None,
+        due_date=proposal.due_date, decision_reason=proposal.decision_reason, created_at=proposal.created_at,
+        updated_at=proposal.updated_at, version=proposal.version,
+        allowed_actions=lifecycle.allowed_actions(proposal.state),
+        findings=[finding_out(f, dots.get(f.id, 0)) for f in findings],
+        events=[ProposalEventOut.model_validate(e) for e in events],
+    )
+
+
+def list_proposals(session: Session, state: ProposalState | None, limit: int) -> list[ProposalOut]:
+    stmt = select(Proposal).order_by(Proposal.updated_at.desc(), Proposal.id).limit(limit)
+    if state is not None:
+        stmt = stmt.where(Proposal.state == state.value)
+    out = [_proposal_out(session, p) for p in session.scalars(stmt).all()]
+    session.rollback()
+    return out
+
+
+def list_working_groups(session: Session) -> list[WorkingGroupOut]:
+    out = [WorkingGroupOut(id=g.id, name=g.name, lead_organisation_id=g.lead_organisation_id, created_at=g.created_at)
+           for g in session.scalars(select(WorkingGroup).order_by(WorkingGroup.name))]
+    session.rollback()
+    return out
