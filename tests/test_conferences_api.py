@@ -126,3 +126,37 @@ def test_from_conference_to_decision(client, auth, world):
         "bundle", "submit", "accept", "start", "complete", "make_permanent"]
     # The steering group reads the proposal and its findings, never the cases behind them.
     assert "Haddad" not in str(decided)
+
+
+def test_steering_report_publishes_and_suppresses(client, auth, world):
+    towns = ["wittmar"] * 6 + ["hattenberg"] * 2
+    conf = conference(client, auth, world, "ennetal_abh")
+    phase(client, auth, conf["id"], "case_phase")
+    case_ids = []
+    for i, town in enumerate(towns):
+        ki = auth(*KI)
+        person = new_person(client, ki, world.jurisdictions[town], family_name=f"Testperson{i}",
+                            given_names="Kim", birth_date="1991-01-01")
+        ok(client.post(f"/persons/{person['id']}/consents",
+                       json=conference_consent(world, "ennetal_ki", "ennetal_abh"), headers=ki), 201)
+        chain = started(client, ki, person)
+        conf = ok(client.post(f"/conferences/{conf['id']}/cases", json={"chain_id": chain["id"]}, headers=auth(*MOD)))
+        case_ids.append(conf["cases"][-1]["id"])
+    phase(client, auth, conf["id"], "structural_phase")
+    ok(client.post(f"/conferences/{conf['id']}/findings", json=finding(conference_case_ids=case_ids),
+                   headers=auth(*MOD)))
+    report = ok(client.get("/reports/steering", headers=auth(*LG)))
+    barriers = next(t for t in report["tables"] if t["key"] == "barriers")
+    cells = {(c["organisation_kind"], c["town"]): c["value"] for c in barriers["cells"]}
+    assert cells[("course_provider", "_total")] == 8
+    assert cells[("course_provider", "wittmar")] is None  # 6 would reveal Hattenberg's 2
+    assert cells[("course_provider", "hattenberg")] is None
+    assert cells[("course_provider", "breckenfeld")] == 0
+    csv_body = client.get("/reports/steering.csv", headers=auth(*LG))
+    assert csv_body.status_code == 200 and csv_body.content.startswith("\ufeff".encode())
+    assert b";" in csv_body.content
+    page = client.get("/reports/steering.html", headers=auth(*LG))
+    assert page.status_code == 200 and "<svg" in page.text
+    problem(client.get("/reports/steering", headers=auth(*KI)), 403, "forbidden")
+    ocel = ok(client.get("/exports/ocel", headers=auth(*LG)))
+    assert "objectTypes" in ocel

@@ -1,0 +1,324 @@
+"""The steering report for the Lenkungsgruppe: anonymised aggregates only.
+
+Every count is of distinct persons. The report is built in three steps:
+
+1. a few set-based queries produce the raw counts (no per-person or per-chain round trips);
+2. the counts are arranged in tables whose only declared relations are exact sums: a person
+   lives in exactly one town, so a Kreis cell is the sum of its towns; a person is counted once
+   per goal, so goal tables are additive over quarter, town and outcome. Breakdowns in which one
+   person can appear in several categories (several barriers, several overdue steps) publish
+   no total across those categories, because such a total is not a sum and would give an
+   attacker inequalities to work with;
+3. :func:`casemgmt.steering.disclosure.protect` suppresses every cell with 0 < n < k and as many
+   further cells as needed so that no suppressed cell can be worked out from the published ones
+   and the declared relations. A breakdown that cannot be protected at all (say four towns with
+   one person each) is dropped and only its suppressed total is kept.
+
+The published form lists every table with its dimensions, which dimension carries a total
+("_total" = sum of the other members), and each cell's value or None (rendered "."). That is all
+an attacker gets, and the attacker test in tests/ works from exactly this document.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import distinct, func, select
+from sqlalchemy.orm import Session
+
+from casemgmt.chains.engine import ChainLifecycle
+from casemgmt.chains.models import Chain, ChainStep
+from casemgmt.chains.service import overdue_step_clause
+from casemgmt.conferences.models import (
+    Conference,
+    ConferenceCase,
+    Finding,
+    FindingCase,
+    FindingOrganisationKind,
+)
+from casemgmt.conferences.policy import SteeringPolicy
+from casemgmt.handovers.lifecycle import HandoverState
+from casemgmt.handovers.models import Handover
+from casemgmt.jurisdictions.models import Jurisdiction, JurisdictionLevel
+from casemgmt.persons.models import Person
+from casemgmt.problems import NotFound, ValidationFailed
+from casemgmt.steering import disclosure
+from casemgmt.steering.goals import Goal, attainment, goal_clocks, measurable, quarter_of
+
+TOTAL = "_total"
+OUTCOMES = ("attained", "missed")
+
+
+@dataclass
+class Table:
+    """One published table. ``totals`` names the dimensions that have a ``_total`` member equal to
+    the sum over the other members of that dimension (the others fixed)."""
+
+    key: str
+    title: str
+    dimensions: list[str]
+    totals: list[str]
+    cells: list[dict[str, Any]] = field(default_factory=list)  # {dim: label, ..., "value": int|None}
+    dropped: list[dict[str, Any]] = field(default_factory=list)  # breakdowns not publishable
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "title": self.title, "unit": "persons", "dimensions": self.dimensions,
+                "totals": self.totals, "cells": self.cells, "dropped_breakdowns": self.dropped}
+
+
+@dataclass
+class Area:
+    """The Kreis (or kreisfreie Stadt) the report covers, and the towns in it."""
+
+    id: int
+    name: str
+    towns: dict[int, str]  # jurisdiction id -> key
+
+
+def resolve_area(session: Session, jurisdiction_id: int) -> Area:
+    area = session.get(Jurisdiction, jurisdiction_id)
+    if area is None:
+        raise NotFound(f"no jurisdiction {jurisdiction_id}", resource="jurisdiction", id=str(jurisdiction_id))
+    if area.level == JurisdictionLevel.kreis.value:
+        towns = dict(session.execute(select(Jurisdiction.id, Jurisdiction.key)
+                                     .where(Jurisdiction.parent_id == area.id).order_by(Jurisdiction.key)).all())
+    elif area.level == JurisdictionLevel.kreisfreie_stadt.value:
+        towns = {area.id: area.key}
+    else:
+        raise ValidationFailed(
+            f"jurisdiction_id: {area.name} is a {area.level}; reports cover a Kreis or a kreisfreie Stadt",
+            errors=[{"field": "query.jurisdiction_id", "message": "a Kreis or a kreisfreie Stadt",
+                     "type": "value_error"}])
+    return Area(area.id, area.name, towns)
+
+
+# --- raw counts -----------------------------------------------------------------------------------
+
+
+def barrier_counts(session: Session, area: Area) -> dict[tuple[str, str, str], dict[str, int]]:
+    """Distinct persons per (barrier, field of action, organisation kind) and town."""
+    rows = session.execute(
+        select(Finding.barrier_category, Finding.field_of_action, FindingOrganisationKind.organisation_kind,
+               Person.lead_jurisdiction_id, func.count(distinct(ConferenceCase.person_id)))
+        .join(FindingOrganisationKind, FindingOrganisationKind.finding_id == Finding.id)
+        .join(FindingCase, FindingCase.finding_id == Finding.id)
+        .join(ConferenceCase, ConferenceCase.id == FindingCase.conference_case_id)
+        .join(Person, Person.id == ConferenceCase.person_id)
+        .where(Person.lead_jurisdiction_id.in_(area.towns))
+        .group_by(Finding.barrier_category, Finding.field_of_action, FindingOrganisationKind.organisation_kind,
+                  Person.lead_jurisdiction_id)
+    ).all()
+    out: dict[tuple[str, str, str], dict[str, int]] = defaultdict(dict)
+    for barrier, field_, kind, town, n in rows:
+        out[(barrier, field_, kind)][area.towns[town]] = n
+    return out
+
+
+def overdue_counts(session: Session, area: Area, now: datetime) -> dict[str, dict[str, int]]:
+    """Distinct persons with an overdue step, per step key and town."""
+    rows = session.execute(
+        select(ChainStep.key, Person.lead_jurisdiction_id, func.count(distinct(Chain.person_id)))
+        .join(Chain, Chain.id == ChainStep.chain_id)
+        .join(Person, Person.id == Chain.person_id)
+        .where(Chain.lifecycle == ChainLifecycle.open.value, overdue_step_clause(now),
+               Person.lead_jurisdiction_id.in_(area.towns))
+        .group_by(ChainStep.key, Person.lead_jurisdiction_id)
+    ).all()
+    out: dict[str, dict[str, int]] = defaultdict(dict)
+    for step, town, n in rows:
+        out[step][area.towns[town]] = n
+    return out
+
+
+def conference_counts(session: Session, area: Area) -> dict[str, dict[str, int]]:
+    """Distinct persons discussed in a Fallkonferenz, per quarter and town."""
+    rows = session.execute(
+        select(ConferenceCase.person_id, Conference.scheduled_at, Person.lead_jurisdiction_id)
+        .join(Conference, Conference.id == ConferenceCase.conference_id)
+        .join(Person, Person.id == ConferenceCase.person_id)
+        .where(Person.lead_jurisdiction_id.in_(area.towns))
+    ).all()
+    seen: dict[str, dict[str, set]] = defaultdict(lambda: defaultdict(set))
+    for person, at, town in rows:
+        seen[quarter_of(at)][area.towns[town]].add(person)
+    return {q: {t: len(p) for t, p in towns.items()} for q, towns in seen.items()}
+
+
+@dataclass
+class WaitingGroup:
+    persons: set = field(default_factory=set)
+    working: list[int] = field(default_factory=list)
+    calendar: list[int] = field(default_factory=list)
+
+
+def waiting_times(session: Session, area: Area) -> tuple[dict[tuple[str, str], WaitingGroup], dict[str, WaitingGroup]]:
+    """Acknowledged handovers of the area's chains: waiting days per pair of organisation kinds,
+    and per quarter of acknowledgement (all pairs)."""
+    rows = session.execute(
+        select(Handover.sender_organisation_kind, Handover.receiver_organisation_kind, Handover.person_id,
+               Handover.responded_at, Handover.waiting_working_days, Handover.waiting_calendar_days)
+        .where(Handover.state == HandoverState.acknowledged.value, Handover.from_jurisdiction_id.in_(area.towns))
+    ).all()
+    pairs: dict[tuple[str, str], WaitingGroup] = defaultdict(WaitingGroup)
+    quarters: dict[str, WaitingGroup] = defaultdict(WaitingGroup)
+    for sender, receiver, person, at, working, calendar in rows:
+        for group in (pairs[(sender, receiver)], quarters[quarter_of(at)]):
+            group.persons.add(person)
+            group.working.append(working)
+            group.calendar.append(calendar)
+    return pairs, quarters
+
+
+# --- protection -----------------------------------------------------------------------------------
+
+
+def _town_table(grid_key: tuple, towns: Sequence[str], counts: Mapping[str, int], k: int,
+                ) -> tuple[dict[str, int | None], bool]:
+    """Protect one breakdown over towns with its Kreis total; (published values, dropped?)."""
+    members = list(towns)
+    grid = disclosure.Grid()
+    grid.add_table(grid_key, [members], {(t,): counts.get(t, 0) for t in members if counts.get(t, 0)})
+    if len(members) == 1:
+        # A kreisfreie Stadt: the town is the area, the breakdown says nothing more.
+        total = counts.get(members[0], 0)
+        return {TOTAL: total if total == 0 or total >= k else None}, False
+    protected = disclosure.protect(grid, k, on_unprotectable="flag")
+    if protected.unprotectable:
+        total = sum(counts.values())
+        return {TOTAL: total if total == 0 or total >= k else None}, True
+    values = {t: protected.value((grid_key, t)) for t in members}
+    values[TOTAL] = protected.value((grid_key, disclosure.TOTAL))
+    return values, False
+
+
+def _add_town_rows(table: Table, labels: dict[str, str], towns: Sequence[str], counts: Mapping[str, int],
+                   k: int) -> None:
+    values, dropped = _town_table((table.key, *labels.values()), towns, counts, k)
+    if dropped:
+        table.dropped.append(dict(labels))
+    for town, value in values.items():
+        table.cells.append({**labels, "town": town, "value": value})
+
+
+def build_report(session: Session, policy: SteeringPolicy, goals: Mapping[str, Goal], area: Area,
+                 now: datetime) -> dict[str, Any]:
+    """The whole report as a JSON-ready document."""
+    k = policy.k
+    towns = list(area.towns.values())
+    tables: list[Table] = []
+
+    barriers = Table("barriers", "Personen je Barriere, Handlungsfeld und Organisationsart",
+                     ["barrier_category", "field_of_action", "organisation_kind", "town"], ["town"])
+    for (barrier, field_, kind), counts in sorted(barrier_counts(session, area).items()):
+        _add_town_rows(barriers, {"barrier_category": barrier, "field_of_action": field_,
+                                  "organisation_kind": kind}, towns, counts, k)
+    tables.append(barriers)
+
+    overdue = Table("overdue_steps", "Personen mit überfälligem Schritt, je Schritt",
+                    ["step_key", "town"], ["town"])
+    for step, counts in sorted(overdue_counts(session, area, now).items()):
+        _add_town_rows(overdue, {"step_key": step}, towns, counts, k)
+    tables.append(overdue)
+
+    discussed = Table("conference_persons", "In Fallkonferenzen besprochene Personen, je Quartal",
+                      ["quarter", "town"], ["town"])
+    for quarter, counts in sorted(conference_counts(session, area).items()):
+        _add_town_rows(discussed, {"quarter": quarter}, towns, counts, k)
+    tables.append(discussed)
+
+    goal_tables = [_goal_table(session, goal, area, towns, k, now) for goal in measurable(goals)]
+    tables.extend(goal_tables)
+
+    pairs, quarters = waiting_times(session, area)
+    return {
+        "area": {"id": area.id, "name": area.name, "towns": towns},
+        "generated_at": now.isoformat(),
+        "k": k,
+        "suppressed": disclosure.SUPPRESSED,
+        "tables": [t.as_dict() for t in tables],
+        "handover_waiting_times": [_waiting_row({"sender_kind": s, "receiver_kind": r}, g, k)
+                                   for (s, r), g in sorted(pairs.items())],
+        "handover_waiting_trend": [_waiting_row({"quarter": q}, g, k) for q, g in sorted(quarters.items())],
+        "goals": [_goal_summary(goals, goal, table) for goal, table in zip(measurable(goals), goal_tables)],
+        "taxonomy": {"barrier_categories": policy.barrier_categories,
+                     "fields_of_action": policy.fields_of_action},
+    }
+
+
+def _waiting_row(labels: dict[str, str], group: WaitingGroup, k: int) -> dict[str, Any]:
+    persons = len(group.persons)
+    published = persons == 0 or persons >= k
+    row: dict[str, Any] = {**labels, "persons": persons if published else None}
+    for name, values in (("working_days", group.working), ("calendar_days", group.calendar)):
+        row[f"{name}_median"] = disclosure.percentile_or_none(values, 50, k, persons=persons)
+        row[f"{name}_p90"] = disclosure.percentile_or_none(values, 90, k, persons=persons)
+    return row
+
+
+def _goal_table(session: Session, goal: Goal, area: Area, towns: list[str], k: int, now: datetime) -> Table:
+    """Attained and missed persons per quarter and town, with all sums (a person counts once per
+    goal, so the table is additive in every direction)."""
+    assert goal.measure is not None
+    cells = attainment((c for c in goal_clocks(session, goal) if c.jurisdiction_id in area.towns),
+                       goal.measure.within_days, now)
+    quarters = sorted({q for q, _ in cells})
+    table = Table(f"goal:{goal.key}", goal.title, ["quarter", "town", "outcome"], ["quarter", "town", "outcome"])
+    if not quarters:
+        return table
+    counts = {}
+    for (quarter, town_id), cell in cells.items():
+        for outcome in OUTCOMES:
+            n = getattr(cell, outcome)
+            if n:
+                counts[(quarter, area.towns[town_id], outcome)] = n
+    grid = disclosure.Grid()
+    dims = [quarters, towns, list(OUTCOMES)]
+    grid.add_table(table.key, dims, counts)
+    protected = disclosure.protect(grid, k, on_unprotectable="flag")
+    if protected.unprotectable:
+        # Fall back to the Kreis level: quarter x outcome without towns.
+        table.dropped.append({"breakdown": "town"})
+        table.dimensions = ["quarter", "outcome"]
+        table.totals = ["quarter", "outcome"]
+        kreis: dict[tuple, int] = defaultdict(int)
+        for (quarter, _town, outcome), n in counts.items():
+            kreis[(quarter, outcome)] += n
+        grid = disclosure.Grid()
+        grid.add_table(table.key, [quarters, list(OUTCOMES)], dict(kreis))
+        protected = disclosure.protect(grid, k, on_unprotectable="flag")
+        if protected.unprotectable:
+            table.dropped.append({"breakdown": "quarter"})
+            return table
+    for key, value in protected.published.items():
+        labels = [TOTAL if part == disclosure.TOTAL else part for part in key[1:]]
+        table.cells.append({**dict(zip(table.dimensions, labels)), "value": value})
+    return table
+
+
+def _goal_summary(goals: Mapping[str, Goal], goal: Goal, table: Table) -> dict[str, Any]:
+    assert goal.measure is not None
+    total = {c["outcome"]: c["value"] for c in table.cells
+             if all(c[d] == TOTAL for d in table.dimensions if d != "outcome")}
+    attained, missed = total.get("attained"), total.get("missed")
+    share = None
+    if attained is not None and missed is not None and attained + missed > 0:
+        share = attained / (attained + missed)
+    chain = []
+    parent = goal.parent
+    while parent is not None:
+        chain.append({"key": parent, "tier": goals[parent].tier.value, "title": goals[parent].title})
+        parent = goals[parent].parent
+    return {"key": goal.key, "title": goal.title, "tier": goal.tier.value, "parents": chain,
+            "within_days": goal.measure.within_days, "target_share": goal.measure.target_share,
+            "attained": attained, "missed": missed, "share": share,
+            "target_met": None if share is None else share >= goal.measure.target_share}
+
+
+def cells_of(report: Mapping[str, Any]) -> Iterable[tuple[str, dict[str, Any]]]:
+    for table in report["tables"]:
+        for cell in table["cells"]:
+            yield table["key"], cell
