@@ -19,7 +19,13 @@ from casemgmt.handovers import service as handovers_service
 from casemgmt.handovers.models import Handover
 from casemgmt.handovers.schemas import Box
 from casemgmt.jurisdictions.models import Organisation
+from casemgmt.conferences.models import Finding
+from casemgmt.jurisdictions.models import Jurisdiction
 from casemgmt.notifications.models import OutboxMessage
+from casemgmt.policy.loader import load_policies
+from casemgmt.steering.models import Proposal, WorkingGroup
+from casemgmt.steering.proposals import ProposalState
+from casemgmt.steering.report import build_report, cells_of, resolve_area
 from conftest import ROOT, create_database, drop_database
 
 
@@ -48,6 +54,12 @@ def test_demo_seeds_a_kreis_with_chains_in_every_state(tmp_path):
             abh = s.get(Organisation, s.scalar(select(Organisation.id).where(Organisation.key == "ennetal_abh")))
             inbox = handovers_service.inbox(s, actor_of(abh, "abh.ennetal"), Box.incoming,
                                             handovers_service.InboxFilters(), 50, None, now)
+            findings = s.scalar(select(func.count()).select_from(Finding))
+            groups = s.scalar(select(func.count()).select_from(WorkingGroup))
+            proposal_states = set(s.scalars(select(Proposal.state).distinct()))
+            policies = load_policies(ROOT / "policies")
+            area = resolve_area(s, s.scalar(select(Jurisdiction.id).where(Jurisdiction.key == "kreis_ennetal")))
+            document = build_report(s, policies.steering, policies.goals, area, now)
         engine.dispose()
         assert {"planned", "ready", "in_progress", "completed", "skipped"} <= set(states)
         assert overdue > 0
@@ -58,6 +70,12 @@ def test_demo_seeds_a_kreis_with_chains_in_every_state(tmp_path):
         # The ABH clerk's inbox opens with overdue, escalated handovers.
         assert inbox.items and inbox.items[0].overdue and inbox.items[0].state.value == "escalated"
         assert inbox.counts.escalated > 0
+        # Conferences with findings, proposals resting in every state, a working group, and a
+        # steering report with both published and suppressed cells.
+        assert findings > 0 and groups >= 1
+        assert proposal_states == {s.value for s in ProposalState}
+        values = [cell["value"] for _, cell in cells_of(document)]
+        assert any(v is None for v in values) and any(v for v in values)
         # Seeding again keeps the data and only prints fresh tokens.
         again = seed_demo(settings, persons=120, seed=7, now=now)
         assert not again.created and again.persons == 120

@@ -19,10 +19,13 @@ from casemgmt.auth.tokens import mint_dev_token
 from casemgmt.chains import service as chains
 from casemgmt.chains.catalog import TemplateCatalog, register_templates
 from casemgmt.chains.engine import Action, Actor, StepState
+from casemgmt.chains.models import Chain
 from casemgmt.chains.spec import CASE_MANAGEMENT_OWNER
 from casemgmt.config import Settings
 from casemgmt.database import make_engine, make_sessionmaker
 from casemgmt.demo.world import World, build_world
+from casemgmt.conferences import service as conferences_service
+from casemgmt.conferences.schemas import AgreementIn, ConferenceIn, FindingIn
 from casemgmt.handovers import service as handovers
 from casemgmt.handovers.escalation import escalate_overdue
 from casemgmt.handovers.models import OrganisationContact
@@ -34,7 +37,8 @@ from casemgmt.migrations import upgrade
 from casemgmt.persons.models import Person
 from casemgmt.policy.loader import load_policies
 from casemgmt.privacy.crypto import KeyRing, generate_master_key_file, load_master_key
-from casemgmt.privacy.schemas import AgreementIn, ConsentIn, PersonCreateIn
+from casemgmt.privacy.schemas import AgreementIn as DataAgreementIn
+from casemgmt.privacy.schemas import ConsentIn, PersonCreateIn
 from casemgmt.privacy.service import (
     Privacy,
     create_person,
@@ -119,6 +123,7 @@ DEMO_USERS = [
     ("jc.ennetal", "ennetal_jobcenter", ["clerk"], "Sachbearbeitung Jobcenter"),
     ("soz.wittmar", "wittmar_sozialamt", ["clerk"], "Sachbearbeitung Sozialamt Wittmar"),
     ("cm.wittmar", "wittmar_ki", ["case_manager"], "Case-Manager/in, Integrationsbüro Wittmar"),
+    ("vhs.ennetal", "ennetal_vhs", ["clerk"], "Kursträger VHS (Teilnahme an Fallkonferenzen)"),
     ("mod.ennetal", "ennetal_ki", ["moderator"], "Moderation Fallkonferenz"),
     ("lg.ennetal", "ennetal_ki", ["steering"], "Mitglied der Lenkungsgruppe"),
     ("dsb.ennetal", "ennetal_ki", ["dpo"], "Datenschutzbeauftragte/r"),
@@ -367,6 +372,179 @@ def _seed_contacts(session: Session, world: World) -> None:
 
 
 
+# --- Fallkonferenzen and the Lenkungsgruppe ------------------------------------------------------
+
+CONFERENCE_CONSENT_SHARE = 0.6
+CONFERENCE_KINDS = ["kommunales_integrationszentrum", "auslaenderbehoerde", "jobcenter", "sozialamt",
+                    "course_provider", "wohlfahrtsverband"]
+CONFERENCE_PARTICIPANTS = ["ennetal_abh", "ennetal_jobcenter", "ennetal_vhs", "ennetal_caritas"]
+# (barrier, field of action, organisation kinds, weather, text): what conferences in the field
+# report again and again; weights make some barriers common and others rare, so the report shows
+# both published and suppressed cells.
+FINDINGS = [
+    ("waiting_times", "language", ["course_provider", "bamf"], "gewitter", 5,
+     "Wartezeiten auf Integrationskurse liegen bei drei bis fünf Monaten; Kurse mit Kinderbetreuung fehlen ganz."),
+    ("housing_shortage", "housing", ["sozialamt", "jobcenter"], "gewitter", 4,
+     "Für Alleinstehende gibt es kaum Ein- bis Zwei-Zimmer-Wohnungen; der Auszug aus dem Übergangswohnheim scheitert."),
+    ("interfaces", "subsistence", ["sozialamt", "jobcenter"], "wolke", 4,
+     "Beim Rechtskreiswechsel entstehen Lücken von mehreren Wochen, weil Bescheide nicht rechtzeitig vorliegen."),
+    ("language_barriers", "health", ["gesundheitsamt"], "wolke", 2,
+     "Für Arzttermine fehlen Dolmetschende; Termine werden mehrfach verschoben."),
+    ("offers_end_at_town_borders", "education", ["schulamt", "kita_traeger"], "wolke", 2,
+     "Sprachförderangebote enden an der Stadtgrenze, obwohl der nächste Kurs im Nachbarort näher liegt."),
+    ("data_protection_information_flow", "case_management", ["auslaenderbehoerde", "kommunales_integrationszentrum"],
+     "wind", 2, "Ein gemeinsamer Einwilligungsbogen für alle beteiligten Stellen würde Rückfragen sparen."),
+    ("legal_status", "training_work", ["auslaenderbehoerde", "agentur_fuer_arbeit"], "gewitter", 2,
+     "Geduldete erhalten die Beschäftigungserlaubnis zu spät; Ausbildungsplätze verfallen."),
+    ("poor_cooperation", "case_management", ["jobcenter", "kommunales_integrationszentrum"], "sonne", 1,
+     "Die gemeinsame Sprechstunde von Jobcenter und Case Management funktioniert gut und sollte bleiben."),
+    ("missing_offers", "family_youth", ["jugendamt"], "wolke", 1,
+     "Für Jugendliche über 16 Jahre fehlen Freizeit- und Sportangebote in den kleinen Orten."),
+]
+
+
+@dataclass
+class Conferences:
+    """What the conference generators produced, for the proposals after them."""
+
+    findings: list = field(default_factory=list)  # (finding id, barrier)
+
+
+def _conference_dates(now: datetime) -> list[datetime]:
+    """About one Fallkonferenz every two months over the last year and a half."""
+    return [(now - timedelta(days=days)).replace(hour=9, minute=0, second=0, microsecond=0)
+            for days in range(500, 20, -60)]
+
+
+def _conference(session: Session, catalog: TemplateCatalog, privacy: Privacy, policies, world: World,
+                rng: random.Random, produced: Conferences, at: datetime):
+    """One conference at its date, in time order with the cases: the cases on its agenda are the
+    open chains of persons whose consent covers the conference at that moment."""
+    now = yield at
+    ki = session.get(Organisation, world.organisations["ennetal_ki"])
+    moderator = actor_of(ki, "mod.ennetal", frozenset({"moderator"}))
+    steering_policy = policies.steering
+    conf = conferences_service.create_conference(session, steering_policy, moderator, ConferenceIn(
+        title=f"Fallkonferenz Kreis Ennetal {now:%m/%Y}", scheduled_at=now,
+        jurisdiction_id=world.jurisdictions["kreis_ennetal"],
+        participant_organisation_ids=[world.organisations[k] for k in CONFERENCE_PARTICIPANTS]), now)
+    conferences_service.set_phase(session, privacy, steering_policy, moderator, conf.id, "case_phase", None, now)
+    open_chains = session.execute(
+        select(Chain.id).where(Chain.lifecycle == "open", Chain.case_management_organisation_id == ki.id)
+        .order_by(Chain.started_at)).scalars().all()
+    case_ids = []
+    for chain_id in rng.sample(list(open_chains), min(len(open_chains), rng.randint(12, 24))):
+        try:
+            out = conferences_service.add_case(session, privacy, steering_policy, moderator, conf.id, chain_id, now)
+        except Problem:
+            continue  # no consent for the conference: the case is not discussed
+        case_ids.append(out.cases[-1].id)
+    for case_id in case_ids[: rng.randint(1, 3)]:
+        owner = rng.choice(CONFERENCE_PARTICIPANTS)
+        conferences_service.add_agreement(
+            session, catalog, privacy, steering_policy, policies.handovers, moderator, conf.id,
+            AgreementIn(conference_case_id=case_id, text=rng.choice(AGREEMENT_TEXTS),
+                        owner_organisation_id=world.organisations[owner],
+                        due_date=(now + timedelta(days=rng.choice([14, 28, 42]))).date()), now)
+    conferences_service.set_phase(session, privacy, steering_policy, moderator, conf.id, "structural_phase", None, now)
+    if not case_ids:
+        return
+    weights = [f[4] for f in FINDINGS]
+    chosen = []
+    known = set()
+    for _ in range(rng.randint(3, 5)):
+        spec = rng.choices(FINDINGS, weights=weights)[0]
+        if spec in chosen:
+            continue
+        chosen.append(spec)
+        barrier, field_, kinds, weather, _, text = spec
+        behind = rng.sample(case_ids, max(1, min(len(case_ids), int(rng.expovariate(1 / 6)) + 1)))
+        out = conferences_service.add_finding(
+            session, privacy, steering_policy, policies.organisation_kinds.keys(), moderator, conf.id,
+            FindingIn(barrier_category=barrier, field_of_action=field_, organisation_kinds=kinds, level=rng.choice(
+                ["staff", "organisation", "intermunicipal"]), weather=weather, text=text,
+                conference_case_ids=behind), now)
+        new = next(f.id for f in out.findings if f.id not in known)
+        known.add(new)
+        produced.findings.append((new, barrier))
+    for key in CONFERENCE_PARTICIPANTS:
+        voter = actor_of(session.get(Organisation, world.organisations[key]), f"demo.{key}")
+        finding_id, _ = rng.choice(produced.findings[-len(chosen):])
+        conferences_service.vote(session, privacy, steering_policy, voter, conf.id, finding_id,
+                                 rng.randint(1, steering_policy.dots_per_participant), now)
+    conferences_service.set_phase(session, privacy, steering_policy, moderator, conf.id, "closed", None, now)
+
+
+AGREEMENT_TEXTS = [
+    "Jobcenter prüft vorrangig den Antrag und meldet sich beim Case Management.",
+    "Kursträger bietet einen Platz im nächsten Kurs mit Kinderbetreuung an.",
+    "Ausländerbehörde klärt die Verlängerung des Aufenthaltstitels vor Ablauf.",
+    "Caritas begleitet zur Wohnungsbesichtigung und unterstützt beim Antrag.",
+]
+# (title, summary, barrier, the states it is walked through)
+PROPOSALS = [
+    ("Integrationskurse mit Kinderbetreuung", "Kreisweit Kurse mit Kinderbetreuung ausschreiben.",
+     "waiting_times", ["submit", "accept", "start", "complete", "make_permanent"]),
+    ("Kleine Wohnungen", "Belegungsrechte für Ein- bis Zwei-Zimmer-Wohnungen mit der Wohnungswirtschaft vereinbaren.",
+     "housing_shortage", ["submit", "delegate", "start"]),
+    ("Nahtloser Rechtskreiswechsel", "Verbindliche Übergabe zwischen Sozialamt und Jobcenter mit Fristen.",
+     "interfaces", ["submit", "accept", "start", "complete"]),
+    ("Dolmetschpool Gesundheit", "Einen Dolmetschpool für Arzttermine aufbauen.", "language_barriers",
+     ["submit", "reject"]),
+    ("Kurse über Stadtgrenzen", "Kursplätze kreisweit vergeben.", "offers_end_at_town_borders",
+     ["submit", "defer"]),
+    ("Gemeinsamer Einwilligungsbogen", "Einen Einwilligungsbogen für alle Stellen entwickeln.",
+     "data_protection_information_flow", ["submit"]),
+    ("Beschäftigungserlaubnis beschleunigen", "Bearbeitungszeiten der Beschäftigungserlaubnis verkürzen.",
+     "legal_status", []),
+    ("Sprechstunde verstetigen", "Die gemeinsame Sprechstunde von Jobcenter und Case Management beibehalten.",
+     "poor_cooperation", ["submit", "accept"]),
+    ("Wohnraum für Familien", "Große Wohnungen für Familien in den kleinen Orten erschließen.",
+     "housing_shortage", ["submit", "delegate"]),
+]
+# Every state of the lifecycle is where some proposal rests: bundled, submitted, accepted,
+# delegated, rejected, deferred, in_implementation, implemented and made_permanent.
+
+
+def _seed_proposals(session: Session, privacy: Privacy, policies, world: World, rng: random.Random,
+                    produced: Conferences, now: datetime) -> None:
+    """Bundle the findings into proposals and walk them through every state of the lifecycle."""
+    from casemgmt.steering import service as steering
+    from casemgmt.steering.schemas import ProposalActionIn, ProposalIn
+
+    ki = session.get(Organisation, world.organisations["ennetal_ki"])
+    moderator = actor_of(ki, "mod.ennetal", frozenset({"moderator"}))
+    group = actor_of(ki, "lg.ennetal", frozenset({"steering"}))
+    at = now - timedelta(days=15)
+    group_id = None
+    unused = list(produced.findings)
+    for title, summary, barrier, actions in PROPOSALS:
+        ids = [f for f, b in unused if b == barrier][:3] or [f for f, _ in unused[:2]]
+        if not ids:
+            continue
+        unused = [(f, b) for f, b in unused if f not in ids]
+        proposal = steering.create_proposal(session, privacy, policies.steering, moderator,
+                                            ProposalIn(title=title, summary=summary, finding_ids=ids), at)
+        for action in actions:
+            at += timedelta(hours=rng.randint(2, 30))
+            body: dict = {"action": action}
+            if action == "accept":
+                body |= {"working_group_name": f"AG {title}", "due_date": (now + timedelta(days=180)).date(),
+                         "lead_organisation_id": world.organisations["ennetal_ki"]}
+            elif action == "delegate" and group_id is not None:
+                body |= {"working_group_id": group_id, "due_date": (now + timedelta(days=120)).date()}
+            elif action == "delegate":
+                continue
+            elif action in ("reject", "defer"):
+                body["reason"] = ("Zuständigkeit liegt beim Land" if action == "reject"
+                                  else "Kosten sind intern zu klären")
+            who = moderator if action == "submit" else group
+            out = steering.act(session, who, who is group, who is moderator, proposal.id,
+                               ProposalActionIn(**body), at)
+            if out.working_group is not None and group_id is None:
+                group_id = out.working_group.id
+
+
 def _run_in_time_order(cases: list[Iterator[datetime]]) -> None:
     """Advance every case generator, always the one whose next action is earliest."""
     queue: list[tuple[datetime, int, Iterator[datetime]]] = []
@@ -442,7 +620,11 @@ def _seed_cases(session: Session, catalog: TemplateCatalog, privacy: Privacy, po
         cases.append(_case(session, catalog, privacy, policies.handovers, town_ids, rng, actors, manager,
                            body, template_key, started, now))
     cases.append(_escalation_timer(session, policies.handovers, now - timedelta(days=540), now))
+    conferences = Conferences()
+    cases.extend(_conference(session, catalog, privacy, policies, world, rng, conferences, at)
+                 for at in _conference_dates(now))
     _run_in_time_order(cases)
+    _seed_proposals(session, privacy, policies, world, rng, conferences, now)
 
 
 def _intake(rng: random.Random, world: World, manager: Actor, town: str, at: datetime,
@@ -486,6 +668,14 @@ def _intake(rng: random.Random, world: World, manager: Actor, town: str, at: dat
         })
         if health:
             fields["psychosocial_support"] = rng.random() < 0.5
+    if rng.random() < CONFERENCE_CONSENT_SHARE:
+        # A Schweigepflichtentbindung for the Kreis's case conferences: the offices at the table.
+        consents.append(ConsentIn(
+            recipients=[{"organisation_kind": kind, "jurisdiction_id": world.jurisdictions["kreis_ennetal"]}
+                        for kind in CONFERENCE_KINDS],
+            categories=["case_notes"], purpose="case_conference",
+            evidence_reference=f"EW-FK-{rng.randint(1000, 9999)}", valid_from=at, **base,
+        ))
     if rng.random() < 0.2:
         # A consent to the schools of the place the person lives, limited in time; some expire.
         until = at + timedelta(days=rng.choice([90, 365, 730]))
@@ -501,7 +691,7 @@ def _seed_agreements(session: Session, privacy: Privacy, world: World, now: date
     """The Kreis's agreement on case-triggered exchange with the employment agency."""
     admin = actor_of(session.get(Organisation, world.organisations["ennetal_ki"]), "admin.ennetal",
                      frozenset({"admin"}))
-    record_agreement(session, privacy, admin, AgreementIn(
+    record_agreement(session, privacy, admin, DataAgreementIn(
         title="Kooperationsvereinbarung Übergang Schule-Beruf / Integration Point Ennetal",
         organisation_ids=[world.organisations[k] for k in ("ennetal_ki", "ennetal_caritas", "ennetal_agentur")],
         categories=["residence", "benefits"], purpose="employment_promotion",
