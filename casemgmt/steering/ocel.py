@@ -234,37 +234,45 @@ def build_ocel(
         raise ValueError("min_variant_chains must be at least 1")
 
     chain_rows: dict[Hashable, Any] = {row.id: row for row in chains}
-    events_by_chain: dict[Hashable, list[Any]] = defaultdict(list)
-    for ev in step_events:
-        if ev.chain_id in chain_rows:
-            events_by_chain[ev.chain_id].append(ev)
 
-    # Variants. Activity strings and variant tuples are interned, as 100k chains share a handful.
-    activity_names: dict[tuple[str, str | None], str] = {}
+    # Events are kept as small tuples (time, id, shape, actor) whose shape (kind, step key,
+    # action, owner kind) is interned: a million database rows repeat a few hundred shapes, and
+    # a row object per event would cost several times the memory of the document itself.
+    shapes: dict[tuple, tuple] = {}
+    events_by_chain: dict[Hashable, list[tuple]] = {}
+    for ev in step_events:
+        bucket = events_by_chain.get(ev.chain_id)
+        if bucket is None:
+            if ev.chain_id not in chain_rows:
+                continue
+            bucket = events_by_chain[ev.chain_id] = []
+        shape = (ev.kind, ev.step_key, ev.action, ev.owner_kind)
+        bucket.append((ev.occurred_at, ev.id, shapes.setdefault(shape, shape),
+                       ev.actor_organisation_id))
+
+    activities: dict[tuple, str | None] = {}
+    for shape in shapes:
+        kind, step_key, action, _ = shape
+        activities[shape] = (f"{_event_type(kind, action)}:{step_key}"
+                             if kind == STEP_EVENT_KIND else None)
+    # Variant tuples are interned too: 100k chains share a handful of them.
     interned: dict[tuple, tuple] = {}
     variant_of: dict[Hashable, tuple] = {}
     for chain_id, row in chain_rows.items():
         evs = events_by_chain.get(chain_id, [])
-        evs.sort(key=lambda e: (e.occurred_at, e.id))
-        path = []
-        for ev in evs:
-            if ev.kind != STEP_EVENT_KIND:
-                continue
-            key = (ev.action, ev.step_key)
-            name = activity_names.get(key)
-            if name is None:
-                name = activity_names[key] = f"{_event_type(ev.kind, ev.action)}:{ev.step_key}"
-            path.append(name)
-        variant = (row.template_key, row.template_version, tuple(path))
+        evs.sort()  # by time, then event id (ids are unique, so later members never compare)
+        path = tuple(a for a in (activities[e[2]] for e in evs) if a is not None)
+        variant = (row.template_key, row.template_version, path)
         variant_of[chain_id] = interned.setdefault(variant, variant)
     variant_sizes = Counter(variant_of.values())
-    kept = {cid for cid, v in variant_of.items() if variant_sizes[v] >= min_variant_chains}
+    kept = [cid for cid, v in variant_of.items() if variant_sizes[v] >= min_variant_chains]
     variants_exported = sum(1 for n in variant_sizes.values() if n >= min_variant_chains)
+    kept_set = set(kept)
 
     handover_rows: dict[Hashable, Any] = {}
     handovers_by_chain: dict[Hashable, list[Any]] = defaultdict(list)
     for h in handovers:
-        if h.chain_id in kept:
+        if h.chain_id in kept_set:
             handover_rows[h.id] = h
             handovers_by_chain[h.chain_id].append(h)
     events_by_handover: dict[Hashable, list[Any]] = defaultdict(list)
@@ -273,42 +281,43 @@ def build_ocel(
             events_by_handover[hev.handover_id].append(hev)
 
     emitter = _Emitter(secret, organisation_kinds)
-    objects_by_chain: list[tuple[str, list[dict[str, Any]]]] = []
-    timed: list[tuple[tuple[str, str], dict[str, Any]]] = []
-    for chain_id in kept:
+    objects = []
+    # Chains are emitted in pseudonym order and each chain's events in its own order into one
+    # bucket per day: concatenated by day, that lists events by day, then chain, then the
+    # chain's order, without a sort key per event.
+    by_day: dict[str, list[dict[str, Any]]] = {}
+    for cpid, chain_id in sorted((pseudonym(secret, CHAIN, cid), cid) for cid in kept):
         row = chain_rows[chain_id]
-        cpid = pseudonym(secret, CHAIN, chain_id)
         emitter.begin_chain(cpid)
-        chain_objects = [{
+        objects.append({
             "id": cpid, "type": CHAIN,
             "attributes": [{"name": "template_key", "time": _STATIC, "value": row.template_key},
                            {"name": "template_version", "time": _STATIC,
                             "value": int(row.template_version)}],
             "relationships": [],
-        }]
-        # One ordered stream per chain (its events and its handovers' events), so that the
-        # global sort by (day, chain) below keeps each chain's own order.
+        })
         # At equal times the handover event goes first: within one transaction it is the
         # cause (an acknowledged relocation moves the lead, a Rechtskreiswechsel ends a step).
-        stream: list[tuple[datetime, int, int, dict[str, Any]]] = []
-        for ev in events_by_chain.get(chain_id, []):
-            stream.append((ev.occurred_at, 1, ev.id, emitter.chain_event(ev)))
-        for h in sorted(handovers_by_chain.get(chain_id, []), key=lambda h: str(h.id)):
-            hpid = pseudonym(secret, HANDOVER, h.id)
-            chain_objects.append(emitter.handover_object(h, hpid))
-            for hev in events_by_handover.get(h.id, []):
+        stream: list[tuple[datetime, int, int, dict[str, Any]]] = [
+            (at, 1, eid, emitter.chain_event(at, eid, shape, actor))
+            for at, eid, shape, actor in events_by_chain.pop(chain_id, ())
+        ]
+        chain_handovers = [(pseudonym(secret, HANDOVER, h.id), h)
+                           for h in handovers_by_chain.get(chain_id, ())]
+        for hpid, h in sorted(chain_handovers, key=lambda item: item[0]):
+            objects.append(emitter.handover_object(h, hpid))
+            for hev in events_by_handover.get(h.id, ()):
                 stream.append((hev.occurred_at, 0, hev.id, emitter.handover_event(h, hpid, hev)))
-        stream.sort(key=lambda item: item[:3])
-        timed.extend(((event["time"], cpid), event) for *_, event in stream)
-        chain_objects.extend(emitter.step_objects())
-        objects_by_chain.append((cpid, chain_objects))
-
-    objects_by_chain.sort(key=lambda item: item[0])
-    timed.sort(key=lambda item: item[0])  # stable: keeps each chain's order within a day
-    objects = emitter.kind_objects()
-    for _, chain_objects in objects_by_chain:
-        objects.extend(chain_objects)
-    events = [event for _, event in timed]
+        if chain_handovers:
+            stream.sort(key=lambda item: item[:3])
+        for *_, event in stream:
+            day = by_day.get(event["time"])
+            if day is None:
+                day = by_day[event["time"]] = []
+            day.append(event)
+        objects.extend(emitter.step_objects())
+    objects[:0] = emitter.kind_objects()
+    events = [event for day in sorted(by_day) for event in by_day[day]]
 
     ids = [o["id"] for o in objects] + [e["id"] for e in events]
     if len(set(ids)) != len(ids):
@@ -379,16 +388,16 @@ class _Emitter:
             return rel
         return {"objectId": rel["objectId"], "qualifier": qualifier}
 
-    def chain_event(self, ev: Any) -> dict[str, Any]:
+    def chain_event(self, at: datetime, event_id: int, shape: tuple, actor: int | None) -> dict[str, Any]:
+        kind, step_key, action, owner_kind = shape
         rels = [self._chain_rel]
-        if ev.step_key is not None:
-            rels.append(self._step_rel(ev.step_key, ev.owner_kind))
-        kind = self._organisation_kinds.get(ev.actor_organisation_id) \
-            if ev.actor_organisation_id is not None else None
-        if kind is not None:
-            rels.append(self._kind_rel(kind, "actor"))
-        return {"id": pseudonym(self._secret, "event", f"chain_event/{ev.id}"),
-                "type": _event_type(ev.kind, ev.action), "time": self._time(ev.occurred_at),
+        if step_key is not None:
+            rels.append(self._step_rel(step_key, owner_kind))
+        actor_kind = self._organisation_kinds.get(actor) if actor is not None else None
+        if actor_kind is not None:
+            rels.append(self._kind_rel(actor_kind, "actor"))
+        return {"id": pseudonym(self._secret, "event", f"chain_event/{event_id}"),
+                "type": _event_type(kind, action), "time": self._time(at),
                 "attributes": [], "relationships": rels}
 
     def _handover_rels(self, h: Any) -> list[dict[str, str]]:
@@ -440,24 +449,29 @@ def export_ocel(
     secret unless one is given (tests pass one to recompute pseudonyms).
 
     Cost: five set-based queries, whatever the number of chains: organisations (id, kind),
-    chains (id, template), all chain events joined to their step's owner kind on
-    ``uq_chain_steps_chain_id_key`` (a hash join over ``chain_steps``, about 19 rows per chain),
-    handovers joined likewise, and handover events. No per-chain query. The four big results
-    are streamed through server-side cursors in batches of 10,000 rows, one query at a time, so
-    the database never materialises a result for the client. Memory in Python is the cost: the
-    builder must see every chain's path before it knows which chains to keep, so it holds every
-    event row and then the whole document. As a rough guide, the document takes some hundreds
-    of bytes per event (100k chains with 1M events: a few GB in all, tens of seconds on one
-    core); serialising it with ``json.dumps`` holds one more copy as text.
+    chains (id, template), all chain events hash-joined to ``chain_steps`` for the step's owner
+    kind, handovers joined likewise, and handover events. No per-chain query. The four big
+    results stream through server-side cursors, 10,000 rows a batch, one query at a time. The
+    price is memory in Python: the builder must see every chain's path before it knows which
+    chains to keep, so it holds every event (as a compact tuple) and then the whole document.
 
-    On PostgreSQL, a session without an open transaction is moved to REPEATABLE READ first, so
-    all five queries see one snapshot; in an open transaction the builder ignores rows that
-    point to chains or handovers it was not given.
+    Measured on synthetic data (100k chains, 1.9M chain steps, 1.45M chain events, 30k
+    handovers with 60k events; PostgreSQL 15, default ``work_mem``, a 2-core machine under a
+    load average of 5-8 from other jobs, so read the times as upper bounds): the events query
+    took 10 s in the database (the hash join spills to temp files), the export 52 s of Python
+    CPU (166 s wall), peak resident memory 1.7 GB (about 1 KB per event). ``json.dumps`` of the
+    result took 63 s more and 624 MiB of text (peak 2.8 GB). At 10k chains / 150k events: 6 s
+    CPU, about 170 MB. Everything is linear in the number of events.
+
+    The five queries see one snapshot only if the caller's transaction is REPEATABLE READ. The
+    isolation is left to the caller on purpose: the endpoint writes its audit entry in the same
+    transaction, and that update of the audit head would fail under REPEATABLE READ whenever
+    another request wrote one meanwhile. Under READ COMMITTED the skew is harmless: rows that
+    point to chains or handovers read before them are ignored, and a chain read with a few
+    newer events is still a consistent chain.
     """
     if secret is None:
         secret = os.urandom(32)
-    if not session.in_transaction() and session.get_bind().dialect.name == "postgresql":
-        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
 
     organisations = Organisation.__table__
     kinds = {row.id: row.kind for row in session.execute(
