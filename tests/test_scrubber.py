@@ -23,12 +23,13 @@ from casemgmt.conferences.scrubber import (
     scan,
 )
 
-CORPUS = yaml.safe_load((Path(__file__).parent / "data" / "findings_corpus.yaml").read_text("utf-8"))
+CORPUS_FILE = Path(__file__).parent / "data" / "findings_corpus.yaml"
+CORPUS = yaml.safe_load(CORPUS_FILE.read_text("utf-8"))
 VOCABULARY = frozenset(CORPUS["vocabulary"])
 CLEAN: list[str] = CORPUS["clean"]
 DIRTY: list[dict] = CORPUS["dirty"]
 
-# The service answers is_known_name from a keyed blind index over the name tokens of its
+# The service is to answer is_known_name from a keyed blind index over the name tokens of its
 # records; the test does the same, so only digests of the registered names are compared.
 _KEY = b"test blind index key"
 
@@ -113,7 +114,8 @@ def test_hit_spans_point_at_the_text_to_remove():
 @pytest.mark.parametrize(("text", "kind", "words"), [
     ("Herr Tesfamichael wartet.", "name", ["Namen", "'Tesfamichael'"]),
     ("Geboren am 03.03.1990 in Kabul.", "birth_date", ["Geburtsdatum", "'03.03.1990'"]),
-    ("Seit dem 03.03.1999 ohne Kurs.", "date", ["Datum", "'03.03.1999'", "vor 2010", "Geburtsdatum"]),
+    ("Seit dem 03.03.1999 ohne Kurs.", "date",
+     ["Datum", "'03.03.1999'", "vor 2010", "Geburtsdatum"]),
     ("Az. 32.1-4711/24 liegt vor.", "file_number", ["Aktenzeichen", "'32.1-4711/24'"]),
     ("Kundennummer 123D456789 doppelt.", "file_number", ["Kundennummer", "'123D456789'"]),
     ("Er wohnt Lindenstraße 14 in Wittmar.", "address", ["Anschrift", "'Lindenstraße 14'"]),
@@ -136,9 +138,9 @@ def test_the_name_message_reads_as_asked():
 def test_overlapping_hits_are_merged_into_the_longest():
     # The name inside the address, the name inside the e-mail address, the phone-shaped digits
     # inside the IBAN: one hit each, of the kind that covers the whole.
-    known = {"friedrich", "leyla", "ahmadi"}.__contains__
-    assert found("Friedrich-Ebert-Straße 12 ist belegt.", is_known_name=known) == [
-        ("address", "Friedrich-Ebert-Straße 12")]
+    known = {"jakob", "leyla", "ahmadi"}.__contains__
+    assert found("Jakob-Wessel-Straße 12 ist belegt.", is_known_name=known) == [
+        ("address", "Jakob-Wessel-Straße 12")]
     assert found("Schreiben an Leyla.Ahmadi@example.org", is_known_name=known) == [
         ("email", "Leyla.Ahmadi@example.org")]
     assert found("IBAN DE12 3704 0044 0532 0130 00 liegt vor") == [
@@ -148,13 +150,15 @@ def test_overlapping_hits_are_merged_into_the_longest():
 def test_neighbouring_parts_of_one_thing_become_one_hit():
     known = {"leyla", "ahmadi"}.__contains__
     assert found("Leyla Ahmadi wartet.", is_known_name=known) == [("name", "Leyla Ahmadi")]
-    assert found("Lindenstraße 14, 58452 Wittmar") == [("address", "Lindenstraße 14, 58452 Wittmar")]
+    assert found("Lindenstraße 14, 58452 Wittmar") == [
+        ("address", "Lindenstraße 14, 58452 Wittmar")]
     # Separated by more than a space, they stay apart.
-    assert found("Leyla und Ahmadi warten.", is_known_name=known) == [("name", "Leyla"), ("name", "Ahmadi")]
+    assert found("Leyla und Ahmadi warten.", is_known_name=known) == [
+        ("name", "Leyla"), ("name", "Ahmadi")]
 
 
 def test_hits_are_ordered_and_do_not_overlap():
-    text = CORPUS["dirty"][1]["text"] + " " + CORPUS["dirty"][2]["text"] + " " + CORPUS["dirty"][3]["text"]
+    text = " ".join(finding["text"] for finding in DIRTY[:12])
     hits = scan(text, is_known_name, VOCABULARY)
     assert all(a.end <= b.start for a, b in zip(hits, hits[1:]))
 
@@ -302,7 +306,7 @@ def test_file_number_near_misses(text):
     ("wohnt An der Kirche 5.", "An der Kirche 5"),
     ("wohnt Im Siepen 2.", "Im Siepen 2"),
     ("wohnt im Bahnhofsweg 7 bei Bekannten", "Bahnhofsweg 7"),
-    ("wohnt in der Friedrich-Ebert-Straße 12", "Friedrich-Ebert-Straße 12"),
+    ("wohnt in der Jakob-Wessel-Straße 12", "Jakob-Wessel-Straße 12"),
     ("wohnt Am Mühlenbach 12-14", "Am Mühlenbach 12-14"),
     ("wohnt in der Lindenallee Nr. 4", "Lindenallee Nr. 4"),
     ("wohnt am Marktplatz 3", "Marktplatz 3"),
@@ -335,7 +339,7 @@ def test_address_near_misses(text):
     ("Familie al-Hassan wartet.", "al-Hassan"),
     ("Familie El Amrani wartet.", "El Amrani"),
     ("Herr von Brenkhausen vermietet nicht.", "von Brenkhausen"),
-    ("Frau Dr. med. Okonkwo-Brandt lehnt ab.", "Okonkwo-Brandt"),
+    ("Frau Dr. med. Adebayo-Wessel lehnt ab.", "Adebayo-Wessel"),
     ("Frau Leyla Ahmadi wartet.", "Leyla Ahmadi"),
     ("Fr. Ahmadi wartet.", "Ahmadi"),
     ("Hr. Yilmaz wartet.", "Yilmaz"),
@@ -344,6 +348,8 @@ def test_address_near_misses(text):
     ("Familie Sommer wartet.", "Sommer"),
     ("Frau Nur wartet.", "Nur"),
     ("Frau AHMADI wartet.", "AHMADI"),
+    ("Frau Richter und Herr Mann warten.", "Richter"),
+    ("Frau Bürgermeisterin Klein hat zugesagt.", "Klein"),
     # An initial points at the person as well as the name does, in a conference of a few cases.
     ("Frau A. wartet.", "A"),
 ])
@@ -353,7 +359,7 @@ def test_title_makes_a_name(text, excerpt):
 
 def test_a_title_takes_in_particles_but_no_following_preposition():
     assert found("Herr Brenkhausen vom Vermieterverein lehnt ab.") == [("name", "Brenkhausen")]
-    assert found("Frau Dr. Okonkwo-Brandt von der Schule lehnt ab.") == [("name", "Okonkwo-Brandt")]
+    assert found("Frau Dr. Adebayo-Wessel von der Schule lehnt ab.") == [("name", "Adebayo-Wessel")]
     assert found("Frau Leyla El Amrani wartet.") == [("name", "Leyla El Amrani")]
     assert found("Herr von der Heide wartet.") == [("name", "von der Heide")]
 
@@ -361,12 +367,14 @@ def test_a_title_takes_in_particles_but_no_following_preposition():
 @pytest.mark.parametrize("text", [
     "Frau und Kinder kommen nach; Familie und Beruf sind nicht vereinbar.",
     "Frau Bürgermeisterin hat zugesagt, Herr Landrat auch.",
+    "Es fehlt die Frau Bürgermeisterin. Kurse fallen aus.",
     "Für die Familie Sprachmittlung zu organisieren dauert Wochen.",
     "Der Frau Deutschkurse anzubieten scheitert an der Kinderbetreuung.",
     "Betroffen ist eine Frau. Sprachkurse fehlen.",
     "Die Familie, Kinder und Eltern.",
     "Frauen Syriens und Familien Afghanistans.",
     "Für eine Frau Kitaplätze zu finden ist schwer.",
+    "Sprechzeiten Mo. und Fr. Vormittag, Do. und Fr. Nachmittag, Fr. 9-12 Uhr.",
 ])
 def test_title_near_misses(text):
     assert found(text) == []
@@ -419,17 +427,19 @@ def test_a_registered_stop_word_between_two_names_is_part_of_the_name():
 
 
 def test_vocabulary_shields_whole_phrases_only():
-    recorder = Recorder("Anne Frank", "Karl Hagenau")
-    vocabulary = frozenset({"Anne-Frank-Schule", "Hagenau"})
+    recorder = Recorder("Marta Kessler", "Karl Hagenau")
+    vocabulary = frozenset({"Marta-Kessler-Schule", "Hagenau"})
     assert found("In Hagenau fehlen Plätze.", is_known_name=recorder, vocabulary=vocabulary) == []
     assert found("In Hagenau fehlen Plätze.", is_known_name=recorder) == [("name", "Hagenau")]
-    assert found("Die Anne-Frank-Schule nimmt auf, Anne wartet.", is_known_name=recorder,
-                 vocabulary=frozenset({"Anne Frank Gesamtschule"})) == [("name", "Anne")]
+    text = "Im Haus Kessler fehlen Plätze; Kessler wartet."
+    [hit] = scan(text, recorder, frozenset({"Haus Kessler"}))
+    assert (hit.kind, hit.start, hit.excerpt) == ("name", text.rindex("Kessler"), "Kessler")
 
 
 def test_compounds_naming_institutions_or_streets_are_not_names():
-    recorder = Recorder("Friedrich Ebert", "Anne Frank")
-    assert found("Die Friedrich-Ebert-Straße und die Anne-Frank-Schule.", is_known_name=recorder) == []
+    recorder = Recorder("Jakob Wessel", "Marta Kessler")
+    text = "Die Jakob-Wessel-Straße und die Marta-Kessler-Schule."
+    assert found(text, is_known_name=recorder) == []
 
 
 def test_genitive_spelling_and_case_variants_are_found():
@@ -455,8 +465,9 @@ def test_month_names_win_over_given_names_except_abbreviations_of_names():
 # --- normalisation ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("a", "b"), [
-    ("Müller", "MULLER"), ("Mu\u0308ller", "Müller"), ("Strauß", "strauss"), ("STRAU\u1e9e", "strauss"),
-    ("Yıldırım", "Yildirim"), ("Kovačević", "kovacevic"), ("Đorđević", "dordevic"), ("Øren", "oren"),
+    ("Müller", "MULLER"), ("Mu\u0308ller", "Müller"), ("Strauß", "strauss"),
+    ("STRAU\u1e9e", "strauss"), ("Yıldırım", "Yildirim"), ("Kovačević", "kovacevic"),
+    ("Đorđević", "dordevic"), ("Øren", "oren"),
     ("O'Brien", "obrien"), ("Ǆoković", "dzokovic"), ("Ｙｏｈａｎｎｅｓ", "yohannes"), ("Leyla.", "leyla"),
 ])
 def test_normalise_name_token_folds_case_accents_and_punctuation(a, b):
@@ -488,7 +499,8 @@ REGISTERED_NAMES = ["Yohannes", "Selamawit", "Gebrekidan", "Tesfamichael", "Kari
                     "Parisa", "Dragana", "Kovačević", "Yıldırım", "Haddadin", "Mebrahtu"]
 
 _local = st.from_regex(r"[a-z][a-z0-9]{0,8}(?:[._-][a-z0-9]{1,8}){0,2}", fullmatch=True)
-_domain = st.from_regex(r"[a-z][a-z0-9-]{0,10}[a-z0-9](?:\.[a-z]{2,8})?\.[a-z]{2,6}", fullmatch=True)
+_domain = st.from_regex(r"[a-z][a-z0-9-]{0,10}[a-z0-9](?:\.[a-z]{2,8})?\.[a-z]{2,6}",
+                        fullmatch=True)
 emails = st.builds(lambda local, domain: f"{local}@{domain}", _local, _domain)
 
 
@@ -567,9 +579,10 @@ def test_scan_never_raises_and_hits_are_well_formed(text):
 @pytest.mark.parametrize("text", [
     "A" * 50_000, "0" * 50_000, "1." * 25_000, "a@" * 25_000, "Frau " + "A" * 50_000,
     "A-" * 25_000, "0 " * 25_000, "1 Januar " * 5_000, "geb. " * 10_000, "+4" * 25_000,
-    "Lindenstraße 1 " * 5_000, "x.y" * 20_000 + "@", "(0) " * 20_000,
+    "Lindenstraße 1 " * 5_000, "x.y" * 20_000 + "@", "(0) " * 20_000, "geb. 1.1.1990 " * 5_000,
+    "Frau Ahmadi, geb. 1990, Tel. 0171 2345678, a@b.de, Am Ring 3, 58452 Wittmar, Az. 1234. " * 800,
 ])
 def test_long_and_degenerate_input_is_scanned_in_linear_time(text):
     started = time.perf_counter()
     _check_hits(text, scan(text, lambda token: True, VOCABULARY))
-    assert time.perf_counter() - started < 5
+    assert time.perf_counter() - started < 10  # a quadratic path takes minutes here

@@ -29,7 +29,7 @@ What is refused, and why:
   chain that mixes letters and digits and holds a run of at least 5 digits (``36202BG0012345``);
   an IBAN; a Sozialversicherungsnummer (``65 170890 K 512``).
 - ``address``: a street with a house number of 1-3 digits (``Lindenstraße 14``, ``Kölner Str. 45``,
-  ``Am Ring 3a``, ``Friedrich-Ebert-Straße 12``), and a postcode with a town (``58452 Wittmar``).
+  ``Am Ring 3a``, ``Jakob-Wessel-Straße 12``), and a postcode with a town (``58452 Wittmar``).
   Compounds such as "Kitaplatz 3" or "Bildungsweg 2" are not streets, and a number followed by a
   count noun ("Hauptstraße 12 Wohnungen") is not a house number.
 - ``name``: (a) a capitalised word after "Herr"/"Herrn"/"Frau"/"Familie" (and "Hr."/"Fr."/"Fam.",
@@ -39,12 +39,13 @@ What is refused, and why:
   with ``normalise_name_token`` and passed to ``is_known_name``, which answers whether it is a
   name token of a person in the system (the service backs it with a keyed blind index built with
   ``name_tokens``). Not asked: lower-case words, particles ("al", "von", ...), words of the domain
-  ``vocabulary`` (matched as whole phrases, so "Anne-Frank-Schule" shields "Anne" only there) and a
-  built-in stop list of German words common in findings (``STOP_WORDS``). A registered name that
-  is also such a word ("Sommer", "Lange", "Nur") is therefore found only after a title. Genitives
-  ("Leylas") are looked up with and without the final "s".
+  ``vocabulary`` (matched as whole phrases, so "Haus Kessler" shields "Kessler" only there),
+  compounds naming an institution or street ("Marta-Kessler-Schule") and a built-in stop list of
+  German words common in findings (``STOP_WORDS``). A registered name that is also such a word
+  ("Sommer", "Lange", "Nur") is therefore found only after a title or between two other names
+  ("Ayşe Nur Yıldırım"). Genitives ("Leylas") are looked up with and without the final "s".
 
-Not a defence against someone hiding data on purpose (numbers spelt out, names in initials, an
+Not a defence against someone hiding data on purpose (numbers spelt out, bare initials, an
 unregistered person's bare name); it catches the personal data that slips into a finding.
 """
 
@@ -74,8 +75,8 @@ class Hit:
 
 # --- normalisation ---------------------------------------------------------------------------
 
-# Letters that NFKD leaves whole, folded so that "Yıldırım" and "Yildirim" or "Đorđević" and
-# "Djordjevic"-less "Dordevic" meet; digraphs stay digraphs.
+# Letters that NFKD leaves whole, folded so that "Yıldırım" meets "Yildirim" and "Đorđević"
+# meets "Dordevic" (not "Djordjevic": no transcription, as for the umlauts).
 _FOLD = str.maketrans({
     "ı": "i", "ł": "l", "đ": "d", "ð": "d", "ø": "o", "æ": "ae", "œ": "oe", "þ": "th",
     "ħ": "h", "ŧ": "t", "ŀ": "l",
@@ -131,80 +132,75 @@ def name_tokens(name: str) -> list[str]:
 
 # Written lower case but capitalised at the start of a sentence.
 _FUNCTION_WORDS = """
-der die das den dem des ein eine einer einem einen eines kein keine keiner keinem keinen
-ich du er sie es wir ihr man sich dies diese dieser dieses diesem diesen jede jeder jedes
-alle allen viele vielen wenige wenigen einige manche mehrere beide andere anderen weitere
-neue neuen alte lange langen kurze hohe hoher große kleine erste zweite dritte letzte
-im in am an auf aus bei beim mit nach von vom vor zu zum zur für über unter zwischen seit bis
-durch gegen ohne um trotz wegen während laut gemäß ab ins als und oder aber doch denn sondern
-weil da wenn ob dass obwohl damit sobald solange nachdem bevor wer was wie wo wann warum welche
-welcher welches nur auch noch schon nicht kaum fast oft immer nie häufig selten meist meistens
-zudem außerdem daher deshalb dadurch dabei dann danach trotzdem jedoch allerdings insgesamt
-bisher derzeit aktuell zurzeit inzwischen mittlerweile teilweise hier dort ja nein etwa
-rund circa ca mehr weniger besonders insbesondere zunächst zuletzt künftig jetzt heute bereits
-ebenfalls sowohl weder entweder gleichzeitig stattdessen vielfach grundsätzlich faktisch
-praktisch offenbar gerade gut positiv negativ unklar fehlende fehlt fehlen es gibt sind ist
-wird werden wurde wurden hat haben kann können muss müssen soll sollen
+der die das den dem des ein eine einer einem einen eines kein keine keiner keinem keinen ich du
+er sie es wir ihr man sich dies diese dieser dieses diesem diesen jede jeder jedes alle allen
+viele vielen wenige wenigen einige manche mehrere beide andere anderen weitere neue neuen alte
+lange langen kurze hohe hoher große kleine erste zweite dritte letzte im in am an auf aus bei
+beim mit nach von vom vor zu zum zur für über unter zwischen seit bis durch gegen ohne um trotz
+wegen während laut gemäß ab ins als und oder aber doch denn sondern weil da wenn ob dass obwohl
+damit sobald solange nachdem bevor wer was wie wo wann warum welche welcher welches nur auch
+noch schon nicht kaum fast oft immer nie häufig selten meist meistens zudem außerdem daher
+deshalb dadurch dabei dann danach trotzdem jedoch allerdings insgesamt bisher derzeit aktuell
+zurzeit inzwischen mittlerweile teilweise hier dort ja nein etwa rund circa ca mehr weniger
+besonders insbesondere zunächst zuletzt künftig jetzt heute bereits ebenfalls sowohl weder
+entweder gleichzeitig stattdessen vielfach grundsätzlich faktisch praktisch offenbar gerade gut
+positiv negativ unklar fehlende fehlt fehlen gibt sind ist wird werden wurde wurden hat haben
+kann können muss müssen soll sollen
 """
 # Weekdays, months, seasons: a given name that is also a month ("Mai", "August") is found only
 # after a title.
 _TIME_WORDS = """
-montag dienstag mittwoch donnerstag freitag samstag sonntag mo di mi do fr sa so
-januar jänner februar märz april mai juni juli august september oktober november dezember
-feb mär mrz apr aug sep sept okt nov dez
-frühjahr frühling sommer herbst winter ferien sommerferien herbstferien osterferien
-jahr monat woche tag stunde minute
-quartal halbjahr schuljahr stichtag zeitraum uhr kw
+montag dienstag mittwoch donnerstag freitag samstag sonntag mo di mi do fr sa so januar jänner
+februar märz april mai juni juli august september oktober november dezember feb mär mrz apr aug
+sep sept okt nov dez frühjahr frühling sommer herbst winter ferien sommerferien herbstferien
+osterferien jahr monat woche tag stunde minute quartal halbjahr schuljahr stichtag zeitraum uhr
+kw vormittag nachmittag mittag abend morgen wochenende
 """
 # Offices, law, procedures, barriers, people in general: the matter of findings.
 _DOMAIN_NOUNS = """
 sozialamt jobcenter kreisjobcenter ausländerbehörde abh agentur arbeitsagentur jugendamt
 kreisjugendamt schulamt schulaufsicht gesundheitsamt bürgerbüro bürgeramt rathaus stadt kreis
-gemeinde land bund kommune verwaltung behörde amt stelle träger kursträger sprachkursträger
-vhs volkshochschule caritas diakonie awo drk integration point ki integrationszentrum mbe jmd
-mso bamf außenstelle familienkasse krankenkasse krankenversicherung ehrenamt ehrenamtliche pate
-lotse beratung beratungsstelle migrationsberatung migrationsdienst sprechstunde
-integrationskurs sprachkurs berufssprachkurs kurs kursplatz kita kitaplatz kindertagesstätte
-kindergarten krippe schule schulplatz berufsschule berufskolleg gymnasium realschule
-gesamtschule grundschule ausbildung ausbildungsplatz praktikum arbeit arbeitsplatz job
-wohnung unterkunft sammelunterkunft notunterkunft wohnraum miete mietobergrenze familie
-frau herr mann kind jugendliche jugendlicher erwachsene eltern mutter vater sohn tochter
-geschwister person mensch einwohner fall akte wartezeit termin antrag
-bescheid nachweis unterlagen dokument formular vordruck frist post datenschutz einwilligung
-schweigepflichtentbindung informationsfluss schnittstelle rechtskreis rechtskreiswechsel
-übergang übergabe zuständigkeit zusammenarbeit kooperation residenzpflicht wohnsitzauflage
-duldung aufenthalt aufenthaltstitel aufenthaltserlaubnis fiktionsbescheinigung asyl
-asylverfahren anerkennung sprache deutsch deutschkenntnisse arabisch farsi dari tigrinya
-kurdisch kurmanci englisch französisch russisch türkisch somali paschtu ukrainisch
-dolmetscher sprachmittler sprachmittlung
-übersetzung kinderbetreuung betreuung gesundheit krankenschein arzt impfung angebot
-bedarf lücke problem barriere hürde lösung vorschlag ziel lenkungsgruppe arbeitsgruppe
-fallkonferenz klimakonferenz fallmanagement sonne wolke gewitter wind leistung
-grundsicherung bürgergeld kindergeld bildung teilhabe mobilität ticket bus bahn fahrtkosten
-stadtgrenze grenze ort standort region quartier internet telefon mail website portal online
-hotline gesetz paragraph absatz sgb aufenthg asylblg asylg bafög kdu but uma ogs azr eu
-i ii iii iv v vi vii viii ix x xi xii zahl anteil quote prozent euro seiteneinsteiger
-geflüchtete zugewanderte neuzugewanderte migranten migrantinnen ratsuchende teilnehmende
-alleinerziehende minderjährige kunde kundinnen syrien irak iran eritrea somalia
-afghanistan türkei ukraine kosovo serbien albanien nordmazedonien deutschland nrw europa
+gemeinde land bund kommune verwaltung behörde amt stelle träger kursträger sprachkursträger vhs
+volkshochschule caritas diakonie awo drk integration point ki integrationszentrum mbe jmd mso
+bamf außenstelle familienkasse krankenkasse krankenversicherung ehrenamt ehrenamtliche pate
+lotse beratung beratungsstelle migrationsberatung migrationsdienst sprechstunde integrationskurs
+sprachkurs berufssprachkurs kurs kursplatz kita kitaplatz kindertagesstätte kindergarten krippe
+schule schulplatz berufsschule berufskolleg gymnasium realschule gesamtschule grundschule
+ausbildung ausbildungsplatz praktikum arbeit arbeitsplatz job wohnung unterkunft
+sammelunterkunft notunterkunft wohnraum miete mietobergrenze familie frau herr mann kind
+jugendliche jugendlicher erwachsene eltern mutter vater sohn tochter geschwister person mensch
+einwohner fall akte wartezeit termin antrag bescheid nachweis unterlagen dokument formular
+vordruck frist post datenschutz einwilligung schweigepflichtentbindung informationsfluss
+schnittstelle rechtskreis rechtskreiswechsel übergang übergabe zuständigkeit zusammenarbeit
+kooperation residenzpflicht wohnsitzauflage duldung aufenthalt aufenthaltstitel
+aufenthaltserlaubnis fiktionsbescheinigung asyl asylverfahren anerkennung sprache deutsch
+deutschkenntnisse arabisch farsi dari tigrinya kurdisch kurmanci englisch französisch russisch
+türkisch somali paschtu ukrainisch dolmetscher sprachmittler sprachmittlung übersetzung
+kinderbetreuung betreuung gesundheit krankenschein arzt impfung angebot bedarf lücke problem
+barriere hürde lösung vorschlag ziel lenkungsgruppe arbeitsgruppe fallkonferenz klimakonferenz
+fallmanagement sonne wolke gewitter wind leistung grundsicherung bürgergeld kindergeld bildung
+teilhabe mobilität ticket bus bahn fahrtkosten stadtgrenze grenze ort standort region quartier
+internet telefon mail website portal online hotline gesetz paragraph absatz sgb aufenthg asylblg
+asylg bafög kdu but uma ogs azr eu i ii iii iv v vi vii viii ix x xi xii zahl anteil quote
+prozent euro seiteneinsteiger geflüchtete zugewanderte neuzugewanderte migranten migrantinnen
+ratsuchende teilnehmende alleinerziehende minderjährige kunde kundinnen syrien irak iran eritrea
+somalia afghanistan türkei ukraine kosovo serbien albanien nordmazedonien deutschland nrw europa
 bezug recht verfahren gespräch gruppe dienst kasse hilfe karte klasse platz zeit center
 schulpflicht zuweisung umzug fehlanzeige weg stand richtlinie verordnung thema
 """
 # After "Frau"/"Herr" these name a role, not a person.
 _ROLE_WORDS = """
-bürgermeister landrat minister dezernent 
-leiter leitung kollege kollegin sachbearbeiter sachbearbeitende
-sachbearbeitung fallmanager mitarbeiter mitarbeitende fachkraft
-lehrkraft lehrer sozialarbeiter betreuer vorsitzende
-vorsitzender beauftragte beauftragter amtsleiter richter anwalt
-rechtsanwalt doktor dr prof professor 
+bürgermeister landrat minister dezernent leiter leitung kollege kollegin sachbearbeiter
+sachbearbeitende sachbearbeitung fallmanager mitarbeiter mitarbeitende fachkraft lehrkraft
+lehrer sozialarbeiter betreuer vorsitzende vorsitzender beauftragte beauftragter amtsleiter
+anwalt rechtsanwalt doktor dr prof professor
 """
 # Heads of compounds that are common nouns, e.g. "Deutschkurse" or "Kitaplätze" after a title.
 _NOUN_HEADS = """
 kurs platz stelle zeit amt behörde center schule kita angebot antrag bescheid leistung beratung
 betreuung termin unterkunft wohnung verfahren nachweis unterlagen gespräch konferenz gruppe
 dienst kasse träger sprache pflicht auflage titel karte ticket geld hilfe bedarf frist vertrag
-ausweis schein prüfung klasse problem mittlung betreuung förderung sicherung erlaubnis
+ausweis schein prüfung klasse problem mittlung förderung sicherung erlaubnis
 """
 
 _MAX_NAME_LENGTH = 40
@@ -245,8 +241,14 @@ def _is_stop(token: str) -> bool:
     return token in _FUNCTION or _inflected(token, _NOUNS)
 
 
+# Domain nouns that are also frequent family names: after a title they are the name ("Frau Mann").
+_SURNAME_NOUNS = _word_set("mann kind post wind land bund sonne arzt ort bahn kunde")
+
+
 def _is_common_noun(token: str) -> bool:
     """A domain noun or role, or a compound whose head is one (for the word after a title)."""
+    if token in _SURNAME_NOUNS:
+        return False
     if _inflected(token, _DOMAIN) or _inflected(token, _ROLES):
         return True
     if len(token) > _MAX_NAME_LENGTH:
@@ -417,14 +419,15 @@ _TEXT_DATE_RE = re.compile(
 _ISO_DATE_RE = re.compile(r"(?<![\d\-/.])(?P<y>\d{4})-(?P<m>\d{2})-(?P<d>\d{2})(?![\d\-])")
 # Date expressions that are only personal after a birth keyword: month/year and a bare year.
 _COARSE_DATE_RE = re.compile(
-    rf"(?:(?:{_MONTH_ALT})\.?[ \u00a0]*|(?:0?[1-9]|1[0-2])/)?(?:19|20)\d\d(?!\d)", re.IGNORECASE
+    rf"(?<!\w)(?:(?:{_MONTH_ALT})\.?[ \u00a0]*|(?:0?[1-9]|1[0-2])/)?(?:19|20)\d\d(?!\d)",
+    re.IGNORECASE
 )
-_BIRTH_KEYWORD = r"(?:\bgeb\.|\bgeboren\b|\bgeburts(?:datum|jahr|tag)\b|\bgeb\.-?datum\b|(?:^|(?<=[\s(]))\*)"
-# The keyword, then at most three connecting words: "am", "in Kabul am", "ca."; then the date.
+# A birth keyword, then at most three connecting words ("am", "in Kabul am", "ca."), then the
+# date; the genealogical star only where it cannot be a gender star ("Lehrer*innen").
 _BIRTH_CONTEXT_RE = re.compile(
-    _BIRTH_KEYWORD
-    + r"[ \u00a0]*:?(?:[ \u00a0]*(?:am|im|in|den|ca\.|etwa|vermutlich|angeblich|laut\s+\w+|(?-i:[A-ZÄÖÜ]\w*)),?){0,3}"
-    r"[ \u00a0]*$",
+    r"(?:\bgeb\.|\bgeboren\b|\bgeburts(?:datum|jahr|tag)\b|\bgeb\.-?datum\b|(?:^|(?<=[\s(]))\*)"
+    r"[ \u00a0]*:?(?:[ \u00a0]*(?:am|im|in|den|ca\.|etwa|vermutlich|angeblich|laut\s+\w+"
+    r"|(?-i:[A-ZÄÖÜ]\w*)),?){0,3}[ \u00a0]*$",
     re.IGNORECASE,
 )
 _BIRTH_WINDOW = 60
@@ -465,9 +468,9 @@ def _dates(text: str) -> Iterator[_Raw]:
             yield _Raw(start, end, "birth_date")
         elif year is not None and year < BIRTH_DATE_YEAR_LIMIT:
             yield _Raw(start, end, "date")
+    inside = {position for start, end, _ in precise for position in range(start, end)}
     for match in _COARSE_DATE_RE.finditer(text):
-        inside = any(start <= match.start() < end for start, end, _ in precise)
-        if not inside and _birth_context(text, match.start()):
+        if match.start() not in inside and _birth_context(text, match.start()):
             yield _Raw(match.start(), match.end(), "birth_date")
 
 
@@ -478,19 +481,25 @@ _FILE_KEYWORDS = (
     (r"Vorgangsnummer|Vorgangs-?[Nn]r\.?|Fallnummer|Fall-?[Nn]r\.?", "die Vorgangsnummer"),
     (r"AZR-?Nummer|AZR-?[Nn]r\.?|Personenkennziffer|PKZ", "die AZR-Nummer"),
     (r"Sozialversicherungsnummer|SV-?Nummer|SV-?[Nn]r\.?|Rentenversicherungsnummer|"
-     r"Versichertennummer|Steuer-?ID|Steueridentifikationsnummer", "die Versicherungs- oder Steuernummer"),
-    (r"Ausweisnummer|Ausweis-?[Nn]r\.?|Passnummer|Pass-?[Nn]r\.?|Dokumentennummer", "die Ausweisnummer"),
+     r"Versichertennummer|Steuer-?ID|Steueridentifikationsnummer",
+     "die Versicherungs- oder Steuernummer"),
+    (r"Ausweisnummer|Ausweis-?[Nn]r\.?|Passnummer|Pass-?[Nn]r\.?|Dokumentennummer",
+     "die Ausweisnummer"),
 )
 # An identifier: a digit-bearing token, optionally with ./- joints, and up to four further
 # space-separated groups of digits or single capitals ("65 170890 K 512").
-_IDENT = r"(?=[A-Za-z0-9./\-]*\d)[A-Za-z0-9]+(?:[./\-][A-Za-z0-9]+)*(?:[ \u00a0](?:\d+|[A-Z])(?![\w])){0,4}"
+_IDENT = (r"(?=[A-Za-z0-9./\-]*\d)[A-Za-z0-9]+(?:[./\-][A-Za-z0-9]+)*"
+          r"(?:[ \u00a0](?:\d+|[A-Z])(?![\w])){0,4}")
 _FILE_KEYWORD_RES = tuple(
-    (re.compile(rf"(?<![\w-])(?:{keywords})(?![\w])[ \u00a0]*[:.]?[ \u00a0]*(?:Nr\.[ \u00a0]*)?({_IDENT})"), what)
+    (re.compile(rf"(?<![\w-])(?:{keywords})(?![\w])[ \u00a0]*[:.]?[ \u00a0]*(?:Nr\.[ \u00a0]*)?"
+                rf"({_IDENT})"), what)
     for keywords, what in _FILE_KEYWORDS
 )
 _BAMF_RE = re.compile(r"(?<![\w\-/])\d{6,8}-\d{3}(?![\w\-/])")
 _ALNUM_CHAIN_RE = re.compile(r"(?<![\w\-/])[A-Za-z0-9]+(?:[\-/][A-Za-z0-9]+)*(?![\w])")
-_IBAN_RE = re.compile(r"(?<![\w])[A-Z]{2}\d{2}(?:[ \u00a0]?[A-Z0-9]{4}){2,7}(?:[ \u00a0]?[A-Z0-9]{1,3})?(?![\w])")
+_IBAN_RE = re.compile(
+    r"(?<![\w])[A-Z]{2}\d{2}(?:[ \u00a0]?[A-Z0-9]{4}){2,7}(?:[ \u00a0]?[A-Z0-9]{1,3})?(?![\w])"
+)
 _SV_NUMBER_RE = re.compile(r"(?<![\w])\d{2}[ \u00a0]?\d{6}[ \u00a0]?[A-Z][ \u00a0]?\d{3}(?![\w])")
 
 
@@ -513,38 +522,50 @@ def _file_numbers(text: str) -> Iterator[_Raw]:
         yield _Raw(match.start(), match.end(), "file_number", "die Sozialversicherungsnummer")
 
 
-_STREET_SUFFIX = r"(?:straße|strasse|str\.|weg|gasse|platz|allee|ring|damm|ufer|pfad|steig|stieg|chaussee|wall|kamp|promenade)"
-_STREET_WORD = r"(?:Straße|Strasse|Str\.|Weg|Gasse|Platz|Allee|Ring|Damm|Ufer|Chaussee|Wall|Markt|Promenade)"
-_HOUSE_NUMBER = r"(?:[ \u00a0]+(?:Nr\.[ \u00a0]*)?([1-9]\d{0,2}(?:[ \u00a0]?[a-zA-Z](?!\w))?(?:[ \u00a0]?[/\-][ \u00a0]?\d{1,3}[a-zA-Z]?)?))(?!\w|[.,]\d|[ \u00a0]?%)"
+_SUFFIXES_OF_STREETS = ("straße", "strasse", "str", "weg", "gasse", "platz", "allee", "ring",
+                        "damm", "ufer", "pfad", "steig", "stieg", "chaussee", "wall", "kamp",
+                        "promenade")
+_STREET_SUFFIX = "(?:" + "|".join(_SUFFIXES_OF_STREETS).replace("str|", r"str\.|") + ")"
+_STREET_WORD = (r"(?:Straße|Strasse|Str\.|Weg|Gasse|Platz|Allee|Ring|Damm|Ufer|Chaussee|Wall|Markt"
+                r"|Promenade)")
+_SP = r"[ \u00a0]"
+# 1-3 digits, not starting with 0, an optional letter, an optional range: 3a, 12-14, 7/9.
+_HOUSE_NUMBER = (
+    rf"(?:{_SP}+(?:Nr\.{_SP}*)?([1-9]\d{{0,2}}(?:{_SP}?[a-zA-Z](?!\w))?"
+    rf"(?:{_SP}?[/\-]{_SP}?\d{{1,3}}[a-zA-Z]?)?))(?!\w|[.,]\d|{_SP}?%)"
+)
 _STREET_RES = (
-    # Lindenstraße 14, Friedrich-Ebert-Straße 12, Hauptstr. 5
-    re.compile(rf"(?<![\w\-])(?P<street>(?:[A-ZÄÖÜ]\w*-)*(?:[A-ZÄÖÜ]\w*?{_STREET_SUFFIX}|(?<=-){_STREET_WORD}))"
+    # Lindenstraße 14, Jakob-Wessel-Straße 12, Hauptstr. 5
+    re.compile(rf"(?<![\w\-])(?P<street>(?:[A-ZÄÖÜ]\w*-)*"
+               rf"(?:[A-ZÄÖÜ]\w*?{_STREET_SUFFIX}|(?<=-){_STREET_WORD})){_HOUSE_NUMBER}"),
+    # Kölner Straße 45, Hagener Str. 3 (not "Der Platz 1": the adjective comes from a place name)
+    re.compile(rf"(?<![\w\-])(?P<street>(?P<adjective>[A-ZÄÖÜ]\w{{3,}}er){_SP}+{_STREET_WORD})"
                rf"{_HOUSE_NUMBER}"),
-    # Kölner Straße 45, Hagener Str. 3
-    re.compile(rf"(?<![\w\-])(?P<street>[A-ZÄÖÜ]\w*er[ \u00a0]+{_STREET_WORD}){_HOUSE_NUMBER}"),
     # Am Ring 3a, An der Kirche 5, Im Siepen 2
     re.compile(
-        r"(?<![\w\-])(?P<street>(?:Am|Im|An[ \u00a0]+der|An[ \u00a0]+den|Auf[ \u00a0]+dem|Auf[ \u00a0]+der"
-        r"|In[ \u00a0]+der|In[ \u00a0]+den|Zum|Zur|Unter[ \u00a0]+den|Hinter[ \u00a0]+dem|Vor[ \u00a0]+dem"
-        rf"|Alte|Alter|Neue|Neuer)[ \u00a0]+(?P<noun>[A-ZÄÖÜ][\w\-]*)){_HOUSE_NUMBER}"
+        rf"(?<![\w\-])(?P<street>(?:Am|Im|An{_SP}+der|An{_SP}+den|Auf{_SP}+dem|Auf{_SP}+der"
+        rf"|In{_SP}+der|In{_SP}+den|Zum|Zur|Unter{_SP}+den|Hinter{_SP}+dem|Vor{_SP}+dem"
+        rf"|Alte|Alter|Neue|Neuer){_SP}+(?P<noun>[A-ZÄÖÜ][\w\-]*)){_HOUSE_NUMBER}"
     ),
 )
+_NOT_PLACE_ADJECTIVES = _word_set("erster zweiter dritter vierter fünfter letzter nächster anderer "
+                                  "jeder weiter unser")
 # What follows "Am"/"Im"/... in a street name: a place, not a time or an office ("Am Montag 3").
-_STREET_NOUNS = frozenset({
-    "ring", "markt", "bahnhof", "hang", "berg", "bach", "park", "wall", "graben", "anger", "hof",
-    "kamp", "busch", "wald", "feld", "bruch", "deich", "kirche", "kirchplatz", "winkel", "heck",
-    "weiher", "teich", "brink", "knapp", "loh", "siepen", "acker", "garten", "tor", "turm",
-    "wiese", "heide", "damm", "ufer", "steinbruch", "mühlenbach", "rain", "stein", "kreuz",
-    "eichholz", "sportplatz", "schlosspark", "hagen", "höhe", "halde", "linden", "eichen",
-})
-_STREET_NOUN_ENDINGS = ("berg", "bach", "feld", "hof", "wiese", "heide", "busch", "wald", "kamp",
-                        "garten", "hang", "brink", "winkel", "graben", "markt", "park", "teich",
-                        "bruch", "siepen", "acker", "anger", "höhe", "kuhle", "tal", "grund")
+_STREET_NOUNS = _word_set("""
+ring markt bahnhof hang berg bach park wall graben anger hof kamp busch wald feld bruch deich
+kirche kirchplatz winkel heck weiher teich brink knapp loh siepen acker garten tor turm wiese heide
+damm ufer steinbruch mühlenbach rain stein kreuz eichholz sportplatz schlosspark hagen höhe halde
+linden eichen
+""")
+_STREET_NOUN_ENDINGS = tuple(_word_set("""
+berg bach feld hof wiese heide busch wald kamp garten hang brink winkel graben markt park teich
+bruch siepen acker anger höhe kuhle tal grund
+"""))
 # First parts that make "-platz", "-weg", ... a common noun rather than a street.
 _NOT_STREET_PREFIXES = _word_set("""
 kita kurs sprachkurs integrationskurs ausbildung arbeit studien studium therapie praktikum
-betreuung krippe kindergarten sitz stell park unterbringung heim ogs ganztag termin bildung
-dienst recht leben lösung zugang beratung schul wohn frauenhaus rechts lebens werde um
+betreuung krippe kindergarten sitz stell unterbringung heim ogs ganztag termin bildung dienst
+recht leben lösung zugang beratung frauenhaus um
 """)
 _LOWER_COUNT_WORDS = _word_set("neue weitere freie offene zusätzliche mehr weniger pro je mal "
                                "von bis oder und plätze prozent x")
@@ -552,9 +573,10 @@ _POSTCODE_RE = re.compile(
     r"(?<![\w.,/\-])(?:D-[ \u00a0]?)?(?P<plz>\d{5})[ \u00a0]+(?P<town>[A-ZÄÖÜ][\w\-]+)"
 )
 # Endings of German nouns (mostly plurals) that no town name has: "12000 Bedarfsgemeinschaften".
-_NOUN_ENDINGS = ("ung", "ungen", "schaft", "schaften", "heit", "heiten", "keit", "keiten", "ion",
-                 "ionen", "innen", "ende", "enden", "ierte", "ierten", "nisse", "ismus", "ler",
-                 "lerinnen", "ierende", "tat", "taten", "plaetze", "platze", "kurse", "antrage")
+_NOUN_ENDINGS = tuple(_word_set("""
+ung ungen schaft schaften heit heiten keit keiten ion ionen innen ende enden ierte ierten nisse
+ismus ierende tat taten plätze kurse anträge
+"""))
 # Words before a number that make it a quantity: "mit rund 15000 Einwohnern".
 _QUANTIFIERS = _word_set("rund etwa ca circa über unter mehr als knapp fast nur insgesamt von bis "
                          "mit je pro weitere zusätzlich zusätzliche allein bereits sogar")
@@ -588,11 +610,14 @@ def _addresses(text: str, vocabulary: frozenset[str]) -> Iterator[_Raw]:
             street = match.group("street")
             if number == 0 and not re.search(rf"-{_STREET_WORD}$", street):
                 core = normalise_name_token(street.rsplit("-", 1)[-1])
-                prefix = re.sub(r"(strasse|str|weg|gasse|platz|allee|ring|damm|ufer|pfad|steig|"
-                                r"stieg|chaussee|wall|kamp|promenade)$", "", core)
-                if len(prefix) < 2 or _inflected(prefix, _NOT_STREET_PREFIXES) or (
-                        prefix.endswith("s") and _inflected(prefix[:-1], _NOT_STREET_PREFIXES)):
+                suffix = next((normalise_name_token(x) for x in _SUFFIXES_OF_STREETS
+                               if core.endswith(normalise_name_token(x))), "")
+                prefix = core[:len(core) - len(suffix)]
+                if len(prefix) < 2 or _inflected(prefix, _NOT_STREET_PREFIXES):
                     continue
+            adjective = match.groupdict().get("adjective")
+            if adjective and normalise_name_token(adjective) in _NOT_PLACE_ADJECTIVES:
+                continue
             if number == 2:
                 noun = normalise_name_token(match.group("noun"))
                 if noun not in _STREET_NOUNS and not noun.endswith(_STREET_NOUN_ENDINGS):
@@ -646,21 +671,29 @@ def _titled_names(text: str, words: list[_Word], shielded: set[tuple[int, int]])
     for i in range(len(words) - 1):
         if not _is_title(text, words, i):
             continue
-        j = i + 1
-        # Academic titles between the title and the name: "Frau Dr. med. Okonkwo"
-        while j < len(words) - 1 and words[j].parts[-1].norm in _ACADEMIC \
-                and len(words[j].parts) == 1 and text[words[j].end:words[j].end + 1] == ".":
-            j += 1
+        # "Fr." is also Friday: "Fr. Vormittag".
+        friday = text[words[i].start:words[i].end] == "Fr"
         start = end = None
         core = 0
+        j = i + 1
         while j < len(words) and core < _MAX_NAME_WORDS:
             word = words[j]
-            if end is not None and not _spaced(text, words[j - 1], word):
+            previous = words[j - 1]
+            # The words of a name stand next to each other; only a title's dot comes between.
+            dotted = j == i + 1 or (
+                previous.parts[-1].norm in _ACADEMIC and text[previous.end:previous.end + 1] == ".")
+            if j > i + 1 and re.fullmatch(r"\.?[ \u00a0]{1,3}" if dotted else r"[ \u00a0]{1,3}",
+                                          text[previous.end:word.start]) is None:
                 break
-            if len(word.parts) == 1 and word.parts[0].norm in PARTICLES:
+            single = word.parts[0].norm if len(word.parts) == 1 else None
+            if core == 0 and start is None and single in _ACADEMIC \
+                    and text[word.end:word.end + 1] == ".":
+                j += 1  # "Frau Dr. med. Adebayo"
+                continue
+            if single in PARTICLES:
                 # "Herr von Brenkhausen", "Frau Leyla El Amrani"; but after a name only a
-                # particle that is no German word: "Herr Okonkwo vom Gesundheitsamt".
-                if core and word.parts[0].norm not in _FOREIGN_PARTICLES:
+                # particle that is no German word: "Herr Adebayo vom Gesundheitsamt".
+                if core and single not in _FOREIGN_PARTICLES:
                     break
                 start = word.start if start is None else start
                 j += 1
@@ -670,8 +703,14 @@ def _titled_names(text: str, words: list[_Word], shielded: set[tuple[int, int]])
             if not named or not _capitalised(named[0].raw):
                 break
             last = word.parts[-1].norm
+            if core == 0 and start is None and _inflected(last, _ROLES):
+                j += 1  # "Frau Bürgermeisterin Klein": the role is no name, what follows may be
+                continue
             if _word_shielded(j, word, shielded) or (
                     _is_common_noun(last) if core == 0 else _is_stop(last)):
+                break
+            if friday and core == 0 and (
+                    _inflected(last, _TIME) or last.endswith(("tag", "abend"))):
                 break
             start = word.start if start is None else start
             end = word.end
@@ -681,53 +720,57 @@ def _titled_names(text: str, words: list[_Word], shielded: set[tuple[int, int]])
             yield _Raw(start, end, "name")
 
 
+def _names_no_person(word: _Word) -> bool:
+    """"Marta-Kessler-Schule", "Jakob-Wessel-Straße": a compound naming an institution or a
+    street after a person is no reference to a person."""
+    last = word.parts[-1].norm
+    return len(word.parts) > 1 and (
+        _inflected(last, _DOMAIN) or last.endswith(("strasse", "str", "weg", "gasse", "allee")))
+
+
 def _known_names(text: str, words: list[_Word], shielded: set[tuple[int, int]],
                  is_known_name: Callable[[str], bool]) -> Iterator[_Raw]:
     answers: dict[str, bool] = {}
 
-    def known(token: str) -> bool:
-        if token not in answers:
-            answers[token] = bool(is_known_name(token))
-        return answers[token]
+    def registered(token: str) -> bool:
+        # Genitive without apostrophe: "Leylas Kurs".
+        for variant in (token, token[:-1] if token.endswith("s") and len(token) > 3 else None):
+            if variant is not None:
+                if variant not in answers:
+                    answers[variant] = bool(is_known_name(variant))
+                if answers[variant]:
+                    return True
+        return False
 
-    def registered(part: _Part) -> bool:
-        token = part.norm
-        return known(token) or (token.endswith("s") and len(token) > 3 and known(token[:-1]))
+    def may_be_name(w: int, p: int, part: _Part) -> bool:
+        return 2 <= len(part.norm) <= _MAX_NAME_LENGTH and _capitalised(part.raw) \
+            and part.norm not in PARTICLES and (w, p) not in shielded
 
-    def candidate(w: int, p: int, part: _Part) -> bool:
-        token = part.norm
-        return 2 <= len(token) <= _MAX_NAME_LENGTH and _capitalised(part.raw) \
-            and token not in PARTICLES and (w, p) not in shielded
+    def month(part: _Part) -> bool:
+        return part.norm in _NAMELIKE_MONTH_ABBREVIATIONS and text[part.end:part.end + 1] == "."
 
-    hits: dict[int, bool] = {}
+    found: set[int] = set()
     for w, word in enumerate(words):
-        parts = word.parts
-        # "Anne-Frank-Schule", "Friedrich-Ebert-Straße": a compound naming an institution or a
-        # street, not a person.
-        if len(parts) > 1 and (_inflected(parts[-1].norm, _DOMAIN)
-                               or re.search(r"(strasse|str|weg|gasse|platz|allee)$", parts[-1].norm)):
-            continue
-        hits[w] = any(
-            candidate(w, p, part) and not _is_stop(part.norm)
-            and not (part.norm in _NAMELIKE_MONTH_ABBREVIATIONS and text[part.end:part.end + 1] == ".")
-            and registered(part)
-            for p, part in enumerate(parts)
-        )
+        if not _names_no_person(word) and any(
+                may_be_name(w, p, part) and not _is_stop(part.norm) and not month(part)
+                and registered(part.norm)
+                for p, part in enumerate(word.parts)):
+            found.add(w)
     # A stop word between two names is asked after all: "Ayşe Nur Yıldırım" is one name, and
     # "Nur" in it as personal as the rest.
     for w in range(1, len(words) - 1):
-        if not hits.get(w) and hits.get(w - 1) and hits.get(w + 1) and len(words[w].parts) == 1 \
-                and _spaced(text, words[w - 1], words[w]) and _spaced(text, words[w], words[w + 1]) \
-                and candidate(w, 0, words[w].parts[0]) and registered(words[w].parts[0]):
-            hits[w] = True
-    for w, hit in hits.items():
-        if not hit:
-            continue
+        between = w - 1 in found and w + 1 in found and w not in found \
+            and _spaced(text, words[w - 1], words[w]) and _spaced(text, words[w], words[w + 1])
+        if between and len(words[w].parts) == 1 and may_be_name(w, 0, words[w].parts[0]) \
+                and registered(words[w].parts[0].norm):
+            found.add(w)
+    for w in sorted(found):
         start = words[w].start
         # Take in a foreign particle right before: "El Amrani", not "Amrani" alone.
-        if w > 0 and len(words[w - 1].parts) == 1 and words[w - 1].parts[0].norm in _FOREIGN_PARTICLES \
-                and _spaced(text, words[w - 1], words[w]):
-            start = words[w - 1].start
+        before = words[w - 1] if w > 0 else None
+        if before is not None and len(before.parts) == 1 \
+                and before.parts[0].norm in _FOREIGN_PARTICLES and _spaced(text, before, words[w]):
+            start = before.start
         yield _Raw(start, words[w].end, "name")
 
 
@@ -743,14 +786,16 @@ _DEFAULT_WHAT = {
 }
 # Same-kind hits separated only by this are one thing to remove: "Leyla Ahmadi",
 # "Lindenstraße 14, 58452 Wittmar".
-_JOIN_GAP = {"name": re.compile(r"[ \u00a0]{1,3}"), "address": re.compile(r"[ \u00a0]*,?[ \u00a0]*")}
+_JOIN_GAP = {"name": re.compile(r"[ \u00a0]{1,3}"),
+             "address": re.compile(r"[ \u00a0]*,?[ \u00a0]*")}
 
 
 def _message(kind: str, excerpt: str, what: str | None) -> str:
     quoted = " ".join(excerpt.split())
     text = f"Bitte {what or _DEFAULT_WHAT[kind]} '{quoted}' entfernen"
     if kind == "date":
-        return f"{text}: ein tagesgenaues Datum vor {BIRTH_DATE_YEAR_LIMIT} kann ein Geburtsdatum sein."
+        limit = BIRTH_DATE_YEAR_LIMIT
+        return f"{text}: ein tagesgenaues Datum vor {limit} kann ein Geburtsdatum sein."
     return text + "."
 
 
@@ -777,10 +822,11 @@ def _finish(text: str, raw: Iterable[_Raw]) -> list[Hit]:
             merged[-1] = _Raw(previous.start, end, lead.kind, previous.what or lead.what)
         else:
             merged.append(_Raw(start, end, lead.kind, lead.what))
-    return [
-        Hit(r.kind, r.start, r.end, text[r.start:r.end], _message(r.kind, text[r.start:r.end], r.what))
-        for r in merged
-    ]
+    hits = []
+    for r in merged:
+        excerpt = text[r.start:r.end]
+        hits.append(Hit(r.kind, r.start, r.end, excerpt, _message(r.kind, excerpt, r.what)))
+    return hits
 
 
 def scan(
