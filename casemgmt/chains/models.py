@@ -128,7 +128,13 @@ class ChainEvent(Base):
     On PostgreSQL a trigger refuses UPDATE and DELETE on this table (see the migration)."""
 
     __tablename__ = "chain_events"
-    __table_args__ = (Index("ix_chain_events_chain_id_id", "chain_id", "id"),)
+    __table_args__ = (
+        Index("ix_chain_events_chain_id_id", "chain_id", "id"),
+        # Goal clocks look up the few events of two steps among millions (steering/goals.py).
+        Index("ix_chain_events_step_state", "step_key", "to_state",
+              postgresql_include=["chain_id", "occurred_at"], postgresql_where=text("kind = 'step'"),
+              sqlite_where=text("kind = 'step'")),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     chain_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("chains.id"))

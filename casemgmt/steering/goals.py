@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn, cast
 from zoneinfo import ZoneInfo
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
-from sqlalchemy import and_, func, or_, select
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from sqlalchemy import and_, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from casemgmt.chains.engine import StepState
@@ -55,9 +55,11 @@ __all__ = [
     "GoalTier",
     "Outcome",
     "attainment",
+    "children",
     "classify",
     "goal_clocks",
     "load_goals",
+    "measurable",
     "quarter_of",
 ]
 
@@ -126,12 +128,6 @@ _Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 _Text = Annotated[str, StringConstraints(strip_whitespace=True)]
 
 
-def _not_nan(value: float) -> float:
-    if value != value:  # .nan in YAML is a float, and a share of NaN would make every goal odd
-        raise ValueError("target_share must be a number")
-    return value
-
-
 class _Strict(BaseModel):
     # Strict, as for chain templates: a goal should say "56", not rely on "56.0" being coerced.
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -157,7 +153,7 @@ class _MeasureDoc(_Strict):
     start: _StartDoc
     stop: _StopDoc
     within_days: int = Field(ge=1, le=MAX_WITHIN_DAYS)
-    target_share: Annotated[float, AfterValidator(_not_nan)] = Field(gt=0, le=1)
+    target_share: float = Field(gt=0, le=1)  # NaN fails both bounds
 
 
 class _GoalDoc(_Strict):
@@ -375,8 +371,15 @@ def attainment(clocks: Iterable[GoalClock], within_days: int,
         if known is None or (clock.started_at, clock.chain_id) < (known.started_at, known.chain_id):
             first[clock.person_id] = clock
     counts: dict[tuple[str, int], dict[str, int]] = {}
+    # Berlin is a whole number of hours off UTC, so the quarter is fixed within each UTC hour;
+    # converting time zones once per hour rather than per clock matters at 100k clocks.
+    quarters: dict[int, str] = {}
     for clock in first.values():
-        cell = counts.setdefault((quarter_of(clock.started_at), clock.jurisdiction_id),
+        hour = int(clock.started_at.timestamp() // 3600)
+        quarter = quarters.get(hour)
+        if quarter is None:
+            quarter = quarters[hour] = quarter_of(clock.started_at)
+        cell = counts.setdefault((quarter, clock.jurisdiction_id),
                                  {"attained": 0, "missed": 0, "pending": 0})
         cell[classify(clock, within_days, now)] += 1
     return {key: AttainmentCell(**cell) for key, cell in sorted(counts.items())}
@@ -389,8 +392,9 @@ def attainment(clocks: Iterable[GoalClock], within_days: int,
 _chains = Chain.__table__
 _events = ChainEvent.__table__
 
-# Event kind of step state changes (casemgmt.chains.service.EVENT_STEP). Repeated here because the
-# policy loader imports this module and the service layer must not be pulled in at load time.
+# Event kind of step state changes (casemgmt.chains.service.EVENT_STEP). Repeated rather than
+# imported: the policy loader imports this module, and loading policies should not drag in the
+# service layer with its handover and privacy dependencies.
 _STEP_EVENT = "step"
 # "started" is the first move into in_progress (a resume from blocked comes later and is ignored
 # by taking the minimum); "completed" the move into completed.
@@ -407,39 +411,53 @@ def _is_event(step: str, on: str):
 def goal_clocks(session: Session, goal: Goal) -> list[GoalClock]:
     """The goal's clock on every chain of its population whose clock has started.
 
-    One aggregate query grouped by chain; the jurisdiction is the chain's current lead
-    jurisdiction. Only the few events that can start or stop the clock are read: an index on
-    ``chain_events (step_key, to_state)`` lets PostgreSQL find them without scanning the table
-    (see the module README of casemgmt.steering or the helper's report for figures).
+    One statement: the events that can start or stop the clock are aggregated per chain (first
+    start, first stop) and joined to the population's chains; the jurisdiction is the chain's
+    current lead jurisdiction. Aggregating before the join keeps the grouping to the chains that
+    have such events, not the whole population, which matters for goals clocked from the chain
+    start (every chain of the population is a row). Without an index on the event columns the
+    events table is scanned once; ``chain_events (step_key, to_state) INCLUDE (chain_id,
+    occurred_at) WHERE kind = 'step'`` turns that into an index-only read of the few events that
+    matter (the index on ``chain_events (chain_id, id)`` cannot help: the query wants all chains).
     """
     measure = goal.measure
     if measure is None:
         raise ValueError(f"goal {goal.key!r} has no measure")
     stop = _is_event(measure.stop_step, measure.stop_on)
-    stopped_at = func.min(_events.c.occurred_at).filter(stop).label("stopped_at")
+    columns = [_events.c.chain_id,
+               func.min(_events.c.occurred_at).filter(stop).label("stopped_at")]
     relevant = stop
-    if measure.start_step is None:
-        started_at = _chains.c.started_at.label("started_at")
-    else:
+    if measure.start_step is not None:
         start = _is_event(measure.start_step, measure.start_on)
-        started_at = func.min(_events.c.occurred_at).filter(start).label("started_at")
+        columns.append(func.min(_events.c.occurred_at).filter(start).label("started_at"))
         relevant = or_(start, stop)
-    events = and_(_events.c.chain_id == _chains.c.id, _events.c.kind == _STEP_EVENT, relevant)
-    stmt = (
-        select(_chains.c.id, _chains.c.person_id, _chains.c.lead_jurisdiction_id,
-               started_at, stopped_at)
-        .where(_chains.c.template_key.in_(measure.templates))
-        .group_by(_chains.c.id, _chains.c.person_id, _chains.c.lead_jurisdiction_id,
-                  _chains.c.started_at)
+    firsts = (
+        select(*columns)
+        .where(_events.c.kind == _STEP_EVENT, relevant)
+        .group_by(_events.c.chain_id)
+        .subquery("firsts")
     )
     if measure.start_step is None:
-        # Every chain's clock started when it was opened, stopped or not: keep those without events.
-        stmt = stmt.select_from(_chains.outerjoin(_events, events))
+        # Every chain's clock started when it was opened, stopped or not: keep chains without events.
+        started_at = _chains.c.started_at
+        source = _chains.outerjoin(firsts, firsts.c.chain_id == _chains.c.id)
+        started = true()
     else:
-        stmt = stmt.select_from(_chains.join(_events, events)).having(started_at.is_not(None))
-    rows = session.execute(stmt).all()
-    return [GoalClock(r.id, r.person_id, r.lead_jurisdiction_id, r.started_at, r.stopped_at)
-            for r in rows]
+        started_at = firsts.c.started_at
+        source = _chains.join(firsts, firsts.c.chain_id == _chains.c.id)
+        started = firsts.c.started_at.is_not(None)
+    stmt = (
+        select(_chains.c.id, _chains.c.person_id, _chains.c.lead_jurisdiction_id,
+               started_at.label("started_at"), firsts.c.stopped_at)
+        .select_from(source)
+        .where(_chains.c.template_key.in_(measure.templates), started,
+               # A chain closed before its clock stopped (moved away, opened in error, ...) left
+               # the population: counting it as missed would blame the offices for a move.
+               or_(_chains.c.lifecycle != "closed", firsts.c.stopped_at.is_not(None)))
+    )
+    # The columns are in GoalClock's field order; positional rows are much cheaper than named
+    # access when a goal clocked from the chain start returns the whole population.
+    return [GoalClock(*row) for row in session.execute(stmt).all()]
 
 
 def measurable(goals: Mapping[str, Goal]) -> list[Goal]:

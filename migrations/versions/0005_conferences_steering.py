@@ -192,6 +192,9 @@ def upgrade() -> None:
     op.create_index(op.f('ix_finding_votes_conference_id'), 'finding_votes', ['conference_id'], unique=False)
     op.create_index(op.f('ix_finding_votes_finding_id'), 'finding_votes', ['finding_id'], unique=False)
 
+    op.create_index('ix_chain_events_step_state', 'chain_events', ['step_key', 'to_state'], unique=False,
+                    postgresql_include=['chain_id', 'occurred_at'], postgresql_where=sa.text("kind = 'step'"),
+                    sqlite_where=sa.text("kind = 'step'"))
     if op.get_bind().dialect.name == "postgresql":
         op.execute(
             "CREATE TRIGGER proposal_events_append_only BEFORE UPDATE OR DELETE ON proposal_events "
@@ -203,6 +206,7 @@ def upgrade() -> None:
         )
 
 def downgrade() -> None:
+    op.drop_index('ix_chain_events_step_state', table_name='chain_events')
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP TRIGGER IF EXISTS proposal_events_no_truncate ON proposal_events")
         op.execute("DROP TRIGGER IF EXISTS proposal_events_append_only ON proposal_events")
