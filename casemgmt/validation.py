@@ -19,6 +19,16 @@ def _no_nul(value: str) -> str:
 Text = Annotated[str, AfterValidator(_no_nul)]
 """A string that the database can store."""
 
+def _not_blank(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be blank")
+    return value
+
+
+FilledText = Annotated[str, AfterValidator(_no_nul), AfterValidator(_not_blank)]
+"""A storable string with something in it besides spaces (stored without surrounding space)."""
+
 Key = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
 """A policy key (template, organisation kind, ...): snake_case."""
 

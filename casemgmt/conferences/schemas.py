@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from casemgmt.validation import DbId, Key, Text
+from casemgmt.validation import DbId, FilledText, Key
 
 Phase = Literal["planned", "case_phase", "structural_phase", "closed"]
 Level = Literal["staff", "organisation", "intermunicipal"]
@@ -18,7 +18,7 @@ Weather = Literal["sonne", "wolke", "gewitter", "wind"]
 class ConferenceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    title: Text = Field(min_length=1, max_length=200)
+    title: FilledText = Field(min_length=1, max_length=200)
     scheduled_at: datetime
     jurisdiction_id: DbId
     participant_organisation_ids: list[DbId] = Field(default_factory=list, max_length=50,
@@ -50,7 +50,7 @@ class AgreementIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     conference_case_id: DbId
-    text: Text = Field(min_length=1, max_length=2000)
+    text: FilledText = Field(min_length=1, max_length=2000)
     owner_organisation_id: DbId
     due_date: date
     step_key: Key | None = Field(default=None, description="Hand this step of the case's chain to the owner.")
@@ -64,7 +64,7 @@ class FindingIn(BaseModel):
     organisation_kinds: list[Key] = Field(min_length=1, max_length=20)
     level: Level
     weather: Weather
-    text: Text = Field(min_length=1, max_length=2000)
+    text: FilledText = Field(min_length=1, max_length=2000)
     conference_case_ids: list[DbId] = Field(min_length=1, max_length=200)
 
 

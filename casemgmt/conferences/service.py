@@ -291,6 +291,11 @@ def add_agreement(session: Session, catalog: TemplateCatalog, privacy: Privacy, 
         _require_moderator(conference, actor)
         _require_phase(conference, "case_phase")
         case = _case(session, conference.id, body.conference_case_id, "conference_case_id")
+        # A consent withdrawn since the case was put on the agenda ends the discussion of it.
+        person = session.get(Person, case.person_id)
+        assert person is not None
+        _bases_for(session, privacy, policy, person,
+                   _organisations(session, _participant_ids(session, conference.id), "participants"), now)
         owner = session.get(Organisation, body.owner_organisation_id)
         if owner is None:
             raise _invalid("owner_organisation_id", f"no organisation {body.owner_organisation_id}")
@@ -397,15 +402,33 @@ def get_conference(session: Session, privacy: Privacy, policy: SteeringPolicy, a
     """The conference as its participants see it; reading agreements about persons is audited."""
     with unit_of_work(session):
         _load(session, actor, conference_id)
-        out = _out(session, privacy, policy, actor, conference_id, commit=False)
-        persons = sorted({c.person_id for c in out.cases}, key=str)
-        write_audit(session, [_audit(actor, conference_id, "R", "conference.read", p) for p in persons]
-                    or [_audit(actor, conference_id, "R", "conference.read")], now)
+        readable: dict[int, str] = {}
+        entries = []
+        for case in session.scalars(select(ConferenceCase).where(ConferenceCase.conference_id == conference_id)
+                                    .order_by(ConferenceCase.id)):
+            person = session.get(Person, case.person_id)
+            assert person is not None
+            # Decided again at every read: a consent withdrawn since takes effect at once.
+            decision = decide_category(session, privacy, actor, person, policy.conference_purpose,
+                                       policy.conference_category, "read", now)
+            if decision.permit:
+                assert decision.basis is not None
+                readable[case.id] = decision.basis
+            entries.append(AuditEntry(
+                agent_user=actor.user_id, agent_organisation_id=actor.organisation_id, action="R",
+                subtype="conference.read", entity_type="conference", entity_id=str(conference_id),
+                person_id=person.id, fields=("agreements",) if decision.permit else (),
+                legal_bases={"agreements": decision.basis} if decision.permit and decision.basis else {},
+                purpose=policy.conference_purpose, outcome="success" if decision.permit else "denied",
+                detail=None if decision.permit else f"agreements withheld: {decision.reason}"))
+        out = _out(session, privacy, policy, actor, conference_id, commit=False, readable=readable)
+        write_audit(session, entries or [_audit(actor, conference_id, "R", "conference.read")], now)
     return out
 
 
 def _out(session: Session, privacy: Privacy | None, policy: SteeringPolicy, actor: Actor,
-         conference_id: uuid.UUID, commit: bool = True) -> ConferenceOut:
+         conference_id: uuid.UUID, commit: bool = True, readable: dict[int, str] | None = None) -> ConferenceOut:
+    """The conference; agreement texts only for the cases in ``readable`` (case id -> basis)."""
     conference = session.get(Conference, conference_id)
     assert conference is not None
     participants = session.execute(
@@ -419,7 +442,7 @@ def _out(session: Session, privacy: Privacy | None, policy: SteeringPolicy, acto
     for a in session.scalars(select(ConferenceAgreement).where(ConferenceAgreement.conference_id == conference_id)
                              .order_by(ConferenceAgreement.created_at, ConferenceAgreement.id)):
         text = None
-        if privacy is not None:
+        if privacy is not None and readable is not None and a.conference_case_id in readable:
             person_id = person_of[a.conference_case_id]
             text = decrypt_field(person_data_key(session, privacy, person_id), person_id,
                                  _agreement_aad(a.id), a.text_ciphertext)

@@ -9,14 +9,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from casemgmt.conferences.schemas import FindingOut
 from casemgmt.steering.proposals import ProposalAction, ProposalState
-from casemgmt.validation import DbId, Text
+from casemgmt.validation import DbId, FilledText, Text
 
 
 class ProposalIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    title: Text = Field(min_length=1, max_length=200)
-    summary: Text = Field(min_length=1, max_length=4000)
+    title: FilledText = Field(min_length=1, max_length=200)
+    summary: FilledText = Field(min_length=1, max_length=4000)
     finding_ids: list[uuid.UUID] = Field(min_length=1, max_length=100)
 
 
