@@ -47,17 +47,19 @@ class Handover(Base):
         Index("uq_handovers_pending_subject", "chain_id", "subject", unique=True,
               postgresql_where=_PENDING_SQL, sqlite_where=_PENDING_SQL),
         # Inboxes: waiting handovers per organisation in due order, overdue ones first by nature.
+        # ``state`` (and the sender) included so the inbox counts are index-only scans.
         Index("ix_handovers_receiver_pending", "receiver_organisation_id", "due_at", "id",
-              postgresql_where=_PENDING_SQL, sqlite_where=_PENDING_SQL),
+              postgresql_include=["state"], postgresql_where=_PENDING_SQL, sqlite_where=_PENDING_SQL),
         Index("ix_handovers_sender_pending", "sender_organisation_id", "due_at", "id",
-              postgresql_where=_PENDING_SQL, sqlite_where=_PENDING_SQL),
+              postgresql_include=["state"], postgresql_where=_PENDING_SQL, sqlite_where=_PENDING_SQL),
         Index("ix_handovers_case_management_pending", "case_management_organisation_id", "due_at", "id",
-              postgresql_where=_PENDING_SQL, sqlite_where=_PENDING_SQL),
+              postgresql_include=["state", "sender_organisation_id"], postgresql_where=_PENDING_SQL,
+              sqlite_where=_PENDING_SQL),
         # Recently decided handovers per organisation (counts and "done" views).
         Index("ix_handovers_receiver_decided", "receiver_organisation_id", "state", "responded_at"),
         Index("ix_handovers_sender_decided", "sender_organisation_id", "state", "responded_at"),
         Index("ix_handovers_case_management_decided", "case_management_organisation_id", "state",
-              "responded_at"),
+              "responded_at", postgresql_include=["sender_organisation_id"]),
         # What the escalation run looks for.
         Index("ix_handovers_to_escalate", "due_at", postgresql_where=text("state = 'requested'"),
               sqlite_where=text("state = 'requested'")),

@@ -87,14 +87,14 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['to_jurisdiction_id'], ['jurisdictions.id'], name=op.f('fk_handovers_to_jurisdiction_id_jurisdictions')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_handovers'))
     )
-    op.create_index('ix_handovers_case_management_decided', 'handovers', ['case_management_organisation_id', 'state', 'responded_at'], unique=False)
-    op.create_index('ix_handovers_case_management_pending', 'handovers', ['case_management_organisation_id', 'due_at', 'id'], unique=False, postgresql_where=sa.text("state IN ('escalated', 'requested')"), sqlite_where=sa.text("state IN ('escalated', 'requested')"))
+    op.create_index('ix_handovers_case_management_decided', 'handovers', ['case_management_organisation_id', 'state', 'responded_at'], unique=False, postgresql_include=['sender_organisation_id'])
+    op.create_index('ix_handovers_case_management_pending', 'handovers', ['case_management_organisation_id', 'due_at', 'id'], unique=False, postgresql_include=['state', 'sender_organisation_id'], postgresql_where=sa.text("state IN ('escalated', 'requested')"), sqlite_where=sa.text("state IN ('escalated', 'requested')"))
     op.create_index('ix_handovers_chain_id', 'handovers', ['chain_id'], unique=False)
     op.create_index('ix_handovers_person_id', 'handovers', ['person_id'], unique=False)
     op.create_index('ix_handovers_receiver_decided', 'handovers', ['receiver_organisation_id', 'state', 'responded_at'], unique=False)
-    op.create_index('ix_handovers_receiver_pending', 'handovers', ['receiver_organisation_id', 'due_at', 'id'], unique=False, postgresql_where=sa.text("state IN ('escalated', 'requested')"), sqlite_where=sa.text("state IN ('escalated', 'requested')"))
+    op.create_index('ix_handovers_receiver_pending', 'handovers', ['receiver_organisation_id', 'due_at', 'id'], unique=False, postgresql_include=['state'], postgresql_where=sa.text("state IN ('escalated', 'requested')"), sqlite_where=sa.text("state IN ('escalated', 'requested')"))
     op.create_index('ix_handovers_sender_decided', 'handovers', ['sender_organisation_id', 'state', 'responded_at'], unique=False)
-    op.create_index('ix_handovers_sender_pending', 'handovers', ['sender_organisation_id', 'due_at', 'id'], unique=False, postgresql_where=sa.text("state IN ('escalated', 'requested')"), sqlite_where=sa.text("state IN ('escalated', 'requested')"))
+    op.create_index('ix_handovers_sender_pending', 'handovers', ['sender_organisation_id', 'due_at', 'id'], unique=False, postgresql_include=['state'], postgresql_where=sa.text("state IN ('escalated', 'requested')"), sqlite_where=sa.text("state IN ('escalated', 'requested')"))
     op.create_index('ix_handovers_to_escalate', 'handovers', ['due_at'], unique=False, postgresql_where=sa.text("state = 'requested'"), sqlite_where=sa.text("state = 'requested'"))
     op.create_index('uq_handovers_pending_subject', 'handovers', ['chain_id', 'subject'], unique=True, postgresql_where=sa.text("state IN ('escalated', 'requested')"), sqlite_where=sa.text("state IN ('escalated', 'requested')"))
     op.create_table('handover_events',
