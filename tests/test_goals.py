@@ -26,6 +26,7 @@ from casemgmt.steering.goals import (
     GoalClock,
     GoalTier,
     attainment,
+    attainment_in_sql,
     classify,
     goal_clocks,
     load_goals,
@@ -485,7 +486,11 @@ def test_goal_clocks_and_attainment_from_hand_built_chains(session_factory, cata
     assert by_chain[chains["moved_q2_day30"]].jurisdiction_id == hat
     assert all(c.started_at.tzinfo is not None for c in clocks)
 
-    assert attainment(clocks, goal.measure.within_days, NOW) == {
+    # The report computes the same in SQL; both must agree on every cell.
+    expected_cells = attainment(clocks, goal.measure.within_days, NOW)
+    assert attainment_in_sql(session, goal, [wit, hat], NOW) == expected_cells
+    session.rollback()
+    assert expected_cells == {
         ("2026-Q1", wit): AttainmentCell(attained=2, missed=3, pending=0),
         ("2026-Q2", wit): AttainmentCell(attained=2, missed=1, pending=1),
         ("2026-Q1", hat): AttainmentCell(attained=0, missed=1, pending=0),
@@ -506,6 +511,8 @@ def test_goal_clocks_and_attainment_from_hand_built_chains(session_factory, cata
     stopped = {name_of[c] for c, clock in iclocks.items() if clock.stopped_at is not None}
     assert stopped == {"q1_day30", "q1_day70"}
     assert iclocks[chains["eu_newcomer"]].started_at == NOW - 50 * DAY
+    assert attainment_in_sql(session, interview, [wit, hat], NOW) == attainment(iclocks.values(), 28, NOW)
+    session.rollback()
     outcomes = {name_of[c]: classify(clock, 28, NOW) for c, clock in iclocks.items()}
     assert outcomes["q1_day30"] == "attained" and outcomes["q1_day70"] == "missed"
     assert outcomes["q2_never_10d"] == "pending" and outcomes["eu_newcomer"] == "missed"

@@ -148,3 +148,26 @@ def test_overdue_first_then_by_due_date(client, auth, world, clock):
     rest = ok(client.get(f"/handovers/incoming?limit=2&cursor={first['next_cursor']}", headers=auth(*ABH)))
     assert [i["id"] for i in first["items"] + rest["items"]] == ids
     assert ts(inbox["items"][0]["due_at"]) < ts(inbox["items"][2]["due_at"])
+
+
+def test_report_waiting_times_in_sql_equal_the_python_percentiles(client, auth, world, clock, session_factory):
+    """The steering report computes waiting-time percentiles in PostgreSQL; they must equal the
+    documented interpolation of disclosure.percentile_or_none (used on SQLite)."""
+    from casemgmt.steering import report
+
+    ki = auth(*KI)
+    for days in (0, 1, 3, 4, 9):
+        person = new_person(client, ki, world.jurisdictions["wittmar"])
+        chain = started(client, ki, person)
+        h = ok(handover(client, ki, chain["id"], kind="step", step_key="residence_permit"), 201)
+        clock.advance(days=days)
+        ok(respond(client, auth(*ABH), h["id"], "acknowledge"))
+    with session_factory() as session:
+        area = report.resolve_area(session, world.jurisdictions["kreis_ennetal"])
+        in_sql, quarters_sql = report.waiting_figures(session, area)
+        pairs, quarters = report.waiting_times(session, area)
+        in_python = {key: report._figures_of(group) for key, group in pairs.items()}
+        assert in_sql == in_python
+        assert quarters_sql == {q: report._figures_of(g) for q, g in quarters.items()}
+        pair = in_sql[("kommunales_integrationszentrum", "auslaenderbehoerde")]
+        assert pair.persons == 5 and pair.working_median is not None

@@ -39,7 +39,7 @@ from typing import Annotated, Any, Literal, NoReturn, cast
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
-from sqlalchemy import and_, func, or_, select, true
+from sqlalchemy import and_, case, func, literal, or_, select, true
 from sqlalchemy.orm import Session
 
 from casemgmt.chains.engine import StepState
@@ -409,6 +409,45 @@ def _is_event(step: str, on: str):
 
 
 def goal_clocks(session: Session, goal: Goal) -> list[GoalClock]:
+    """The goal's clock on every chain of its population whose clock has started (see
+    :func:`goal_clock_statement`)."""
+    # The columns are in GoalClock's field order; positional rows are much cheaper than named
+    # access when a goal clocked from the chain start returns the whole population.
+    return [GoalClock(*row) for row in session.execute(goal_clock_statement(goal)).all()]
+
+
+def attainment_in_sql(session: Session, goal: Goal, jurisdiction_ids, now: datetime
+                      ) -> dict[tuple[str, int], AttainmentCell]:
+    """:func:`attainment` computed by PostgreSQL: the same first clock per person (by start, then
+    chain id), the same classification and the same local quarters, without shipping every clock
+    to Python (the report's hot path; bench/report.py). Kept equal to the Python version by a test."""
+    measure = goal.measure
+    if measure is None:
+        raise ValueError(f"goal {goal.key!r} has no measure")
+    clocks = goal_clock_statement(goal).subquery("clocks")
+    ranked = select(
+        clocks, func.row_number().over(partition_by=clocks.c.person_id,
+                                       order_by=(clocks.c.started_at, clocks.c.id)).label("rank"),
+    ).where(clocks.c.lead_jurisdiction_id.in_(list(jurisdiction_ids))).subquery("ranked")
+    limit = timedelta(days=measure.within_days)
+    outcome = case(
+        (and_(ranked.c.stopped_at.is_not(None), ranked.c.stopped_at - ranked.c.started_at <= limit), "attained"),
+        (ranked.c.stopped_at.is_not(None), "missed"),
+        (literal(now) - ranked.c.started_at > limit, "missed"),
+        else_="pending",
+    ).label("outcome")
+    quarter = func.to_char(func.timezone(REPORT_TIMEZONE.key, ranked.c.started_at), 'YYYY-"Q"Q').label("quarter")
+    rows = session.execute(
+        select(quarter, ranked.c.lead_jurisdiction_id, outcome, func.count())
+        .where(ranked.c.rank == 1).group_by(quarter, ranked.c.lead_jurisdiction_id, outcome)
+    ).all()
+    counts: dict[tuple[str, int], dict[str, int]] = {}
+    for q, town, result, n in rows:
+        counts.setdefault((q, town), {"attained": 0, "missed": 0, "pending": 0})[result] += n
+    return {key: AttainmentCell(**cell) for key, cell in sorted(counts.items())}
+
+
+def goal_clock_statement(goal: Goal):
     """The goal's clock on every chain of its population whose clock has started.
 
     One statement: the events that can start or stop the clock are aggregated per chain (first
@@ -455,9 +494,7 @@ def goal_clocks(session: Session, goal: Goal) -> list[GoalClock]:
                # the population: counting it as missed would blame the offices for a move.
                or_(_chains.c.lifecycle != "closed", firsts.c.stopped_at.is_not(None)))
     )
-    # The columns are in GoalClock's field order; positional rows are much cheaper than named
-    # access when a goal clocked from the chain start returns the whole population.
-    return [GoalClock(*row) for row in session.execute(stmt).all()]
+    return stmt
 
 
 def measurable(goals: Mapping[str, Goal]) -> list[Goal]:

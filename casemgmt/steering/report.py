@@ -47,7 +47,14 @@ from casemgmt.jurisdictions.models import Jurisdiction, JurisdictionLevel
 from casemgmt.persons.models import Person
 from casemgmt.problems import NotFound, ValidationFailed
 from casemgmt.steering import disclosure
-from casemgmt.steering.goals import Goal, attainment, goal_clocks, measurable, quarter_of
+from casemgmt.steering.goals import (
+    Goal,
+    attainment,
+    attainment_in_sql,
+    goal_clocks,
+    measurable,
+    quarter_of,
+)
 
 TOTAL = "_total"
 OUTCOMES = ("attained", "missed")
@@ -134,8 +141,29 @@ def overdue_counts(session: Session, area: Area, now: datetime) -> dict[str, dic
     return out
 
 
+def _on_postgresql(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _quarter(column):
+    """SQL twin of :func:`quarter_of` (PostgreSQL): the local quarter, e.g. '2026-Q1'."""
+    return func.to_char(func.timezone("Europe/Berlin", column), 'YYYY-"Q"Q')
+
+
 def conference_counts(session: Session, area: Area) -> dict[str, dict[str, int]]:
     """Distinct persons discussed in a Fallkonferenz, per quarter and town."""
+    if _on_postgresql(session):
+        quarter = _quarter(Conference.scheduled_at)
+        out: dict[str, dict[str, int]] = defaultdict(dict)
+        for q, town, n in session.execute(
+            select(quarter, Person.lead_jurisdiction_id, func.count(distinct(ConferenceCase.person_id)))
+            .join(Conference, Conference.id == ConferenceCase.conference_id)
+            .join(Person, Person.id == ConferenceCase.person_id)
+            .where(Person.lead_jurisdiction_id.in_(area.towns))
+            .group_by(quarter, Person.lead_jurisdiction_id)
+        ).all():
+            out[q][area.towns[town]] = n
+        return out
     rows = session.execute(
         select(ConferenceCase.person_id, Conference.scheduled_at, Person.lead_jurisdiction_id)
         .join(Conference, Conference.id == ConferenceCase.conference_id)
@@ -153,6 +181,50 @@ class WaitingGroup:
     persons: set = field(default_factory=set)
     working: list[int] = field(default_factory=list)
     calendar: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WaitingFigures:
+    """Percentiles computed by the database (PostgreSQL's percentile_cont interpolates like
+    disclosure.percentile_or_none); ``persons`` decides whether they may be shown."""
+
+    persons: int
+    working_median: float | None
+    working_p90: float | None
+    calendar_median: float | None
+    calendar_p90: float | None
+
+
+def waiting_figures(session: Session, area: Area) -> tuple[dict[tuple[str, str], WaitingFigures],
+                                                             dict[str, WaitingFigures]]:
+    """:func:`waiting_times` aggregated in PostgreSQL, so no row per handover reaches Python."""
+    h = Handover
+    figures = (
+        func.count(distinct(h.person_id)),
+        func.percentile_cont(0.5).within_group(h.waiting_working_days),
+        func.percentile_cont(0.9).within_group(h.waiting_working_days),
+        func.percentile_cont(0.5).within_group(h.waiting_calendar_days),
+        func.percentile_cont(0.9).within_group(h.waiting_calendar_days),
+    )
+    acknowledged = (h.state == HandoverState.acknowledged.value, h.from_jurisdiction_id.in_(area.towns))
+    pairs = {
+        (r[0], r[1]): WaitingFigures(*r[2:])
+        for r in session.execute(select(h.sender_organisation_kind, h.receiver_organisation_kind, *figures)
+                                 .where(*acknowledged)
+                                 .group_by(h.sender_organisation_kind, h.receiver_organisation_kind)).all()
+    }
+    quarter = _quarter(h.responded_at)
+    quarters = {r[0]: WaitingFigures(*r[1:]) for r in session.execute(
+        select(quarter, *figures).where(*acknowledged).group_by(quarter)).all()}
+    return pairs, quarters
+
+
+def _figures_of(group: WaitingGroup) -> WaitingFigures:
+    def pct(values, q):
+        return disclosure.percentile_or_none(values, q, 1) if values else None
+
+    return WaitingFigures(len(group.persons), pct(group.working, 50), pct(group.working, 90),
+                          pct(group.calendar, 50), pct(group.calendar, 90))
 
 
 def waiting_times(session: Session, area: Area) -> tuple[dict[tuple[str, str], WaitingGroup], dict[str, WaitingGroup]]:
@@ -233,7 +305,12 @@ def build_report(session: Session, policy: SteeringPolicy, goals: Mapping[str, G
     goal_tables = [_goal_table(session, goal, area, towns, k, now) for goal in measurable(goals)]
     tables.extend(goal_tables)
 
-    pairs, quarters = waiting_times(session, area)
+    if _on_postgresql(session):
+        pairs, quarters = waiting_figures(session, area)
+    else:
+        raw_pairs, raw_quarters = waiting_times(session, area)
+        pairs = {key: _figures_of(g) for key, g in raw_pairs.items()}
+        quarters = {key: _figures_of(g) for key, g in raw_quarters.items()}
     return {
         "area": {"id": area.id, "name": area.name, "towns": towns},
         "generated_at": now.isoformat(),
@@ -249,13 +326,15 @@ def build_report(session: Session, policy: SteeringPolicy, goals: Mapping[str, G
     }
 
 
-def _waiting_row(labels: dict[str, str], group: WaitingGroup, k: int) -> dict[str, Any]:
-    persons = len(group.persons)
-    published = persons == 0 or persons >= k
-    row: dict[str, Any] = {**labels, "persons": persons if published else None}
-    for name, values in (("working_days", group.working), ("calendar_days", group.calendar)):
-        row[f"{name}_median"] = disclosure.percentile_or_none(values, 50, k, persons=persons)
-        row[f"{name}_p90"] = disclosure.percentile_or_none(values, 90, k, persons=persons)
+def _waiting_row(labels: dict[str, str], figures: WaitingFigures, k: int) -> dict[str, Any]:
+    """Percentiles only from at least k persons; the count itself like any other cell."""
+    persons = figures.persons
+    enough = persons >= k
+    row: dict[str, Any] = {**labels, "persons": persons if persons == 0 or enough else None}
+    for name, median, p90 in (("working_days", figures.working_median, figures.working_p90),
+                              ("calendar_days", figures.calendar_median, figures.calendar_p90)):
+        row[f"{name}_median"] = float(median) if enough and median is not None else None
+        row[f"{name}_p90"] = float(p90) if enough and p90 is not None else None
     return row
 
 
@@ -263,8 +342,11 @@ def _goal_table(session: Session, goal: Goal, area: Area, towns: list[str], k: i
     """Attained and missed persons per quarter and town, with all sums (a person counts once per
     goal, so the table is additive in every direction)."""
     assert goal.measure is not None
-    cells = attainment((c for c in goal_clocks(session, goal) if c.jurisdiction_id in area.towns),
-                       goal.measure.within_days, now)
+    if _on_postgresql(session):
+        cells = attainment_in_sql(session, goal, area.towns, now)
+    else:
+        cells = attainment((c for c in goal_clocks(session, goal) if c.jurisdiction_id in area.towns),
+                           goal.measure.within_days, now)
     quarters = sorted({q for q, _ in cells})
     table = Table(f"goal:{goal.key}", goal.title, ["quarter", "town", "outcome"], ["quarter", "town", "outcome"])
     if not quarters:
