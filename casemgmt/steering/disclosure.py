@@ -22,17 +22,22 @@ The attacker
 ------------
 :func:`attack` knows every published value, every relation, that values are non-negative
 integers, that zeros are never suppressed, and (conservatively) which suppressed cells are primary:
-a primary cell lies in ``1..k-1``; any other suppressed cell therefore lies in ``k..``. It combines
+a primary cell lies in ``1..k-1``; any other suppressed cell therefore lies in ``k..``. It uses
 
 1. exact linear algebra over the integers: a cell is determined when its unit vector lies in the
-   row space of the equations restricted to the unknowns (found from a fully reduced echelon form);
+   row space of the equations restricted to the unknowns (read off a fully reduced echelon form);
 2. interval bound propagation over each relation to a fixed point, starting from the bounds above;
+3. exact linear-programming reasoning: a cell is pinned when no feasible direction at a point of
+   the attacker's polytope moves it. Stage 2 misses cases where a *combination* of relations
+   together with the bounds pins a cell (e.g. a derived ``a - b = 1`` with ``a <= 2`` and
+   ``b >= 1``); stage 3 finds every cell that linear programming would pin.
 
-and repeats both while either one pins a new cell. A cell whose interval collapses to one value is
-disclosed. The attacker is sound (every bound it reports holds for the true table) but not
-complete in general: bound propagation is weaker than linear programming, and neither reasons
-about integrality beyond rounding. For plain two-dimensional tables with margins the tests
-cross-check it against an exhaustive integer search.
+A cell whose interval collapses to one value is disclosed. :func:`protect` suppresses until
+stage 3 pins nothing. The attacker is sound (every reported bound holds for the true table) and
+complete for linear reasoning; it does not exploit integrality beyond that, which only matters
+when a polytope's extreme points are not integral (possible in tables of three or more
+dimensions, never in two-dimensional tables with margins, whose constraint matrices are totally
+unimodular). The tests cross-check it against an exhaustive integer search on small tables.
 
 Some tables cannot be protected under this attacker whatever is suppressed, e.g. a town total of
 4 made up of four cells of 1 with k = 5: the attacker knows the total is at most 4 and each part at
@@ -178,7 +183,7 @@ class Suppression:
     complementary suppression names the cell it protects and the relation it was chosen in."""
 
     reason: str
-    protects: CellKey | None = None
+    protects: CellKey | None = None  # the cell exposed when this one was chosen
     relation: str | None = None
 
 
@@ -214,9 +219,10 @@ class Protected:
     def complementary(self) -> tuple[CellKey, ...]:
         return tuple(c for c, s in self.suppressions.items() if s.reason == COMPLEMENTARY)
 
-    def attack(self) -> dict[CellKey, Bounds]:
-        """Run :func:`attack` on this publication, with knowledge of the primary cells."""
-        return attack(self.published, self.relations, self.k, primary=self.primary)
+    def attack(self, witness: Mapping[CellKey, int] | None = None) -> dict[CellKey, Bounds]:
+        """Run :func:`attack` on this publication, with knowledge of the primary cells. Pass the
+        original cells as ``witness`` to spare the attacker its search for a consistent table."""
+        return attack(self.published, self.relations, self.k, primary=self.primary, witness=witness)
 
 
 class UnprotectableError(ValueError):
@@ -357,6 +363,17 @@ def _eliminate(
 ) -> tuple[dict[int, int], int]:
     """Remove ``col`` from ``row`` using ``prow``; integers only, divided by their gcd."""
     a, p = row[col], prow[col]
+    if p == 1 or p == -1:
+        # The common case with these sparse +-1 systems: no scaling, nothing to divide.
+        mp = a * p
+        new = dict(row)
+        for c, v in prow.items():
+            w = new.get(c, 0) - v * mp
+            if w:
+                new[c] = w
+            else:
+                del new[c]
+        return new, b - pb * mp
     g = math.gcd(a, p)
     ma, mp = p // g, a // g
     new = {c: v * ma for c, v in row.items()}
@@ -384,7 +401,8 @@ def _determined(equations: Iterable[tuple[int | None, dict[int, int], int]]) -> 
     rows: dict[int, dict[int, int]] = {}
     rhs: dict[int, int] = {}
     occurs: dict[int, set[int]] = {}  # free column -> pivots whose rows mention it
-    for relation, coeffs, b in equations:
+    # Short rows first keeps the fill-in low (three times faster on 3-dimensional tables).
+    for relation, coeffs, b in sorted(equations, key=lambda e: len(e[1])):
         row = dict(coeffs)
         for p in [c for c in row if c in rows]:
             row, b = _eliminate(row, b, rows[p], rhs[p], p)
@@ -427,9 +445,6 @@ class _Inference:
     high: dict[int, float]
     # For a pinned cell: the relations that gave its last bounds (empty: the prior alone).
     culprits: dict[int, tuple[int, ...]]
-
-    def disclosed(self) -> list[int]:
-        return sorted(x for x in self.low if self.low[x] == self.high[x])
 
 
 def _bounds(
@@ -611,7 +626,7 @@ def _simplex_max(
     basis = [n + r for r in range(m)]
 
     def combine(row: dict[int, int], f: int, prow: dict[int, int], p: int) -> dict[int, int]:
-        new = {c: v * p for c, v in row.items()}
+        new = {c: v * p for c, v in row.items()} if p != 1 else dict(row)
         for c, v in prow.items():
             w = new.get(c, 0) - f * v
             if w:
@@ -649,15 +664,19 @@ def _simplex_max(
         for r in range(m):
             if r != leave and table[r].get(enter):
                 new = combine(table[r], table[r][enter], prow, p)
-                d = den[r] * p
-                g = math.gcd(d, *new.values())
-                table[r] = {c: v // g for c, v in new.items()}
-                den[r] = d // g
+                if p != 1:  # with a unit pivot the denominator stays and nothing needs dividing
+                    d = den[r] * p
+                    g = math.gcd(d, *new.values())
+                    new = {c: v // g for c, v in new.items()}
+                    den[r] = d // g
+                table[r] = new
         f = cost.get(enter)
         if f:
             new = combine(cost, f, prow, p)
-            g = math.gcd(*new.values()) if new else 1
-            cost = {c: v // g for c, v in new.items()}
+            if p != 1:
+                g = math.gcd(*new.values()) if new else 1
+                new = {c: v // g for c, v in new.items()}
+            cost = new
         den[leave] = p
         g = math.gcd(p, *prow.values())
         if g > 1:
@@ -683,7 +702,7 @@ def _real(row: Mapping[int, int]) -> list[int]:
 def _reduced(rows: Iterable[dict[int, int]]) -> dict[int, dict[int, int]]:
     """Fully reduced echelon form of homogeneous rows: pivot column -> row."""
     basis: dict[int, dict[int, int]] = {}
-    for row in rows:
+    for row in sorted(rows, key=len):
         row = dict(row)
         for c in [c for c in row if c in basis]:
             row, _ = _eliminate(row, 0, basis[c], 0, c)
@@ -702,7 +721,7 @@ def _without(rows: Iterable[dict[int, int]], cols: Collection[int]) -> list[dict
     """A basis of the combinations of ``rows`` that vanish on ``cols``."""
     pivots: list[tuple[int, dict[int, int]]] = []
     kept: list[dict[int, int]] = []
-    for row in rows:
+    for row in sorted(rows, key=len):
         row = dict(row)
         for c, prow in pivots:
             if c in row:
@@ -785,6 +804,8 @@ def _stuck(
                 owner[c] = home
     for block in blocks.values():
         cols = sorted({c for row in block for c in _real(row)})
+        if _all_movable(block, cols):
+            continue
         m, t = len(block), len(cols)
         # Variables y+ (m), y- (m), s (t): w = y.block with w_j >= s_j and 0 <= s_j <= 1,
         # maximising sum(s); then s_j = 1 exactly for the cells that cannot move.
@@ -812,6 +833,30 @@ def _stuck(
                 why[c] = combined
             stuck.update(found)
     return stuck, why
+
+
+def _all_movable(block: list[dict[int, int]], cols: list[int]) -> bool:
+    """Whether some d >= 1 satisfies row . d = 0 for every row: then every cell can move and
+    none is stuck (Gordan). Phase 1 of the simplex on d = 1 + e, e >= 0: each equation
+    ``row . e = -row . 1`` gets its slack as artificial variable, and the slacks can all be
+    driven to zero iff the system is feasible."""
+    index = {c: j for j, c in enumerate(cols)}
+    rows: list[dict[int, int]] = []
+    rhs: list[int] = []
+    objective = [0] * len(cols)
+    for row in block:
+        real = {index[c]: v for c, v in row.items() if c >= 0}
+        b = -sum(real.values())
+        if b < 0:
+            real = {j: -v for j, v in real.items()}
+            b = -b
+        rows.append(real)
+        rhs.append(b)
+        for j, v in real.items():
+            objective[j] += v
+    solution = _simplex_max(objective, rows, rhs)
+    reached = sum(objective[j] * v for j, v in enumerate(solution))
+    return reached == sum(rhs)
 
 
 def _analyse(
@@ -886,29 +931,34 @@ def _lp_fixed(
     return stuck | set(_determined(equations))
 
 
-def _certificate(
+def _certificates(
     ix: _Index,
     point: Mapping[int, int] | Sequence[int],
     unknowns: Collection[int],
     relations: Sequence[int],
     prior: Mapping[int, tuple[int, float]],
-    x: int,
-) -> dict[int, Fraction]:
-    """Weights of a combination of relations that pins ``x`` (relation -> weight); empty when
-    ``x`` is pinned by its prior alone. Suppressing a published cell whose net coefficient in
-    the combination is not zero breaks this particular derivation."""
+    cells: Iterable[int],
+) -> dict[int, dict[int, Fraction]]:
+    """For each of ``cells`` that is pinned, the weights of a combination of relations that pins
+    it (relation -> weight; empty when the prior alone pins it). Suppressing a published cell
+    whose net coefficient in the combination is not zero breaks that particular derivation."""
     stuck, why, rows = _analyse(ix, point, unknowns, relations, prior, tags=True)
-    if x in why:
-        weights = why[x]
-    elif x in stuck:
-        return {}
-    else:
-        basis = _reduced({c: v for c, v in row.items() if c not in stuck} for row in rows)
-        row = basis.get(x, {})
-        if _real(row) != [x]:
-            return {}
-        weights = {t: Fraction(v) for t, v in _tags(row).items()}
-    return {-t - 1: v for t, v in weights.items() if v}
+    basis: dict[int, dict[int, int]] | None = None
+    out: dict[int, dict[int, Fraction]] = {}
+    for x in cells:
+        if x in why:
+            weights = why[x]
+        elif x in stuck:
+            weights = {}
+        else:
+            if basis is None:
+                basis = _reduced({c: v for c, v in row.items() if c not in stuck} for row in rows)
+            row = basis.get(x, {})
+            if _real(row) != [x]:
+                continue
+            weights = {t: Fraction(v) for t, v in _tags(row).items()}
+        out[x] = {-t - 1: v for t, v in weights.items() if v}
+    return out
 
 
 def _find_point(
@@ -1215,9 +1265,8 @@ class _Protector:
                     queued.add(s)
                     queue.append(s)
 
-    def inspect(self, group: list[int], rels: list[int]) -> list[tuple[int, tuple[int, ...]]]:
-        """Disclosed cells of one component, each with the relations that pinned it by bound
-        propagation (all its relations if it was pinned otherwise)."""
+    def inspect(self, group: list[int], rels: list[int]) -> list[int]:
+        """Disclosed cells of one component (other than hopeless ones)."""
         key = frozenset(group)
         if key in self.clean:
             return []
@@ -1228,16 +1277,9 @@ class _Protector:
         if not found:
             self.clean.add(key)
             return []
-        inference = _bounds(self.ix, self.value, group, rels, prior)
-        out = []
-        for x in found:
-            culprits = inference.culprits.get(x)
-            if culprits is None:
-                culprits = tuple(r for r in self.ix.cell_rels[x] if r in rels)
-            out.append((x, culprits))
-        return out
+        return found
 
-    def disclosures(self) -> list[tuple[list[int], list[int], list[tuple[int, tuple[int, ...]]]]]:
+    def disclosures(self) -> list[tuple[list[int], list[int], list[int]]]:
         """Disclosed cells, by component."""
         out = []
         for group, rels in _components(self.ix, self.unknown):
@@ -1273,44 +1315,58 @@ class _Protector:
             self.max_checked[c] = result
         return result
 
-    def fix(
-        self, x: int, culprits: tuple[int, ...], group: list[int], rels: list[int]
-    ) -> str | None:
+    def net(self, weights: Mapping[int, Fraction]) -> dict[int, int]:
+        """Net coefficient of each cell in a combination of relations (scaled to integers),
+        with the first relation each cell was met in."""
+        ix = self.ix
+        scale = math.lcm(*(w.denominator for w in weights.values())) if weights else 1
+        net: dict[int, int] = {}
+        first: dict[int, int] = {}
+        for r, w in sorted(weights.items()):
+            v = int(w * scale)
+            t = ix.rel_total[r]
+            net[t] = net.get(t, 0) - v
+            first.setdefault(t, r)
+            for p in ix.rel_parts[r]:
+                net[p] = net.get(p, 0) + v
+                first.setdefault(p, r)
+        return {c: first[c] for c, v in net.items() if v}
+
+    def fix(self, x: int, group: list[int], rels: list[int], breakers: Mapping[int, int]) -> str | None:
         """Suppress one more cell to protect ``x`` (``"suppressed"``), or mark ``x`` as hopeless
         (``"hopeless"``); None if neither (``x`` is no longer exposed)."""
         ix = self.ix
         # Best: a cell that enters the combination of relations that pins x, so that this
         # derivation no longer works.
-        weights = _certificate(ix, self.value, group, rels, {g: self.prior(g) for g in group}, x)
-        net: dict[int, Fraction] = {}
-        first: dict[int, int] = {}
-        for r, w in sorted(weights.items()):
-            for c, sign in ((ix.rel_total[r], -1), *((p, 1) for p in ix.rel_parts[r])):
-                net[c] = net.get(c, Fraction(0)) + sign * w
-                first.setdefault(c, r)
-        found = [(c, first[c]) for c, v in net.items() if v and c not in self.unknown and self.value[c] > 0]
+        found = [(c, r) for c, r in breakers.items() if c not in self.unknown and self.value[c] > 0]
         choice = min(found, key=lambda item: self.cost(item[0])) if found else None
-        # Otherwise the relations that pinned x; if they offer nothing, make sure x can be
-        # protected at all before widening the search to x's other relations and outwards.
-        seen = set(culprits)
-
-        def around(relations: Iterable[int]) -> list[int]:
-            return sorted({s for r in relations for c in ix.rel_cells(r) for s in ix.cell_rels[c]} - seen)
-
         if choice is None:
-            choice = self.best(culprits)
-        if choice is None:
+            # Nothing published enters that derivation: make sure x can be protected at all.
             if x in self.disclosed_at_max(x):
                 self.hopeless.add(x)
-                self.hopeless_relations.update(weights or culprits or ix.cell_rels[x])
+                self.hopeless_relations.update(set(breakers.values()) or set(ix.cell_rels[x]))
                 return "hopeless"
-            frontier = [r for r in ix.cell_rels[x] if r not in seen] or around(seen)
-            while choice is None and frontier:
-                seen.update(frontier)
-                choice = self.best(frontier)
-                frontier = around(frontier)
+            # Otherwise the relations that pinned x by bound propagation, then x's other
+            # relations, then outwards.
+            prior = {g: self.prior(g) for g in group}
+            culprits = _bounds(ix, self.value, group, rels, prior).culprits.get(x)
+            if culprits is None:
+                culprits = tuple(r for r in ix.cell_rels[x] if r in rels)
+            choice = self.best(culprits)
             if choice is None:
-                return None
+                seen = set(culprits)
+
+                def around(relations: Iterable[int]) -> list[int]:
+                    near = {s for r in relations for c in ix.rel_cells(r) for s in ix.cell_rels[c]}
+                    return sorted(near - seen)
+
+                frontier = [r for r in ix.cell_rels[x] if r not in seen] or around(seen)
+                while choice is None and frontier:
+                    seen.update(frontier)
+                    choice = self.best(frontier)
+                    frontier = around(frontier)
+                if choice is None:
+                    return None
         c, r = choice
         self.suppress(c, Suppression(COMPLEMENTARY, ix.keys[x], ix.rel_labels[r]))
         return "suppressed"
@@ -1329,14 +1385,19 @@ class _Protector:
                 break
             progress = False
             for group, rels, exposed in found:
-                # One new suppression per component and round: it often protects several of the
-                # pinned cells at once, and the next round tells. Cells that cannot be protected
-                # are only marked, so go on to the next cell then.
-                for x, culprits in exposed:
-                    outcome = self.fix(x, culprits, group, rels)
+                prior = {g: self.prior(g) for g in group}
+                why = _certificates(self.ix, self.value, group, rels, prior, exposed)
+                added: set[int] = set()
+                for x in exposed:
+                    breakers = self.net(why.get(x, {}))
+                    # Several cells are often pinned by one derivation: skip x when a cell added
+                    # in this round already enters its combination; the next round tells.
+                    if not added.isdisjoint(breakers):
+                        continue
+                    before = set(self.unknown)
+                    outcome = self.fix(x, group, rels, breakers)
                     progress |= outcome is not None
-                    if outcome == "suppressed":
-                        break
+                    added |= self.unknown - before
             if not progress:  # the first cell of a round is always fresh, so this cannot happen
                 raise RuntimeError("complementary suppression made no progress")
         self.prune()
@@ -1369,9 +1430,16 @@ def protect(
     """Decide which cells of ``grid`` are published.
 
     Suppresses every cell with ``0 < n < k`` (primary), then adds complementary suppressions
-    until :func:`attack`, knowing which cells are primary, pins no suppressed cell; finally
-    publishes again any complementary cell that turned out unnecessary. Deterministic: ties are
-    broken by the order of ``grid.cells``.
+    until the attacker of :func:`attack` (all three stages, told which cells are primary) pins no
+    suppressed cell; finally publishes again, latest first, every complementary cell that turns
+    out unnecessary. A complementary cell is chosen among the published non-zero cells that enter
+    the combination of relations pinning an exposed cell: lowest level in the hierarchy of totals
+    first (a part before its total, never a grand total while a part would do), then the smallest
+    value per relation it joins that already has a suppression. Deterministic: ties are broken by
+    the order of ``grid.cells``, never by hashing.
+
+    With k = 2 every primary cell is known to be 1 under this attacker model, so any cell of 1 is
+    unprotectable.
 
     Raises ValueError for invalid input (naming the relation whose total is not the sum of its
     parts) and :class:`UnprotectableError` when some cell cannot be protected by suppression at
