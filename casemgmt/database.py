@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -109,3 +111,9 @@ def unit_of_work(session: Session) -> Iterator[Session]:
     except BaseException:
         session.rollback()
         raise
+
+
+def sql_in(column: str, values) -> str:
+    """``column IN ('a', 'b')`` for a CHECK constraint, from strings or str-valued enum members."""
+    texts = [v.value if isinstance(v, enum.Enum) else v for v in values]
+    return f"{column} IN ({', '.join(repr(t) for t in texts)})"

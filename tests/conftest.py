@@ -115,6 +115,8 @@ def reset_case_data(engine: Engine) -> None:
     """Empty the case tables. The evidence tables refuse TRUNCATE and a backward-moving audit
     head; only a superuser session in replica mode (no ordinary triggers) may reset them."""
     with engine.begin() as conn:
+        # A failed test may leave a session open; better an error than a suite that hangs.
+        conn.execute(text("SET LOCAL lock_timeout = '30s'"))
         conn.execute(text("SET LOCAL session_replication_role = replica"))
         conn.execute(text(f"TRUNCATE {', '.join(CASE_TABLES)} RESTART IDENTITY CASCADE"))
         conn.execute(text(f"UPDATE audit_head SET last_seq = 0, last_hash = '{'0' * 64}'"))

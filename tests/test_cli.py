@@ -47,7 +47,8 @@ def test_unknown_owner_in_a_template_names_file_line_and_field(policy_copy, caps
 def test_role_granting_an_unknown_permission_is_refused(policy_copy, capsys):
     path = policy_copy / "roles.yaml"
     text = path.read_text(encoding="utf-8").replace(
-        "permissions: [reference.read]\n  dpo:", "permissions: [reference.read, reports.rewrite]\n  dpo:")
+        "permissions: [reference.read, proposals.read, proposals.decide, reports.read, export.read]\n  dpo:",
+        "permissions: [reference.read, reports.rewrite]\n  dpo:")
     path.write_text(text, encoding="utf-8")
     assert main(["check-policies"]) == 2
     err = capsys.readouterr().err

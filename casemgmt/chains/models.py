@@ -28,14 +28,11 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from casemgmt.chains.engine import ChainLifecycle, CloseReason, StepState
-from casemgmt.database import Base, UTCDateTime
+from casemgmt.database import Base, UTCDateTime, sql_in
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer, "sqlite")
 
-
-def _in(column: str, values) -> str:
-    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
 
 
 class ChainTemplateVersion(Base):
@@ -61,9 +58,9 @@ class Chain(Base):
             ["chain_template_versions.key", "chain_template_versions.version"],
             name="fk_chains_template_chain_template_versions",
         ),
-        CheckConstraint(_in("lifecycle", ChainLifecycle), name="lifecycle"),
+        CheckConstraint(sql_in("lifecycle", ChainLifecycle), name="lifecycle"),
         CheckConstraint(
-            f"closed_reason IS NULL OR {_in('closed_reason', CloseReason)}", name="closed_reason"
+            f"closed_reason IS NULL OR {sql_in('closed_reason', CloseReason)}", name="closed_reason"
         ),
         # A person has at most one open chain per template.
         Index(
@@ -102,7 +99,7 @@ class ChainStep(Base):
     __tablename__ = "chain_steps"
     __table_args__ = (
         UniqueConstraint("chain_id", "key", name="uq_chain_steps_chain_id_key"),
-        CheckConstraint(_in("state", StepState), name="state"),
+        CheckConstraint(sql_in("state", StepState), name="state"),
         CheckConstraint("due_for IS NULL OR due_for IN ('start', 'completion')", name="due_for"),
         Index("ix_chain_steps_owner_kind_state", "owner_kind", "state"),
         Index("ix_chain_steps_state_due_at", "state", "due_at"),

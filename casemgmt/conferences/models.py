@@ -21,22 +21,19 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from casemgmt.database import Base, UTCDateTime
+from casemgmt.database import Base, UTCDateTime, sql_in
 
 CONFERENCE_PHASES = ("planned", "case_phase", "structural_phase", "closed")
 FINDING_LEVELS = ("staff", "organisation", "intermunicipal")
 WEATHER = ("sonne", "wolke", "gewitter", "wind")
 
 
-def _in(column: str, values) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
-
 
 class Conference(Base):
     """One Fallkonferenz, moderated by a user of one organisation."""
 
     __tablename__ = "conferences"
-    __table_args__ = (CheckConstraint(_in("phase", CONFERENCE_PHASES), name="phase"),)
+    __table_args__ = (CheckConstraint(sql_in("phase", CONFERENCE_PHASES), name="phase"),)
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     title: Mapped[str] = mapped_column(String(200))
@@ -104,8 +101,8 @@ class Finding(Base):
 
     __tablename__ = "findings"
     __table_args__ = (
-        CheckConstraint(_in("level", FINDING_LEVELS), name="level"),
-        CheckConstraint(_in("weather", WEATHER), name="weather"),
+        CheckConstraint(sql_in("level", FINDING_LEVELS), name="level"),
+        CheckConstraint(sql_in("weather", WEATHER), name="weather"),
         Index("ix_findings_barrier_field", "barrier_category", "field_of_action"),
     )
 

@@ -23,15 +23,12 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from casemgmt.chains.models import BigId
-from casemgmt.database import Base, UTCDateTime
+from casemgmt.database import Base, UTCDateTime, sql_in
 from casemgmt.handovers.lifecycle import PENDING_VALUES, HandoverKind, HandoverState
 
 
-def _in(column: str, values) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
-
-_PENDING_SQL = text(_in("state", PENDING_VALUES))
+_PENDING_SQL = text(sql_in("state", PENDING_VALUES))
 
 
 class Handover(Base):
@@ -40,8 +37,8 @@ class Handover(Base):
 
     __tablename__ = "handovers"
     __table_args__ = (
-        CheckConstraint(_in("kind", [k.value for k in HandoverKind]), name="kind"),
-        CheckConstraint(_in("state", [s.value for s in HandoverState]), name="state"),
+        CheckConstraint(sql_in("kind", [k.value for k in HandoverKind]), name="kind"),
+        CheckConstraint(sql_in("state", [s.value for s in HandoverState]), name="state"),
         CheckConstraint("state <> 'rejected' OR response_reason IS NOT NULL", name="rejected_reason"),
         # At most one waiting handover per step (or per chain lead, for a relocation).
         Index("uq_handovers_pending_subject", "chain_id", "subject", unique=True,

@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy import CheckConstraint, ForeignKey, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
-from casemgmt.database import Base, UTCDateTime
+from casemgmt.database import Base, UTCDateTime, sql_in
 
 
 class ResidenceStatus(str, enum.Enum):
@@ -44,10 +44,6 @@ class BenefitRegime(str, enum.Enum):
     none = "none"
 
 
-def _in(column: str, enum_cls: type[enum.Enum]) -> str:
-    values = ", ".join(f"'{m.value}'" for m in enum_cls)
-    return f"{column} IN ({values})"
-
 
 class Person(Base):
     """A newcomer. ``id`` is a random, stable pseudonym: it carries no personal data.
@@ -58,9 +54,9 @@ class Person(Base):
 
     __tablename__ = "persons"
     __table_args__ = (
-        CheckConstraint(_in("residence_status", ResidenceStatus), name="residence_status"),
-        CheckConstraint(_in("bleibeperspektive", Bleibeperspektive), name="bleibeperspektive"),
-        CheckConstraint(_in("benefit_regime", BenefitRegime), name="benefit_regime"),
+        CheckConstraint(sql_in("residence_status", ResidenceStatus), name="residence_status"),
+        CheckConstraint(sql_in("bleibeperspektive", Bleibeperspektive), name="bleibeperspektive"),
+        CheckConstraint(sql_in("benefit_regime", BenefitRegime), name="benefit_regime"),
         # NULL passes a CHECK, so the attributes may be unknown (or withheld) at registration.
     )
 

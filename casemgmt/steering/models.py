@@ -9,12 +9,9 @@ from sqlalchemy import CheckConstraint, Date, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from casemgmt.chains.models import BigId
-from casemgmt.database import Base, UTCDateTime
+from casemgmt.database import Base, UTCDateTime, sql_in
 from casemgmt.steering.proposals import ProposalState
 
-
-def _in(column: str, values) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
 class WorkingGroup(Base):
@@ -33,7 +30,7 @@ class Proposal(Base):
 
     __tablename__ = "proposals"
     __table_args__ = (
-        CheckConstraint(_in("state", [s.value for s in ProposalState]), name="state"),
+        CheckConstraint(sql_in("state", [s.value for s in ProposalState]), name="state"),
         Index("ix_proposals_state", "state"),
     )
 

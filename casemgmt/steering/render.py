@@ -63,7 +63,8 @@ def to_csv(report: Mapping[str, Any]) -> bytes:
     for key, title, rows in (("handover_waiting_times", "Wartezeit bis zur Bestätigung je Paar", report["handover_waiting_times"]),
                              ("handover_waiting_trend", "Wartezeit bis zur Bestätigung je Quartal", report["handover_waiting_trend"])):
         for row in rows:
-            writer.writerow([key, title, *(row.get(d, "") for d in dims), _number(row["persons"]),
+            writer.writerow([key, title, *(row.get(d, "") for d in dims),
+                             _number(row["persons"]) if "persons" in row else "",
                              _number(row["working_days_median"]), _number(row["working_days_p90"]),
                              _number(row["calendar_days_median"]), _number(row["calendar_days_p90"])])
     return ("\ufeff" + out.getvalue()).encode("utf-8")

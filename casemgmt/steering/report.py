@@ -319,18 +319,24 @@ def build_report(session: Session, policy: SteeringPolicy, goals: Mapping[str, G
         "tables": [t.as_dict() for t in tables],
         "handover_waiting_times": [_waiting_row({"sender_kind": s, "receiver_kind": r}, g, k)
                                    for (s, r), g in sorted(pairs.items())],
-        "handover_waiting_trend": [_waiting_row({"quarter": q}, g, k) for q, g in sorted(quarters.items())],
+        # The trend counts the persons of all pairs together, a total over categories one person
+        # can share: its count would pin a suppressed pair, so only the percentiles are shown.
+        "handover_waiting_trend": [_waiting_row({"quarter": q}, g, k, with_count=False)
+                                   for q, g in sorted(quarters.items())],
         "goals": [_goal_summary(goals, goal, table) for goal, table in zip(measurable(goals), goal_tables)],
         "taxonomy": {"barrier_categories": policy.barrier_categories,
                      "fields_of_action": policy.fields_of_action},
     }
 
 
-def _waiting_row(labels: dict[str, str], figures: WaitingFigures, k: int) -> dict[str, Any]:
+def _waiting_row(labels: dict[str, str], figures: WaitingFigures, k: int,
+                 with_count: bool = True) -> dict[str, Any]:
     """Percentiles only from at least k persons; the count itself like any other cell."""
     persons = figures.persons
     enough = persons >= k
-    row: dict[str, Any] = {**labels, "persons": persons if persons == 0 or enough else None}
+    row: dict[str, Any] = dict(labels)
+    if with_count:
+        row["persons"] = persons if persons == 0 or enough else None
     for name, median, p90 in (("working_days", figures.working_median, figures.working_p90),
                               ("calendar_days", figures.calendar_median, figures.calendar_p90)):
         row[f"{name}_median"] = float(median) if enough and median is not None else None
