@@ -28,11 +28,13 @@ from casemgmt.database import unit_of_work
 from casemgmt.handovers import lifecycle as lc
 from casemgmt.handovers.chain_hooks import system_withdraw
 from casemgmt.handovers.lifecycle import HandoverAction, HandoverKind, HandoverState, Parties
-from casemgmt.handovers.models import Handover, HandoverEvent
+from casemgmt.handovers.models import Handover, HandoverEvent, OrganisationContact
 from casemgmt.handovers.policy import HandoverPolicy
 from casemgmt.handovers.schemas import (
     Box,
     ConsentReviewOut,
+    ContactIn,
+    ContactOut,
     DataPackage,
     HandoverEventOut,
     HandoverIn,
@@ -104,6 +106,60 @@ def check_contact_address(channel: str, address: str) -> str:
         raise ValidationFailed(f"address: {why}",
                                errors=[{"field": "body.address", "message": why, "type": "value_error"}])
     return address
+
+
+def _contact_organisation(session: Session, organisation_id: int) -> Organisation:
+    org = session.get(Organisation, organisation_id)
+    if org is None:
+        raise NotFound(f"no organisation {organisation_id}", resource="organisation", id=str(organisation_id))
+    return org
+
+
+def _contact_out(c: OrganisationContact) -> ContactOut:
+    return ContactOut(id=c.id, organisation_id=c.organisation_id, role=c.role, channel=c.channel,
+                      address=c.address)
+
+
+def list_contacts(session: Session, organisation_id: int) -> list[ContactOut]:
+    _contact_organisation(session, organisation_id)
+    out = [_contact_out(c) for c in session.scalars(select(OrganisationContact).where(
+        OrganisationContact.organisation_id == organisation_id).order_by(OrganisationContact.id))]
+    session.rollback()
+    return out
+
+
+def _contact_audit(actor: Actor, organisation_id: int, action: str, detail: str) -> AuditEntry:
+    return AuditEntry(agent_user=actor.user_id, agent_organisation_id=actor.organisation_id, action=action,
+                      subtype="organisation.contact", entity_type="organisation",
+                      entity_id=str(organisation_id), detail=detail)
+
+
+def add_contact(session: Session, actor: Actor, organisation_id: int, body: ContactIn, now: datetime) -> ContactOut:
+    """Add where an organisation is notified; audited like every configuration change."""
+    with unit_of_work(session):
+        _contact_organisation(session, organisation_id)
+        address = check_contact_address(body.channel, body.address)
+        contact = OrganisationContact(organisation_id=organisation_id, role=body.role, channel=body.channel,
+                                      address=address)
+        session.add(contact)
+        try:
+            session.flush()
+        except IntegrityError:
+            raise ValidationFailed("address: this contact is already configured", errors=[
+                {"field": "body.address", "message": "duplicate", "type": "duplicate"}]) from None
+        out = _contact_out(contact)
+        write_audit(session, [_contact_audit(actor, organisation_id, "C", f"{body.role} {body.channel}")], now)
+    return out
+
+
+def remove_contact(session: Session, actor: Actor, organisation_id: int, contact_id: int, now: datetime) -> None:
+    with unit_of_work(session):
+        contact = session.get(OrganisationContact, contact_id)
+        if contact is None or contact.organisation_id != organisation_id:
+            raise NotFound(f"no contact {contact_id}", resource="contact", id=str(contact_id))
+        detail = f"{contact.role} {contact.channel}"
+        session.delete(contact)
+        write_audit(session, [_contact_audit(actor, organisation_id, "D", detail)], now)
 
 
 def _invalid(field: str, message: str) -> InvalidHandover:

@@ -7,8 +7,6 @@ import uuid
 from datetime import datetime
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from casemgmt.auth.dependencies import get_session, require
@@ -16,7 +14,6 @@ from casemgmt.chains.engine import Actor
 from casemgmt.clock import request_now
 from casemgmt.handovers import service
 from casemgmt.handovers.lifecycle import HandoverKind
-from casemgmt.handovers.models import OrganisationContact
 from casemgmt.handovers.schemas import (
     Box,
     ContactIn,
@@ -27,10 +24,8 @@ from casemgmt.handovers.schemas import (
     HandoverPage,
     StateFilter,
 )
-from casemgmt.jurisdictions.models import Organisation
 from casemgmt.notifications import service as outbox
 from casemgmt.notifications.schemas import OutboxMessageOut, OutboxPage
-from casemgmt.problems import NotFound, ValidationFailed
 from casemgmt.validation import DbId
 
 router = APIRouter(tags=["handovers"])
@@ -119,24 +114,13 @@ def act_on_handover(
 # --- contacts and the outbox (administration) -------------------------------------------------
 
 
-def _org(session: Session, organisation_id: int) -> Organisation:
-    org = session.get(Organisation, organisation_id)
-    if org is None:
-        raise NotFound(f"no organisation {organisation_id}", resource="organisation", id=str(organisation_id))
-    return org
-
-
 @admin_router.get("/organisations/{organisation_id}/contacts", response_model=list[ContactOut])
 def list_contacts(
     organisation_id: DbId,
     actor: Actor = Depends(require("contacts.manage")),
     session: Session = Depends(get_session),
 ):
-    _org(session, organisation_id)
-    rows = session.scalars(select(OrganisationContact).where(
-        OrganisationContact.organisation_id == organisation_id).order_by(OrganisationContact.id)).all()
-    return [ContactOut(id=c.id, organisation_id=c.organisation_id, role=c.role, channel=c.channel,
-                       address=c.address) for c in rows]
+    return service.list_contacts(session, organisation_id)
 
 
 @admin_router.post("/organisations/{organisation_id}/contacts", response_model=ContactOut, status_code=201)
@@ -145,21 +129,10 @@ def add_contact(
     body: ContactIn,
     actor: Actor = Depends(require("contacts.manage")),
     session: Session = Depends(get_session),
+    now: datetime = Depends(request_now),
 ):
     """Where the organisation's lead (escalations) or team inbox is notified."""
-    _org(session, organisation_id)
-    address = service.check_contact_address(body.channel, body.address)
-    contact = OrganisationContact(organisation_id=organisation_id, role=body.role, channel=body.channel,
-                                  address=address)
-    session.add(contact)
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        raise ValidationFailed("address: this contact is already configured",
-                               errors=[{"field": "body.address", "message": "duplicate", "type": "duplicate"}]) from None
-    return ContactOut(id=contact.id, organisation_id=organisation_id, role=contact.role,
-                      channel=contact.channel, address=contact.address)
+    return service.add_contact(session, actor, organisation_id, body, now)
 
 
 @admin_router.delete("/organisations/{organisation_id}/contacts/{contact_id}", status_code=204)
@@ -168,12 +141,9 @@ def remove_contact(
     contact_id: DbId,
     actor: Actor = Depends(require("contacts.manage")),
     session: Session = Depends(get_session),
+    now: datetime = Depends(request_now),
 ):
-    contact = session.get(OrganisationContact, contact_id)
-    if contact is None or contact.organisation_id != organisation_id:
-        raise NotFound(f"no contact {contact_id}", resource="contact", id=str(contact_id))
-    session.delete(contact)
-    session.commit()
+    service.remove_contact(session, actor, organisation_id, contact_id, now)
     return Response(status_code=204)
 
 
@@ -198,5 +168,5 @@ def requeue_notification(
     now: datetime = Depends(request_now),
 ):
     """Send a failed notification again (attempts start from zero)."""
-    outbox.requeue(session, message_id, now)
+    outbox.requeue(session, message_id, now, actor)
     return outbox.get_message(session, message_id)

@@ -29,6 +29,8 @@ from casemgmt.database import unit_of_work
 from casemgmt.notifications.channels import Channel
 from casemgmt.notifications.models import OutboxMessage
 from casemgmt.notifications.schemas import OutboxMessageOut
+from casemgmt.privacy.audit import AuditEntry
+from casemgmt.privacy.service import write_audit
 from casemgmt.problems import NotFound, ValidationFailed
 
 outbox_t = OutboxMessage.__table__
@@ -172,8 +174,9 @@ def outbox_counts(session: Session) -> dict[str, int]:
     return {state: counts.get(state, 0) for state in ("pending", "delivered", "failed")}
 
 
-def requeue(session: Session, message_id: int | None, now: datetime) -> int:
-    """Put failed messages back in the queue (one, or all with ``None``), attempts reset."""
+def requeue(session: Session, message_id: int | None, now: datetime, actor=None) -> int:
+    """Put failed messages back in the queue (one, or all with ``None``), attempts reset; an
+    operator's request through the API is audited."""
     stmt = update(outbox_t).where(outbox_t.c.state == "failed")
     if message_id is not None:
         stmt = stmt.where(outbox_t.c.id == message_id)
@@ -181,6 +184,11 @@ def requeue(session: Session, message_id: int | None, now: datetime) -> int:
         count = session.execute(
             stmt.values(state="pending", attempts=0, next_attempt_at=now, updated_at=now)
         ).rowcount
+        if actor is not None and count:
+            write_audit(session, [AuditEntry(
+                agent_user=actor.user_id, agent_organisation_id=actor.organisation_id, action="U",
+                subtype="notification.requeue", entity_type="notification",
+                entity_id=str(message_id) if message_id is not None else "all")], now)
     if message_id is not None and count == 0:
         exists = session.scalar(select(outbox_t.c.state).where(outbox_t.c.id == message_id))
         session.rollback()
