@@ -97,7 +97,8 @@ def test_rechtskreiswechsel_completes_the_sending_step_only_on_acknowledgement(c
                     to_step_key="sgb2_application", benefit_regime="sgb_ii"), 201)
     assert h["receiver"]["id"] == world.organisations["ennetal_jobcenter"]
     assert h["working_days"] == 10
-    assert h["benefit_regime_from"] == "asylblg" and h["benefit_regime_to"] == "sgb_ii"
+    # The present Rechtskreis is personal data: only the requested new one is shown.
+    assert h["benefit_regime_from"] is None and h["benefit_regime_to"] == "sgb_ii"
     # The Sozialamt may not end its benefits while the Jobcenter has not taken over.
     problem(client.post(f"/chains/{chain['id']}/steps/asylblg_subsistence/actions",
                         json={"action": "complete"}, headers=soz), 409, "handover-pending")
@@ -171,3 +172,18 @@ def test_report_waiting_times_in_sql_equal_the_python_percentiles(client, auth, 
         assert quarters_sql == {q: report._figures_of(g) for q, g in quarters.items()}
         pair = in_sql[("kommunales_integrationszentrum", "auslaenderbehoerde")]
         assert pair.persons == 5 and pair.working_median is not None
+
+
+def test_relocation_writes_a_person_audit_row_with_its_basis(client, auth, world):
+    ki = auth(*KI)
+    person = new_person(client, ki, world.jurisdictions["hattenberg"])
+    chain = started(client, ki, person)
+    h = ok(handover(client, ki, chain["id"], kind="relocation",
+                    to_jurisdiction_id=world.jurisdictions["wittmar"]), 201)
+    ok(respond(client, auth("wittmar_ki", "case_manager"), h["id"], "acknowledge"))
+    trail = ok(client.get("/audit", params={"person_id": person["id"]}, headers=auth("ennetal_ki", "dpo")))
+    rows = trail["items"] if isinstance(trail, dict) else trail
+    moved = [r for r in rows if r["subtype"] == "person.relocate"]
+    assert len(moved) == 1
+    assert moved[0]["fields"] == ["lead_jurisdiction_id"]
+    assert moved[0]["legal_bases"] == {"lead_jurisdiction_id": f"handover:{h['id']}"}

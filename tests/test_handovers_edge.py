@@ -271,7 +271,6 @@ def test_refused_rechtskreiswechsel(client, auth, world, db):
     problem(handover(client, auth(*JC), cid, **RKW), 403, "wrong-organisation")
 
     invalid = [
-        (RKW | {"benefit_regime": "asylblg"}, "benefit_regime"),  # the person is already in it
         (RKW | {"benefit_regime": "sgb_ix"}, "benefit_regime"),
         ({k: v for k, v in RKW.items() if k != "benefit_regime"}, "benefit_regime"),
         (RKW | {"to_step_key": "asylblg_subsistence"}, "to_step_key"),

@@ -111,7 +111,8 @@ class FindingOut(BaseModel):
     level: Level
     weather: Weather
     text: str
-    case_count: int
+    case_count: int | None = Field(description="Cases behind the finding; outside the conference "
+                                               "null when fewer than k (the report's threshold).")
     dots: int
     proposal_id: uuid.UUID | None
     created_at: datetime

@@ -381,12 +381,14 @@ def vote(session: Session, privacy: Privacy, policy: SteeringPolicy, actor: Acto
 # --- reading --------------------------------------------------------------------------------------
 
 
-def finding_out(finding: Finding, dots: int) -> FindingOut:
+def finding_out(finding: Finding, dots: int, k: int | None = None) -> FindingOut:
+    """With ``k`` (outside the conference), a number of cases under k is not shown."""
     return FindingOut(
         id=finding.id, conference_id=finding.conference_id, barrier_category=finding.barrier_category,
         field_of_action=finding.field_of_action, organisation_kinds=list(finding.organisation_kinds),
-        level=finding.level, weather=finding.weather, text=finding.text, case_count=finding.case_count,
-        dots=dots, proposal_id=finding.proposal_id, created_at=finding.created_at)
+        level=finding.level, weather=finding.weather, text=finding.text,
+        dots=dots, proposal_id=finding.proposal_id, created_at=finding.created_at,
+        case_count=finding.case_count if k is None or finding.case_count == 0 or finding.case_count >= k else None)
 
 
 def dots_by_finding(session: Session, finding_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
@@ -444,8 +446,12 @@ def _out(session: Session, privacy: Privacy | None, policy: SteeringPolicy, acto
         text = None
         if privacy is not None and readable is not None and a.conference_case_id in readable:
             person_id = person_of[a.conference_case_id]
-            text = decrypt_field(person_data_key(session, privacy, person_id), person_id,
-                                 _agreement_aad(a.id), a.text_ciphertext)
+            try:
+                key = person_data_key(session, privacy, person_id)
+            except NotFound:  # the person's data was erased: the agreement's text went with it
+                key = None
+            if key is not None:
+                text = decrypt_field(key, person_id, _agreement_aad(a.id), a.text_ciphertext)
         agreements.append(AgreementOut(
             id=a.id, conference_case_id=a.conference_case_id, text=text,
             owner_organisation_id=a.owner_organisation_id, due_date=a.due_date, step_key=a.step_key,

@@ -540,7 +540,7 @@ def _seed_proposals(session: Session, privacy: Privacy, policies, world: World, 
                                   else "Kosten sind intern zu klären")
             who = moderator if action == "submit" else group
             out = steering.act(session, who, who is group, who is moderator, proposal.id,
-                               ProposalActionIn(**body), at)
+                               ProposalActionIn(**body), at, policies.steering.k)
             if out.working_group is not None and group_id is None:
                 group_id = out.working_group.id
 

@@ -255,8 +255,6 @@ def _plan_rechtskreiswechsel(session: Session, loaded: chains.LoadedChain, juris
     regimes = [r.value for r in BenefitRegime]
     if body.benefit_regime is None or body.benefit_regime not in regimes:
         raise _invalid("benefit_regime", f"the new Rechtskreis, one of {regimes}")
-    if body.benefit_regime == person.benefit_regime:
-        raise _invalid("benefit_regime", f"the person is already in {person.benefit_regime}")
     receiver = _pick_receiver(session, body.receiver_organisation_id, [receiving.owner_kind],
                               jurisdiction, actor, f"step '{receiving.key}'")
     return _Plan(subject=f"step:{sending.key}", receiver=receiver, step_key=sending.key,
@@ -482,6 +480,12 @@ def _take_over_benefits(session: Session, catalog: TemplateCatalog, privacy: Pri
         raise HandoverStepNotReady(
             f"step '{step.key}' is {step.state}; resume it before the Rechtskreiswechsel can be "
             "acknowledged", state=step.state)
+    person = session.get(Person, h.person_id)
+    assert person is not None
+    if person.benefit_regime != h.benefit_regime_from:
+        # Another Rechtskreiswechsel of this person went through since this one was requested.
+        raise VersionConflict("the person's Rechtskreis changed since the handover was requested; "
+                              "withdraw it and request a new one", current_version=h.version)
     machine = eng.machines.for_template(loaded.template)
     why = f"Rechtskreiswechsel to {h.benefit_regime_to} acknowledged (handover {h.id})"
     changes = eng.complete_on_handover(loaded.template, machine, loaded.steps, step.key, why, now)
@@ -494,8 +498,6 @@ def _take_over_benefits(session: Session, catalog: TemplateCatalog, privacy: Pri
                                              to_state=ChainLifecycle.completed.value))
     session.execute(chains.INSERT_EVENTS, events)
     chains.bump_chain(session, loaded, now, **chain_values)
-    person = session.get(Person, h.person_id)
-    assert person is not None
     write_fields(session, privacy, actor, person, {"benefit_regime": h.benefit_regime_to}, h.purpose,
                  now, "handover.rechtskreiswechsel")
 
@@ -519,6 +521,11 @@ def _move_lead(session: Session, catalog: TemplateCatalog, actor: Actor, h, now:
                       case_management_organisation_id=h.receiver_organisation_id)
     session.execute(update(Person.__table__).where(Person.__table__.c.id == h.person_id)
                     .values(lead_jurisdiction_id=new.id))
+    write_audit(session, [AuditEntry(
+        agent_user=actor.user_id, agent_organisation_id=actor.organisation_id, action="U",
+        subtype="person.relocate", entity_type="person", entity_id=str(h.person_id), person_id=h.person_id,
+        fields=("lead_jurisdiction_id",), legal_bases={"lead_jurisdiction_id": f"handover:{h.id}"},
+        purpose=h.purpose, detail=f"{old.name} -> {new.name}")], now)
     # Handovers still waiting now belong to the new case management's outgoing box.
     session.execute(update(handovers_t).where(
         handovers_t.c.chain_id == h.chain_id, handovers_t.c.id != h.id,
@@ -595,7 +602,9 @@ def _read_out(session: Session, actor: Actor, handover_id: uuid.UUID, now: datet
         **_summary(r, actor, now),
         case_management_organisation_id=r.case_management_organisation_id,
         from_jurisdiction_id=r.from_jurisdiction_id, to_jurisdiction_id=r.to_jurisdiction_id,
-        benefit_regime_from=r.benefit_regime_from, benefit_regime_to=r.benefit_regime_to,
+        # The person's present Rechtskreis is personal data read without a decision here: only
+        # the requested new one (the sender's own input) is shown.
+        benefit_regime_from=None, benefit_regime_to=r.benefit_regime_to,
         sender_user=r.sender_user, responded_by_user=r.responded_by_user,
         response_reason=r.response_reason, waiting_calendar_days=r.waiting_calendar_days,
         waiting_working_days=r.waiting_working_days, package=package, consent_review=review,

@@ -80,11 +80,11 @@ def create_proposal(session: Session, privacy: Privacy, policy: SteeringPolicy, 
         session.add(_event(proposal.id, "bundle", None, proposal.state, actor, now,
                            reason=f"{len(ids)} findings"))
         write_audit(session, [_audit(actor, proposal.id, "C", "proposal.bundle", f"{len(ids)} findings")], now)
-    return get_proposal(session, proposal.id, actor)
+    return get_proposal(session, proposal.id, actor, policy.k)
 
 
 def act(session: Session, actor: Actor, may_decide: bool, may_manage: bool, proposal_id: uuid.UUID,
-        body: ProposalActionIn, now: datetime) -> ProposalOut:
+        body: ProposalActionIn, now: datetime, k: int) -> ProposalOut:
     """Submit (moderators), decide or move the implementation on (steering group)."""
     action = ProposalAction(body.action)
     if action in lifecycle.MODERATOR_ACTIONS and not may_manage:
@@ -122,7 +122,7 @@ def act(session: Session, actor: Actor, may_decide: bool, may_manage: bool, prop
                            reason=(body.reason or "").strip() or None, working_group_id=group_id,
                            due_date=body.due_date if group_id else None))
         write_audit(session, [_audit(actor, proposal.id, "U", f"proposal.{action.value}", f"{before} -> {target.value}")], now)
-    return get_proposal(session, proposal_id, actor)
+    return get_proposal(session, proposal_id, actor, k)
 
 
 def _new_working_group(session: Session, body: ProposalActionIn, now: datetime) -> WorkingGroup:
@@ -141,17 +141,17 @@ def _new_working_group(session: Session, body: ProposalActionIn, now: datetime) 
     return group
 
 
-def get_proposal(session: Session, proposal_id: uuid.UUID, actor: Actor) -> ProposalOut:
+def get_proposal(session: Session, proposal_id: uuid.UUID, actor: Actor, k: int) -> ProposalOut:
     proposal = session.get(Proposal, proposal_id)
     if proposal is None:
         session.rollback()
         raise NotFound(f"no proposal {proposal_id}", resource="proposal", id=str(proposal_id))
-    out = _proposal_out(session, proposal)
+    out = _proposal_out(session, proposal, k)
     session.rollback()
     return out
 
 
-def _proposal_out(session: Session, proposal: Proposal) -> ProposalOut:
+def _proposal_out(session: Session, proposal: Proposal, k: int) -> ProposalOut:
     findings = session.scalars(select(Finding).where(Finding.proposal_id == proposal.id)
                                .order_by(Finding.created_at, Finding.id)).all()
     dots = dots_by_finding(session, [f.id for f in findings])
@@ -165,16 +165,16 @@ def _proposal_out(session: Session, proposal: Proposal) -> ProposalOut:
         due_date=proposal.due_date, decision_reason=proposal.decision_reason, created_at=proposal.created_at,
         updated_at=proposal.updated_at, version=proposal.version,
         allowed_actions=lifecycle.allowed_actions(proposal.state),
-        findings=[finding_out(f, dots.get(f.id, 0)) for f in findings],
+        findings=[finding_out(f, dots.get(f.id, 0), k) for f in findings],
         events=[ProposalEventOut.model_validate(e) for e in events],
     )
 
 
-def list_proposals(session: Session, state: ProposalState | None, limit: int) -> list[ProposalOut]:
+def list_proposals(session: Session, state: ProposalState | None, limit: int, k: int) -> list[ProposalOut]:
     stmt = select(Proposal).order_by(Proposal.updated_at.desc(), Proposal.id).limit(limit)
     if state is not None:
         stmt = stmt.where(Proposal.state == state.value)
-    out = [_proposal_out(session, p) for p in session.scalars(stmt).all()]
+    out = [_proposal_out(session, p, k) for p in session.scalars(stmt).all()]
     session.rollback()
     return out
 

@@ -33,15 +33,16 @@ def create_proposal(request: Request, body: ProposalIn, actor: Actor = Depends(r
 
 
 @router.get("/proposals", response_model=list[ProposalOut])
-def list_proposals(state: ProposalState | None = None, limit: int = Query(default=50, ge=1, le=200),
+def list_proposals(request: Request, state: ProposalState | None = None,
+                   limit: int = Query(default=50, ge=1, le=200),
                    actor: Actor = Depends(require("proposals.read")), session: Session = Depends(get_session)):
-    return service.list_proposals(session, state, limit)
+    return service.list_proposals(session, state, limit, request.app.state.policies.steering.k)
 
 
 @router.get("/proposals/{proposal_id}", response_model=ProposalOut)
-def get_proposal(proposal_id: uuid.UUID, actor: Actor = Depends(require("proposals.read")),
+def get_proposal(request: Request, proposal_id: uuid.UUID, actor: Actor = Depends(require("proposals.read")),
                  session: Session = Depends(get_session)):
-    return service.get_proposal(session, proposal_id, actor)
+    return service.get_proposal(session, proposal_id, actor, request.app.state.policies.steering.k)
 
 
 @router.post("/proposals/{proposal_id}/actions", response_model=ProposalOut)
@@ -52,7 +53,8 @@ def act_on_proposal(request: Request, proposal_id: uuid.UUID, body: ProposalActi
     (Lenkungsgruppe)."""
     roles = request.app.state.policies.roles
     return service.act(session, actor, roles.allows(actor.roles, "proposals.decide"),
-                       roles.allows(actor.roles, "proposals.manage"), proposal_id, body, now)
+                       roles.allows(actor.roles, "proposals.manage"), proposal_id, body, now,
+                       request.app.state.policies.steering.k)
 
 
 @router.get("/working-groups", response_model=list[WorkingGroupOut])
