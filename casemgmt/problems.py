@@ -264,3 +264,9 @@ DuplicateName = _define(
     "duplicate-name", 409, "Name already in use",
     "Another working group has this name; delegate to it or choose another name.",
 )
+
+
+def invalid_field(field: str, message: str, kind: str = "value_error") -> Problem:
+    """A 422 about one member of the request body, in the shape request validation uses."""
+    return ValidationFailed(f"{field}: {message}",
+                            errors=[{"field": f"body.{field}", "message": message, "type": kind}])

@@ -9,7 +9,6 @@ time zone or an off-by-one in the counting makes these tests fail.
 
 from __future__ import annotations
 
-import textwrap
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo

@@ -65,18 +65,14 @@ from casemgmt.problems import (
     NotFound,
     PersonalDataInText,
     TooManyDots,
-    ValidationFailed,
     VersionConflict,
     WrongConferencePhase,
     WrongOrganisation,
+    invalid_field,
 )
 
 PHASE_ORDER = {p: i for i, p in enumerate(CONFERENCE_PHASES)}
 
-
-def _invalid(field: str, message: str) -> ValidationFailed:
-    return ValidationFailed(f"{field}: {message}",
-                            errors=[{"field": f"body.{field}", "message": message, "type": "value_error"}])
 
 
 def _audit(actor: Actor, conference_id: uuid.UUID, action: str, subtype: str,
@@ -146,7 +142,7 @@ def _organisations(session: Session, ids: list[int], field: str) -> list[Organis
     found = {o.id: o for o in session.scalars(select(Organisation).where(Organisation.id.in_(ids)))}
     missing = [i for i in ids if i not in found]
     if missing:
-        raise _invalid(field, f"no organisation {missing[0]}")
+        raise invalid_field(field, f"no organisation {missing[0]}")
     return [found[i] for i in dict.fromkeys(ids)]
 
 
@@ -154,7 +150,7 @@ def create_conference(session: Session, policy: SteeringPolicy, actor: Actor, bo
                       now: datetime) -> ConferenceOut:
     with unit_of_work(session):
         if session.get(Jurisdiction, body.jurisdiction_id) is None:
-            raise _invalid("jurisdiction_id", f"no jurisdiction {body.jurisdiction_id}")
+            raise invalid_field("jurisdiction_id", f"no jurisdiction {body.jurisdiction_id}")
         others = _organisations(session, body.participant_organisation_ids, "participant_organisation_ids")
         conference = Conference(id=uuid.uuid4(), title=body.title.strip(), scheduled_at=body.scheduled_at,
                                 jurisdiction_id=body.jurisdiction_id,
@@ -265,7 +261,7 @@ def add_case(session: Session, privacy: Privacy, policy: SteeringPolicy, actor: 
         try:
             session.flush()
         except IntegrityError:
-            raise _invalid("chain_id", "the case is already on the agenda") from None
+            raise invalid_field("chain_id", "the case is already on the agenda") from None
         _bump(conference, now)
         write_audit(session, [AuditEntry(
             agent_user=actor.user_id, agent_organisation_id=actor.organisation_id, action="C",
@@ -278,7 +274,7 @@ def add_case(session: Session, privacy: Privacy, policy: SteeringPolicy, actor: 
 def _case(session: Session, conference_id: uuid.UUID, case_id: int, field: str) -> ConferenceCase:
     case = session.get(ConferenceCase, case_id)
     if case is None or case.conference_id != conference_id:
-        raise _invalid(field, f"no case {case_id} on this conference's agenda")
+        raise invalid_field(field, f"no case {case_id} on this conference's agenda")
     return case
 
 
@@ -298,7 +294,7 @@ def add_agreement(session: Session, catalog: TemplateCatalog, privacy: Privacy, 
                    _organisations(session, _participant_ids(session, conference.id), "participants"), now)
         owner = session.get(Organisation, body.owner_organisation_id)
         if owner is None:
-            raise _invalid("owner_organisation_id", f"no organisation {body.owner_organisation_id}")
+            raise invalid_field("owner_organisation_id", f"no organisation {body.owner_organisation_id}")
         handover_id = None
         if body.step_key is not None:
             handover_id = handovers.open_handover(
@@ -329,12 +325,12 @@ def add_finding(session: Session, privacy: Privacy, policy: SteeringPolicy, know
         _require_moderator(conference, actor)
         _require_phase(conference, "structural_phase")
         if body.barrier_category not in policy.barrier_categories:
-            raise _invalid("barrier_category", f"one of {sorted(policy.barrier_categories)}")
+            raise invalid_field("barrier_category", f"one of {sorted(policy.barrier_categories)}")
         if body.field_of_action not in policy.fields_of_action:
-            raise _invalid("field_of_action", f"one of {sorted(policy.fields_of_action)}")
+            raise invalid_field("field_of_action", f"one of {sorted(policy.fields_of_action)}")
         unknown = [k for k in body.organisation_kinds if k not in known_kinds]
         if unknown:
-            raise _invalid("organisation_kinds", f"unknown organisation kind '{unknown[0]}'")
+            raise invalid_field("organisation_kinds", f"unknown organisation kind '{unknown[0]}'")
         cases = [_case(session, conference.id, i, "conference_case_ids") for i in dict.fromkeys(body.conference_case_ids)]
         text = body.text.strip()
         check_text(session, privacy, policy, text, "text")

@@ -69,9 +69,9 @@ from casemgmt.problems import (
     HandoverStepNotReady,
     InvalidHandover,
     NotFound,
-    ValidationFailed,
     VersionConflict,
     WrongOrganisation,
+    invalid_field,
 )
 
 handovers_t = Handover.__table__
@@ -103,8 +103,7 @@ def check_contact_address(channel: str, address: str) -> str:
         except ValueError:
             ok = False
     if not ok:
-        raise ValidationFailed(f"address: {why}",
-                               errors=[{"field": "body.address", "message": why, "type": "value_error"}])
+        raise invalid_field("address", why)
     return address
 
 
@@ -145,8 +144,7 @@ def add_contact(session: Session, actor: Actor, organisation_id: int, body: Cont
         try:
             session.flush()
         except IntegrityError:
-            raise ValidationFailed("address: this contact is already configured", errors=[
-                {"field": "body.address", "message": "duplicate", "type": "duplicate"}]) from None
+            raise invalid_field("address", "this contact is already configured", "duplicate") from None
         out = _contact_out(contact)
         write_audit(session, [_contact_audit(actor, organisation_id, "C", f"{body.role} {body.channel}")], now)
     return out
@@ -597,7 +595,10 @@ def _read_out(session: Session, actor: Actor, handover_id: uuid.UUID, now: datet
     package = DataPackage(purpose=r.purpose, fields=list(r.package_fields),
                           legal_bases=dict(r.package_bases), redacted=list(r.package_redacted),
                           values=values, withheld_now=withheld or [])
-    review = None if r.consent_review is None else [ConsentReviewOut(**c) for c in r.consent_review]
+    # Which consents the person gave is for the two case managements handing over, no one else.
+    parties = (r.sender_organisation_id, r.receiver_organisation_id)
+    review = (None if r.consent_review is None or actor.organisation_id not in parties
+              else [ConsentReviewOut(**c) for c in r.consent_review])
     return HandoverOut(
         **_summary(r, actor, now),
         case_management_organisation_id=r.case_management_organisation_id,

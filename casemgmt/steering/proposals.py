@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from casemgmt.problems import IllegalTransition, ReasonRequired, ValidationFailed
+from casemgmt.problems import IllegalTransition, ReasonRequired, invalid_field
 
 
 class ProposalState(str, enum.Enum):
@@ -84,11 +84,11 @@ def next_state(state: str, action: str, decision: Decision) -> ProposalState:
     if act in NEEDS_REASON and not (decision.reason and decision.reason.strip()):
         raise ReasonRequired(f"{act.value} needs a reason")
     if act is A.accept and not (decision.working_group_name and decision.working_group_name.strip()):
-        raise _missing("working_group_name", "accepting sets up a working group: name it")
+        raise invalid_field("working_group_name", "accepting sets up a working group: name it", "missing")
     if act is A.delegate and decision.working_group_id is None:
-        raise _missing("working_group_id", "delegating names an existing working group")
+        raise invalid_field("working_group_id", "delegating names an existing working group", "missing")
     if act in NEEDS_WORKING_GROUP and not decision.has_due_date:
-        raise _missing("due_date", "the working group needs a due date")
+        raise invalid_field("due_date", "the working group needs a due date", "missing")
     return target
 
 
@@ -96,7 +96,3 @@ def allowed_actions(state: str) -> list[str]:
     current = ProposalState(state)
     return [a.value for (s, a) in TRANSITIONS if s is current]
 
-
-def _missing(field: str, message: str) -> ValidationFailed:
-    return ValidationFailed(f"{field}: {message}",
-                            errors=[{"field": f"body.{field}", "message": message, "type": "missing"}])

@@ -18,7 +18,7 @@ from casemgmt.database import unit_of_work
 from casemgmt.jurisdictions.models import Organisation
 from casemgmt.privacy.audit import AuditEntry
 from casemgmt.privacy.service import Privacy, write_audit
-from casemgmt.problems import DuplicateName, Forbidden, NotFound, ValidationFailed, VersionConflict
+from casemgmt.problems import DuplicateName, Forbidden, NotFound, VersionConflict, invalid_field
 from casemgmt.steering import proposals as lifecycle
 from casemgmt.steering.models import Proposal, ProposalEvent, WorkingGroup
 from casemgmt.steering.proposals import ProposalAction, ProposalState
@@ -30,10 +30,6 @@ from casemgmt.steering.schemas import (
     WorkingGroupOut,
 )
 
-
-def _invalid(field: str, message: str) -> ValidationFailed:
-    return ValidationFailed(f"{field}: {message}",
-                            errors=[{"field": f"body.{field}", "message": message, "type": "value_error"}])
 
 
 def _audit(actor: Actor, proposal_id: uuid.UUID, action: str, subtype: str, detail: str | None = None) -> AuditEntry:
@@ -64,10 +60,10 @@ def create_proposal(session: Session, privacy: Privacy, policy: SteeringPolicy, 
         found = {f.id for f in findings}
         missing = [i for i in ids if i not in found]
         if missing:
-            raise _invalid("finding_ids", f"no finding {missing[0]} of a conference your organisation took part in")
+            raise invalid_field("finding_ids", f"no finding {missing[0]} of a conference your organisation took part in")
         taken = [f for f in findings if f.proposal_id is not None]
         if taken:
-            raise _invalid("finding_ids", f"finding {taken[0].id} is already part of proposal {taken[0].proposal_id}")
+            raise invalid_field("finding_ids", f"finding {taken[0].id} is already part of proposal {taken[0].proposal_id}")
         title, summary = body.title.strip(), body.summary.strip()
         check_text(session, privacy, policy, title, "title")
         check_text(session, privacy, policy, summary, "summary")
@@ -107,7 +103,7 @@ def act(session: Session, actor: Actor, may_decide: bool, may_manage: bool, prop
         elif action is ProposalAction.delegate:
             group = session.get(WorkingGroup, body.working_group_id)
             if group is None:
-                raise _invalid("working_group_id", f"no working group {body.working_group_id}")
+                raise invalid_field("working_group_id", f"no working group {body.working_group_id}")
             group_id = group.id
         before = proposal.state
         proposal.state = target.value
@@ -127,7 +123,7 @@ def act(session: Session, actor: Actor, may_decide: bool, may_manage: bool, prop
 
 def _new_working_group(session: Session, body: ProposalActionIn, now: datetime) -> WorkingGroup:
     if body.lead_organisation_id is None or session.get(Organisation, body.lead_organisation_id) is None:
-        raise _invalid("lead_organisation_id", "the new working group needs an existing lead organisation")
+        raise invalid_field("lead_organisation_id", "the new working group needs an existing lead organisation")
     assert body.working_group_name is not None
     group = WorkingGroup(name=body.working_group_name.strip(), lead_organisation_id=body.lead_organisation_id,
                          created_at=now)
