@@ -270,3 +270,22 @@ def invalid_field(field: str, message: str, kind: str = "value_error") -> Proble
     """A 422 about one member of the request body, in the shape request validation uses."""
     return ValidationFailed(f"{field}: {message}",
                             errors=[{"field": f"body.{field}", "message": message, "type": kind}])
+InvolvementEnded = _define(
+    "involvement-ended", 403, "Your organisation's part in this case has ended",
+    "Your organisation was involved with this person or chain and no longer is (its step ended or "
+    "was handed on, the chain closed, the person moved). It may still read what it wrote and did "
+    "itself, for appeals, but it cannot change anything or read what others added since.",
+)
+RechtskreisByHandover = _define(
+    "rechtskreis-by-handover", 409, "The Rechtskreis changes only by a Rechtskreiswechsel",
+    "The person has a running chain: their benefit regime (`benefit_regime`) changes only when the "
+    "receiving office acknowledges a Rechtskreiswechsel handover, so that no moment passes without "
+    "a responsible office. Request the handover instead.",
+)
+NotConsentRecorder = _define(
+    "consent-recorder", 403, "Consent is recorded by the case management",
+    "A consent is recorded by the organisation that runs the case management of the person's chain "
+    "(which took the signed form), or by the organisation registering the person in the same "
+    "request, and only by organisation kinds listed in policies/legal_bases.yaml "
+    "(`consent_recorders`).",
+)

@@ -389,10 +389,12 @@ def test_allowed_actions_depend_on_the_caller(client, auth, cm, chain):
 
     # Another town's Sozialamt is not involved: the chain does not exist for it.
     problem(client.get(f"/chains/{cid}", headers=auth("hattenberg_sozialamt", "clerk")), 404, "not-found")
+    # Nor is the Gesundheitsamt while its step is only planned: owning a kind of step is not
+    # involvement.
+    problem(client.get(f"/chains/{cid}", headers=auth("ennetal_gesundheitsamt", "clerk")), 404, "not-found")
 
-    # An optional step can be skipped by its owner even before it is ready.
-    health = get_chain(client, auth("ennetal_gesundheitsamt", "clerk"), cid)
-    assert step(health, "health_first_doctor")["allowed_actions"] == ["skip"]
+    # The case management plans the chain: it may skip the optional step before it is ready.
+    assert step(get_chain(client, cm, cid), "health_first_doctor")["allowed_actions"] == ["skip"]
 
 
 def test_duplicate_open_chain(client, cm, wittmar_person, chain):
@@ -503,24 +505,25 @@ def test_illegal_transition(client, owner, chain):
     assert get_chain(client, sozialamt, chain["id"])["version"] == 1
 
 
-def test_wrong_organisation(client, auth, owner, chain):
+def test_wrong_organisation(client, auth, owner, cm, chain):
     cid = chain["id"]
-    # Another jurisdiction's ABH, on a Wittmar step that the Kreis ABH owns.
-    body = problem(act(client, auth("hagenau_abh", "clerk"), cid, "residence_permit", "start"), 403,
-                   "wrong-organisation")
-    assert body["owner"] == "auslaenderbehoerde"
-    # The right kind in another town.
-    problem(act(client, auth("hattenberg_sozialamt", "clerk"), cid, "arrival_assignment", "start"),
-            403, "wrong-organisation")
-    # The wrong kind in the right town.
-    problem(act(client, auth("wittmar_buergerbuero", "clerk"), cid, "arrival_assignment", "start"),
-            403, "wrong-organisation")
-    # Case management steps belong to the chain's case-management organisation only.
-    problem(act(client, auth("hagenau_ki", "case_manager"), cid, "first_interview", "block",
-                reason="x"), 403, "wrong-organisation")
-    # The Kreis ABH owns the step; it is only not ready yet.
-    problem(act(client, owner("auslaenderbehoerde"), cid, "residence_permit", "start"), 409,
-            "illegal-transition")
+    # Organisations not involved with the chain learn nothing: the same 404 as for a random id.
+    random_id = "00000000-0000-4000-8000-000000000000"
+    for outsider, key in [(auth("hagenau_abh", "clerk"), "residence_permit"),
+                          (auth("hattenberg_sozialamt", "clerk"), "arrival_assignment"),
+                          (auth("wittmar_buergerbuero", "clerk"), "arrival_assignment"),
+                          (auth("hagenau_ki", "case_manager"), "first_interview"),
+                          (owner("auslaenderbehoerde"), "residence_permit")]:
+        real = problem(act(client, outsider, cid, key, "start", expected_version=99), 404, "not-found")
+        fake = problem(act(client, outsider, random_id, key, "start", expected_version=99), 404, "not-found")
+        assert {k: v for k, v in real.items() if k not in ("instance", "detail", "id")} == \
+            {k: v for k, v in fake.items() if k not in ("instance", "detail", "id")}
+        assert real["detail"] == f"no chain {cid}"
+    # The case management is involved, but the Sozialamt's step is not its own.
+    body = problem(act(client, cm, cid, "arrival_assignment", "start"), 403, "wrong-organisation")
+    assert body["owner"] == "sozialamt"
+    # A planned step cannot be started by anyone yet.
+    problem(act(client, owner("sozialamt"), cid, "accommodation", "start"), 409, "illegal-transition")
     c = get_chain(client, owner("sozialamt"), cid)
     assert c["version"] == 1 and step(c, "arrival_assignment")["state"] == "ready"
 
@@ -575,10 +578,12 @@ def test_skip_of_an_optional_step(client, owner, cm, wittmar_person):
     c = started(client, cm, wittmar_person, "eu_newcomer")
     cid = c["id"]
     health = owner("gesundheitsamt")
-    problem(act(client, health, cid, "school_health_check", "skip"), 422, "reason-required")
+    # Not involved while its step is only planned; the case management plans the chain.
+    problem(act(client, health, cid, "school_health_check", "skip"), 404, "not-found")
+    problem(act(client, cm, cid, "school_health_check", "skip"), 422, "reason-required")
 
     # Skipped while still planned: the school place keeps waiting for the registration.
-    c = acted(client, health, cid, "school_health_check", "skip", reason="Untersuchung im Herkunftsland")
+    c = acted(client, cm, cid, "school_health_check", "skip", reason="Untersuchung im Herkunftsland")
     assert step(c, "school_health_check")["state"] == "skipped"
     assert step(c, "school_health_check")["reason"] == "Untersuchung im Herkunftsland"
     assert step(c, "school_health_check")["allowed_actions"] == []
@@ -587,7 +592,9 @@ def test_skip_of_an_optional_step(client, owner, cm, wittmar_person):
     c = finish(client, owner, c, "registration")
     assert step(c, "school_place")["state"] == "ready"
     assert step(c, "school_health_check")["state"] == "skipped"
-    problem(act(client, health, cid, "school_health_check", "start"), 409, "illegal-transition")
+    problem(act(client, cm, cid, "school_health_check", "start"), 409, "illegal-transition")
+    # The step was never assigned to the Gesundheitsamt: it still does not see the chain.
+    problem(act(client, health, cid, "school_health_check", "start"), 404, "not-found")
 
 
 def test_skip_after_the_other_prerequisites_makes_dependant_ready(client, owner, cm, wittmar_person):
@@ -725,12 +732,15 @@ def test_listing_filters(client, auth, cm, world, clock):
     clock.advance(minutes=1)
     h = started(client, hagenau_cm, cem)["id"]
 
-    # Each organisation lists only the chains it is involved in (its record scope).
+    # Each organisation lists only the chains it is involved in (its record scope): the case
+    # management, and whoever has a step that is ready (here the first steps only).
     assert listed(client, cm) == [b, a]  # newest first
     assert listed(client, hagenau_cm) == [h]
-    assert listed(client, auth("hagenau_abh", "clerk")) == [h]
-    assert listed(client, auth("ennetal_abh", "clerk")) == [b, a]
+    assert listed(client, auth("hagenau_sozialamt", "clerk")) == [h]
+    assert listed(client, auth("hagenau_abh", "clerk")) == []  # its step is not ready yet
+    assert listed(client, auth("ennetal_abh", "clerk")) == []
     assert listed(client, auth("wittmar_sozialamt", "clerk")) == [a]  # eu_newcomer: no Sozialamt
+    assert listed(client, auth("wittmar_buergerbuero", "clerk")) == [b]  # eu_newcomer starts there
     assert listed(client, auth("hattenberg_sozialamt", "clerk")) == []
 
     assert listed(client, cm, template_key="eu_newcomer") == [b]
@@ -747,10 +757,10 @@ def test_listing_filters(client, auth, cm, world, clock):
     assert listed(client, cm, jurisdiction_id=j["nrw"]) == [b, a]
 
     o = world.organisations
-    assert listed(client, cm, organisation_id=o["ennetal_abh"]) == [b, a]
+    assert listed(client, cm, organisation_id=o["ennetal_abh"]) == []
     assert listed(client, cm, organisation_id=o["wittmar_sozialamt"]) == [a]
     assert listed(client, cm, organisation_id=o["hagenau_abh"]) == []
-    assert listed(client, hagenau_cm, organisation_id=o["hagenau_abh"]) == [h]
+    assert listed(client, hagenau_cm, organisation_id=o["hagenau_sozialamt"]) == [h]
     assert listed(client, cm, organisation_id=o["hattenberg_sozialamt"]) == []
     assert listed(client, cm, organisation_id=o["ennetal_ki"]) == [b, a]
     assert listed(client, cm, organisation_id=o["hagenau_ki"]) == []
@@ -837,8 +847,9 @@ def test_only_case_management_may_close(client, auth, cm, chain):
     body = {"reason": "moved_away"}
     problem(client.post(f"/chains/{cid}/close", json=body, headers=auth("wittmar_sozialamt", "case_manager")),
             403, "wrong-organisation")
+    # Not involved: the chain does not exist for it.
     problem(client.post(f"/chains/{cid}/close", json=body, headers=auth("hagenau_ki", "case_manager")),
-            403, "wrong-organisation")
+            404, "not-found")
     problem(client.post(f"/chains/{cid}/close", json=body, headers=auth("ennetal_ki", "clerk")),
             403, "forbidden")
     problem(client.post(f"/chains/{cid}/close", json={"reason": "bored"}, headers=cm), 422,
@@ -860,7 +871,11 @@ def test_close_cancels_open_steps(client, owner, cm, clock, chain):
     assert set(others.values()) == {"cancelled"}
     assert step(c, "accommodation")["reason"] == "moved_away: nach Hagenau verzogen"
     assert all(s["allowed_actions"] == [] and not s["overdue"] for s in c["steps"])
-    assert get_chain(client, cm, cid) == c
+    # Closing ends the case management's involvement: it reads the chain as it was closed.
+    after = get_chain(client, cm, cid)
+    assert after["access"] == "former" and ts(after["history_until"]) == clock.now
+    assert {k: v for k, v in after.items() if k not in ("access", "history_until")} == \
+        {k: v for k, v in c.items() if k not in ("access", "history_until")}
 
     problem(act(client, owner("sozialamt"), cid, "accommodation", "start"), 409, "chain-not-active")
     problem(client.post(f"/chains/{cid}/close", json={"reason": "other"}, headers=cm), 409,

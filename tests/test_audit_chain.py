@@ -825,7 +825,7 @@ def consent_rows(db, session_factory, privacy, world, keys, clock):
             text("SELECT id FROM consents WHERE person_id = :p ORDER BY evidence_reference"), {"p": person.id}
         ).all()
     with session_factory() as session:
-        withdraw_consent(session, actor, consent_ids[0], "test", clock.advance(days=1))
+        withdraw_consent(session, privacy, actor, consent_ids[0], "test", clock.advance(days=1))
     assert check(db, keys).ok
     return consent_ids
 

@@ -544,9 +544,9 @@ def test_findings_are_checked_against_the_taxonomy_and_the_agenda(client, auth, 
 DIRTY = [
     ("Frau Yilmaz wartet seit vier Monaten auf einen Kursplatz.", "name", "Yilmaz"),
     ("Herr Dr. Brenner vom Jobcenter ruft nicht zurück.", "name", "Brenner"),
-    ("Okonkwo wartet seit vier Monaten auf einen Kursplatz.", "name", "Okonkwo"),
+    ("Haddad wartet seit vier Monaten auf einen Kursplatz.", "name", "Haddad"),
     ("Für Rana gibt es keinen Kitaplatz in Wittmar.", "name", "Rana"),
-    ("Die Tochter von Okonkwos Nachbarin findet keinen Schulplatz.", "name", "Okonkwos"),
+    ("Die Tochter von Haddads Nachbarin findet keinen Schulplatz.", "name", "Haddads"),
     ("Rückfragen bitte an familie.k@example.org, das Postfach wird selten gelesen.", "email",
      "familie.k@example.org"),
     ("Die Beratung ist nur unter 0171 2345678 zu erreichen.", "phone", "0171 2345678"),
@@ -571,9 +571,14 @@ def test_the_scrubber_keeps_personal_data_out_of_findings(client, auth, world):
     mod = auth(*MOD)
     conf, (case_id,) = structural_conference(client, auth, world, "ennetal_abh")
     cid = conf["id"]
-    # A person in the records, not on this agenda: the closed-world check knows the name.
+    # The closed-world check knows the names of the persons on this agenda (Rana Haddad), and no
+    # others: a moderator cannot ask it whether a word is a name anywhere in the records.
     new_person(client, auth(*KI), world.jurisdictions["hattenberg"], family_name="Okonkwo", given_names="Chidi",
                birth_date="1985-02-02")
+    elsewhere = add_finding(client, mod, cid, text="Okonkwo wartet seit vier Monaten auf einen Kursplatz.",
+                            conference_case_ids=[case_id])
+    assert elsewhere.status_code == 200, elsewhere.text
+    client_fids = [f["id"] for f in elsewhere.json()["findings"]]
     for dirty, kind, excerpt in DIRTY:
         body = problem(add_finding(client, mod, cid, text=dirty, conference_case_ids=[case_id]),
                        422, "personal-data-in-text")
@@ -584,14 +589,15 @@ def test_the_scrubber_keeps_personal_data_out_of_findings(client, auth, world):
         assert any(excerpt in h["excerpt"] for h in hits), (dirty, hits)
         for h in hits:
             assert dirty[h["start"]:h["end"]] == h["excerpt"] and h["message"]
-    assert get_conf(client, mod, cid)["findings"] == []
+    assert [f["id"] for f in get_conf(client, mod, cid)["findings"]] == client_fids
 
     for clean in CLEAN:
         resp = add_finding(client, mod, cid, text=f" {clean} ", conference_case_ids=[case_id])
         assert resp.status_code == 200, (clean, resp.text)
         assert clean in {f["text"] for f in resp.json()["findings"]}
     stored = [f["text"] for f in get_conf(client, mod, cid)["findings"]]
-    assert sorted(stored) == sorted(CLEAN)
+    assert sorted(stored) == sorted([*CLEAN, "Okonkwo wartet seit vier Monaten auf einen Kursplatz."])
+    assert len(client_fids) == 1
 
 
 def test_a_finding_counts_distinct_cases_and_never_links_them(client, auth, world):
@@ -702,6 +708,9 @@ def _jobcenter_conference_finding(client, auth, world) -> str:
         "participant_organisation_ids": [world.organisations["ennetal_abh"]]}, headers=jc), 201)
     ok(client.post(f"/conferences/{conf['id']}/phase", json={"phase": "case_phase"}, headers=jc))
     _, _, chain = person_case(client, auth, world, "ennetal_jobcenter", "ennetal_abh", family_name="Demir")
+    # The moderating Jobcenter must be involved with the case: the KI hands it a step.
+    ok(client.post(f"/chains/{chain['id']}/handovers", json={"kind": "step", "step_key": "sgb2_application"},
+                   headers=auth(*KI)), 201)
     conf = ok(add_case(client, jc, conf["id"], chain["id"]))
     ok(client.post(f"/conferences/{conf['id']}/phase", json={"phase": "structural_phase"}, headers=jc))
     conf = ok(add_finding(client, jc, conf["id"], conference_case_ids=[conf["cases"][0]["id"]]))

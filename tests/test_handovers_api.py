@@ -97,8 +97,9 @@ def test_rechtskreiswechsel_completes_the_sending_step_only_on_acknowledgement(c
                     to_step_key="sgb2_application", benefit_regime="sgb_ii"), 201)
     assert h["receiver"]["id"] == world.organisations["ennetal_jobcenter"]
     assert h["working_days"] == 10
-    # The present Rechtskreis is personal data: only the requested new one is shown.
-    assert h["benefit_regime_from"] is None and h["benefit_regime_to"] == "sgb_ii"
+    # The Rechtskreis before and after, for the offices handing the benefits on (both may read
+    # benefits by statute).
+    assert h["benefit_regime_from"] == "asylblg" and h["benefit_regime_to"] == "sgb_ii"
     # The Sozialamt may not end its benefits while the Jobcenter has not taken over.
     problem(client.post(f"/chains/{chain['id']}/steps/asylblg_subsistence/actions",
                         json={"action": "complete"}, headers=soz), 409, "handover-pending")
@@ -127,7 +128,10 @@ def test_relocation_moves_the_lead_and_reevaluates_consent(client, auth, world):
     assert moved["lead_jurisdiction_id"] == world.jurisdictions["wittmar"]
     assert moved["case_management_organisation_id"] == world.organisations["wittmar_ki"]
     timeline = ok(client.get(f"/chains/{chain['id']}/events", headers=wittmar_ki))
-    assert timeline[-1]["kind"] == "lead_moved" and "Hattenberg" in timeline[-1]["reason"]
+    moved_event = next(e for e in timeline if e["kind"] == "lead_moved")
+    assert "Hattenberg" in moved_event["reason"]
+    assert moved_event["previous_organisation_id"] == world.organisations["ennetal_ki"]  # who handed over
+    assert moved_event["organisation_id"] == world.organisations["wittmar_ki"]
 
 
 def test_overdue_first_then_by_due_date(client, auth, world, clock):

@@ -166,6 +166,11 @@ def test_refused_step_handovers_are_clear_problems_and_leave_nothing(client, aut
     acted(client, soz, cid, "arrival_assignment", "start")
     acted(client, soz, cid, "arrival_assignment", "complete")
     acted(client, health, cid, "health_first_doctor", "skip", reason="Erstuntersuchung in der ZUE erfolgt")
+    # The residence permit becomes ready, so the ABH is involved (it can try to hand on its step).
+    for headers, key in ((soz, "accommodation"), (auth("wittmar_buergerbuero", "clerk"), "registration"),
+                         (auth("bamf_ast", "clerk"), "asylum_decision")):
+        acted(client, headers, cid, key, "start")
+        acted(client, headers, cid, key, "complete")
     baseline = written(db)
     assert baseline[0] == 0
 
@@ -267,8 +272,11 @@ def test_refused_rechtskreiswechsel(client, auth, world, db):
     acted(client, soz, cid, "asylblg_subsistence", "resume")
     assert written(db) == baseline
 
-    # Somebody else's step: the Jobcenter cannot send the Sozialamt's benefits.
-    problem(handover(client, auth(*JC), cid, **RKW), 403, "wrong-organisation")
+    # Somebody else's step: the Jobcenter cannot send the Sozialamt's benefits (it is not even
+    # involved with the chain yet).
+    problem(handover(client, auth(*JC), cid, **RKW), 404, "not-found")
+    # The case management is involved, but the benefits are not its step.
+    problem(handover(client, ki, cid, **RKW), 403, "wrong-organisation")
 
     invalid = [
         (RKW | {"benefit_regime": "sgb_ix"}, "benefit_regime"),
@@ -309,7 +317,8 @@ def test_refused_relocations(client, auth, world, db):
     p = problem(handover(client, auth("hattenberg_sozialamt", "clerk"), cid, **to_wittmar), 403,
                 "wrong-organisation")
     assert p["owner"] == "case_management"
-    problem(handover(client, auth(*ABH), cid, **to_wittmar), 403, "wrong-organisation")
+    # Not involved at all: the chain does not exist for it.
+    problem(handover(client, auth(*ABH), cid, **to_wittmar), 404, "not-found")
 
     invalid = [
         ({"kind": "relocation"}, "to_jurisdiction_id"),
@@ -733,15 +742,18 @@ def test_relocation_withdraws_handovers_to_offices_of_the_old_town(client, auth,
     assert kept["state"] == "requested" and kept["version"] == 1
     assert ids(box(client, abh)) == [to_kreis["id"]]
 
-    # The chain now belongs to Wittmar's office; the Kreis KI no longer sees it.
+    # The chain now belongs to Wittmar's office; the Kreis KI reads only its history up to the
+    # move, and acts no more.
     chain = ok(client.get(f"/chains/{cid}", headers=new_cm))
     assert chain["lead_jurisdiction_id"] == world.jurisdictions["wittmar"]
     assert chain["case_management_organisation_id"] == world.organisations["wittmar_ki"]
-    assert problem(client.get(f"/chains/{cid}", headers=ki), 404, "not-found")["resource"] == "chain"
-    problem(handover(client, ki, cid, kind="step", step_key="registration"), 404, "not-found")
-    # The Sozialamt of the new town is in, the old town's is out.
-    ok(client.get(f"/chains/{cid}", headers=auth(*SOZ)))
-    problem(client.get(f"/chains/{cid}", headers=old_soz), 404, "not-found")
+    old = ok(client.get(f"/chains/{cid}", headers=ki))
+    assert old["access"] == "former" and old["lead_jurisdiction_id"] == world.jurisdictions["hattenberg"]
+    problem(handover(client, ki, cid, kind="step", step_key="registration"), 403, "involvement-ended")
+    # The Sozialamt of the new town is in; the old town's reads only its own part.
+    assert ok(client.get(f"/chains/{cid}", headers=auth(*SOZ)))["access"] == "current"
+    assert ok(client.get(f"/chains/{cid}", headers=old_soz))["access"] == "former"
+    problem(client.get(f"/chains/{cid}", headers=auth("gevelstein_sozialamt", "clerk")), 404, "not-found")
     # A new step handover goes to the new town's office.
     again = ok(handover(client, new_cm, cid, kind="step", step_key="accommodation"), 201)
     assert again["receiver"]["id"] == world.organisations["wittmar_sozialamt"]

@@ -123,7 +123,9 @@ def scenario(client, auth, world, clock) -> dict[str, Any]:
         cid = chain["id"]
         clock.advance(days=1)
         acted(client, sozialamt, cid, "arrival_assignment", "start")
-        secrets.append(f"Unterlagen von {given} {family} fehlen")
+        # A reason may not name the person (it would be refused); free text all the same, which
+        # must not reach the export.
+        secrets.append(f"Zeugnisübersetzung fehlt, Stapel {'ABC'[i]}-Ordner")
         acted(client, sozialamt, cid, "arrival_assignment", "block", reason=secrets[-1])
         acted(client, sozialamt, cid, "arrival_assignment", "resume")
         acted(client, sozialamt, cid, "arrival_assignment", "complete")
@@ -138,7 +140,7 @@ def scenario(client, auth, world, clock) -> dict[str, Any]:
             handovers.append(moved)
             respond(client, auth("wittmar_ki", "case_manager"), moved["id"], "acknowledge")
         elif i == 1:
-            secrets.append(f"Herr {family} ist nach Hagenau verzogen")
+            secrets.append("Zuständigkeit liegt beim Nachbarkreis")
             respond(client, abh, h["id"], "reject", reason=secrets[-1])
         else:
             respond(client, ki, h["id"], "withdraw")
@@ -195,7 +197,9 @@ def valid_and_without_the_rare_path(scenario, session_factory):
     # Every exported event is one of a kept chain's or kept handover's rows, and all of them are.
     with session_factory() as session:
         chain_ids = [uuid.UUID(c["chain"]["id"]) for c in scenario["common"]]
-        n_chain = len(session.scalars(select(ChainEvent.id).where(ChainEvent.chain_id.in_(chain_ids))).all())
+        # Assignments of steps to offices are record-scope bookkeeping, not process events.
+        n_chain = len(session.scalars(select(ChainEvent.id).where(
+            ChainEvent.chain_id.in_(chain_ids), ChainEvent.kind != "step_assigned")).all())
         handover_ids = session.scalars(select(Handover.id).where(Handover.chain_id.in_(chain_ids))).all()
         n_handover = len(session.scalars(select(HandoverEvent.id)
                                          .where(HandoverEvent.handover_id.in_(handover_ids))).all())

@@ -174,6 +174,35 @@ def clerk(auth):
     return headers
 
 
+KIND_OF = {"ennetal_abh": "auslaenderbehoerde", "ennetal_gesundheitsamt": "gesundheitsamt",
+           "ennetal_jobcenter": "jobcenter", "ennetal_schulamt": "schulamt",
+           "ennetal_agentur": "agentur_fuer_arbeit"}
+
+
+@pytest.fixture
+def involved(client, cm, clerk, world):
+    """``involved("ennetal_abh", person)`` -> the clerk's headers, after the case management has
+    handed the office a step of the person's chain: while that handover waits for its answer, the
+    office is involved with the person (and only then does it see anything of them)."""
+    done: set[tuple[str, str]] = set()
+
+    def headers(org: str, person: dict[str, Any]) -> dict[str, str]:
+        if (org, person["id"]) not in done:
+            page = ok(client.get("/chains", params={"person_id": person["id"]}, headers=cm))
+            steps = [(c["id"], s["key"]) for item in page["items"]
+                     for c in [ok(client.get(f"/chains/{item['id']}", headers=cm))]
+                     for s in c["steps"] if s["owner"] == KIND_OF[org]
+                     and s["state"] not in ("completed", "skipped", "cancelled")]
+            chain_id, key = steps[0]
+            ok(client.post(f"/chains/{chain_id}/handovers", json={
+                "kind": "step", "step_key": key, "receiver_organisation_id": world.organisations[org]},
+                headers=cm), 201)
+            done.add((org, person["id"]))
+        return clerk(org)
+
+    return headers
+
+
 @pytest.fixture
 def person(client, cm, world) -> dict[str, Any]:
     """A person in Wittmar with a running refugee_recognised chain (no health data)."""
@@ -245,8 +274,8 @@ def test_explicit_health_consent_opens_health_to_the_case_manager(client, cm, po
     assert record["fields"]["psychosocial_support"] is True
 
 
-def test_abh_sees_residence_data_by_statute_only(client, clerk, policies, health_person):
-    resp = read(client, clerk("ennetal_abh"), health_person["id"])
+def test_abh_sees_residence_data_by_statute_only(client, involved, clerk, policies, health_person):
+    resp = read(client, involved("ennetal_abh", health_person), health_person["id"])
     record = ok(resp)
     assert record["purpose"] == "residence_procedure"
     basis = "statute:abh_residence"
@@ -279,8 +308,8 @@ def test_sozialamt_sees_benefits(client, clerk, policies, health_person):
     assert CASE_NOTES["case_notes"] not in resp.text and HEALTH["health_notes"] not in resp.text
 
 
-def test_gesundheitsamt_sees_health_by_statute(client, clerk, policies, health_person, person):
-    resp = read(client, clerk("ennetal_gesundheitsamt"), health_person["id"])
+def test_gesundheitsamt_sees_health_by_statute(client, involved, clerk, policies, health_person, person):
+    resp = read(client, involved("ennetal_gesundheitsamt", health_person), health_person["id"])
     record = ok(resp)
     assert record["purpose"] == "health_protection"
     basis = "statute:gesundheitsamt_health"
@@ -291,7 +320,7 @@ def test_gesundheitsamt_sees_health_by_statute(client, clerk, policies, health_p
     assert record["legal_bases"]["psychosocial_support"] == basis
     # Its statute does not depend on the consent: the person without a health consent is read the
     # same way (health empty, but not redacted); case notes stay closed.
-    other = ok(read(client, clerk("ennetal_gesundheitsamt"), person["id"]))
+    other = ok(read(client, involved("ennetal_gesundheitsamt", person), person["id"]))
     assert {r["category"] for r in other["redacted"]} == ALL_CATEGORIES - {"identity", "contact", "health"}
     # With another purpose it has no statute: everything is redacted.
     resp = read(client, clerk("ennetal_gesundheitsamt"), health_person["id"], purpose="schooling")
@@ -301,8 +330,8 @@ def test_gesundheitsamt_sees_health_by_statute(client, clerk, policies, health_p
     assert HEALTH["health_notes"] not in resp.text
 
 
-def test_a_purpose_without_statute_shows_only_what_consent_allows(client, cm, clerk, world, policies, person):
-    jobcenter = clerk("ennetal_jobcenter")
+def test_a_purpose_without_statute_shows_only_what_consent_allows(client, involved, cm, clerk, world, policies, person):
+    jobcenter = involved("ennetal_jobcenter", person)
     resp = read(client, jobcenter, person["id"], purpose="residence_procedure")
     record = ok(resp)
     assert record["purpose"] == "residence_procedure"
@@ -389,9 +418,9 @@ def schulamt_consent(world, **extra: Any) -> dict[str, Any]:
                       "categories": ["family", "language"], "purpose": "schooling"} | extra
 
 
-def test_withdrawal_takes_effect_on_the_very_next_read(client, cm, clerk, dpo, world, clock, person):
+def test_withdrawal_takes_effect_on_the_very_next_read(client, involved, cm, clerk, dpo, world, clock, person):
     pid = person["id"]
-    schulamt = clerk("ennetal_schulamt")
+    schulamt = involved("ennetal_schulamt", person)
     # The refugee_recognised chain has a school_place step: the Schulamt is in the record scope.
     before = ok(read(client, schulamt, pid))
     assert before["purpose"] == "schooling"
@@ -444,9 +473,9 @@ def test_withdrawal_takes_effect_on_the_very_next_read(client, cm, clerk, dpo, w
     assert "marital_status" in latest_denied["fields"]
 
 
-def test_expiry_redacts_and_the_history_shows_each_status(client, cm, clerk, dpo, world, clock, person):
+def test_expiry_redacts_and_the_history_shows_each_status(client, involved, cm, clerk, dpo, world, clock, person):
     pid = person["id"]
-    schulamt = clerk("ennetal_schulamt")
+    schulamt = involved("ennetal_schulamt", person)
     clock.advance(hours=1)
     until = clock.now + timedelta(days=10)
     expiring = ok(client.post(f"/persons/{pid}/consents", headers=cm,
@@ -511,9 +540,9 @@ def test_withdrawing_the_intake_consent_closes_reads_and_writes_of_the_case_mana
 # --- writing ------------------------------------------------------------------------------------
 
 
-def test_write_without_legal_basis_is_refused_and_changes_nothing(client, cm, clerk, dpo, person):
+def test_write_without_legal_basis_is_refused_and_changes_nothing(client, involved, cm, clerk, dpo, person):
     pid = person["id"]
-    abh = clerk("ennetal_abh")
+    abh = involved("ennetal_abh", person)
     new_notes = "ABH-Vermerk: Vorsprache verpasst, Kontakt Zimmer 214"
     resp = client.patch(f"/persons/{pid}", json={"fields": {"case_notes": new_notes}}, headers=abh)
     err = problem(resp, 403, "no-legal-basis")
@@ -592,7 +621,7 @@ def test_patch_shape_errors(client, cm, person):
     assert "body.reason" in [e["field"] for e in body["errors"]]
 
 
-def test_setting_a_field_to_null_clears_it(client, cm, clerk, person):
+def test_setting_a_field_to_null_clears_it(client, involved, cm, clerk, person):
     pid = person["id"]
     updated = ok(client.patch(f"/persons/{pid}", headers=cm, json={"fields": {
         "case_notes": None, "residence_status": None, "german_level": "B1", "phone": None}}))
@@ -604,7 +633,7 @@ def test_setting_a_field_to_null_clears_it(client, cm, clerk, person):
     assert record == updated
     assert CASE_NOTES["case_notes"] not in json.dumps(record)
     # The ABH reads the cleared residence status as absent, too.
-    assert "residence_status" not in ok(read(client, clerk("ennetal_abh"), pid))["fields"]
+    assert "residence_status" not in ok(read(client, involved("ennetal_abh", person), pid))["fields"]
     # Clearing something already empty is fine; setting it again works.
     ok(client.patch(f"/persons/{pid}", json={"fields": {"case_notes": None}}, headers=cm))
     again = ok(client.patch(f"/persons/{pid}", json={"fields": {"case_notes": "neu"}}, headers=cm))
@@ -743,13 +772,16 @@ def test_search_ignores_case_accents_and_spacing(client, cm, world):
     assert ok(search(client, cm, family_name="haddad weiss", given_names="amira samira", birth_date="1991-04-17")) == []
 
 
-def test_search_stays_within_the_record_scope_and_redacts(client, cm, clerk, auth, dpo, world, policies):
+def test_search_stays_within_the_record_scope_and_redacts(client, involved, cm, clerk, auth, dpo, world, policies):
     p = register(client, cm, world)
     query = {"family_name": "haddad weiss", "given_names": "amira lea", "birth_date": "1991-04-17"}
     abh = clerk("ennetal_abh")
-    # Before a chain involves the ABH it finds nothing.
+    # Before a chain involves the ABH it finds nothing; nor once the chain is started, while
+    # its steps are only planned.
     assert ok(search(client, abh, **query)) == []
     start_chain(client, cm, p)
+    assert ok(search(client, abh, **query)) == []
+    involved("ennetal_abh", p)
     resp = search(client, abh, **query)
     found = ok(resp)
     assert [f["id"] for f in found] == [p["id"]]
@@ -807,12 +839,13 @@ def agreement(world, clock, **changes: Any) -> dict[str, Any]:
     } | changes
 
 
-def test_agreement_opens_categories_between_named_organisations(client, cm, clerk, auth, dpo, world,
+def test_agreement_opens_categories_between_named_organisations(client, involved, cm, clerk, auth, dpo, world,
                                                                  clock, policies, person):
     pid = person["id"]
     admin = auth("ennetal_ki", "admin", user="admin-ennetal")
     agentur = clerk("ennetal_agentur")
     start_chain(client, cm, person, "young_adult")  # has agentur_fuer_arbeit steps
+    involved("ennetal_agentur", person)
     before = ok(read(client, agentur, pid))
     assert before["purpose"] == "employment_promotion"
     assert {r["category"] for r in before["redacted"]} == ALL_CATEGORIES - {
@@ -854,11 +887,12 @@ def test_agreement_opens_categories_between_named_organisations(client, cm, cler
     problem(client.get("/agreements", headers=auth("ennetal_ki", "steering")), 403, "forbidden")
 
 
-def test_agreement_in_force_only_for_its_period(client, cm, clerk, auth, world, clock, person):
+def test_agreement_in_force_only_for_its_period(client, involved, cm, clerk, auth, world, clock, person):
     pid = person["id"]
     admin = auth("ennetal_ki", "admin")
     agentur = clerk("ennetal_agentur")
     start_chain(client, cm, person, "young_adult")
+    involved("ennetal_agentur", person)
     ok(client.post("/agreements", headers=admin, json=agreement(
         world, clock, valid_from=iso(clock.now + timedelta(days=2)),
         valid_until=iso(clock.now + timedelta(days=5)))), 201)
@@ -869,10 +903,11 @@ def test_agreement_in_force_only_for_its_period(client, cm, clerk, auth, world, 
     assert "residence_status" not in ok(read(client, agentur, pid))["fields"]
 
 
-def test_agreement_between_other_organisations_opens_nothing(client, cm, clerk, auth, world, clock, person):
+def test_agreement_between_other_organisations_opens_nothing(client, involved, cm, clerk, auth, world, clock, person):
     """An agreement opens data only between parties that include an organisation holding the case."""
     admin = auth("ennetal_ki", "admin")
     start_chain(client, cm, person, "young_adult")
+    involved("ennetal_agentur", person)
     ok(client.post("/agreements", headers=admin, json=agreement(world, clock, organisation_ids=[
         world.organisations["ennetal_jobcenter"], world.organisations["ennetal_agentur"]])), 201)
     record = ok(read(client, clerk("ennetal_agentur"), person["id"]))
@@ -882,9 +917,9 @@ def test_agreement_between_other_organisations_opens_nothing(client, cm, clerk, 
 # --- audit ----------------------------------------------------------------------------------------
 
 
-def test_audit_trail(client, cm, clerk, dpo, world, clock, person):
+def test_audit_trail(client, involved, cm, clerk, dpo, world, clock, person):
     pid = person["id"]
-    abh = clerk("ennetal_abh")
+    abh = involved("ennetal_abh", person)
     t0 = clock.now
     clock.advance(minutes=10)
     t1 = clock.now

@@ -36,11 +36,19 @@ def test_a_role_without_the_permission_is_audited(client, auth, world):
 def test_acting_on_another_organisations_step_is_audited(client, auth, world):
     cm = auth("ennetal_ki", "case_manager")
     chain = started(client, cm, new_person(client, cm, world.jurisdictions["wittmar"]))
-    intruder = auth("ennetal_jobcenter", "clerk", user="jc.clerk")
-    problem(act(client, intruder, chain["id"], "arrival_assignment", "start"), 403, "wrong-organisation")
-    rows = _denied(client, auth, user="jc.clerk")
+    # Involved (the Bürgerbüro's step of an EU chain would be; here the case management itself),
+    # but the step is another organisation's.
+    nosy = auth("ennetal_ki", "case_manager", user="cm.nosy")
+    problem(act(client, nosy, chain["id"], "arrival_assignment", "start"), 403, "wrong-organisation")
+    rows = _denied(client, auth, user="cm.nosy")
     assert [r["subtype"] for r in rows] == ["refused.wrong-organisation"]
     assert chain["id"] in rows[0]["detail"]
+    # Not involved at all: refused as not found, and audited as a probe of the chain.
+    intruder = auth("ennetal_jobcenter", "clerk", user="jc.clerk")
+    problem(act(client, intruder, chain["id"], "arrival_assignment", "start"), 404, "not-found")
+    rows = _denied(client, auth, user="jc.clerk")
+    assert [(r["subtype"], r["entity_type"], r["entity_id"]) for r in rows] == [
+        ("refused.not-found", "chain", chain["id"])]
 
 
 def test_unknown_reference_data_is_not_case_data(client, auth):

@@ -68,9 +68,19 @@ def random_moves(session, catalog, actors, out, clock, rng: random.Random, count
         step, action = rng.choice(options)
         clock.advance(hours=rng.randint(0, max_hours), microseconds=rng.randint(0, 999_999))
         reason = REASON if action in ("block", "skip") else None
-        out = service.transition_step(session, catalog, actors[step.owner], out.id, step.key, action,
+        out = service.transition_step(session, catalog, actor_for(actors, step), out.id, step.key, action,
                                        reason, out.version, clock.now)
     return out
+
+
+def actor_for(actors, step):
+    """Who does the step: the organisation it is assigned to (the nearest of its kind); a planned
+    optional step, which nobody has yet, the case management may skip."""
+    if step.owner == CASE_MANAGEMENT_OWNER or step.assigned_organisation_id is None:
+        return actors[CASE_MANAGEMENT_OWNER]
+    actor = actors[step.owner]
+    assert actor.organisation_id == step.assigned_organisation_id
+    return actor
 
 
 def possible(step) -> list[str]:
@@ -110,7 +120,7 @@ def build_chains(session, catalog, world, clock, rng: random.Random, n: int) -> 
             open_steps = [s for s in out.steps if s.state.value in ("ready", "in_progress")]
             if open_steps:
                 s = rng.choice(open_steps)
-                out = service.transition_step(session, catalog, actors[s.owner], out.id, s.key,
+                out = service.transition_step(session, catalog, actor_for(actors, s), out.id, s.key,
                                               "block", REASON, None, clock.now)
         elif plan == "late":
             # start things quickly, then let the deadlines pass

@@ -267,7 +267,7 @@ class Kreis:
 
     def conference(self, scheduled_at: datetime, cases: list[Case], findings: int) -> None:
         rng, now, policy = self.rng, LIMIT - DAY, self.policies.steering
-        conf = conferences.create_conference(self.s, policy, self.moderator, ConferenceIn(
+        conf = conferences.create_conference(self.s, self.privacy, policy, self.moderator, ConferenceIn(
             title="Fallkonferenz Kreis Ennetal", scheduled_at=scheduled_at,
             jurisdiction_id=self.world.jurisdictions["kreis_ennetal"],
             participant_organisation_ids=[self.world.organisations["ennetal_abh"]]), now)

@@ -267,15 +267,22 @@ def test_illegal_moves_are_refused_without_events(session_factory, catalog, worl
         assert again.version == out.version
         return info.value
 
-    problem = refused(IllegalTransition, actors.owner(planned.owner), planned.key, "start")
+    # A planned step cannot be started, by anyone involved; its owner kind is not involved yet.
+    problem = refused(IllegalTransition, actors.case_manager, planned.key, "start")
     assert problem.extra["state"] == "planned"
+    if planned.owner != CASE_MANAGEMENT_OWNER and not any(
+            s.assigned_organisation_id == actors.owner(planned.owner).organisation_id for s in out.steps):
+        refused(NotFound, actors.owner(planned.owner), planned.key, "start")
     problem = refused(IllegalTransition, actors.owner(ready.owner), ready.key, "complete")
     assert problem.extra["state"] == "ready"
     assert set(problem.extra["allowed_actions"]) >= {"start", "block"}
-    refused(WrongOrganisation, actors.wrong_kind(ready.owner), ready.key, "start")
+    assigned = {s.assigned_organisation_id for s in out.steps}
+    other = actors.wrong_kind(ready.owner)
+    # another kind: not involved (404), or involved through a step of its own (403)
+    refused(WrongOrganisation if other.organisation_id in assigned else NotFound, other, ready.key, "start")
     if ready.owner != CASE_MANAGEMENT_OWNER and ready.owner in actors.strangers:
-        # right kind, but from the kreisfreie Stadt next door
-        refused(WrongOrganisation, actors.strangers[ready.owner], ready.key, "start")
+        # right kind, but from the kreisfreie Stadt next door: not involved
+        refused(NotFound, actors.strangers[ready.owner], ready.key, "start")
     if ready.owner != CASE_MANAGEMENT_OWNER:
         # the case management may not do another organisation's work
         refused(WrongOrganisation, actors.case_manager, ready.key, "start")

@@ -38,13 +38,15 @@ def current_actor(
     # one COMMIT per request instead of two of each).
     if row is None:
         raise UnknownOrganisation(f"organisation '{claims.organisation_key}' is not known here")
-    roles = request.app.state.policies.roles.known(list(claims.roles))
+    policy = request.app.state.policies.roles
+    roles = policy.known(list(claims.roles))
     request.state.actor = Actor(
         user_id=claims.user_id,
         organisation_id=row.id,
         organisation_kind=row.kind,
         jurisdiction_path=row.path,
         roles=roles,
+        installation_wide=policy.installation_wide(roles),
     )
     return request.state.actor
 

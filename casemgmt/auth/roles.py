@@ -15,6 +15,9 @@ class _RoleDoc(BaseModel):
     title: str = Field(min_length=1)
     description: str = ""
     permissions: list[str]
+    # Officer and administration views of this role cover the whole installation, not only the
+    # jurisdiction of the user's organisation and below.
+    installation_wide: bool = False
 
 
 class _RolesDoc(BaseModel):
@@ -30,12 +33,16 @@ class RolePolicy:
     permissions: dict[str, str]  # permission -> description
     grants: dict[str, frozenset[str]]  # role -> permissions
     titles: dict[str, str]
+    wide: frozenset[str] = frozenset()  # installation-wide roles
 
     def allows(self, roles: frozenset[str], permission: str) -> bool:
         return any(permission in self.grants.get(role, ()) for role in roles)
 
     def known(self, roles: list[str]) -> frozenset[str]:
         return frozenset(r for r in roles if r in self.grants)
+
+    def installation_wide(self, roles: frozenset[str]) -> bool:
+        return bool(roles & self.wide)
 
 
 # Permissions the code checks; the file may not grant anything else, nor omit any of these.
@@ -71,4 +78,5 @@ def load_roles(path: Path) -> RolePolicy:
         permissions=dict(doc.permissions),
         grants={name: frozenset(r.permissions) for name, r in doc.roles.items()},
         titles={name: r.title for name, r in doc.roles.items()},
+        wide=frozenset(name for name, r in doc.roles.items() if r.installation_wide),
     )

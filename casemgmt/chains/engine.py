@@ -103,6 +103,9 @@ class StepInstance:
     completed_at: datetime | None = None
     due_at: datetime | None = None
     due_for: str | None = None
+    # The organisation that does the step: set when it becomes ready (or earlier by an
+    # acknowledged handover); None while nobody is assigned.
+    assigned_organisation_id: int | None = None
     dirty: bool = field(default=False, compare=False)
 
 
@@ -115,6 +118,9 @@ class Actor:
     organisation_kind: str
     jurisdiction_path: str  # the organisation's jurisdiction path, e.g. "/1/4/"
     roles: frozenset[str] = frozenset()
+    # A role of the user is declared installation-wide (policies/roles.yaml): its officer and
+    # administration views are not limited to the organisation's own area.
+    installation_wide: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,14 +245,21 @@ machines = MachineRegistry()
 
 
 def may_act(actor: Actor, step: StepInstance, scope: ChainScope) -> bool:
-    """The actor's organisation owns the step: for a case-management step it is the chain's
-    case-management organisation; otherwise it is of the step's owner kind and serves the chain's
-    jurisdiction (the same one, or one above it such as the Kreis over a town)."""
+    """The actor's organisation does the step: for a case-management step it is the chain's
+    case-management organisation; otherwise it is the organisation the step is assigned to.
+    Owning the *kind* of a step is not enough: an organisation acts on a step of a person only
+    once the step has been assigned to it (when it became ready, by a handover or by the case
+    management)."""
     if step.owner_kind == CASE_MANAGEMENT_OWNER:
         return actor.organisation_id == scope.case_management_organisation_id
-    return actor.organisation_kind == step.owner_kind and scope.jurisdiction_path.startswith(
-        actor.jurisdiction_path
-    )
+    return step.assigned_organisation_id is not None and actor.organisation_id == step.assigned_organisation_id
+
+
+def plans_step(actor: Actor, step: StepInstance, scope: ChainScope) -> bool:
+    """The chain's case management plans the chain: it may skip an optional step that nobody
+    has started yet, whoever it is (or will be) assigned to."""
+    return (actor.organisation_id == scope.case_management_organisation_id and step.optional
+            and step.started_at is None)
 
 
 def _fire(machine: Machine, step: StepInstance, trigger: str, now: datetime, reason: str | None) -> bool:
@@ -282,9 +295,13 @@ def allowed_actions(
     machine: Machine, step: StepInstance, actor: Actor, scope: ChainScope, lifecycle: str
 ) -> list[str]:
     """What this actor may do to this step now."""
-    if lifecycle != ChainLifecycle.open.value or not may_act(actor, step, scope):
+    if lifecycle != ChainLifecycle.open.value:
         return []
-    return possible_actions(machine, step)
+    if may_act(actor, step, scope):
+        return possible_actions(machine, step)
+    if plans_step(actor, step, scope):
+        return [a for a in possible_actions(machine, step) if a == Action.skip.value]
+    return []
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -319,16 +336,17 @@ def apply_action(
             state=step.state,
             allowed_actions=possible_actions(machine, step),
         )
-    if not may_act(actor, step, scope):
-        raise WrongOrganisation(
-            f"step '{step_key}' is owned by {step.owner_kind} of the chain's jurisdiction",
-            owner=step.owner_kind,
-        )
     if action not in machine.get_triggers(step.state):
         raise IllegalTransition(
             f"cannot {action} step '{step_key}' while it is {step.state}",
             state=step.state,
             allowed_actions=possible_actions(machine, step),
+        )
+    if not may_act(actor, step, scope) and not (action == Action.skip.value and plans_step(actor, step, scope)):
+        raise WrongOrganisation(
+            f"step '{step_key}' is done by the organisation it is assigned to"
+            + ("" if step.owner_kind == CASE_MANAGEMENT_OWNER else f" (a {step.owner_kind})"),
+            owner=step.owner_kind,
         )
     allowed = possible_actions(machine, step)
     if action not in allowed:

@@ -103,6 +103,9 @@ class ChainStep(Base):
         CheckConstraint("due_for IS NULL OR due_for IN ('start', 'completion')", name="due_for"),
         Index("ix_chain_steps_owner_kind_state", "owner_kind", "state"),
         Index("ix_chain_steps_state_due_at", "state", "due_at"),
+        # Record scope: the steps an organisation does (see casemgmt.involvement).
+        Index("ix_chain_steps_assigned_state", "assigned_organisation_id", "state",
+              postgresql_include=["chain_id"]),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -116,6 +119,8 @@ class ChainStep(Base):
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     due_for: Mapped[str | None] = mapped_column(String(16))
+    # Who does the step: set when it becomes ready, changed by a handover or the case management.
+    assigned_organisation_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
@@ -143,4 +148,10 @@ class ChainEvent(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     actor_user: Mapped[str] = mapped_column(String(200))
     actor_organisation_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"))
+    # Whose involvement the event concerns: ``organisation_id`` is the organisation the step is
+    # assigned to after it (for ``lead_moved`` the new case management); ``previous_organisation_id``
+    # the one whose part it ended (a step given to another office, the case management that
+    # handed over). Former organisations read the history up to their last such event.
+    organisation_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"))
+    previous_organisation_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)

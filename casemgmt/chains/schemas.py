@@ -5,10 +5,12 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from casemgmt.chains.engine import Action, ChainStatus, CloseReason, StepState
-from casemgmt.validation import Key, Text
+from casemgmt.validation import DbId, Key, Text
 
 REASON_FIELD = Field(default=None, max_length=2000, description="Why; required for block and skip.")
 
@@ -87,6 +89,10 @@ class StepOut(BaseModel):
     due_at: datetime | None
     due_for: str | None
     overdue: bool
+    assigned_organisation_id: int | None = Field(
+        description="The organisation that does the step: set when it becomes ready (the nearest "
+                    "organisation of the owner kind serving the chain's place, or the case "
+                    "management for its own steps), changed by a handover or by the case management.")
     allowed_actions: list[Action] = Field(description="What you may do to this step now.")
 
 
@@ -106,6 +112,20 @@ class ChainOut(BaseModel):
     updated_at: datetime
     version: int
     steps: list[StepOut]
+    access: Literal["current", "former"] = Field(
+        default="current",
+        description="`former`: your organisation's part in the chain has ended; this is the chain "
+                    "as it stood then (`history_until`), read-only.")
+    history_until: datetime | None = None
+
+
+class StepAssignmentIn(BaseModel):
+    """The case management gives a step to another organisation of the step's owner kind."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    organisation_id: DbId
+    expected_version: int | None = Field(default=None, ge=1, le=2**31 - 1)
 
 
 class ChainSummary(BaseModel):
@@ -143,4 +163,11 @@ class ChainEventOut(BaseModel):
     reason: str | None
     actor_user: str
     actor_organisation_id: int | None
+    organisation_id: int | None = Field(
+        default=None, description="The organisation the event concerns: for a step event the one "
+                                  "the step is assigned to afterwards; for `lead_moved` the new case "
+                                  "management.")
+    previous_organisation_id: int | None = Field(
+        default=None, description="The organisation whose part the event ended (a step given to "
+                                  "another office, the case management that handed the chain on).")
     occurred_at: datetime

@@ -39,14 +39,27 @@ from casemgmt.chains.schemas import (
 )
 from casemgmt.chains.spec import ChainTemplate
 from casemgmt.database import unit_of_work
-from casemgmt.handovers.chain_hooks import pending_rechtskreiswechsel, withdraw_for_closed_chain
+from casemgmt.chains.spec import CASE_MANAGEMENT_OWNER
+from casemgmt.handovers.chain_hooks import pending_rechtskreiswechsel, pending_step_handover, withdraw_for_closed_chain
+from casemgmt.handovers.models import Handover
+from casemgmt.involvement.scope import (
+    Access,
+    chain_access,
+    chain_involvement,
+    former_until,
+    involved_chain_ids,
+    listed_chain_ids,
+)
 from casemgmt.jurisdictions.models import Jurisdiction, Organisation
+from casemgmt.jurisdictions.service import nearest_serving_organisations
 from casemgmt.privacy.audit import AuditEntry
-from casemgmt.privacy.service import person_in_scope, write_audit
+from casemgmt.conferences.scrubber import scan
+from casemgmt.privacy.service import Privacy, check_free_text, check_free_text_hits, person_in_scope, write_audit
 from casemgmt.problems import (
     ChainClosed,
     DuplicateChain,
     HandoverPending,
+    InvolvementEnded,
     NotFound,
     ValidationFailed,
     VersionConflict,
@@ -62,13 +75,14 @@ EVENT_CHAIN_STARTED = "chain_started"
 EVENT_STEP = "step"
 EVENT_CHAIN_COMPLETED = "chain_completed"
 EVENT_CHAIN_CLOSED = "chain_closed"
+EVENT_STEP_ASSIGNED = "step_assigned"
 
 # Step columns are labelled so they can share a row with the chain's columns.
 _STEP_COLUMNS = (
     steps_t.c.id.label("step_id"), steps_t.c.key.label("step_key"), steps_t.c.owner_kind,
     steps_t.c.optional, steps_t.c.state, steps_t.c.reason.label("step_reason"),
     steps_t.c.started_at.label("step_started_at"), steps_t.c.completed_at.label("step_completed_at"),
-    steps_t.c.due_at, steps_t.c.due_for,
+    steps_t.c.due_at, steps_t.c.due_for, steps_t.c.assigned_organisation_id,
 )
 _CHAIN_FIELDS = tuple(c.name for c in chains_t.columns)
 
@@ -136,7 +150,8 @@ _UPDATE_STEP = (
     .values(
         state=bindparam("state"), reason=bindparam("reason"), started_at=bindparam("started_at"),
         completed_at=bindparam("completed_at"), due_at=bindparam("due_at"),
-        due_for=bindparam("due_for"), updated_at=bindparam("now"),
+        due_for=bindparam("due_for"), assigned_organisation_id=bindparam("assigned"),
+        updated_at=bindparam("now"),
     )
 )
 INSERT_EVENTS = insert(events_t)
@@ -159,7 +174,7 @@ def load_chain(
         steps[s.step_key] = StepInstance(
             key=s.step_key, owner_kind=s.owner_kind, optional=s.optional, state=s.state,
             reason=s.step_reason, started_at=s.step_started_at, completed_at=s.step_completed_at,
-            due_at=s.due_at, due_for=s.due_for,
+            due_at=s.due_at, due_for=s.due_for, assigned_organisation_id=s.assigned_organisation_id,
         )
         ids[s.step_key] = s.step_id
     template = _template_of(catalog, chain.template_key, chain.template_version)
@@ -167,26 +182,51 @@ def load_chain(
 
 
 def step_event_rows(
-    chain_id: uuid.UUID, changes: list[StateChange], actor: Actor, now: datetime
+    chain_id: uuid.UUID, changes: list[StateChange], actor: Actor, now: datetime,
+    steps: dict[str, StepInstance] | None = None,
 ) -> list[dict[str, Any]]:
+    """One event per change; each names the organisation the step is assigned to after it."""
     return [
         {
             "chain_id": chain_id, "kind": EVENT_STEP, "step_key": c.step_key, "action": c.action,
             "from_state": c.from_state, "to_state": c.to_state, "reason": c.reason,
             "actor_user": actor.user_id, "actor_organisation_id": actor.organisation_id,
-            "occurred_at": now,
+            "organisation_id": steps[c.step_key].assigned_organisation_id if steps else None,
+            "previous_organisation_id": None, "occurred_at": now,
         }
         for c in changes
     ]
 
 
 def chain_event_row(chain_id: uuid.UUID, kind: str, actor: Actor, now: datetime, reason: str | None = None,
-                 to_state: str | None = None) -> dict[str, Any]:
+                    to_state: str | None = None, step_key: str | None = None,
+                    organisation_id: int | None = None, previous_organisation_id: int | None = None,
+                    ) -> dict[str, Any]:
     return {
-        "chain_id": chain_id, "kind": kind, "step_key": None, "action": None, "from_state": None,
+        "chain_id": chain_id, "kind": kind, "step_key": step_key, "action": None, "from_state": None,
         "to_state": to_state, "reason": reason, "actor_user": actor.user_id,
-        "actor_organisation_id": actor.organisation_id, "occurred_at": now,
+        "actor_organisation_id": actor.organisation_id, "organisation_id": organisation_id,
+        "previous_organisation_id": previous_organisation_id, "occurred_at": now,
     }
+
+
+def assign_ready_steps(session: Session, loaded: LoadedChain) -> None:
+    """Give every step that has become ready and has nobody yet its organisation: the chain's
+    case management for its own steps, otherwise the nearest organisation of the owner kind that
+    serves the chain's lead jurisdiction (the rule handovers use). A kind nobody serves leaves
+    the step unassigned until the case management assigns it."""
+    waiting = [s for s in loaded.steps.values()
+               if s.state == StepState.ready.value and s.assigned_organisation_id is None]
+    if not waiting:
+        return
+    kinds = {s.owner_kind for s in waiting if s.owner_kind != CASE_MANAGEMENT_OWNER}
+    nearest = nearest_serving_organisations(session, kinds, loaded.jurisdiction_path)
+    for step in waiting:
+        if step.owner_kind == CASE_MANAGEMENT_OWNER:
+            step.assigned_organisation_id = loaded.row.case_management_organisation_id
+        else:
+            step.assigned_organisation_id = nearest.get(step.owner_kind)
+        step.dirty = True
 
 
 def write_steps(session: Session, loaded: LoadedChain, now: datetime) -> None:
@@ -195,7 +235,8 @@ def write_steps(session: Session, loaded: LoadedChain, now: datetime) -> None:
         {
             "step_id": loaded.step_ids[step.key], "state": step.state, "reason": step.reason,
             "started_at": step.started_at, "completed_at": step.completed_at,
-            "due_at": step.due_at, "due_for": step.due_for, "now": now,
+            "due_at": step.due_at, "due_for": step.due_for,
+            "assigned": step.assigned_organisation_id, "now": now,
         }
         for step in loaded.steps.values()
         if step.dirty
@@ -244,10 +285,14 @@ def transition_step(
     reason: str | None,
     expected_version: int | None,
     now: datetime,
+    privacy: Privacy | None = None,
 ) -> ChainOut:
-    """Apply one action to one step, with everything it sets off, in one transaction."""
+    """Apply one action to one step, with everything it sets off, in one transaction. A reason
+    goes into the append-only history, so it is checked for personal data first (with
+    ``privacy`` also for the names of the chain's person; without, for the patterns only)."""
     with unit_of_work(session):
-        loaded = load_chain(session, catalog, chain_id, lock=True)
+        lock_involved_chain(session, actor, chain_id)
+        loaded = load_chain(session, catalog, chain_id, lock=False)
         _check_open(loaded, expected_version)
         if step_key not in loaded.steps:
             raise NotFound(f"chain {chain_id} has no step '{step_key}'", resource="step", id=step_key)
@@ -262,13 +307,16 @@ def transition_step(
             loaded.template, machine, loaded.steps, step_key, action, reason, actor,
             loaded.scope, now,
         )
+        _check_reason(session, privacy, changes[0].reason, "reason", loaded, actor, now)
+        assign_ready_steps(session, loaded)
         write_steps(session, loaded, now)
-        events = step_event_rows(chain_id, changes, actor, now)
+        events = step_event_rows(chain_id, changes, actor, now, loaded.steps)
         chain_values: dict[str, Any] = {}
         if eng.all_steps_ended(loaded.steps.values()):
             chain_values = {"lifecycle": ChainLifecycle.completed.value, "completed_at": now}
             events.append(chain_event_row(chain_id, EVENT_CHAIN_COMPLETED, actor, now,
-                                       to_state=ChainLifecycle.completed.value))
+                                          to_state=ChainLifecycle.completed.value,
+                                          organisation_id=loaded.row.case_management_organisation_id))
         session.execute(INSERT_EVENTS, events)
         version = bump_chain(session, loaded, now, **chain_values)
         write_audit(session, [_audit(actor, loaded.row.id, loaded.row.person_id, "U",
@@ -313,14 +361,15 @@ def start_chain(
         machine = eng.machines.for_template(template)
         steps, changes = eng.new_chain_steps(template, machine, now)
         chain_id = uuid.uuid4()
-        session.execute(
-            insert(chains_t).values(
-                id=chain_id, person_id=person_id, template_key=template.key,
-                template_version=template.version, lead_jurisdiction_id=jurisdiction.id,
-                case_management_organisation_id=actor.organisation_id,
-                lifecycle=ChainLifecycle.open.value, started_at=now, updated_at=now, version=1,
-            )
-        )
+        row = {
+            "id": chain_id, "person_id": person_id, "template_key": template.key,
+            "template_version": template.version, "lead_jurisdiction_id": jurisdiction.id,
+            "case_management_organisation_id": actor.organisation_id,
+            "lifecycle": ChainLifecycle.open.value, "closed_reason": None, "started_at": now,
+            "completed_at": None, "closed_at": None, "updated_at": now, "version": 1,
+        }
+        assign_ready_steps(session, LoadedChain(ChainRow(**row), jurisdiction.path, template, steps, {}))
+        session.execute(insert(chains_t).values(**row))
         session.execute(
             insert(steps_t),
             [
@@ -328,15 +377,17 @@ def start_chain(
                     "chain_id": chain_id, "key": s.key, "owner_kind": s.owner_kind,
                     "optional": s.optional, "state": s.state, "reason": s.reason,
                     "started_at": None, "completed_at": None, "due_at": s.due_at,
-                    "due_for": s.due_for, "updated_at": now,
+                    "due_for": s.due_for, "assigned_organisation_id": s.assigned_organisation_id,
+                    "updated_at": now,
                 }
                 for s in steps.values()
             ],
         )
         events = [chain_event_row(chain_id, EVENT_CHAIN_STARTED, actor, now,
-                               reason=f"{template.key} v{template.version}",
-                               to_state=ChainLifecycle.open.value)]
-        events += step_event_rows(chain_id, changes, actor, now)
+                                  reason=f"{template.key} v{template.version}",
+                                  to_state=ChainLifecycle.open.value,
+                                  organisation_id=actor.organisation_id)]
+        events += step_event_rows(chain_id, changes, actor, now, steps)
         session.execute(INSERT_EVENTS, events)
         write_audit(session, [_audit(actor, chain_id, person_id, "C", "chain.start",
                                      f"{template.key} v{template.version}")], now)
@@ -349,13 +400,6 @@ def start_chain(
         raise
     for s in steps.values():
         s.dirty = False
-    row = {
-        "id": chain_id, "person_id": person_id, "template_key": template.key,
-        "template_version": template.version, "lead_jurisdiction_id": jurisdiction.id,
-        "case_management_organisation_id": actor.organisation_id,
-        "lifecycle": ChainLifecycle.open.value, "closed_reason": None, "started_at": now,
-        "completed_at": None, "closed_at": None, "updated_at": now, "version": 1,
-    }
     scope = ChainScope(jurisdiction.path, actor.organisation_id)
     return _chain_out(row, template, steps, actor, scope, now)
 
@@ -369,24 +413,28 @@ def close_chain(
     note: str | None,
     expected_version: int | None,
     now: datetime,
+    privacy: Privacy | None = None,
 ) -> ChainOut:
     """End a chain before completion; open steps are cancelled. Only its case management may."""
     with unit_of_work(session):
-        loaded = load_chain(session, catalog, chain_id, lock=True)
+        lock_involved_chain(session, actor, chain_id)
+        loaded = load_chain(session, catalog, chain_id, lock=False)
         if actor.organisation_id != loaded.row.case_management_organisation_id:
             raise WrongOrganisation(
                 "only the organisation running the chain's case management may close it",
                 owner="case_management",
             )
         _check_open(loaded, expected_version)
+        _check_reason(session, privacy, eng.clean_reason(note), "note", loaded, actor, now)
         text = reason if not eng.clean_reason(note) else f"{reason}: {eng.clean_reason(note)}"
         machine = eng.machines.for_template(loaded.template)
         in_template_order = [loaded.steps[spec.key] for spec in loaded.template.steps]
         changes = eng.close_steps(machine, in_template_order, text, now)
         write_steps(session, loaded, now)
-        events = step_event_rows(chain_id, changes, actor, now)
+        events = step_event_rows(chain_id, changes, actor, now, loaded.steps)
         events.append(chain_event_row(chain_id, EVENT_CHAIN_CLOSED, actor, now, reason=text,
-                                   to_state=ChainLifecycle.closed.value))
+                                      to_state=ChainLifecycle.closed.value,
+                                      organisation_id=loaded.row.case_management_organisation_id))
         withdraw_for_closed_chain(session, actor, chain_id, reason, now)
         session.execute(INSERT_EVENTS, events)
         values = {"lifecycle": ChainLifecycle.closed.value, "closed_reason": reason, "closed_at": now}
@@ -396,35 +444,206 @@ def close_chain(
     return _chain_out(row, loaded.template, loaded.steps, actor, loaded.scope, now)
 
 
+def assign_step(
+    session: Session,
+    catalog: TemplateCatalog,
+    actor: Actor,
+    chain_id: uuid.UUID,
+    step_key: str,
+    organisation_id: int,
+    expected_version: int | None,
+    now: datetime,
+) -> ChainOut:
+    """The case management gives a step to another organisation of its owner kind that serves
+    the chain's place (say, the language school that has a place free). Recorded on the step and
+    as a ``step_assigned`` event; the organisation is involved from now on if the step is ready."""
+    with unit_of_work(session):
+        lock_involved_chain(session, actor, chain_id)
+        loaded = load_chain(session, catalog, chain_id, lock=False)
+        if actor.organisation_id != loaded.row.case_management_organisation_id:
+            raise WrongOrganisation("only the chain's case management assigns its steps",
+                                    owner="case_management")
+        _check_open(loaded, expected_version)
+        step = loaded.steps.get(step_key)
+        if step is None:
+            raise NotFound(f"chain {chain_id} has no step '{step_key}'", resource="step", id=step_key)
+        if step.owner_kind == CASE_MANAGEMENT_OWNER:
+            raise _invalid_assignment("the case management's own steps stay with it")
+        if step.state in {s.value for s in eng.TERMINAL}:
+            raise _invalid_assignment(f"step '{step_key}' has ended ({step.state})")
+        org = session.get(Organisation, organisation_id)
+        if org is None:
+            raise _invalid_assignment(f"no organisation {organisation_id}")
+        if org.kind != step.owner_kind:
+            raise _invalid_assignment(f"{org.name} is a {org.kind}; step '{step_key}' needs a {step.owner_kind}")
+        if not loaded.jurisdiction_path.startswith(org.jurisdiction.path):
+            raise _invalid_assignment(f"{org.name} does not serve the chain's place")
+        waiting = pending_step_handover(session, chain_id, step_key)
+        if waiting is not None:
+            raise HandoverPending(f"a handover of step '{step_key}' is waiting; its answer decides "
+                                  "who does the step", handover_id=str(waiting))
+        before = step.assigned_organisation_id
+        if before == org.id:
+            raise _invalid_assignment(f"step '{step_key}' is already assigned to {org.name}")
+        step.assigned_organisation_id, step.dirty = org.id, True
+        write_steps(session, loaded, now)
+        session.execute(INSERT_EVENTS, [chain_event_row(
+            chain_id, EVENT_STEP_ASSIGNED, actor, now, step_key=step_key, organisation_id=org.id,
+            previous_organisation_id=before,
+            reason=f"assigned to organisation {org.id}" + (f" (was {before})" if before else ""))])
+        version = bump_chain(session, loaded, now)
+        write_audit(session, [_audit(actor, chain_id, loaded.row.person_id, "U", "chain.step.assign",
+                                     f"{step_key}: {before} -> {org.id}")], now)
+    row = loaded.row.as_dict() | {"version": version, "updated_at": now}
+    return _chain_out(row, loaded.template, loaded.steps, actor, loaded.scope, now)
+
+
+def _check_reason(session: Session, privacy: Privacy | None, text: str | None, field: str,
+                  loaded: LoadedChain, actor: Actor, now: datetime) -> None:
+    """A reason is kept for ever in the append-only history: refuse personal data in it (the
+    patterns, and the names of the chain's own person when the keys are at hand)."""
+    if not text:
+        return
+    if privacy is not None:
+        check_free_text(session, privacy, text, field, [loaded.row.person_id], actor, now,
+                        entity_type="chain", entity_id=str(loaded.row.id))
+        return
+    hits = scan(text)
+    if hits:
+        check_free_text_hits(session, hits, text, field, actor, now, "chain", str(loaded.row.id))
+
+
+def _invalid_assignment(message: str) -> ValidationFailed:
+    return ValidationFailed(f"organisation_id: {message}",
+                            errors=[{"field": "body.organisation_id", "message": message, "type": "value_error"}])
+
+
 def get_chain(
     session: Session, catalog: TemplateCatalog, actor: Actor, chain_id: uuid.UUID, now: datetime
 ) -> ChainOut:
-    """A chain the actor's organisation is involved in (otherwise 404); the read is audited."""
+    """A chain the actor's organisation is involved in; the read is audited. A formerly involved
+    organisation sees the chain as it was when its part ended; anybody else gets 404."""
     with unit_of_work(session):
-        require_chain_in_scope(session, actor, chain_id)
+        access, until = require_chain_access(session, actor, chain_id)
         loaded = load_chain(session, catalog, chain_id, lock=False)
-        write_audit(session, [_audit(actor, chain_id, loaded.row.person_id, "R", "chain.read")], now)
+        write_audit(session, [_audit(actor, chain_id, loaded.row.person_id, "R", "chain.read",
+                                     None if until is None else f"history until {until.isoformat()}")], now)
+        if access is Access.former:
+            assert until is not None
+            return _history_view(session, loaded, actor, until)
     return _chain_out(loaded.row.as_dict(), loaded.template, loaded.steps, actor, loaded.scope, now)
 
 
+def _refuse_chain(session: Session, actor: Actor, chain_id: uuid.UUID) -> None:
+    """The actor is not involved now: 404 unless it was (it knows the chain); then 409 if the
+    chain has ended for everyone, else 403."""
+    if former_until(session, actor.organisation_id, chain_id) is not None:
+        lifecycle = session.scalar(select(chains_t.c.lifecycle).where(chains_t.c.id == chain_id))
+        if lifecycle != ChainLifecycle.open.value:
+            raise ChainClosed(f"the chain is {lifecycle}", lifecycle=lifecycle)
+        raise InvolvementEnded("your organisation's part in this chain has ended; you may read its "
+                               "history up to then, not change it", chain_id=str(chain_id))
+    raise NotFound(f"no chain {chain_id}", resource="chain", id=str(chain_id))
+
+
+def lock_involved_chain(session: Session, actor: Actor, chain_id: uuid.UUID) -> None:
+    """Lock the chain row for a change, if the actor's organisation is involved now. The record
+    scope is checked in the same statement as the lock, before version, state or step checks, so
+    an outsider learns nothing from the answer (404 for a real and for a random id)."""
+    found = session.execute(
+        select(chains_t.c.id).where(chains_t.c.id == chain_id, chain_involvement(actor.organisation_id))
+        .with_for_update()
+    ).first()
+    if found is None:
+        _refuse_chain(session, actor, chain_id)
+
+
+def require_chain_involvement(session: Session, actor: Actor, chain_id: uuid.UUID) -> None:
+    """The actor's organisation is involved with the chain now (for changes that do not lock it)."""
+    found = session.scalar(select(chains_t.c.id).where(chains_t.c.id == chain_id,
+                                                       chain_involvement(actor.organisation_id)))
+    if found is None:
+        _refuse_chain(session, actor, chain_id)
+
+
+def require_chain_access(session: Session, actor: Actor, chain_id: uuid.UUID
+                         ) -> tuple[Access, datetime | None]:
+    """Read access: (current, None), (former, until) or 404."""
+    access = chain_access(session, actor.organisation_id, chain_id)
+    if access is None:
+        raise NotFound(f"no chain {chain_id}", resource="chain", id=str(chain_id))
+    return access
+
+
+def _history_view(session: Session, loaded: LoadedChain, actor: Actor, until: datetime) -> ChainOut:
+    """The chain as it stood when the organisation's part ended, replayed from its events:
+    step states and times, the lead jurisdiction and the case management of that moment.
+    Nothing that happened later, and no actions."""
+    if until >= loaded.row.updated_at:
+        # Nothing changed since (a closed or completed chain, say): the chain as it is.
+        return _former(_chain_out(_lead_as_of(session, loaded.row.as_dict(), until), loaded.template,
+                                  loaded.steps, actor, loaded.scope, until), until)
+    events = session.execute(
+        select(events_t).where(events_t.c.chain_id == loaded.row.id, events_t.c.occurred_at <= until)
+        .order_by(events_t.c.id)).all()
+    steps = {spec.key: StepInstance(key=spec.key, owner_kind=spec.owner, optional=spec.optional)
+             for spec in loaded.template.steps}
+    lifecycle, completed_at, closed_at, closed_reason = ChainLifecycle.open.value, None, None, None
+    for e in events:
+        if e.kind == EVENT_STEP and e.step_key in steps:
+            step = steps[e.step_key]
+            step.state = e.to_state
+            step.assigned_organisation_id = e.organisation_id
+            if e.action in ("block", "skip", "cancel", "complete"):
+                step.reason = e.reason
+            if e.to_state == StepState.in_progress.value and step.started_at is None:
+                step.started_at = e.occurred_at
+            if e.to_state == StepState.completed.value:
+                step.completed_at = e.occurred_at
+        elif e.kind == EVENT_STEP_ASSIGNED and e.step_key in steps:
+            steps[e.step_key].assigned_organisation_id = e.organisation_id
+        elif e.kind == EVENT_CHAIN_COMPLETED:
+            lifecycle, completed_at = ChainLifecycle.completed.value, e.occurred_at
+        elif e.kind == EVENT_CHAIN_CLOSED:
+            lifecycle, closed_at = ChainLifecycle.closed.value, e.occurred_at
+            closed_reason = loaded.row.closed_reason
+    row = loaded.row.as_dict() | {
+        "lifecycle": lifecycle, "completed_at": completed_at, "closed_at": closed_at,
+        "closed_reason": closed_reason, "updated_at": until,
+    }
+    return _former(_chain_out(_lead_as_of(session, row, until), loaded.template, steps, actor, loaded.scope, until),
+                   until)
+
+
+def _lead_as_of(session: Session, row: dict[str, Any], until: datetime) -> dict[str, Any]:
+    """The lead jurisdiction and case management at ``until``: a relocation acknowledged then or
+    later moved them, so its sending side is what held at that moment."""
+    moved = session.execute(
+        select(Handover.from_jurisdiction_id, Handover.case_management_organisation_id)
+        .where(Handover.chain_id == row["id"], Handover.kind == "relocation",
+               Handover.state == "acknowledged", Handover.responded_at >= until)
+        .order_by(Handover.responded_at).limit(1)).first()
+    if moved is None:
+        return row
+    return row | {"lead_jurisdiction_id": moved.from_jurisdiction_id,
+                  "case_management_organisation_id": moved.case_management_organisation_id}
+
+
+def _former(out: ChainOut, until: datetime) -> ChainOut:
+    for step_out in out.steps:
+        step_out.allowed_actions = []
+    out.access, out.history_until = Access.former.value, until
+    return out
+
+
 def chain_scope_clause(actor: Actor):
-    """Chains that involve the actor's organisation: it runs the case management, or it owns a
-    step of the chain and serves the chain's jurisdiction."""
-    served = select(jur_t.c.id).where(jur_t.c.path.startswith(actor.jurisdiction_path))
-    return or_(
-        chains_t.c.case_management_organisation_id == actor.organisation_id,
-        and_(
-            chains_t.c.lead_jurisdiction_id.in_(served),
-            exists().where(steps_t.c.chain_id == chains_t.c.id,
-                           steps_t.c.owner_kind == actor.organisation_kind),
-        ),
-    )
+    """Chains the actor's organisation is involved with now (see casemgmt.involvement)."""
+    return chain_involvement(actor.organisation_id)
 
 
 def require_chain_in_scope(session: Session, actor: Actor, chain_id: uuid.UUID) -> None:
-    found = session.scalar(select(chains_t.c.id).where(chains_t.c.id == chain_id, chain_scope_clause(actor)))
-    if found is None:
-        raise NotFound(f"no chain {chain_id}", resource="chain", id=str(chain_id))
+    """Kept for callers that act on a chain: involvement now, else 403/404."""
+    require_chain_involvement(session, actor, chain_id)
 
 
 def _audit(actor: Actor, chain_id: uuid.UUID, person_id: uuid.UUID, action: str, subtype: str,
@@ -457,6 +676,7 @@ def _chain_out(
                 optional=s.optional, state=StepState(s.state), reason=s.reason,
                 started_at=s.started_at, completed_at=s.completed_at, due_at=s.due_at,
                 due_for=s.due_for, overdue=eng.is_overdue(s, now),
+                assigned_organisation_id=s.assigned_organisation_id,
                 allowed_actions=eng.allowed_actions(machine, s, actor, scope, lifecycle),
             )
         )
@@ -548,7 +768,7 @@ def list_chains(
     """Chains newest first, keyset-paginated so deep pages cost the same as the first. With an
     actor, only chains that involve the actor's organisation."""
     stmt = select(chains_t.c.id, chains_t.c.started_at)
-    conds = [chain_scope_clause(actor)] if actor is not None else []
+    conds = [chains_t.c.id.in_(listed_chain_ids(actor.organisation_id))] if actor is not None else []
     if filters.status is not None:
         conds.append(_status_clause(filters.status, now))
     if filters.overdue is not None:
@@ -573,17 +793,8 @@ def list_chains(
         if org is None:
             raise NotFound(f"no organisation {filters.organisation_id}", resource="organisation",
                            id=str(filters.organisation_id))
-        served = select(jur_t.c.id).where(jur_t.c.path.startswith(org.jurisdiction.path))
-        conds.append(
-            or_(
-                chains_t.c.case_management_organisation_id == org.id,
-                and_(
-                    chains_t.c.lead_jurisdiction_id.in_(served),
-                    exists().where(steps_t.c.chain_id == chains_t.c.id,
-                                   steps_t.c.owner_kind == org.kind),
-                ),
-            )
-        )
+        # Of the chains the caller sees, those the named organisation is involved with too.
+        conds.append(chains_t.c.id.in_(involved_chain_ids(org.id)))
     if cursor:
         at, last_id = decode_cursor(cursor)
         conds.append(
@@ -651,10 +862,12 @@ def _summaries(session: Session, ids: list[uuid.UUID], now: datetime) -> list[Ch
 def chain_events(session: Session, actor: Actor, chain_id: uuid.UUID, now: datetime) -> list[ChainEvent]:
     """The chain's timeline, oldest first; the read is audited."""
     with unit_of_work(session):
-        require_chain_in_scope(session, actor, chain_id)
-        events = list(
-            session.scalars(select(ChainEvent).where(ChainEvent.chain_id == chain_id).order_by(ChainEvent.id))
-        )
+        _access, until = require_chain_access(session, actor, chain_id)
+        stmt = select(ChainEvent).where(ChainEvent.chain_id == chain_id)
+        if until is not None:  # a former organisation reads the history up to its part's end
+            stmt = stmt.where(ChainEvent.occurred_at <= until)
+        events = list(session.scalars(stmt.order_by(ChainEvent.id)))
         person_id = session.scalar(select(Chain.person_id).where(Chain.id == chain_id))
-        write_audit(session, [_audit(actor, chain_id, person_id, "R", "chain.timeline")], now)
+        write_audit(session, [_audit(actor, chain_id, person_id, "R", "chain.timeline",
+                                     None if until is None else f"history until {until.isoformat()}")], now)
     return events

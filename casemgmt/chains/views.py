@@ -20,6 +20,7 @@ from casemgmt.chains.schemas import (
     ChainStart,
     DueRuleOut,
     StepActionIn,
+    StepAssignmentIn,
     TemplateOut,
     TemplateStepOut,
     TemplateSummary,
@@ -129,8 +130,25 @@ def act_on_step(
 ):
     return service.transition_step(
         session, _catalog(request), actor, chain_id, step_key, body.action.value, body.reason,
-        body.expected_version, now,
+        body.expected_version, now, privacy=request.app.state.privacy,
     )
+
+
+@router.post("/{chain_id}/steps/{step_key}/assignment", response_model=ChainOut)
+def assign_step(
+    request: Request,
+    chain_id: uuid.UUID,
+    step_key: Key,
+    body: StepAssignmentIn,
+    actor: Actor = Depends(require("steps.act")),
+    session: Session = Depends(get_session),
+    now: datetime = Depends(request_now),
+):
+    """The case management gives a step to another organisation of the step's owner kind that
+    serves the chain's place. That organisation does the step from now on (and sees the person
+    once the step is ready); the one it was assigned to before keeps only its own history."""
+    return service.assign_step(session, _catalog(request), actor, chain_id, step_key,
+                               body.organisation_id, body.expected_version, now)
 
 
 @router.post("/{chain_id}/close", response_model=ChainOut)
@@ -143,7 +161,7 @@ def close_chain(
     now: datetime = Depends(request_now),
 ):
     return service.close_chain(session, _catalog(request), actor, chain_id, body.reason.value,
-                               body.note, body.expected_version, now)
+                               body.note, body.expected_version, now, privacy=request.app.state.privacy)
 
 
 @router.get("/{chain_id}/events", response_model=list[ChainEventOut])

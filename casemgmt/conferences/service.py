@@ -43,7 +43,6 @@ from casemgmt.conferences.schemas import (
     FindingOut,
     ParticipantOut,
 )
-from casemgmt.conferences.scrubber import Hit, scan
 from casemgmt.database import unit_of_work
 from casemgmt.handovers import service as handovers
 from casemgmt.handovers.policy import HandoverPolicy
@@ -54,8 +53,8 @@ from casemgmt.privacy.audit import AuditEntry
 from casemgmt.privacy.crypto import decrypt_field, encrypt_field
 from casemgmt.privacy.service import (
     Privacy,
+    check_free_text,
     decide_category,
-    known_name_token,
     person_data_key,
     person_data_key_for_writing,
     write_audit,
@@ -93,18 +92,24 @@ def domain_vocabulary(session: Session, policy: SteeringPolicy) -> frozenset[str
     return frozenset(names)
 
 
-def check_text(session: Session, privacy: Privacy, policy: SteeringPolicy, text: str, field: str) -> None:
-    """Refuse a text that would carry personal data out of the conference (422, with hits)."""
-    hits: list[Hit] = scan(text, lambda token: known_name_token(session, privacy, token),
-                           domain_vocabulary(session, policy))
-    if hits:
-        raise PersonalDataInText(
-            f"{field}: remove personal data before it can leave the conference: "
-            + "; ".join(h.message for h in hits),
-            field=field,
-            hits=[{"kind": h.kind, "start": h.start, "end": h.end, "excerpt": h.excerpt,
-                   "message": h.message} for h in hits],
-        )
+def agenda_persons(session: Session, conference_ids) -> list[uuid.UUID]:
+    """The persons whose cases are on these conferences' agendas."""
+    ids = list(conference_ids)
+    if not ids:
+        return []
+    return list(session.scalars(select(ConferenceCase.person_id).where(ConferenceCase.conference_id.in_(ids))
+                                .distinct()))
+
+
+def check_text(session: Session, privacy: Privacy, policy: SteeringPolicy, text: str, field: str,
+               conference_ids, actor: Actor, now: datetime, entity_type: str = "conference",
+               entity_id: str | None = None) -> None:
+    """Refuse a text that would carry personal data out of the conference (422, with hits). The
+    name check knows only the persons on these conferences' agendas (no oracle for the names of
+    everyone in the records); refusals are audited."""
+    check_free_text(session, privacy, text, field, agenda_persons(session, conference_ids), actor, now,
+                    entity_type=entity_type, entity_id=entity_id,
+                    vocabulary=domain_vocabulary(session, policy))
 
 
 # --- conferences ----------------------------------------------------------------------------------
@@ -146,11 +151,13 @@ def _organisations(session: Session, ids: list[int], field: str) -> list[Organis
     return [found[i] for i in dict.fromkeys(ids)]
 
 
-def create_conference(session: Session, policy: SteeringPolicy, actor: Actor, body: ConferenceIn,
-                      now: datetime) -> ConferenceOut:
+def create_conference(session: Session, privacy: Privacy, policy: SteeringPolicy, actor: Actor,
+                      body: ConferenceIn, now: datetime) -> ConferenceOut:
     with unit_of_work(session):
         if session.get(Jurisdiction, body.jurisdiction_id) is None:
             raise invalid_field("jurisdiction_id", f"no jurisdiction {body.jurisdiction_id}")
+        # The title names the conference in lists the steering group's proposals point to.
+        check_text(session, privacy, policy, body.title.strip(), "title", [], actor, now)
         others = _organisations(session, body.participant_organisation_ids, "participant_organisation_ids")
         conference = Conference(id=uuid.uuid4(), title=body.title.strip(), scheduled_at=body.scheduled_at,
                                 jurisdiction_id=body.jurisdiction_id,
@@ -333,7 +340,8 @@ def add_finding(session: Session, privacy: Privacy, policy: SteeringPolicy, know
             raise invalid_field("organisation_kinds", f"unknown organisation kind '{unknown[0]}'")
         cases = [_case(session, conference.id, i, "conference_case_ids") for i in dict.fromkeys(body.conference_case_ids)]
         text = body.text.strip()
-        check_text(session, privacy, policy, text, "text")
+        check_text(session, privacy, policy, text, "text", [conference.id], actor, now,
+                   entity_id=str(conference.id))
         finding = Finding(
             id=uuid.uuid4(), conference_id=conference.id, barrier_category=body.barrier_category,
             field_of_action=body.field_of_action, organisation_kinds=sorted(set(body.organisation_kinds)),

@@ -36,7 +36,8 @@ def _ctx(request: Request):
 def create_conference(request: Request, body: ConferenceIn, actor: Actor = Depends(require("conferences.manage")),
                       session: Session = Depends(get_session), now: datetime = Depends(request_now)):
     """Schedule a Fallkonferenz; the caller's organisation moderates it."""
-    return service.create_conference(session, _ctx(request)[1], actor, body, now)
+    privacy, policy = _ctx(request)
+    return service.create_conference(session, privacy, policy, actor, body, now)
 
 
 @router.get("", response_model=list[ConferenceSummary])

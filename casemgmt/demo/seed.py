@@ -32,7 +32,6 @@ from casemgmt.handovers.models import OrganisationContact
 from casemgmt.handovers.policy import HandoverPolicy
 from casemgmt.handovers.schemas import HandoverIn
 from casemgmt.jurisdictions.models import Organisation
-from casemgmt.jurisdictions.service import serving_organisations
 from casemgmt.migrations import upgrade
 from casemgmt.persons.models import Person
 from casemgmt.policy.loader import load_policies
@@ -157,17 +156,20 @@ class DemoSummary:
 
 
 class _Actors:
-    """Resolves, per chain and owner kind, an organisation that may act, as an Actor."""
+    """The organisation a step is assigned to, as an Actor (cached)."""
 
     def __init__(self, session: Session):
         self.session = session
         self._cache: dict[tuple[str, int], Actor | None] = {}
 
-    def for_kind(self, kind: str, jurisdiction_id: int) -> Actor | None:
-        key = (kind, jurisdiction_id)
+    def for_organisation(self, organisation_id: int | None) -> Actor | None:
+        """The clerk of the organisation a step is assigned to."""
+        if organisation_id is None:
+            return None
+        key = ("id", organisation_id)
         if key not in self._cache:
-            orgs = serving_organisations(self.session, kind, jurisdiction_id)
-            self._cache[key] = actor_of(orgs[0], f"demo.{orgs[0].key}") if orgs else None
+            org = self.session.get(Organisation, organisation_id)
+            self._cache[key] = actor_of(org, f"demo.{org.key}") if org else None
         return self._cache[key]
 
 
@@ -223,7 +225,7 @@ def _case(
         if step.owner == CASE_MANAGEMENT_OWNER:
             actor = manager
         else:
-            actor = actors.for_kind(step.owner, chain.lead_jurisdiction_id)
+            actor = actors.for_organisation(step.assigned_organisation_id)
             if actor is None:
                 continue
         if relocates and len(handed_over) >= 2 and "chain_lead" not in handed_over:
@@ -251,9 +253,6 @@ def _case(
             if permit.state != StepState.completed or "rkw" in handed_over:
                 continue
             handed_over.add("rkw")
-            actor = actors.for_kind(step.owner, chain.lead_jurisdiction_id)
-            if actor is None:
-                continue
             outcome = yield from _handover(session, catalog, privacy, policy, rng, actors, actor, chain,
                                            HandoverIn(kind="rechtskreiswechsel", step_key=RKW_SENDING_STEP,
                                                       to_step_key="sgb2_application", benefit_regime="sgb_ii"),
@@ -274,7 +273,7 @@ def _case(
             action = Action.complete
         try:
             chain = chains.transition_step(session, catalog, actor, chain.id, step.key,
-                                           action.value, reason, chain.version, now)
+                                           action.value, reason, chain.version, now, privacy=privacy)
         except Problem:
             continue
         if blocker and action is Action.block:
@@ -285,14 +284,14 @@ def _case(
         consents = list_consents(session, manager, person.id, now)
         if consents and when < until:
             now = yield when
-            withdraw_consent(session, manager, consents[-1].id, "Widerruf durch die Person", now)
+            withdraw_consent(session, privacy, manager, consents[-1].id, "Widerruf durch die Person", now)
     if rng.random() < 0.05 and chain.status.value not in ("completed", "closed"):
         when = now + timedelta(days=rng.uniform(1, 30))
         if when < until:
             now = yield when
             reason = rng.choice(["moved_away", "ended_by_person"])
             note = "Umzug in ein anderes Bundesland" if reason == "moved_away" else None
-            chains.close_chain(session, catalog, manager, chain.id, reason, note, None, now)
+            chains.close_chain(session, catalog, manager, chain.id, reason, note, None, now, privacy=privacy)
 
 
 # Handovers in the demo: a share of steps is handed over explicitly before the owner starts,
@@ -424,7 +423,7 @@ def _conference(session: Session, catalog: TemplateCatalog, privacy: Privacy, po
     ki = session.get(Organisation, world.organisations["ennetal_ki"])
     moderator = actor_of(ki, "mod.ennetal", frozenset({"moderator"}))
     steering_policy = policies.steering
-    conf = conferences_service.create_conference(session, steering_policy, moderator, ConferenceIn(
+    conf = conferences_service.create_conference(session, privacy, steering_policy, moderator, ConferenceIn(
         title=f"Fallkonferenz Kreis Ennetal {now:%m/%Y}", scheduled_at=now,
         jurisdiction_id=world.jurisdictions["kreis_ennetal"],
         participant_organisation_ids=[world.organisations[k] for k in CONFERENCE_PARTICIPANTS]), now)
@@ -539,8 +538,8 @@ def _seed_proposals(session: Session, privacy: Privacy, policies, world: World, 
                 body["reason"] = ("Zuständigkeit liegt beim Land" if action == "reject"
                                   else "Kosten sind intern zu klären")
             who = moderator if action == "submit" else group
-            out = steering.act(session, who, who is group, who is moderator, proposal.id,
-                               ProposalActionIn(**body), at, policies.steering.k)
+            out = steering.act(session, privacy, policies.steering, who, who is group, who is moderator,
+                               proposal.id, ProposalActionIn(**body), at)
             if out.working_group is not None and group_id is None:
                 group_id = out.working_group.id
 

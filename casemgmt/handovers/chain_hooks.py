@@ -47,3 +47,10 @@ def pending_rechtskreiswechsel(session: Session, chain_id: uuid.UUID, step_key: 
         handovers_t.c.chain_id == chain_id, handovers_t.c.subject == f"step:{step_key}",
         handovers_t.c.kind == HandoverKind.rechtskreiswechsel.value,
         handovers_t.c.state.in_(_PENDING)))
+
+
+def pending_step_handover(session: Session, chain_id: uuid.UUID, step_key: str) -> uuid.UUID | None:
+    """Any waiting handover of this step (its answer decides who does the step)."""
+    return session.scalar(select(handovers_t.c.id).where(
+        handovers_t.c.chain_id == chain_id, handovers_t.c.subject == f"step:{step_key}",
+        handovers_t.c.state.in_(_PENDING)))

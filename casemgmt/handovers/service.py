@@ -46,26 +46,30 @@ from casemgmt.handovers.schemas import (
     StateFilter,
 )
 from casemgmt.jurisdictions.models import Jurisdiction, JurisdictionLevel, Organisation
-from casemgmt.jurisdictions.service import serving_organisations
+from casemgmt.jurisdictions.service import nearest_serving_organisations, serving_organisations
 from casemgmt.persons.models import BenefitRegime, Person
 from casemgmt.privacy.audit import AuditEntry
 from casemgmt.privacy.crypto import decrypt_field, encrypt_field
 from casemgmt.privacy.schemas import Redaction
 from casemgmt.privacy.service import (
     Privacy,
+    check_free_text,
     consent_grants,
+    decide_category,
     disclose,
     person_data_key,
     person_data_key_for_writing,
     current_bases,
     requester_of,
     resolve_purpose,
+    scope_clause,
     write_audit,
     write_fields,
 )
 from casemgmt.problems import (
     ChainClosed,
     HandoverPending,
+    NoLegalBasis,
     HandoverStepNotReady,
     InvalidHandover,
     NotFound,
@@ -107,9 +111,10 @@ def check_contact_address(channel: str, address: str) -> str:
     return address
 
 
-def _contact_organisation(session: Session, organisation_id: int) -> Organisation:
+def _contact_organisation(session: Session, actor: Actor, organisation_id: int) -> Organisation:
+    """The organisation, if it lies in the administrator's area (else 404, like a random id)."""
     org = session.get(Organisation, organisation_id)
-    if org is None:
+    if org is None or not (actor.installation_wide or org.jurisdiction.path.startswith(actor.jurisdiction_path)):
         raise NotFound(f"no organisation {organisation_id}", resource="organisation", id=str(organisation_id))
     return org
 
@@ -119,8 +124,8 @@ def _contact_out(c: OrganisationContact) -> ContactOut:
                       address=c.address)
 
 
-def list_contacts(session: Session, organisation_id: int) -> list[ContactOut]:
-    _contact_organisation(session, organisation_id)
+def list_contacts(session: Session, actor: Actor, organisation_id: int) -> list[ContactOut]:
+    _contact_organisation(session, actor, organisation_id)
     out = [_contact_out(c) for c in session.scalars(select(OrganisationContact).where(
         OrganisationContact.organisation_id == organisation_id).order_by(OrganisationContact.id))]
     session.rollback()
@@ -136,7 +141,7 @@ def _contact_audit(actor: Actor, organisation_id: int, action: str, detail: str)
 def add_contact(session: Session, actor: Actor, organisation_id: int, body: ContactIn, now: datetime) -> ContactOut:
     """Add where an organisation is notified; audited like every configuration change."""
     with unit_of_work(session):
-        _contact_organisation(session, organisation_id)
+        _contact_organisation(session, actor, organisation_id)
         address = check_contact_address(body.channel, body.address)
         contact = OrganisationContact(organisation_id=organisation_id, role=body.role, channel=body.channel,
                                       address=address)
@@ -152,6 +157,7 @@ def add_contact(session: Session, actor: Actor, organisation_id: int, body: Cont
 
 def remove_contact(session: Session, actor: Actor, organisation_id: int, contact_id: int, now: datetime) -> None:
     with unit_of_work(session):
+        _contact_organisation(session, actor, organisation_id)
         contact = session.get(OrganisationContact, contact_id)
         if contact is None or contact.organisation_id != organisation_id:
             raise NotFound(f"no contact {contact_id}", resource="contact", id=str(contact_id))
@@ -229,8 +235,9 @@ def _plan_step(session: Session, loaded: chains.LoadedChain, jurisdiction: Juris
     return _Plan(subject=f"step:{step.key}", receiver=receiver, step_key=step.key)
 
 
-def _plan_rechtskreiswechsel(session: Session, loaded: chains.LoadedChain, jurisdiction: Jurisdiction,
-                             person: Person, actor: Actor, body: HandoverIn) -> _Plan:
+def _plan_rechtskreiswechsel(session: Session, privacy: Privacy, loaded: chains.LoadedChain,
+                             jurisdiction: Jurisdiction, person: Person, actor: Actor, body: HandoverIn,
+                             now: datetime) -> _Plan:
     if body.step_key is None or body.to_step_key is None:
         raise _invalid("step_key" if body.step_key is None else "to_step_key",
                        "a Rechtskreiswechsel names your step (step_key) and the receiver's (to_step_key)")
@@ -253,6 +260,17 @@ def _plan_rechtskreiswechsel(session: Session, loaded: chains.LoadedChain, juris
     regimes = [r.value for r in BenefitRegime]
     if body.benefit_regime is None or body.benefit_regime not in regimes:
         raise _invalid("benefit_regime", f"the new Rechtskreis, one of {regimes}")
+    # The sender pays the benefits it hands on; it must have a basis to know the present regime,
+    # and only then does it learn that the request would change nothing.
+    decision = decide_category(session, privacy, actor, person, resolve_purpose(privacy, actor, None),
+                               privacy.policy.fields["benefit_regime"].category, "read", now)
+    if not decision.permit:
+        raise NoLegalBasis("a Rechtskreiswechsel hands on the person's benefits: your organisation "
+                           "has no legal basis for them", fields=[{
+                               "field": "benefit_regime", "category": "benefits", "reason": decision.reason}])
+    if body.benefit_regime == person.benefit_regime:
+        raise _invalid("benefit_regime", "the person already has this Rechtskreis; a "
+                                         "Rechtskreiswechsel names a different one")
     receiver = _pick_receiver(session, body.receiver_organisation_id, [receiving.owner_kind],
                               jurisdiction, actor, f"step '{receiving.key}'")
     return _Plan(subject=f"step:{sending.key}", receiver=receiver, step_key=sending.key,
@@ -312,7 +330,7 @@ def open_handover(session: Session, catalog: TemplateCatalog, privacy: Privacy,
     if kind is HandoverKind.step:
         plan = _plan_step(session, loaded, jurisdiction, actor, body)
     elif kind is HandoverKind.rechtskreiswechsel:
-        plan = _plan_rechtskreiswechsel(session, loaded, jurisdiction, person, actor, body)
+        plan = _plan_rechtskreiswechsel(session, privacy, loaded, jurisdiction, person, actor, body, now)
     else:
         plan = _plan_relocation(session, loaded, jurisdiction, policy, actor, body)
     receiver = plan.receiver
@@ -384,7 +402,8 @@ def request_handover(session: Session, catalog: TemplateCatalog, privacy: Privac
         raise
     # The sender sees the package's shape (fields, bases, what is withheld), not the values:
     # it may not be allowed to read everything the receiver may.
-    return _read_out(session, actor, handover_id, now)
+    h = session.execute(select(handovers_t).where(handovers_t.c.id == handover_id)).one()
+    return _read_out(session, actor, handover_id, now, regime_from=_regime_before(session, privacy, actor, h, now))
 
 
 def _package_aad(handover_id: uuid.UUID) -> str:
@@ -434,6 +453,9 @@ def respond(session: Session, catalog: TemplateCatalog, privacy: Privacy, policy
         reason = eng.clean_reason(reason)
         new_state = lc.respond(h.state, action, actor.organisation_id,
                                Parties(h.sender_organisation_id, h.receiver_organisation_id), reason)
+        # The reason goes into the append-only history: no personal data in it.
+        check_free_text(session, privacy, reason, "reason", [h.person_id], actor, now,
+                        entity_type="handover", entity_id=str(handover_id))
         values: dict[str, Any] = {
             "state": new_state.value, "responded_at": now, "responded_by_user": actor.user_id,
             "response_reason": reason, "version": h.version + 1, "updated_at": now,
@@ -446,6 +468,8 @@ def respond(session: Session, catalog: TemplateCatalog, privacy: Privacy, policy
                 _take_over_benefits(session, catalog, privacy, actor, h, now)
             elif h.kind == HandoverKind.relocation.value:
                 _move_lead(session, catalog, actor, h, now)
+            else:
+                _take_over_step(session, catalog, actor, h, now)
         _set_state(session, h, values)
         session.execute(insert(events_t).values(
             handover_id=handover_id, action=HandoverAction(action).value, from_state=h.state,
@@ -453,7 +477,7 @@ def respond(session: Session, catalog: TemplateCatalog, privacy: Privacy, policy
             actor_organisation_id=actor.organisation_id, occurred_at=now))
         write_audit(session, [_audit(actor, handover_id, h.person_id, "U", f"handover.{action}",
                                      f"{h.state} -> {new_state.value}")], now)
-    return _read_out(session, actor, handover_id, now)
+    return _read_out(session, actor, handover_id, now, regime_from=_regime_before(session, privacy, actor, h, now))
 
 
 def _set_state(session: Session, h, values: dict[str, Any]) -> None:
@@ -464,6 +488,34 @@ def _set_state(session: Session, h, values: dict[str, Any]) -> None:
         session.rollback()
         raise VersionConflict("the handover was changed by someone else at the same time; reload it",
                               current_version=None)
+
+
+def _give_step(loaded: chains.LoadedChain, step_key: str | None, organisation_id: int) -> tuple[bool, int | None]:
+    """Assign a step that has not ended to the organisation: (whether that changed anything,
+    the organisation it was assigned to before)."""
+    step = loaded.steps.get(step_key) if step_key else None
+    if step is None or step.state in {s.value for s in eng.TERMINAL} or step.assigned_organisation_id == organisation_id:
+        return False, None
+    before = step.assigned_organisation_id
+    step.assigned_organisation_id, step.dirty = organisation_id, True
+    return True, before
+
+
+def _take_over_step(session: Session, catalog: TemplateCatalog, actor: Actor, h, now: datetime) -> None:
+    """A step handover acknowledged: the step is the receiver's from now on (recorded on the
+    step and as a ``step_assigned`` event). A step that has ended meanwhile stays as it was."""
+    loaded = chains.load_chain(session, catalog, h.chain_id, lock=False)
+    if loaded.row.lifecycle != ChainLifecycle.open.value:
+        return
+    changed, before = _give_step(loaded, h.step_key, h.receiver_organisation_id)
+    if not changed:
+        return
+    chains.write_steps(session, loaded, now)
+    session.execute(chains.INSERT_EVENTS, [chains.chain_event_row(
+        h.chain_id, chains.EVENT_STEP_ASSIGNED, actor, now, step_key=h.step_key,
+        organisation_id=h.receiver_organisation_id, previous_organisation_id=before,
+        reason=f"handover {h.id} acknowledged")])
+    chains.bump_chain(session, loaded, now)
 
 
 def _take_over_benefits(session: Session, catalog: TemplateCatalog, privacy: Privacy, actor: Actor,
@@ -487,13 +539,23 @@ def _take_over_benefits(session: Session, catalog: TemplateCatalog, privacy: Pri
     machine = eng.machines.for_template(loaded.template)
     why = f"Rechtskreiswechsel to {h.benefit_regime_to} acknowledged (handover {h.id})"
     changes = eng.complete_on_handover(loaded.template, machine, loaded.steps, step.key, why, now)
+    # The receiving step is the acknowledging office's from now on.
+    reassigned, before = _give_step(loaded, h.to_step_key, h.receiver_organisation_id)
+    chains.assign_ready_steps(session, loaded)
     chains.write_steps(session, loaded, now)
-    events = chains.step_event_rows(h.chain_id, changes, actor, now)
+    events = chains.step_event_rows(h.chain_id, changes, actor, now, loaded.steps)
+    if reassigned and not any(c.step_key == h.to_step_key and c.to_state == StepState.ready.value
+                              for c in changes):
+        events.append(chains.chain_event_row(
+            h.chain_id, chains.EVENT_STEP_ASSIGNED, actor, now, step_key=h.to_step_key,
+            organisation_id=h.receiver_organisation_id, previous_organisation_id=before,
+            reason=f"Rechtskreiswechsel acknowledged (handover {h.id})"))
     chain_values: dict[str, Any] = {}
     if eng.all_steps_ended(loaded.steps.values()):
         chain_values = {"lifecycle": ChainLifecycle.completed.value, "completed_at": now}
         events.append(chains.chain_event_row(h.chain_id, chains.EVENT_CHAIN_COMPLETED, actor, now,
-                                             to_state=ChainLifecycle.completed.value))
+                                             to_state=ChainLifecycle.completed.value,
+                                             organisation_id=loaded.row.case_management_organisation_id))
     session.execute(chains.INSERT_EVENTS, events)
     chains.bump_chain(session, loaded, now, **chain_values)
     write_fields(session, privacy, actor, person, {"benefit_regime": h.benefit_regime_to}, h.purpose,
@@ -513,8 +575,13 @@ def _move_lead(session: Session, catalog: TemplateCatalog, actor: Actor, h, now:
     receiver = session.get(Organisation, h.receiver_organisation_id)
     assert receiver is not None
     text = f"relocation from {old.name} to {new.name}; case management: {receiver.name}"
-    session.execute(chains.INSERT_EVENTS, [chains.chain_event_row(
-        h.chain_id, EVENT_LEAD_MOVED, actor, now, reason=text)])
+    # The event names both case managements: the old one's part in the chain ends here.
+    events = [chains.chain_event_row(h.chain_id, EVENT_LEAD_MOVED, actor, now, reason=text,
+                                     organisation_id=h.receiver_organisation_id,
+                                     previous_organisation_id=loaded.row.case_management_organisation_id)]
+    events += _reassign_after_move(session, loaded, new, h.receiver_organisation_id, actor, now)
+    chains.write_steps(session, loaded, now)
+    session.execute(chains.INSERT_EVENTS, events)
     chains.bump_chain(session, loaded, now, lead_jurisdiction_id=new.id,
                       case_management_organisation_id=h.receiver_organisation_id)
     session.execute(update(Person.__table__).where(Person.__table__.c.id == h.person_id)
@@ -544,6 +611,36 @@ def _move_lead(session: Session, catalog: TemplateCatalog, actor: Actor, h, now:
 
 
 EVENT_LEAD_MOVED = "lead_moved"
+
+
+def _reassign_after_move(session: Session, loaded: chains.LoadedChain, new: Jurisdiction,
+                         new_case_management: int, actor: Actor, now: datetime) -> list[dict[str, Any]]:
+    """After a move, the steps that have not ended go to who serves the new place: the new case
+    management its own steps, the nearest office of the kind the others (or nobody, until the
+    case management assigns one). Offices of the old place keep only their history."""
+    serving = set(session.scalars(select(orgs_t.c.id).join(jur_t, jur_t.c.id == orgs_t.c.jurisdiction_id)
+                                  .where(literal(new.path).startswith(jur_t.c.path))))
+    open_steps = [s for s in loaded.steps.values() if s.state not in {t.value for t in eng.TERMINAL}]
+    nearest = nearest_serving_organisations(
+        session, {s.owner_kind for s in open_steps if s.owner_kind != CASE_MANAGEMENT_OWNER}, new.path)
+    events = []
+    for step in open_steps:
+        if step.owner_kind == CASE_MANAGEMENT_OWNER:
+            target = new_case_management if step.assigned_organisation_id is not None else None
+        elif step.assigned_organisation_id is None or step.assigned_organisation_id in serving:
+            continue
+        elif step.state == StepState.planned.value:
+            target = None
+        else:
+            target = nearest.get(step.owner_kind)
+        if target == step.assigned_organisation_id:
+            continue
+        before = step.assigned_organisation_id
+        step.assigned_organisation_id, step.dirty = target, True
+        events.append(chains.chain_event_row(
+            loaded.row.id, chains.EVENT_STEP_ASSIGNED, actor, now, step_key=step.key, organisation_id=target,
+            previous_organisation_id=before, reason=f"the person moved to {new.name}"))
+    return events
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -586,7 +683,8 @@ def _summary(r, actor: Actor, now: datetime) -> dict[str, Any]:
 
 
 def _read_out(session: Session, actor: Actor, handover_id: uuid.UUID, now: datetime,
-              values: dict[str, Any] | None = None, withheld: list[Redaction] | None = None) -> HandoverOut:
+              values: dict[str, Any] | None = None, withheld: list[Redaction] | None = None,
+              regime_from: str | None = None) -> HandoverOut:
     r = session.execute(_with_orgs(select(*_SUMMARY_COLUMNS)).where(handovers_t.c.id == handover_id)).one()
     # Converted before the rollback, which would expire the objects (one reload query each).
     events = [HandoverEventOut.model_validate(e) for e in session.scalars(
@@ -603,9 +701,8 @@ def _read_out(session: Session, actor: Actor, handover_id: uuid.UUID, now: datet
         **_summary(r, actor, now),
         case_management_organisation_id=r.case_management_organisation_id,
         from_jurisdiction_id=r.from_jurisdiction_id, to_jurisdiction_id=r.to_jurisdiction_id,
-        # The person's present Rechtskreis is personal data read without a decision here: only
-        # the requested new one (the sender's own input) is shown.
-        benefit_regime_from=None, benefit_regime_to=r.benefit_regime_to,
+        # The Rechtskreis before is personal data: shown only where get_handover decided it.
+        benefit_regime_from=regime_from, benefit_regime_to=r.benefit_regime_to,
         sender_user=r.sender_user, responded_by_user=r.responded_by_user,
         response_reason=r.response_reason, waiting_calendar_days=r.waiting_calendar_days,
         waiting_working_days=r.waiting_working_days, package=package, consent_review=review,
@@ -626,13 +723,15 @@ def get_handover(session: Session, privacy: Privacy, actor: Actor, handover_id: 
         values: dict[str, Any] | None = None
         bases: dict[str, str] = {}
         withheld: list[Redaction] = []
-        if actor.organisation_id == h.receiver_organisation_id and h.package_ciphertext is not None:
+        if actor.organisation_id == h.receiver_organisation_id and h.package_ciphertext is not None \
+                and h.state not in _CLOSED_TO_RECEIVER and _involved_with_person(session, actor, h.person_id):
             key = person_data_key(session, privacy, h.person_id)
             frozen = decrypt_field(key, h.person_id, _package_aad(h.id), h.package_ciphertext)
             person = session.get(Person, h.person_id)
             assert person is not None
             bases, withheld = current_bases(session, privacy, actor, person, h.purpose, now, frozen)
             values = {f: v for f, v in frozen.items() if f in bases}
+        regime_from = _regime_before(session, privacy, actor, h, now)
         write_audit(session, [AuditEntry(
             agent_user=actor.user_id, agent_organisation_id=actor.organisation_id, action="R",
             subtype="handover.package.read" if values is not None else "handover.read",
@@ -641,7 +740,29 @@ def get_handover(session: Session, privacy: Privacy, actor: Actor, handover_id: 
             legal_bases={f: bases[f] for f in sorted(values)} if values else {},
             purpose=h.purpose,
         )], now)
-    return _read_out(session, actor, handover_id, now, values=values, withheld=withheld)
+    return _read_out(session, actor, handover_id, now, values=values, withheld=withheld,
+                     regime_from=regime_from)
+
+
+def _regime_before(session: Session, privacy: Privacy, actor: Actor, h, now: datetime) -> str | None:
+    """The Rechtskreis the person had when a Rechtskreiswechsel was requested: shown to the two
+    offices handing the benefits on, if they may read benefits now."""
+    if h.benefit_regime_from is None or actor.organisation_id not in (
+            h.sender_organisation_id, h.receiver_organisation_id):
+        return None
+    person = session.get(Person, h.person_id)
+    assert person is not None
+    decision = decide_category(session, privacy, actor, person, resolve_purpose(privacy, actor, None),
+                               privacy.policy.fields["benefit_regime"].category, "read", now)
+    return h.benefit_regime_from if decision.permit else None
+
+
+# A rejected or withdrawn handover's package is no longer the receiver's to read.
+_CLOSED_TO_RECEIVER = {HandoverState.rejected.value, HandoverState.withdrawn.value}
+
+
+def _involved_with_person(session: Session, actor: Actor, person_id: uuid.UUID) -> bool:
+    return session.scalar(select(Person.id).where(Person.id == person_id, scope_clause(actor))) is not None
 
 
 # --- inboxes -------------------------------------------------------------------------------------

@@ -114,13 +114,19 @@ def act_on_handover(
 # --- contacts and the outbox (administration) -------------------------------------------------
 
 
+def _area(actor: Actor) -> str | None:
+    """The administrator's area: its organisation's jurisdiction and below, unless its role is
+    installation-wide."""
+    return None if actor.installation_wide else actor.jurisdiction_path
+
+
 @admin_router.get("/organisations/{organisation_id}/contacts", response_model=list[ContactOut])
 def list_contacts(
     organisation_id: DbId,
     actor: Actor = Depends(require("contacts.manage")),
     session: Session = Depends(get_session),
 ):
-    return service.list_contacts(session, organisation_id)
+    return service.list_contacts(session, actor, organisation_id)
 
 
 @admin_router.post("/organisations/{organisation_id}/contacts", response_model=ContactOut, status_code=201)
@@ -155,8 +161,9 @@ def list_notifications(
     session: Session = Depends(get_session),
 ):
     """The outbox, newest first: what was sent, what is waiting for a retry and why, what failed."""
-    counts = outbox.outbox_counts(session)
-    items = outbox.list_messages(session, state, limit)
+    area = _area(actor)
+    counts = outbox.outbox_counts(session, area)
+    items = outbox.list_messages(session, state, limit, area)
     return OutboxPage(counts=counts, items=items)
 
 
@@ -168,5 +175,5 @@ def requeue_notification(
     now: datetime = Depends(request_now),
 ):
     """Send a failed notification again (attempts start from zero)."""
-    outbox.requeue(session, message_id, now, actor)
-    return outbox.get_message(session, message_id)
+    outbox.requeue(session, message_id, now, actor, _area(actor))
+    return outbox.get_message(session, message_id, _area(actor))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import func, literal, select
 from sqlalchemy.orm import Session
 
 from casemgmt.jurisdictions.models import Jurisdiction, Organisation
@@ -24,3 +24,28 @@ def serving_organisations(session: Session, kind: str, jurisdiction_id: int) -> 
         org for org in session.scalars(stmt)
         if target.path.startswith(org.jurisdiction.path)
     ]
+
+
+def nearest_serving_organisations(session: Session, kinds: set[str], jurisdiction_path: str) -> dict[str, int]:
+    """For each kind, the organisation that serves the place nearest to it (an office of the town
+    before the Kreis office; the lowest id among equals), in one query. Kinds nobody serves are
+    missing from the result."""
+    if not kinds:
+        return {}
+    rows = session.execute(
+        select(Organisation.kind, Organisation.id)
+        .join(Jurisdiction, Jurisdiction.id == Organisation.jurisdiction_id)
+        .where(Organisation.kind.in_(sorted(kinds)),
+               literal(jurisdiction_path).startswith(Jurisdiction.path))
+        .order_by(Organisation.kind, func.length(Jurisdiction.path).desc(), Organisation.id)
+    ).all()
+    nearest: dict[str, int] = {}
+    for kind, organisation_id in rows:
+        nearest.setdefault(kind, organisation_id)
+    return nearest
+
+
+def area_organisation_ids(jurisdiction_path: str):
+    """Ids of the organisations in a jurisdiction and below it (an officer's area), as a select."""
+    return (select(Organisation.id).join(Jurisdiction, Jurisdiction.id == Organisation.jurisdiction_id)
+            .where(Jurisdiction.path.startswith(jurisdiction_path)))

@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from casemgmt.database import unit_of_work
+from casemgmt.jurisdictions.service import area_organisation_ids
 from casemgmt.notifications.channels import Channel
 from casemgmt.notifications.models import OutboxMessage
 from casemgmt.notifications.schemas import OutboxMessageOut
@@ -149,8 +150,15 @@ def _deliver_one(factory: sessionmaker, channels: Mapping[str, Channel], message
     return outcome
 
 
-def list_messages(session: Session, state: str | None, limit: int) -> list[OutboxMessageOut]:
-    stmt = select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(limit)
+def _in_area(stmt, area: str | None):
+    """Messages to organisations in the administrator's area (None: the whole installation)."""
+    if area is None:
+        return stmt
+    return stmt.where(outbox_t.c.organisation_id.in_(area_organisation_ids(area)))
+
+
+def list_messages(session: Session, state: str | None, limit: int, area: str | None = None) -> list[OutboxMessageOut]:
+    stmt = _in_area(select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(limit), area)
     if state is not None:
         stmt = stmt.where(OutboxMessage.state == state)
     messages = [OutboxMessageOut.model_validate(m) for m in session.scalars(stmt)]
@@ -158,8 +166,8 @@ def list_messages(session: Session, state: str | None, limit: int) -> list[Outbo
     return messages
 
 
-def get_message(session: Session, message_id: int) -> OutboxMessageOut:
-    message = session.get(OutboxMessage, message_id)
+def get_message(session: Session, message_id: int, area: str | None = None) -> OutboxMessageOut:
+    message = session.scalar(_in_area(select(OutboxMessage).where(OutboxMessage.id == message_id), area))
     if message is None:
         session.rollback()
         raise NotFound(f"no notification {message_id}", resource="notification", id=str(message_id))
@@ -168,18 +176,24 @@ def get_message(session: Session, message_id: int) -> OutboxMessageOut:
     return out
 
 
-def outbox_counts(session: Session) -> dict[str, int]:
-    counts = dict(session.execute(select(outbox_t.c.state, func.count()).group_by(outbox_t.c.state)).all())
+def outbox_counts(session: Session, area: str | None = None) -> dict[str, int]:
+    counts = dict(session.execute(
+        _in_area(select(outbox_t.c.state, func.count()), area).group_by(outbox_t.c.state)).all())
     session.rollback()
     return {state: counts.get(state, 0) for state in ("pending", "delivered", "failed")}
 
 
-def requeue(session: Session, message_id: int | None, now: datetime, actor=None) -> int:
+def requeue(session: Session, message_id: int | None, now: datetime, actor=None, area: str | None = None) -> int:
     """Put failed messages back in the queue (one, or all with ``None``), attempts reset; an
-    operator's request through the API is audited."""
+    operator's request through the API is audited. ``area`` limits it to messages to the
+    organisations of the administrator's area."""
+    if message_id is not None:
+        get_message(session, message_id, area)  # 404 outside the area, before anything else
     stmt = update(outbox_t).where(outbox_t.c.state == "failed")
     if message_id is not None:
         stmt = stmt.where(outbox_t.c.id == message_id)
+    if area is not None:
+        stmt = stmt.where(outbox_t.c.organisation_id.in_(area_organisation_ids(area)))
     with unit_of_work(session):
         count = session.execute(
             stmt.values(state="pending", attempts=0, next_attempt_at=now, updated_at=now)

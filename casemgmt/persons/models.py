@@ -7,7 +7,9 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, String, Uuid
+from typing import Any
+
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, String, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from casemgmt.database import Base, UTCDateTime, sql_in
@@ -68,3 +70,7 @@ class Person(Base):
     lead_jurisdiction_id: Mapped[int] = mapped_column(ForeignKey("jurisdictions.id"), index=True)
     created_by_organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Which organisation wrote each residence attribute last ({field: organisation id}), as
+    # person_fields records it for the encrypted fields: a former organisation reads back only
+    # what it wrote itself.
+    plain_field_writers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default=text("'{}'"))

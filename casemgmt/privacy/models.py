@@ -77,6 +77,8 @@ class Consent(Base):
     evidence_reference: Mapped[str] = mapped_column(String(200))
     language: Mapped[str] = mapped_column(String(50))
     interpreter_used: Mapped[bool] = mapped_column(Boolean)
+    # When the person signed the form (evidence only; the consent takes effect when recorded).
+    signed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     valid_from: Mapped[datetime] = mapped_column(UTCDateTime)
     valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)

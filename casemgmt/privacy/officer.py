@@ -9,16 +9,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import String, cast, or_, select
 from sqlalchemy.orm import Session
 
 from casemgmt.chains.engine import Actor
 from casemgmt.database import unit_of_work
+from casemgmt.jurisdictions.models import Jurisdiction, Organisation
 from casemgmt.policy.loader import Policies
 from casemgmt.privacy.audit import AuditEntry
 from casemgmt.privacy.models import AuditEvent, DataExchangeAgreement
 from casemgmt.privacy.schemas import AuditEventOut, AuditPage
-from casemgmt.privacy.service import write_audit
+from casemgmt.jurisdictions.service import area_organisation_ids
+from casemgmt.persons.models import Person
+from casemgmt.privacy.service import in_area, person_area_clause, write_audit
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,12 @@ def search_audit(session: Session, actor: Actor, filters: AuditFilters, cursor: 
             conds.append(AuditEvent.outcome == filters.outcome)
         if cursor is not None:
             conds.append(AuditEvent.id < cursor)
+        if not actor.installation_wide:
+            # The officer oversees its own area: what its organisations did, and what was done
+            # with the data of persons who live there or were registered there.
+            persons = select(cast(Person.id, String)).where(person_area_clause(actor))
+            conds.append(or_(AuditEvent.agent_organisation_id.in_(area_organisation_ids(actor.jurisdiction_path)),
+                             AuditEvent.person_id.in_(persons)))
         rows = session.scalars(
             select(AuditEvent).where(*conds).order_by(AuditEvent.id.desc()).limit(limit + 1)
         ).all()
@@ -75,8 +84,13 @@ def _event_out(row: AuditEvent) -> AuditEventOut:
     )
 
 
-def list_agreements(session: Session) -> list[DataExchangeAgreement]:
+def list_agreements(session: Session, actor: Actor) -> list[DataExchangeAgreement]:
+    """Agreements with at least one party in the caller's area."""
     rows = list(session.scalars(select(DataExchangeAgreement).order_by(DataExchangeAgreement.recorded_at)))
+    if not actor.installation_wide:
+        paths = dict(session.execute(
+            select(Organisation.id, Jurisdiction.path).join(Jurisdiction, Jurisdiction.id == Organisation.jurisdiction_id)).all())
+        rows = [a for a in rows if any(in_area(actor, paths.get(o)) for o in a.organisation_ids)]
     session.rollback()
     return rows
 

@@ -65,6 +65,7 @@ class _StatuteDoc(_Strict):
 class _BasesDoc(_Strict):
     purposes: dict[str, _PurposeDoc] = Field(min_length=1)
     default_purpose: dict[str, str]
+    consent_recorders: list[str] = Field(min_length=1)
     statutory: list[_StatuteDoc]
 
 
@@ -148,6 +149,9 @@ class DataPolicy:
     purposes: dict[str, str]  # key -> title
     default_purpose: dict[str, str]  # organisation kind -> purpose
     statutes: tuple[Statute, ...]
+    # Organisation kinds that record consents (those that run case management and take the
+    # signed form); nobody else records one, least of all for itself.
+    consent_recorders: frozenset[str] = frozenset()
 
     def fields_of(self, category: str) -> list[str]:
         return [f.key for f in self.fields.values() if f.category == category]
@@ -192,6 +196,10 @@ def load_data_policy(data_path: Path, bases_path: Path, organisation_kinds: Coll
         if purpose not in bdoc.purposes:
             raise PolicyError(bases_path, line_of(braw, loc), f"default_purpose.{kind}",
                               f"unknown purpose '{purpose}'")
+    for i, kind in enumerate(bdoc.consent_recorders):
+        if kind not in organisation_kinds:
+            raise PolicyError(bases_path, line_of(braw, ["consent_recorders", i]),
+                              f"consent_recorders[{i}]", f"unknown organisation kind '{kind}'")
     statutes: list[Statute] = []
     seen: set[str] = set()
     for i, st in enumerate(bdoc.statutory):
@@ -220,6 +228,7 @@ def load_data_policy(data_path: Path, bases_path: Path, organisation_kinds: Coll
         purposes={k: p.title for k, p in bdoc.purposes.items()},
         default_purpose=dict(bdoc.default_purpose),
         statutes=tuple(statutes),
+        consent_recorders=frozenset(bdoc.consent_recorders),
     )
 
 

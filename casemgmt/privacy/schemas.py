@@ -68,7 +68,11 @@ class ConsentIn(BaseModel):
     evidence_reference: Text = Field(min_length=1, max_length=200, description="Reference of the signed form.")
     language: Text = Field(min_length=2, max_length=50)
     interpreter_used: bool = False
-    valid_from: AwareDatetime | None = Field(default=None, description="Defaults to now.")
+    signed_at: AwareDatetime | None = Field(
+        default=None, description="When the person signed the form (evidence). The consent still "
+                                  "takes effect only when it is recorded.")
+    valid_from: AwareDatetime | None = Field(
+        default=None, description="Defaults to now; may not lie before now (no backdating).")
     valid_until: AwareDatetime | None = None
 
 
@@ -85,11 +89,14 @@ class ConsentOut(BaseModel):
     evidence_reference: str
     language: str
     interpreter_used: bool
+    signed_at: datetime | None = None
     valid_from: datetime
     valid_until: datetime | None
     recorded_at: datetime
     recorded_by_user: str
     recorded_by_organisation_id: int
+    recorded_by_organisation_name: str | None = Field(
+        default=None, description="The organisation that recorded the consent (the DPO's history).")
     withdrawn_at: datetime | None
     status: Literal["active", "not_yet_valid", "expired", "withdrawn"]
 

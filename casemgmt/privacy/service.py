@@ -14,16 +14,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, or_, select
+from sqlalchemy import delete, or_, select, true
 from sqlalchemy.orm import Session
 
-from casemgmt.chains.engine import Actor
-from casemgmt.chains.models import Chain, ChainStep
+from casemgmt.chains.engine import Actor, ChainLifecycle
+from casemgmt.chains.models import Chain
 from casemgmt.database import unit_of_work
+from casemgmt.involvement.scope import Access, formerly_involved_with_person, person_involvement
 from casemgmt.jurisdictions.models import Jurisdiction, Organisation
 from casemgmt.conferences.scrubber import name_tokens
 from casemgmt.persons.models import Person
-from casemgmt.privacy import audit
+from casemgmt.privacy import audit, texts
 from casemgmt.privacy.audit import AuditEntry
 from casemgmt.privacy.crypto import KeyRing, decrypt_field, encrypt_field
 from casemgmt.privacy.decision import (
@@ -54,8 +55,11 @@ from casemgmt.privacy.schemas import (
 from casemgmt.problems import (
     ConsentAlreadyWithdrawn,
     InvalidConsent,
+    InvolvementEnded,
     NoLegalBasis,
+    NotConsentRecorder,
     NotFound,
+    RechtskreisByHandover,
     ValidationFailed,
     WrongOrganisation,
 )
@@ -101,6 +105,27 @@ def deny_and_raise(session: Session, entry: AuditEntry, now: datetime, problem: 
     raise problem
 
 
+def check_free_text(session: Session, privacy: Privacy, text: str | None, field: str,
+                    person_ids: Iterable[uuid.UUID], actor: Actor, now: datetime, *,
+                    entity_type: str, entity_id: str | None,
+                    vocabulary: frozenset[str] | None = None) -> None:
+    """Refuse a free text that carries personal data before it is stored (see
+    casemgmt.privacy.texts); the refusal is audited, the change rolled back."""
+    if text is None:
+        return
+    found = texts.refusal(session, privacy.keys, text, field, person_ids, actor,
+                          entity_type=entity_type, entity_id=entity_id, vocabulary=vocabulary)
+    if found is not None:
+        deny_and_raise(session, found[0], now, found[1])
+
+
+def check_free_text_hits(session: Session, hits, text: str, field: str, actor: Actor, now: datetime,
+                         entity_type: str, entity_id: str | None) -> None:
+    """Refuse a text whose hits were found by the caller (the patterns without the name check)."""
+    entry, problem = texts.refusal_of(hits, field, actor, entity_type=entity_type, entity_id=entity_id)
+    deny_and_raise(session, entry, now, problem)
+
+
 # Refusals a user's request can meet; each is audited (no-legal-basis is audited where it arises).
 AUDITED_REFUSALS = {"forbidden", "wrong-organisation", "not-found"}
 AUDITED_RESOURCES = {"person", "chain", "consent", "step"}
@@ -135,36 +160,55 @@ def audit_refusal(factory, actor: Actor, method: str, path: str, slug: str, deta
 
 
 def scope_clause(actor: Actor):
-    """Persons whose chain involves the actor's organisation: it registered the person, runs a
-    chain's case management, or owns a step of a chain in a jurisdiction it serves.
+    """Persons the actor's organisation is involved with now (see casemgmt.involvement.scope)."""
+    return person_involvement(actor.organisation_id)
 
-    Written as EXISTS correlated on the person, so the check costs the same however many chains
-    the organisation is involved in (an IN over all its chains grew with them)."""
-    involving_chain = (
-        select(Chain.id)
-        .join(Jurisdiction, Jurisdiction.id == Chain.lead_jurisdiction_id)
-        .where(
-            Chain.person_id == Person.id,
-            or_(
-                Chain.case_management_organisation_id == actor.organisation_id,
-                and_(
-                    Jurisdiction.path.startswith(actor.jurisdiction_path),
-                    exists().where(ChainStep.chain_id == Chain.id,
-                                   ChainStep.owner_kind == actor.organisation_kind),
-                ),
-            ),
-        )
-        .exists()
-    )
-    return or_(Person.created_by_organisation_id == actor.organisation_id, involving_chain)
+
+def _person_not_found(person_id: uuid.UUID) -> NotFound:
+    return NotFound(f"no person {person_id}", resource="person", id=str(person_id))
 
 
 def person_in_scope(session: Session, actor: Actor, person_id: uuid.UUID) -> Person:
-    """The person, if the actor's organisation is involved; otherwise 404 (existence is not revealed)."""
+    """The person, if the actor's organisation is involved now. A formerly involved organisation
+    gets 403 involvement-ended (it knows the person), anybody else 404 (existence is not
+    revealed)."""
     person = session.scalar(select(Person).where(Person.id == person_id, scope_clause(actor)))
     if person is None:
-        raise NotFound(f"no person {person_id}", resource="person", id=str(person_id))
+        if formerly_involved_with_person(session, actor.organisation_id, person_id):
+            raise InvolvementEnded("your organisation's part in this person's case has ended; you "
+                                   "may read what it wrote itself, not change anything",
+                                   person_id=str(person_id))
+        raise _person_not_found(person_id)
     return person
+
+
+def person_access(session: Session, actor: Actor, person_id: uuid.UUID) -> tuple[Person, Access]:
+    """For reading: the person with (current) or (former) access; 404 for anybody else."""
+    person = session.scalar(select(Person).where(Person.id == person_id, scope_clause(actor)))
+    if person is not None:
+        return person, Access.current
+    if formerly_involved_with_person(session, actor.organisation_id, person_id):
+        person = session.get(Person, person_id)
+        if person is not None:
+            return person, Access.former
+    raise _person_not_found(person_id)
+
+
+def in_area(actor: Actor, jurisdiction_path: str | None) -> bool:
+    """The data protection officer's and the administrator's views cover the jurisdiction of
+    their organisation and below, unless one of their roles is installation-wide."""
+    return actor.installation_wide or (
+        jurisdiction_path is not None and jurisdiction_path.startswith(actor.jurisdiction_path))
+
+
+def person_area_clause(actor: Actor):
+    """Persons living in the actor's area, or registered by one of its organisations."""
+    if actor.installation_wide:
+        return true()
+    lead = select(Jurisdiction.id).where(Jurisdiction.path.startswith(actor.jurisdiction_path))
+    registrars = (select(Organisation.id).join(Jurisdiction, Jurisdiction.id == Organisation.jurisdiction_id)
+                  .where(Jurisdiction.path.startswith(actor.jurisdiction_path)))
+    return or_(Person.lead_jurisdiction_id.in_(lead), Person.created_by_organisation_id.in_(registrars))
 
 
 # --- grants ------------------------------------------------------------------------------------
@@ -255,6 +299,10 @@ def _decider(session: Session, privacy: Privacy, actor: Actor, person: Person, p
                     agreement_grants(session), data_holders(session, person))
 
 
+FORMER_REASON = ("your organisation's part in this case has ended: it reads only values it wrote "
+                 "itself")
+
+
 # --- the exit point ------------------------------------------------------------------------------
 
 
@@ -268,6 +316,7 @@ def disclose(
     subtype: str = "person.read",
     only: Iterable[str] | None = None,
     recipient: Actor | None = None,
+    access: Access = Access.current,
 ) -> PersonRecordOut:
     """Everything of the person the actor may see for this purpose, and nothing else.
 
@@ -276,22 +325,32 @@ def disclose(
     shown (with the basis of each field) and one for what was withheld.
 
     With ``recipient`` (a handover's data package), every field is decided for the recipient's
-    organisation, not the actor's: the actor sends, the recipient will see it."""
+    organisation, not the actor's: the actor sends, the recipient will see it.
+
+    With ``access=former`` (the organisation's part in the case has ended), only values whose
+    current version the organisation wrote itself are shown, each still decided by the decision
+    point; every other field is redacted alike, held or not."""
     decide_for = _decider(session, privacy, recipient or actor, person, purpose, now)
     for_whom = None if recipient is None else f"for organisation {recipient.organisation_id}"
     wanted = list(only) if only is not None else list(privacy.policy.fields)
-    stored = {
-        row.field: row.ciphertext
-        for row in session.execute(
-            select(PersonField.field, PersonField.ciphertext).where(PersonField.person_id == person.id)
-        )
-    }
+    stored: dict[str, bytes] = {}
+    writers: dict[str, int] = dict(person.plain_field_writers or {})
+    for row in session.execute(
+        select(PersonField.field, PersonField.ciphertext, PersonField.updated_by_organisation_id)
+        .where(PersonField.person_id == person.id)
+    ):
+        stored[row.field] = row.ciphertext
+        writers[row.field] = row.updated_by_organisation_id
+    own_only = access is Access.former
     data_key: bytes | None = None
     values: dict[str, Any] = {}
     bases: dict[str, str] = {}
     redacted: list[Redaction] = []
     for name in wanted:
         spec = privacy.policy.fields[name]
+        if own_only and writers.get(name) != actor.organisation_id:
+            redacted.append(Redaction(field=name, category=spec.category, reason=FORMER_REASON))
+            continue
         decision = decide_for(spec.category, "read")
         if not decision.permit:
             redacted.append(Redaction(field=name, category=spec.category, reason=decision.reason))
@@ -425,9 +484,12 @@ def write_fields(
     existing = {
         f.field: f for f in session.scalars(select(PersonField).where(PersonField.person_id == person.id))
     }
+    plain_writers = dict(person.plain_field_writers or {})
     for name, value in values.items():
         if name in PLAIN_FIELDS:
             setattr(person, name, value)
+            plain_writers[name] = actor.organisation_id
+            person.plain_field_writers = plain_writers  # a new dict, so the change is saved
             continue
         row = existing.get(name)
         if value is None:
@@ -473,12 +535,6 @@ def _index_name_tokens(session: Session, privacy: Privacy, person_id: uuid.UUID,
     session.add_all(PersonNameToken(person_id=person_id, digest=d) for d in sorted(digests))
 
 
-def known_name_token(session: Session, privacy: Privacy, normalised_token: str) -> bool:
-    """Is this (normalised) word part of the name of any person in the records?"""
-    digest = privacy.keys.name_token(normalised_token)
-    return session.scalar(select(PersonNameToken.person_id).where(PersonNameToken.digest == digest).limit(1)) is not None
-
-
 def create_person(session: Session, privacy: Privacy, actor: Actor, body: PersonCreateIn,
                   now: datetime) -> PersonRecordOut:
     """Register a person, record the consents signed at intake, then write the fields."""
@@ -502,7 +558,7 @@ def create_person(session: Session, privacy: Privacy, actor: Actor, body: Person
         session.add(person)
         session.flush()
         for consent in body.consents:
-            _record_consent(session, privacy, actor, person, consent, now)
+            _record_consent(session, privacy, actor, person, consent, now, registering=True)
         write_fields(session, privacy, actor, person, values, purpose, now, "person.create")
         out = disclose(session, privacy, actor, person, purpose, now)
     return out
@@ -511,20 +567,32 @@ def create_person(session: Session, privacy: Privacy, actor: Actor, body: Person
 def read_person(session: Session, privacy: Privacy, actor: Actor, person_id: uuid.UUID,
                 purpose: str | None, now: datetime) -> PersonRecordOut:
     with unit_of_work(session):
-        person = person_in_scope(session, actor, person_id)
-        out = disclose(session, privacy, actor, person, resolve_purpose(privacy, actor, purpose), now)
+        person, access = person_access(session, actor, person_id)
+        out = disclose(session, privacy, actor, person, resolve_purpose(privacy, actor, purpose), now,
+                       subtype="person.read" if access is Access.current else "person.read.former",
+                       access=access)
     return out
 
 
 def update_person(session: Session, privacy: Privacy, actor: Actor, person_id: uuid.UUID,
                   fields: dict[str, Any], purpose: str | None, now: datetime) -> PersonRecordOut:
     with unit_of_work(session):
-        purpose = resolve_purpose(privacy, actor, purpose)
         person = person_in_scope(session, actor, person_id)
+        purpose = resolve_purpose(privacy, actor, purpose)
         values = _parse_fields(privacy, fields)
+        if "benefit_regime" in values and _has_open_chain(session, person.id):
+            raise RechtskreisByHandover(
+                "the person has a running chain: the Rechtskreis changes when the receiving office "
+                "acknowledges a Rechtskreiswechsel (POST /chains/{id}/handovers, kind "
+                "rechtskreiswechsel)", field="benefit_regime")
         write_fields(session, privacy, actor, person, values, purpose, now, "person.update")
         out = disclose(session, privacy, actor, person, purpose, now)
     return out
+
+
+def _has_open_chain(session: Session, person_id: uuid.UUID) -> bool:
+    return session.scalar(select(Chain.id).where(Chain.person_id == person_id,
+                                                 Chain.lifecycle == ChainLifecycle.open.value).limit(1)) is not None
 
 
 def find_persons(session: Session, privacy: Privacy, actor: Actor, family_name: str,
@@ -544,10 +612,58 @@ def find_persons(session: Session, privacy: Privacy, actor: Actor, family_name: 
 # --- consents ------------------------------------------------------------------------------------
 
 
+# Evidence references that name no document.
+_PLACEHOLDER_EVIDENCE = {"", "-", "--", "n/a", "na", "none", "keine", "kein", "ohne", "x", "xx", "xxx",
+                         "?", "tbd", "todo", "folgt", "liegt vor", "mündlich", "muendlich", "unbekannt"}
+
+
+def _names_only_recorder(session: Session, actor: Actor, body: ConsentIn) -> bool:
+    """Every recipient of the consent is the recording organisation itself."""
+    for r in body.recipients:
+        if r.organisation_id is not None:
+            if r.organisation_id != actor.organisation_id:
+                return False
+            continue
+        if r.organisation_kind != actor.organisation_kind:
+            return False
+        place = session.get(Jurisdiction, r.jurisdiction_id)
+        others = session.scalar(select(Organisation.id).where(
+            Organisation.kind == r.organisation_kind, Organisation.id != actor.organisation_id).limit(1))
+        if place is None or others is not None:
+            return False
+    return True
+
+
+def _may_record_consent(session: Session, privacy: Privacy, actor: Actor, person: Person,
+                        registering: bool) -> None:
+    """Consent is recorded by the case management (which took the signed form): an organisation
+    of a kind the policy lists, running the case management of an open chain of the person, or
+    registering the person (in the same request, or while no chain has been started yet)."""
+    if actor.organisation_kind not in privacy.policy.consent_recorders:
+        raise NotConsentRecorder(
+            f"organisations of kind {actor.organisation_kind} do not record consents; the case "
+            "management records the signed form")
+    if registering:
+        return
+    manages = session.scalar(select(Chain.id).where(
+        Chain.person_id == person.id, Chain.lifecycle == ChainLifecycle.open.value,
+        Chain.case_management_organisation_id == actor.organisation_id).limit(1))
+    if manages is not None:
+        return
+    no_chain_yet = session.scalar(select(Chain.id).where(Chain.person_id == person.id).limit(1)) is None
+    if no_chain_yet and person.created_by_organisation_id == actor.organisation_id:
+        return
+    raise NotConsentRecorder("only the case management of the person's chain records a consent")
+
+
 def _record_consent(session: Session, privacy: Privacy, actor: Actor, person: Person,
-                    body: ConsentIn, now: datetime) -> Consent:
+                    body: ConsentIn, now: datetime, registering: bool = False) -> Consent:
+    """Check and store a consent as signed by the person. It takes effect when it is recorded,
+    never earlier: ``signed_at`` keeps the date on the form as evidence."""
+    _may_record_consent(session, privacy, actor, person, registering)
     policy = privacy.policy
     problems = []
+    fields: list[str] = []
     unknown = [c for c in body.categories if c not in policy.categories]
     if unknown:
         problems.append(f"unknown categories {unknown}")
@@ -556,11 +672,26 @@ def _record_consent(session: Session, privacy: Privacy, actor: Actor, person: Pe
     special = [c for c in body.categories if c in policy.categories and policy.categories[c].special]
     if special and not body.explicit_special:
         problems.append(f"special categories {special} need explicit consent (explicit_special)")
+    if special and body.collection_method == "oral_documented":
+        problems.append(f"special categories {special} need a written or electronic consent")
+        fields.append("collection_method")
+    if special and _placeholder_evidence(body.evidence_reference):
+        problems.append(f"special categories {special} need the reference of the signed form "
+                        "(evidence_reference)")
+        fields.append("evidence_reference")
     if not body.consequences_explained:
         problems.append("the person must have been told the consequences of refusing")
     valid_from = body.valid_from or now
+    if valid_from < now:
+        problems.append("valid_from lies before now: a consent takes effect when it is recorded, "
+                        "never earlier (put the date on the form in signed_at)")
+        fields.append("valid_from")
+    if body.signed_at is not None and body.signed_at > now:
+        problems.append("signed_at lies in the future")
+        fields.append("signed_at")
     if body.valid_until is not None and body.valid_until <= valid_from:
         problems.append("valid_until must be after valid_from")
+        fields.append("valid_until")
     recipients: list[dict[str, Any]] = []
     for r in body.recipients:
         if r.organisation_id is not None:
@@ -573,15 +704,22 @@ def _record_consent(session: Session, privacy: Privacy, actor: Actor, person: Pe
             if session.scalar(select(Organisation.id).where(Organisation.kind == r.organisation_kind).limit(1)) is None:
                 problems.append(f"no organisation of kind '{r.organisation_kind}'")
             recipients.append({"organisation_kind": r.organisation_kind, "jurisdiction_id": r.jurisdiction_id})
+    if not problems and _names_only_recorder(session, actor, body) and not registering and \
+            session.scalar(select(Chain.id).where(
+                Chain.person_id == person.id, Chain.lifecycle == ChainLifecycle.open.value,
+                Chain.case_management_organisation_id == actor.organisation_id).limit(1)) is None:
+        problems.append("the recording organisation cannot be the only recipient of a consent it "
+                        "records unless it runs the case management")
+        fields.append("recipients")
     if problems:
-        raise InvalidConsent("; ".join(problems), problems=problems)
+        raise InvalidConsent("; ".join(problems), problems=problems, fields=sorted(set(fields)))
     consent = Consent(
         id=uuid.uuid4(), person_id=person.id, recipients=recipients, categories=sorted(set(body.categories)),
         purpose=body.purpose, explicit_special=body.explicit_special,
         consequences_explained=body.consequences_explained, mutual=body.mutual,
         collection_method=body.collection_method, evidence_reference=body.evidence_reference,
-        language=body.language, interpreter_used=body.interpreter_used, valid_from=valid_from,
-        valid_until=body.valid_until, recorded_at=now, recorded_by_user=actor.user_id,
+        language=body.language, interpreter_used=body.interpreter_used, signed_at=body.signed_at,
+        valid_from=valid_from, valid_until=body.valid_until, recorded_at=now, recorded_by_user=actor.user_id,
         recorded_by_organisation_id=actor.organisation_id,
     )
     session.add(consent)
@@ -595,7 +733,13 @@ def _record_consent(session: Session, privacy: Privacy, actor: Actor, person: Pe
     return consent
 
 
-def consent_out(consent: Consent, withdrawn_at: datetime | None, now: datetime) -> ConsentOut:
+def _placeholder_evidence(reference: str) -> bool:
+    text = " ".join(reference.split()).casefold()
+    return text in _PLACEHOLDER_EVIDENCE or not any(ch.isalnum() for ch in text) or len(text) < 3
+
+
+def consent_out(consent: Consent, withdrawn_at: datetime | None, now: datetime,
+                recorder_name: str | None = None) -> ConsentOut:
     if withdrawn_at is not None and withdrawn_at <= now:
         status = "withdrawn"
     elif consent.valid_from > now:
@@ -611,9 +755,10 @@ def consent_out(consent: Consent, withdrawn_at: datetime | None, now: datetime) 
         consequences_explained=consent.consequences_explained, mutual=consent.mutual,
         collection_method=consent.collection_method, evidence_reference=consent.evidence_reference,
         language=consent.language, interpreter_used=consent.interpreter_used,
-        valid_from=consent.valid_from, valid_until=consent.valid_until,
+        signed_at=consent.signed_at, valid_from=consent.valid_from, valid_until=consent.valid_until,
         recorded_at=consent.recorded_at, recorded_by_user=consent.recorded_by_user,
         recorded_by_organisation_id=consent.recorded_by_organisation_id,
+        recorded_by_organisation_name=recorder_name,
         withdrawn_at=withdrawn_at, status=status,
     )
 
@@ -627,14 +772,20 @@ def record_consent(session: Session, privacy: Privacy, actor: Actor, person_id: 
     return result
 
 
-def withdraw_consent(session: Session, actor: Actor, consent_id: uuid.UUID, note: str | None,
-                     now: datetime) -> ConsentOut:
+def withdraw_consent(session: Session, privacy: Privacy, actor: Actor, consent_id: uuid.UUID,
+                     note: str | None, now: datetime) -> ConsentOut:
     """Withdrawal takes effect now for every later access; earlier access stays lawful."""
     with unit_of_work(session):
-        consent = session.get(Consent, consent_id, with_for_update=True)
+        # Scope in the same statement: a consent of a person outside the caller's scope is as
+        # unknown as a random id, and the answer names only the consent asked for.
+        consent = session.scalar(
+            select(Consent).where(Consent.id == consent_id,
+                                  Consent.person_id.in_(select(Person.id).where(scope_clause(actor))))
+            .with_for_update(of=Consent))
         if consent is None:
             raise NotFound(f"no consent {consent_id}", resource="consent", id=str(consent_id))
-        person_in_scope(session, actor, consent.person_id)
+        check_free_text(session, privacy, note, "note", [consent.person_id], actor, now,
+                        entity_type="consent", entity_id=str(consent_id))
         if session.get(ConsentWithdrawal, consent_id) is not None:
             raise ConsentAlreadyWithdrawn(f"consent {consent_id} was already withdrawn")
         session.add(ConsentWithdrawal(consent_id=consent_id, withdrawn_at=now,
@@ -654,13 +805,15 @@ def list_consents(session: Session, actor: Actor, person_id: uuid.UUID, now: dat
     """A person's consent history, newest first. The data protection officer sees every person's."""
     with unit_of_work(session):
         if officer:
-            if session.get(Person, person_id) is None:
-                raise NotFound(f"no person {person_id}", resource="person", id=str(person_id))
+            found = session.scalar(select(Person.id).where(Person.id == person_id, person_area_clause(actor)))
+            if found is None:
+                raise _person_not_found(person_id)
         else:
             person_in_scope(session, actor, person_id)
         rows = session.execute(
-            select(Consent, ConsentWithdrawal.withdrawn_at)
+            select(Consent, ConsentWithdrawal.withdrawn_at, Organisation.name)
             .outerjoin(ConsentWithdrawal, ConsentWithdrawal.consent_id == Consent.id)
+            .join(Organisation, Organisation.id == Consent.recorded_by_organisation_id)
             .where(Consent.person_id == person_id)
             .order_by(Consent.recorded_at.desc())
         ).all()
@@ -668,7 +821,7 @@ def list_consents(session: Session, actor: Actor, person_id: uuid.UUID, now: dat
             agent_user=actor.user_id, agent_organisation_id=actor.organisation_id, action="R",
             subtype="consent.list", entity_type="person", entity_id=str(person_id), person_id=person_id,
         )], now)
-        result = [consent_out(c, w, now) for c, w in rows]
+        result = [consent_out(c, w, now, name) for c, w, name in rows]
     return result
 
 
@@ -679,9 +832,13 @@ def record_agreement(session: Session, privacy: Privacy, actor: Actor, body: Agr
                      now: datetime) -> DataExchangeAgreement:
     with unit_of_work(session):
         problems = []
-        missing = [i for i in body.organisation_ids if session.get(Organisation, i) is None]
+        parties = {i: session.get(Organisation, i) for i in body.organisation_ids}
+        missing = [i for i, org in parties.items() if org is None]
         if missing:
             problems.append(f"no organisations {missing}")
+        outside = [i for i, org in parties.items() if org is not None and not in_area(actor, org.jurisdiction.path)]
+        if outside:
+            problems.append(f"organisations {outside} lie outside your area")
         unknown = [c for c in body.categories if c not in privacy.policy.categories]
         if unknown:
             problems.append(f"unknown categories {unknown}")

@@ -54,6 +54,7 @@ def consent_history(
 
 @router.post("/consents/{consent_id}/withdraw", response_model=ConsentOut)
 def withdraw_consent(
+    request: Request,
     consent_id: uuid.UUID,
     body: WithdrawalIn,
     actor: Actor = Depends(require("consents.record")),
@@ -61,7 +62,7 @@ def withdraw_consent(
     now: datetime = Depends(request_now),
 ):
     """Takes effect immediately for every later access; earlier access stays lawful."""
-    return service.withdraw_consent(session, actor, consent_id, body.note, now)
+    return service.withdraw_consent(session, request.app.state.privacy, actor, consent_id, body.note, now)
 
 
 @router.post("/agreements", response_model=AgreementOut, status_code=201)
@@ -80,7 +81,7 @@ def list_agreements(
     actor: Actor = Depends(require("agreements.read")),
     session: Session = Depends(get_session),
 ):
-    return officer.list_agreements(session)
+    return officer.list_agreements(session, actor)
 
 
 @router.get("/audit", response_model=AuditPage)

@@ -489,6 +489,9 @@ def export_ocel(
                steps_t.c.owner_kind)
         .outerjoin(steps_t, and_(steps_t.c.chain_id == events_t.c.chain_id,
                                  steps_t.c.key == events_t.c.step_key))
+        # Which office a step is assigned to is bookkeeping of the record scope, not a step
+        # of the process; it would only split the variants.
+        .where(events_t.c.kind != "step_assigned")
     )
     handover_rows = (
         select(handovers_t.c.id, handovers_t.c.chain_id, handovers_t.c.kind,

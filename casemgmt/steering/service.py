@@ -65,8 +65,9 @@ def create_proposal(session: Session, privacy: Privacy, policy: SteeringPolicy, 
         if taken:
             raise invalid_field("finding_ids", f"finding {taken[0].id} is already part of proposal {taken[0].proposal_id}")
         title, summary = body.title.strip(), body.summary.strip()
-        check_text(session, privacy, policy, title, "title")
-        check_text(session, privacy, policy, summary, "summary")
+        conference_ids = {f.conference_id for f in findings}
+        check_text(session, privacy, policy, title, "title", conference_ids, actor, now, "proposal")
+        check_text(session, privacy, policy, summary, "summary", conference_ids, actor, now, "proposal")
         proposal = Proposal(id=uuid.uuid4(), title=title, summary=summary, state=ProposalState.bundled.value,
                             created_by_user=actor.user_id, created_by_organisation_id=actor.organisation_id,
                             created_at=now, updated_at=now, version=1)
@@ -79,8 +80,8 @@ def create_proposal(session: Session, privacy: Privacy, policy: SteeringPolicy, 
     return get_proposal(session, proposal.id, actor, policy.k)
 
 
-def act(session: Session, actor: Actor, may_decide: bool, may_manage: bool, proposal_id: uuid.UUID,
-        body: ProposalActionIn, now: datetime, k: int) -> ProposalOut:
+def act(session: Session, privacy: Privacy, policy: SteeringPolicy, actor: Actor, may_decide: bool,
+        may_manage: bool, proposal_id: uuid.UUID, body: ProposalActionIn, now: datetime) -> ProposalOut:
     """Submit (moderators), decide or move the implementation on (steering group)."""
     action = ProposalAction(body.action)
     if action in lifecycle.MODERATOR_ACTIONS and not may_manage:
@@ -97,6 +98,12 @@ def act(session: Session, actor: Actor, may_decide: bool, may_manage: bool, prop
         target = lifecycle.next_state(proposal.state, action.value, lifecycle.Decision(
             reason=body.reason, working_group_name=body.working_group_name,
             working_group_id=body.working_group_id, has_due_date=body.due_date is not None))
+        # Both are kept for ever (the history is append-only) and read by the steering group.
+        conference_ids = set(session.scalars(select(Finding.conference_id).where(Finding.proposal_id == proposal.id)))
+        for field, text in (("reason", body.reason), ("working_group_name", body.working_group_name)):
+            if text and text.strip():
+                check_text(session, privacy, policy, text.strip(), field, conference_ids, actor, now,
+                           "proposal", str(proposal.id))
         group_id = None
         if action is ProposalAction.accept:
             group_id = _new_working_group(session, body, now).id
@@ -118,7 +125,7 @@ def act(session: Session, actor: Actor, may_decide: bool, may_manage: bool, prop
                            reason=(body.reason or "").strip() or None, working_group_id=group_id,
                            due_date=body.due_date if group_id else None))
         write_audit(session, [_audit(actor, proposal.id, "U", f"proposal.{action.value}", f"{before} -> {target.value}")], now)
-    return get_proposal(session, proposal_id, actor, k)
+    return get_proposal(session, proposal_id, actor, policy.k)
 
 
 def _new_working_group(session: Session, body: ProposalActionIn, now: datetime) -> WorkingGroup:

@@ -51,10 +51,10 @@ def act_on_proposal(request: Request, proposal_id: uuid.UUID, body: ProposalActi
                     session: Session = Depends(get_session), now: datetime = Depends(request_now)):
     """Submit (moderation); accept, delegate, reject, defer, start, complete, make permanent
     (Lenkungsgruppe)."""
-    roles = request.app.state.policies.roles
-    return service.act(session, actor, roles.allows(actor.roles, "proposals.decide"),
-                       roles.allows(actor.roles, "proposals.manage"), proposal_id, body, now,
-                       request.app.state.policies.steering.k)
+    s = request.app.state
+    roles = s.policies.roles
+    return service.act(session, s.privacy, s.policies.steering, actor, roles.allows(actor.roles, "proposals.decide"),
+                       roles.allows(actor.roles, "proposals.manage"), proposal_id, body, now)
 
 
 @router.get("/working-groups", response_model=list[WorkingGroupOut])

@@ -1,0 +1,82 @@
+"""Free texts that leave a case or are kept for ever must not carry personal data.
+
+Reasons written into the append-only histories (a blocked or skipped step, a closed chain, a
+rejected handover, a withdrawn consent, a decision of the Lenkungsgruppe), and every text that
+can reach the steering group (findings, proposals, conference titles, working-group names) pass
+:func:`casemgmt.privacy.service.check_free_text` before they are stored: an append-only row can never be erased, so a name
+written there would outlive the person's erasure.
+
+The closed-world name check asks only about the persons the text is about (the chain's person,
+the cases on the conference's agenda), never about everyone in the records: otherwise the check
+would answer any user whether a word is somebody's name anywhere in the installation. Every
+refusal is audited (which kinds of data were found, never the text).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from casemgmt.chains.engine import Actor
+from casemgmt.conferences.scrubber import Hit, scan
+from casemgmt.jurisdictions.models import Jurisdiction, Organisation
+from casemgmt.privacy.audit import AuditEntry
+from casemgmt.privacy.models import PersonNameToken
+from casemgmt.problems import PersonalDataInText
+
+
+def name_digests(session: Session, person_ids: Iterable[uuid.UUID]) -> frozenset[str]:
+    """The keyed digests of the name words of these persons (and no one else)."""
+    ids = sorted(set(person_ids))
+    if not ids:
+        return frozenset()
+    return frozenset(session.scalars(select(PersonNameToken.digest).where(PersonNameToken.person_id.in_(ids))))
+
+
+def place_vocabulary(session: Session, extra: Iterable[str] = ()) -> frozenset[str]:
+    """Words of the domain that are never a person's name: towns and organisations (and what
+    the caller adds, such as the barrier taxonomy)."""
+    names = set(session.scalars(select(Jurisdiction.name)))
+    names |= set(session.scalars(select(Organisation.name)))
+    names |= set(extra)
+    return frozenset(names)
+
+
+def find_personal_data(session: Session, name_token, text: str, person_ids: Iterable[uuid.UUID],
+                       vocabulary: frozenset[str]) -> list[Hit]:
+    digests = name_digests(session, person_ids)
+    return scan(text, lambda token: name_token(token) in digests, vocabulary)
+
+
+def refusal(session: Session, keys, text: str, field: str, person_ids: Iterable[uuid.UUID],
+            actor: Actor, *, entity_type: str, entity_id: str | None,
+            vocabulary: frozenset[str] | None = None) -> tuple[AuditEntry, PersonalDataInText] | None:
+    """None if the text may be stored; otherwise the audit entry of the refusal and the 422
+    ``personal-data-in-text`` naming what to remove (see privacy.service.check_free_text)."""
+    if not text or not text.strip():
+        return None
+    words = vocabulary if vocabulary is not None else place_vocabulary(session)
+    hits = find_personal_data(session, keys.name_token, text, person_ids, words)
+    if not hits:
+        return None
+    return refusal_of(hits, field, actor, entity_type=entity_type, entity_id=entity_id)
+
+
+def refusal_of(hits: list[Hit], field: str, actor: Actor, *, entity_type: str,
+               entity_id: str | None) -> tuple[AuditEntry, PersonalDataInText]:
+    problem = PersonalDataInText(
+        f"{field}: remove personal data before it is stored: " + "; ".join(h.message for h in hits),
+        field=field,
+        hits=[{"kind": h.kind, "start": h.start, "end": h.end, "excerpt": h.excerpt,
+               "message": h.message} for h in hits],
+    )
+    entry = AuditEntry(
+        agent_user=actor.user_id, agent_organisation_id=actor.organisation_id, action="E",
+        subtype="text.refused", entity_type=entity_type, entity_id=entity_id, outcome="denied",
+        detail=f"{field}: " + ", ".join(sorted({h.kind for h in hits})),
+    )
+    return entry, problem
