@@ -272,7 +272,7 @@ def test_date_near_misses(text):
     ("Az. 32.1-4711/24 liegt vor.", "32.1-4711/24"),
     ("AZ: 4711/2023 liegt vor.", "4711/2023"),
     ("Aktenzeichen ABH-2023-00451 liegt vor.", "ABH-2023-00451"),
-    ("Geschäftszeichen 51.2 - 123 liegt vor.", "51.2"),
+    ("Geschäftszeichen 51.2 - 123 liegt vor.", "51.2 - 123"),
     ("Kundennummer 123D456789 doppelt.", "123D456789"),
     ("Die Akte BG-36202-0012345 fehlt.", "BG-36202-0012345"),
     ("Die Sozialversicherungsnummer 65 170890 K 512 ist falsch.", "65 170890 K 512"),
@@ -408,9 +408,10 @@ def test_only_name_like_words_are_asked_and_normalised():
     recorder = Recorder()
     scan("Die Wartezeiten für Çelik-Öztürk sind in Wittmar lang; Jobcenter und KI warten.",
          recorder, frozenset({"Wittmar"}))
-    # Lower-case words, stop words and vocabulary are not asked; the rest only in normal form.
-    assert "celik" in recorder.asked and "ozturk" in recorder.asked
-    assert not {"wittmar", "jobcenter", "ki", "die", "lang", "sind", "warten"} & set(recorder.asked)
+    # Stop words and vocabulary are not asked; every other word is, lower-case ones too (the
+    # service answers from the names on the conference's own agenda), only in normal form.
+    assert {"celik", "ozturk", "warten"} <= set(recorder.asked)
+    assert not {"wittmar", "jobcenter", "ki", "die", "lang", "sind", "und"} & set(recorder.asked)
     assert all(token == normalise_name_token(token) for token in recorder.asked)
 
 

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -339,44 +340,310 @@ class _Raw:
     what: str | None = None  # how the message names it, when not the kind's default
 
 
+# --- normalised views ------------------------------------------------------------------------
+# The patterns run on normalised copies of the text. Each character of a copy remembers the span
+# of the original it stands for, so a hit found in a copy is reported on the original characters.
+
+@dataclass(frozen=True, slots=True)
+class _View:
+    text: str
+    starts: list[int]  # per character of text: where its source begins in the original
+    ends: list[int]  # ... and where it ends
+
+    def original(self, raw: _Raw) -> _Raw | None:
+        if raw.end <= raw.start:
+            return None
+        return _Raw(self.starts[raw.start], self.ends[raw.end - 1], raw.kind, raw.what)
+
+
+class _Builder:
+    """A new view made of pieces of an old one; each piece names the old span it replaces."""
+
+    def __init__(self, source: _View):
+        self.source = source
+        self.pieces: list[str] = []
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def keep(self, start: int, end: int) -> None:
+        if end > start:
+            self.pieces.append(self.source.text[start:end])
+            self.starts.extend(self.source.starts[start:end])
+            self.ends.extend(self.source.ends[start:end])
+
+    def put(self, out: str, start: int, end: int) -> None:
+        if out:
+            self.pieces.append(out)
+            self.starts.extend([self.source.starts[start]] * len(out))
+            self.ends.extend([self.source.ends[end - 1]] * len(out))
+
+    def build(self) -> _View:
+        return _View("".join(self.pieces), self.starts, self.ends)
+
+
+def _identity(text: str) -> _View:
+    return _View(text, list(range(len(text))), list(range(1, len(text) + 1)))
+
+
+# Format characters (soft hyphen, zero-width space, direction marks) hide nothing and are dropped;
+# the two joiners belong to Persian and Indic spelling and stay.
+_KEEP_FORMAT = frozenset("\u200c\u200d")
+
+
+def _plain_view(text: str) -> _View:
+    """NFKC (full-width letters and digits, ligatures, compatibility spaces), digits of every
+    script as ASCII digits, format characters dropped. Combining marks go with their base letter,
+    so composition never splits a mapped character."""
+    if text.isascii():
+        return _identity(text)
+    source = _identity(text)
+    builder = _Builder(source)
+    i, n = 0, len(text)
+    while i < n:
+        j = i + 1
+        while j < n and unicodedata.category(text[j])[0] == "M":
+            j += 1
+        if unicodedata.category(text[i]) == "Cf" and text[i] not in _KEEP_FORMAT:
+            i += 1  # its marks, if any, start the next cluster
+            continue
+        cluster = unicodedata.normalize("NFKC", text[i:j])
+        if not cluster.isascii():
+            cluster = "".join(str(unicodedata.digit(ch)) if unicodedata.category(ch) == "Nd" else ch
+                              for ch in cluster)
+        builder.put(cluster, i, j)
+        i = j
+    return builder.build()
+
+
+def _rewrite(view: _View, regex: re.Pattern[str], replace: Callable[[re.Match[str]], str]) -> _View:
+    """A view with every match of regex replaced (each replacement maps to what it replaced)."""
+    matches = list(regex.finditer(view.text))
+    if not matches:
+        return view
+    builder = _Builder(view)
+    pos = 0
+    for match in matches:
+        builder.keep(pos, match.start())
+        out = replace(match)
+        if out == match.group():
+            builder.keep(match.start(), match.end())
+        else:
+            builder.put(out, match.start(), match.end())
+        pos = match.end()
+    builder.keep(pos, len(view.text))
+    return builder.build()
+
+
+# Single digits standing apart ("0 1 7 1", "1 4. 0 2. 2 0 0 1") are one number.
+_LONE_DIGITS_RE = re.compile(r"(?<![\w.,])\d(?:[ ]{1,2}\d)+(?!\w)")
+# Spaces around a separator between digits go, dashes become "-": "14 . 02 . 2001",
+# "1234567 – 439".
+_SPACED_SEPARATOR_RE = re.compile(r"(?<=\d)[ ]{0,2}[./\-\u2010-\u2015][ ]{0,2}(?=\d)")
+
+
+def _collapse(view: _View) -> _View:
+    view = _rewrite(view, _LONE_DIGITS_RE, lambda m: m.group().replace(" ", ""))
+    return _rewrite(view, _SPACED_SEPARATOR_RE,
+                    lambda m: re.sub(r"[\u2010-\u2015]", "-", m.group().strip(" ")))
+
+
+# German number words, as they are written in one word: "vierzehn", "einundzwanzig",
+# "zweitausendeins", "neunzehnhundertneunzig", ordinals "vierzehnter", "ersten", "zwanzigste".
+_NUMBER_TOKENS: dict[str, int] = {}
+for _words_, _value in (
+    ("null", 0), ("ein eins", 1), ("zwei zwo", 2), ("drei", 3), ("vier", 4),
+    ("fünf fuenf funf", 5), ("sechs", 6), ("sieben", 7), ("acht", 8), ("neun", 9), ("zehn", 10),
+    ("elf", 11), ("zwölf zwoelf zwolf", 12), ("dreizehn", 13), ("vierzehn", 14),
+    ("fünfzehn fuenfzehn funfzehn", 15), ("sechzehn", 16), ("siebzehn", 17), ("achtzehn", 18),
+    ("neunzehn", 19), ("zwanzig", 20), ("dreissig", 30), ("vierzig", 40),
+    ("fünfzig fuenfzig funfzig", 50), ("sechzig", 60), ("siebzig", 70), ("achtzig", 80),
+    ("neunzig", 90), ("hundert", 100), ("tausend", 1000), ("und", -1),
+):
+    for _word in _words_.split():
+        _NUMBER_TOKENS[_word] = _value
+_NUMBER_TOKEN_RE = re.compile("|".join(sorted(_NUMBER_TOKENS, key=len, reverse=True)))
+# Ordinals whose stem differs from the cardinal: erste, dritte, siebte, achte.
+_ORDINAL_STEMS = (("ers", "eins"), ("drit", "drei"), ("sieb", "sieben"), ("ach", "acht"))
+_ORDINAL_SUFFIXES = ("sten", "ster", "stem", "stes", "ste", "ten", "ter", "tem", "tes", "te")
+
+
+def _cardinal(word: str) -> tuple[int, int] | None:
+    """(value, value of the last token) of a German cardinal written as one word, else None."""
+    tokens: list[tuple[str, int]] = []
+    pos = 0
+    while pos < len(word):
+        match = _NUMBER_TOKEN_RE.match(word, pos)
+        if match is None:
+            return None
+        tokens.append((match.group(), _NUMBER_TOKENS[match.group()]))
+        pos = match.end()
+    if tokens == [("null", 0)]:
+        return 0, 0
+    i = 0
+
+    def at(k: int) -> tuple[str, int]:
+        return tokens[k] if k < len(tokens) else ("", -2)
+
+    def below_100() -> int | None:
+        nonlocal i
+        word_, value = at(i)
+        if 1 <= value <= 9 and at(i + 1)[0] == "und" and at(i + 2)[1] in range(20, 100, 10) \
+                and word_ != "eins":
+            i += 3
+            return value + at(i - 1)[1]
+        if 1 <= value <= 90 and word_ not in ("ein", "eins"):
+            i += 1
+            return value
+        if word_ == "ein" and at(i + 1)[0] in ("hundert", "tausend"):
+            i += 1
+            return 1
+        if word_ == "eins" and i == len(tokens) - 1 and i > 0:
+            i += 1
+            return 1
+        return None
+
+    def below_1000() -> int | None:
+        nonlocal i
+        first = below_100()
+        if at(i)[0] != "hundert":
+            return first
+        i += 1
+        if at(i)[0] == "und":
+            i += 1
+        rest = below_100()
+        return (first or 1) * 100 + (rest or 0)
+
+    if tokens[-1][0] == "eins" and len(tokens) == 1:
+        return 1, 1
+    value = below_1000()
+    if at(i)[0] == "tausend" and (value is None or value < 1000):
+        i += 1
+        if at(i)[0] == "und":
+            i += 1
+        rest = below_1000()
+        value = (value or 1) * 1000 + (rest or 0)
+    if value is None or i != len(tokens) or tokens[-1][0] == "und":
+        return None
+    return value, tokens[-1][1]
+
+
+@lru_cache(maxsize=4096)
+def _number_word(word: str) -> str | None:
+    """The digits a German number word stands for ("14." for an ordinal), else None. The article
+    "ein" alone is no number."""
+    word = word.casefold()
+    if not 3 <= len(word) <= 60 or word == "ein":
+        return None
+    cardinal = _cardinal(word)
+    if cardinal is not None:
+        return str(cardinal[0])
+    for suffix in _ORDINAL_SUFFIXES:
+        if not word.endswith(suffix) or len(word) == len(suffix):
+            continue
+        base = word[:-len(suffix)]
+        for stem, full in _ORDINAL_STEMS:
+            if not suffix.startswith("s") and base.endswith(stem):
+                base = base[:-len(stem)] + full
+                break
+        cardinal = _cardinal(base)
+        if cardinal is None or cardinal[0] == 0:
+            continue
+        # "-ste" after tens, hundreds, thousands; "-te" after 1-19.
+        if (cardinal[1] >= 20) == suffix.startswith("s"):
+            return f"{cardinal[0]}."
+    return None
+
+
+_LETTER_RUN_RE = re.compile(r"[^\W\d_]+")
+
+
+def _number_words(view: _View) -> _View:
+    """Number words as digits; "plus" before a number as "+"."""
+    def replace(match: re.Match[str]) -> str:
+        digits = _number_word(match.group())
+        if digits is not None:
+            return digits
+        if match.group().casefold() == "plus":
+            following = re.match(r"[ ]*([^\W_]+)", view.text[match.end():match.end() + 40])
+            if following and (following.group(1)[0].isdigit()
+                              or _number_word(following.group(1)) is not None):
+                return "+"
+        return match.group()
+
+    return _rewrite(view, _LETTER_RUN_RE, replace)
+
+
+# "@" also as "(at)", "[at]", "{at}", " at ", " ät "; "." also as "(punkt)", "[dot]", " dot ",
+# " punkt ". Matched case-insensitively on the NFKC copy, where "＠" and "．" are "@" and ".".
+_AT = r"(?:[ ]?[(\[{<][ ]?(?:at|ät|@)[ ]?[)\]}>][ ]?|[ ]+(?P<word_at>at|ät)[ ]+|@|[ ]@[ ])"
+_DOT = r"(?:[ ]?[(\[{<][ ]?(?:dot|punkt|\.)[ ]?[)\]}>][ ]?|[ ]+(?:dot|punkt)[ ]+|\.)"
 _EMAIL_RE = re.compile(
-    r"(?<![\w.+\-])[\w.+\-]+(?:@|\s?[(\[]\s?(?:at|AT|ät)\s?[)\]]\s?)[\w\-]+(?:\.[\w\-]+)+"
+    rf"(?<![\w.+\-])(?P<local>[\w+\-]+(?:{_DOT}[\w+\-]+){{0,8}}){_AT}"
+    rf"(?P<domain>[\w\-]+(?:{_DOT}[\w\-]+){{1,8}})",
+    re.IGNORECASE,
 )
+_DOT_SPLIT_RE = re.compile(_DOT, re.IGNORECASE)
+# With "at" written as a word, only a well-known top-level domain makes it an address.
+_COMMON_TLDS = frozenset("""
+de com org net eu info at ch nl be fr it es pl tr uk co io me biz edu gov email online web mail
+ru ua sy ir af iq er so lb jo eg ma tn dz gr ro bg rs ba hr al mk xk cz sk hu dk se no fi pt
+""".split())
 
 
 def _emails(text: str) -> Iterator[_Raw]:
     for match in _EMAIL_RE.finditer(text):
-        value = match.group().rstrip(".-")
-        tld = value.rsplit(".", 1)[-1]
-        local = re.split(r"@|\s?[(\[]", value, maxsplit=1)[0]
-        if len(tld) >= 2 and tld.isalpha() and local.strip(".") != "":
-            yield _Raw(match.start(), match.start() + len(value), "email")
+        domain = match.group("domain")
+        trimmed = domain.rstrip(".-")
+        tld = _DOT_SPLIT_RE.split(trimmed)[-1]
+        if len(tld) < 2 or not tld.isalpha() or match.group("local").strip(".") == "":
+            continue
+        if match.group("word_at") and tld.casefold() not in _COMMON_TLDS:
+            continue
+        yield _Raw(match.start(), match.end() - (len(domain) - len(trimmed)), "email")
 
 
-# Separators inside a phone number: one space, or a slash/dash with optional spaces. Mandatory
-# between digit groups, so a long digit run has one parse only (no backtracking blow-up).
-_PSEP = r"(?:[ \t\u00a0]?[/\-\u2013][ \t\u00a0]?|[ \t\u00a0])"
+# Separators inside a phone number: one space, or a slash/dash/dot with optional spaces.
+# Mandatory between digit groups, so a long digit run has one parse only (no backtracking
+# blow-up).
+_PSEP = r"(?:[ \t\u00a0]?[/\-\u2013.][ \t\u00a0]?|[ \t\u00a0])"
+_CONTEXT_PSEP = r"(?:[ \t\u00a0]?[/\-\u2013][ \t\u00a0]?|[ \t\u00a0])"
 _PHONE_RE = re.compile(
     rf"(?<![\w.,+/\-])"
     rf"(?:(?P<intl>(?:\+|00)[ \u00a0]?[1-9]\d{{0,2}}(?:{_PSEP}?\(0\))?)"
+    # 49 without "+" or "00": Germany's code, when a national number without its 0 follows.
+    rf"|(?P<bare>49(?:{_PSEP}?\(0\))?(?={_PSEP}?[1-9]))"
     rf"|(?P<paren>\(0\d{{2,5}}\))|(?P<zero>0[ \u00a0]?(?=[1-9])))"
     # A group opening with 00 and more digits starts another (international) number.
     rf"(?:{_PSEP}?\d+(?:{_PSEP}(?!00\d)\d+){{0,5}})(?!\d|[.,]\d)"
 )
 _PHONE_CONTEXT_RE = re.compile(
     r"\b(?:Tel\.?|Telefon(?:nummer)?|Telefonnr\.?|Handy(?:nummer)?|Mobil(?:nummer)?|Mobilnr\.?"
-    r"|Fax|Rufnummer|WhatsApp)\s*:?\s*(\+?\d+(?:" + _PSEP + r"\d+){0,5})(?!\d|[.,]\d)",
+    r"|Fax|Rufnummer|WhatsApp)\s*:?\s*(\+?\d+(?:" + _CONTEXT_PSEP + r"\d+){0,5})(?!\d|[.,]\d)",
     re.IGNORECASE,
 )
 _MONTH_YEAR_RE = re.compile(r"(?<!\d)(?:0?[1-9]|1[0-2])/(?:19|20)\d\d(?!\d)")
+# A day and a month between dots, or a whole date at the start: a date, not a phone number.
+_DOTTED_DAY_RE = re.compile(r"(?<!\d)(\d{1,2})\.(\d{1,2})\.")
+_LEADING_DATE_RE = re.compile(r"(\d{1,2})([ ./\-])(\d{1,2})\2(?:19|20)\d\d(?!\d)")
 
 
-def _plausible_phone(candidate: str, international: bool) -> bool:
-    if _MONTH_YEAR_RE.search(candidate):
+def _dated(candidate: str) -> bool:
+    days = [(m.group(1), m.group(2)) for m in _DOTTED_DAY_RE.finditer(candidate)]
+    leading = _LEADING_DATE_RE.match(candidate)
+    if leading:
+        days.append((leading.group(1), leading.group(3)))
+    return any(1 <= int(day) <= 31 and 1 <= int(month) <= 12 for day, month in days)
+
+
+def _plausible_phone(candidate: str, kind: str) -> bool:
+    if _MONTH_YEAR_RE.search(candidate) or _dated(candidate):
         return False  # "05/2024 - 09/2025" has the shape of a number but is two months
-    if international:
+    digits = sum(ch.isdigit() for ch in candidate.replace("(0)", ""))
+    if kind == "intl":
         significant = re.sub(r"^\D*(?:00)?", "", candidate).replace("(0)", "")
         return 8 <= sum(ch.isdigit() for ch in significant) <= 15
+    if kind == "bare":
+        return 11 <= digits <= 14
     return 9 <= sum(ch.isdigit() for ch in candidate) <= 14
 
 
@@ -388,8 +655,9 @@ def _phones(text: str) -> Iterator[_Raw]:
         # number may begin at a later group ("0800 0171 2345678").
         groups = [(match.start() + m.start(), match.start() + m.end())
                   for m in re.finditer(r"\d+", match.group())]
+        kind = next(k for k in ("intl", "bare", "paren", "zero") if match.group(k) is not None)
         for _, end in reversed(groups):
-            if _plausible_phone(text[match.start():end], bool(match.group("intl"))):
+            if _plausible_phone(text[match.start():end], kind):
                 yield _Raw(match.start(), end, "phone")
                 pos = end
                 break
@@ -416,7 +684,14 @@ _TEXT_DATE_RE = re.compile(
     r"(?:[ \u00a0]*(?P<y>\d{4}))?(?!\d)",
     re.IGNORECASE,
 )
-_ISO_DATE_RE = re.compile(r"(?<![\d\-/.])(?P<y>\d{4})-(?P<m>\d{2})-(?P<d>\d{2})(?![\d\-])")
+_ISO_DATE_RE = re.compile(r"(?<![\d\-/.])(?P<y>\d{4})(?:-(?P<m>\d{1,2})-(?P<d>\d{1,2})(?![\d\-])"
+                          r"|/(?P<m2>\d{1,2})/(?P<d2>\d{1,2})(?![\d/])"
+                          r"|\.(?P<m3>\d{2})\.(?P<d3>\d{2})(?!\d|\.\d))")
+# 14/02/2001, 14-02-2001, 14 02 2001: with a four-digit year only ("3/12/15" is a ratio).
+_SEPARATED_DATE_RE = re.compile(
+    r"(?<![\d./\-])(?<!\d )(?P<d>\d{1,2})(?:(?P<sep>[/\-])(?P<m>\d{1,2})(?P=sep)(?P<y>\d{4})"
+    r"|[ ](?P<m2>\d{1,2})[ ](?P<y2>(?:19|20)\d\d))(?!\d|[./\-]\d)"
+)
 # Date expressions that are only personal after a birth keyword: month/year and a bare year.
 _COARSE_DATE_RE = re.compile(
     rf"(?<!\w)(?:(?:{_MONTH_ALT})\.?[ \u00a0]*|(?:0?[1-9]|1[0-2])/)?(?:19|20)\d\d(?!\d)",
@@ -451,14 +726,21 @@ def _precise_dates(text: str) -> Iterator[tuple[int, int, int | None]]:
     for match in _TEXT_DATE_RE.finditer(text):
         yield from _valid(match, _MONTHS[match.group("mon").casefold()])
     for match in _ISO_DATE_RE.finditer(text):
-        yield from _valid(match, int(match.group("m")))
+        day = match.group("d") or match.group("d2") or match.group("d3")
+        month = match.group("m") or match.group("m2") or match.group("m3")
+        yield from _valid(match, int(month), day, match.group("y"))
+    for match in _SEPARATED_DATE_RE.finditer(text):
+        yield from _valid(match, int(match.group("m") or match.group("m2")), match.group("d"),
+                          match.group("y") or match.group("y2"))
 
 
-def _valid(match: re.Match[str], month: int) -> Iterator[tuple[int, int, int | None]]:
+def _valid(match: re.Match[str], month: int, day: str | None = None,
+           year: str | None = None) -> Iterator[tuple[int, int, int | None]]:
     # Range checks only: a mistyped 31.02.1990 is as personal as a real date.
-    if 1 <= int(match.group("d")) <= 31 and 1 <= month <= 12:
-        year = _full_year(match.group("y")) if match.group("y") else None
-        yield match.start(), match.end(), year
+    day = day or match.group("d")
+    year = year if year is not None else match.group("y")
+    if 1 <= int(day) <= 31 and 1 <= month <= 12:
+        yield match.start(), match.end(), _full_year(year) if year else None
 
 
 def _dates(text: str) -> Iterator[_Raw]:
@@ -485,11 +767,13 @@ _FILE_KEYWORDS = (
      "die Versicherungs- oder Steuernummer"),
     (r"Ausweisnummer|Ausweis-?[Nn]r\.?|Passnummer|Pass-?[Nn]r\.?|Dokumentennummer",
      "die Ausweisnummer"),
+    (r"IBAN", "die Kontoverbindung (IBAN)"),
 )
-# An identifier: a digit-bearing token, optionally with ./- joints, and up to four further
-# space-separated groups of digits or single capitals ("65 170890 K 512").
+# An identifier: a digit-bearing token, optionally with ./- joints, and up to six further
+# space-separated groups of digits or of one to three capitals ("65 170890 K 512",
+# "362 02 BG 001 2345"); capitals at its end are no part of it.
 _IDENT = (r"(?=[A-Za-z0-9./\-]*\d)[A-Za-z0-9]+(?:[./\-][A-Za-z0-9]+)*"
-          r"(?:[ \u00a0](?:\d+|[A-Z])(?![\w])){0,4}")
+          r"(?:[ \u00a0](?:\d+|[A-Z]{1,3})(?![\w])){0,6}")
 _FILE_KEYWORD_RES = tuple(
     (re.compile(rf"(?<![\w-])(?:{keywords})(?![\w])[ \u00a0]*[:.]?[ \u00a0]*(?:Nr\.[ \u00a0]*)?"
                 rf"({_IDENT})"), what)
@@ -497,16 +781,21 @@ _FILE_KEYWORD_RES = tuple(
 )
 _BAMF_RE = re.compile(r"(?<![\w\-/])\d{6,8}-\d{3}(?![\w\-/])")
 _ALNUM_CHAIN_RE = re.compile(r"(?<![\w\-/])[A-Za-z0-9]+(?:[\-/][A-Za-z0-9]+)*(?![\w])")
+# An IBAN, however its characters are spaced: country, check digits, 11 to 30 more. The
+# country must be one that issues IBANs ("MB 010 ..." is a file size and a number).
+_IBAN_COUNTRIES = ("AD|AE|AL|AT|AZ|BA|BE|BG|BH|BI|BR|BY|CH|CR|CY|CZ|DE|DJ|DK|DO|EE|EG|ES|FI|FK|FO"
+                   "|FR|GB|GE|GI|GL|GR|GT|HR|HU|IE|IL|IQ|IS|IT|JO|KW|KZ|LB|LC|LI|LT|LU|LV|LY|MC|MD"
+                   "|ME|MK|MN|MR|MT|MU|NI|NL|NO|OM|PK|PL|PS|PT|QA|RO|RS|RU|SA|SC|SD|SE|SI|SK|SM|SO"
+                   "|ST|SV|TL|TN|TR|UA|VA|VG|XK|YE")
 _IBAN_RE = re.compile(
-    r"(?<![\w])[A-Z]{2}\d{2}(?:[ \u00a0]?[A-Z0-9]{4}){2,7}(?:[ \u00a0]?[A-Z0-9]{1,3})?(?![\w])"
-)
+    rf"(?<![\w])(?:{_IBAN_COUNTRIES})[ ]?\d{{2}}(?:[ ]?[A-Z0-9]){{11,30}}(?![\w])")
 _SV_NUMBER_RE = re.compile(r"(?<![\w])\d{2}[ \u00a0]?\d{6}[ \u00a0]?[A-Z][ \u00a0]?\d{3}(?![\w])")
 
 
 def _file_numbers(text: str) -> Iterator[_Raw]:
     for regex, what in _FILE_KEYWORD_RES:
         for match in regex.finditer(text):
-            ident = match.group(1).rstrip(".-/ ")
+            ident = re.sub(r"(?:[ \u00a0][A-Z]{2,3})+$", "", match.group(1)).rstrip(".-/ ")
             if sum(ch.isdigit() for ch in ident) >= 3:
                 yield _Raw(match.start(1), match.start(1) + len(ident), "file_number", what)
     for match in _BAMF_RE.finditer(text):
@@ -516,8 +805,11 @@ def _file_numbers(text: str) -> Iterator[_Raw]:
         if re.search(r"[A-Za-z]", chain) and re.search(r"\d{5}", chain):
             yield _Raw(match.start(), match.end(), "file_number")
     for match in _IBAN_RE.finditer(text):
-        if 15 <= len(re.sub(r"\s", "", match.group())) <= 34:
-            yield _Raw(match.start(), match.end(), "file_number", "die Kontoverbindung (IBAN)")
+        iban = re.sub(r"(?:[ ][A-Z]+)+$", "", match.group())  # "... 0130 00 AB": AB is a word
+        compact = iban.replace(" ", "")
+        if 15 <= len(compact) <= 34 and sum(ch.isdigit() for ch in compact) >= 10:
+            yield _Raw(match.start(), match.start() + len(iban), "file_number",
+                       "die Kontoverbindung (IBAN)")
     for match in _SV_NUMBER_RE.finditer(text):
         yield _Raw(match.start(), match.end(), "file_number", "die Sozialversicherungsnummer")
 
@@ -529,18 +821,22 @@ _STREET_SUFFIX = "(?:" + "|".join(_SUFFIXES_OF_STREETS).replace("str|", r"str\.|
 _STREET_WORD = (r"(?:Straße|Strasse|Str\.|Weg|Gasse|Platz|Allee|Ring|Damm|Ufer|Chaussee|Wall|Markt"
                 r"|Promenade)")
 _SP = r"[ \u00a0]"
-# 1-3 digits, not starting with 0, an optional letter, an optional range: 3a, 12-14, 7/9.
-_HOUSE_NUMBER = (
-    rf"(?:{_SP}+(?:Nr\.{_SP}*)?([1-9]\d{{0,2}}(?:{_SP}?[a-zA-Z](?!\w))?"
+# 1-3 digits, not starting with 0, an optional letter, an optional range: 3a, 12-14, 7/9. After
+# a street word ending in "straße", "str.", "weg", ... the space may be missing
+# ("Hauptstraße95", "Lindenstr.14").
+_HOUSE_NUMBER_TAIL = (
+    rf"([1-9]\d{{0,2}}(?:{_SP}?[a-zA-Z](?!\w))?"
     rf"(?:{_SP}?[/\-]{_SP}?\d{{1,3}}[a-zA-Z]?)?))(?!\w|[.,]\d|{_SP}?%)"
 )
+_HOUSE_NUMBER = rf"(?:{_SP}+(?:Nr\.{_SP}*)?{_HOUSE_NUMBER_TAIL}"
+_JOINED_HOUSE_NUMBER = rf"(?:{_SP}*(?:Nr\.{_SP}*)?{_HOUSE_NUMBER_TAIL}"
 _STREET_RES = (
     # Lindenstraße 14, Jakob-Wessel-Straße 12, Hauptstr. 5
     re.compile(rf"(?<![\w\-])(?P<street>(?:[A-ZÄÖÜ]\w*-)*"
-               rf"(?:[A-ZÄÖÜ]\w*?{_STREET_SUFFIX}|(?<=-){_STREET_WORD})){_HOUSE_NUMBER}"),
+               rf"(?:[A-ZÄÖÜ]\w*?{_STREET_SUFFIX}|(?<=-){_STREET_WORD})){_JOINED_HOUSE_NUMBER}"),
     # Kölner Straße 45, Hagener Str. 3 (not "Der Platz 1": the adjective comes from a place name)
     re.compile(rf"(?<![\w\-])(?P<street>(?P<adjective>[A-ZÄÖÜ]\w{{3,}}er){_SP}+{_STREET_WORD})"
-               rf"{_HOUSE_NUMBER}"),
+               rf"{_JOINED_HOUSE_NUMBER}"),
     # Am Ring 3a, An der Kirche 5, Im Siepen 2
     re.compile(
         rf"(?<![\w\-])(?P<street>(?:Am|Im|An{_SP}+der|An{_SP}+den|Auf{_SP}+dem|Auf{_SP}+der"
@@ -595,7 +891,7 @@ def _counted_after(text: str, pos: int, vocabulary: frozenset[str]) -> bool:
     word = _next_word(text, pos)
     if word is None:
         return False
-    if word[0] in "%€" or word in ("m²", "qm", "km"):
+    if word[0] in "%€" or word in ("m²", "m2", "qm", "km"):
         return True
     norm = normalise_name_token(word)
     if not norm or (norm,) in _compile_vocabulary(vocabulary).get(norm, ()):
@@ -728,6 +1024,33 @@ def _names_no_person(word: _Word) -> bool:
         _inflected(last, _DOMAIN) or last.endswith(("strasse", "str", "weg", "gasse", "allee")))
 
 
+# Lower-case words that are also frequent names: in normal writing they begin a name only at the
+# start of a sentence, so lower case they are asked only in a name-like position.
+_LOWER_STOP = _word_set("""
+klein gross lang kurz jung alt neu frei froh fröhlich schön hoch braun schwarz weiss grün rot
+stark kühn fromm hell hart kalt warm wild lieb link recht bald gern gerne früh spät ganz frank
+ehrlich lustig munter ernst heil weise schnell still stolz treu dick zart mild rosa will kraus
+krause sommer winter herbst frühling mai april august
+""")
+_TITLE_WORDS = frozenset({"frau", "herr", "herrn", "familie", "fam", "hr", "fr"})
+# The whole of a user name, hashtag or joined name: "#SaraYilmaz", "@sara.yilmaz", "sara_yilmaz".
+_HANDLE_RE = re.compile(r"[#@]?[\w'\-]+(?:\.[\w'\-]+)*")
+
+
+def _camel_pieces(raw: str) -> list[str]:
+    """"SaraYilmaz" -> ["sara", "yilmaz"]; a word without an inner capital -> []."""
+    if raw.isupper() or not any(ch.isupper() for ch in raw[1:]):
+        return []
+    pieces = []
+    start = 0
+    for i in range(1, len(raw)):
+        if raw[i].isupper() and raw[i - 1].islower():
+            pieces.append(raw[start:i])
+            start = i
+    pieces.append(raw[start:])
+    return [normalise_name_token(piece) for piece in pieces] if len(pieces) > 1 else []
+
+
 def _known_names(text: str, words: list[_Word], shielded: set[tuple[int, int]],
                  is_known_name: Callable[[str], bool]) -> Iterator[_Raw]:
     answers: dict[str, bool] = {}
@@ -742,36 +1065,77 @@ def _known_names(text: str, words: list[_Word], shielded: set[tuple[int, int]],
                     return True
         return False
 
-    def may_be_name(w: int, p: int, part: _Part) -> bool:
-        return 2 <= len(part.norm) <= _MAX_NAME_LENGTH and _capitalised(part.raw) \
-            and part.norm not in PARTICLES and (w, p) not in shielded
+    def askable(w: int, p: int, part: _Part) -> bool:
+        return 2 <= len(part.norm) <= _MAX_NAME_LENGTH and part.norm not in PARTICLES \
+            and (w, p) not in shielded
 
     def month(part: _Part) -> bool:
         return part.norm in _NAMELIKE_MONTH_ABBREVIATIONS and text[part.end:part.end + 1] == "."
 
+    def ordinary(part: _Part) -> bool:
+        """A word of the language, asked only in a name-like position."""
+        return _is_stop(part.norm) or month(part) or (
+            not _capitalised(part.raw) and _inflected(part.norm, _LOWER_STOP))
+
+    def piece_registered(token: str) -> bool:
+        return len(token) >= 2 and token not in PARTICLES and not _is_stop(token) \
+            and registered(token)
+
+    def handle_prefix(word: _Word) -> bool:
+        return word.start > 0 and text[word.start - 1] in "#@"
+
+    def joined_names(norm: str) -> bool:
+        """"#sarayilmaz": two registered names written as one word."""
+        return any(piece_registered(norm[:cut]) and piece_registered(norm[cut:])
+                   for cut in range(2, len(norm) - 1))
+
     found: set[int] = set()
     for w, word in enumerate(words):
-        if not _names_no_person(word) and any(
-                may_be_name(w, p, part) and not _is_stop(part.norm) and not month(part)
-                and registered(part.norm)
-                for p, part in enumerate(word.parts)):
+        if _names_no_person(word):
+            continue
+        for p, part in enumerate(word.parts):
+            if not askable(w, p, part):
+                continue
+            if (not ordinary(part) and registered(part.norm)) \
+                    or any(piece_registered(piece) for piece in _camel_pieces(part.raw)) \
+                    or (handle_prefix(word) and len(word.parts) == 1
+                        and len(part.norm) <= _MAX_NAME_LENGTH and joined_names(part.norm)):
+                found.add(w)
+                break
+    # A stop word is asked in a name-like position after all: after a title ("frau sommer"),
+    # between two names ("Ayşe Nur Yıldırım"), or after a name in the same case ("jonas sommer",
+    # "Jonas Sommer"); it is then as personal as the rest.
+    for w in range(1, len(words)):
+        word = words[w]
+        if w in found or len(word.parts) != 1 or not askable(w, 0, word.parts[0]):
+            continue
+        part = word.parts[0]
+        before = words[w - 1]
+        lower = not _capitalised(part.raw)
+        after_title = len(before.parts) == 1 and before.parts[0].norm in _TITLE_WORDS \
+            and re.fullmatch(r"\.?[ \u00a0]{1,3}", text[before.end:word.start]) is not None \
+            and part.norm not in _FUNCTION
+        after_name = w - 1 in found and _spaced(text, before, word) \
+            and lower == (not _capitalised(before.parts[-1].raw)) \
+            and not (lower and part.norm in _FUNCTION)
+        between = w - 1 in found and w + 1 < len(words) and w + 1 in found \
+            and _spaced(text, before, word) and _spaced(text, word, words[w + 1])
+        if (after_title or after_name or between) and registered(part.norm):
             found.add(w)
-    # A stop word between two names is asked after all: "Ayşe Nur Yıldırım" is one name, and
-    # "Nur" in it as personal as the rest.
-    for w in range(1, len(words) - 1):
-        between = w - 1 in found and w + 1 in found and w not in found \
-            and _spaced(text, words[w - 1], words[w]) and _spaced(text, words[w], words[w + 1])
-        if between and len(words[w].parts) == 1 and may_be_name(w, 0, words[w].parts[0]) \
-                and registered(words[w].parts[0].norm):
-            found.add(w)
+    handles = [(m.start(), m.end()) for m in _HANDLE_RE.finditer(text)]
+    handle_starts = [start for start, _ in handles]
     for w in sorted(found):
-        start = words[w].start
+        start, end = words[w].start, words[w].end
         # Take in a foreign particle right before: "El Amrani", not "Amrani" alone.
         before = words[w - 1] if w > 0 else None
         if before is not None and len(before.parts) == 1 \
                 and before.parts[0].norm in _FOREIGN_PARTICLES and _spaced(text, before, words[w]):
             start = before.start
-        yield _Raw(start, words[w].end, "name")
+        # And the whole handle the name is written in: "#SaraYilmaz", "@sara.yilmaz".
+        k = bisect_right(handle_starts, words[w].start) - 1
+        if k >= 0 and handles[k][0] <= words[w].start and words[w].end <= handles[k][1]:
+            start, end = min(start, handles[k][0]), max(end, handles[k][1])
+        yield _Raw(start, end, "name")
 
 
 # --- merging and messages --------------------------------------------------------------------
@@ -842,12 +1206,21 @@ def scan(
     organisations, barrier categories), which are never taken for a person's name.
     """
     vocabulary = frozenset(vocabulary)
-    words = _words(text)
-    shielded = _shielded(words, vocabulary)
-    raw: list[_Raw] = [
-        *_emails(text), *_phones(text), *_dates(text), *_file_numbers(text),
-        *_addresses(text, vocabulary), *_titled_names(text, words, shielded),
+    plain = _plain_view(text)
+    digits = _collapse(plain)
+    spoken = digits if _LETTER_RUN_RE.search(plain.text) is None else _collapse(_number_words(plain))
+    found: list[tuple[_View, Iterable[_Raw]]] = [
+        (plain, _emails(plain.text)),
+        (spoken, _phones(spoken.text)),
+        (spoken, _dates(spoken.text)),
+        (digits, _file_numbers(digits.text)),
+        (digits, _addresses(digits.text, vocabulary)),
     ]
+    words = _words(plain.text)
+    shielded = _shielded(words, vocabulary)
+    found.append((plain, _titled_names(plain.text, words, shielded)))
     if is_known_name is not None:
-        raw.extend(_known_names(text, words, shielded, is_known_name))
+        found.append((plain, _known_names(plain.text, words, shielded, is_known_name)))
+    raw = [mapped for view, hits in found for hit in hits
+           if (mapped := view.original(hit)) is not None]
     return _finish(text, raw)
