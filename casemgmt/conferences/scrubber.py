@@ -435,7 +435,7 @@ def _rewrite(view: _View, regex: re.Pattern[str], replace: Callable[[re.Match[st
 
 
 # Single digits standing apart ("0 1 7 1", "1 4. 0 2. 2 0 0 1") are one number.
-_LONE_DIGITS_RE = re.compile(r"(?<![\w.,])\d(?:[ ]{1,2}\d)+(?!\w)")
+_LONE_DIGITS_RE = re.compile(r"(?<![\w,])\d(?:[ ]{1,2}\d)+(?!\w)")
 # Spaces around a separator between digits go, dashes become "-": "14 . 02 . 2001",
 # "1234567 – 439".
 _SPACED_SEPARATOR_RE = re.compile(r"(?<=\d)[ ]{0,2}[./\-\u2010-\u2015][ ]{0,2}(?=\d)")
@@ -643,7 +643,7 @@ def _plausible_phone(candidate: str, kind: str) -> bool:
         significant = re.sub(r"^\D*(?:00)?", "", candidate).replace("(0)", "")
         return 8 <= sum(ch.isdigit() for ch in significant) <= 15
     if kind == "bare":
-        return 11 <= digits <= 14
+        return 10 <= digits <= 15  # 49 and a national number of 8 to 13 digits
     return 9 <= sum(ch.isdigit() for ch in candidate) <= 14
 
 
@@ -692,6 +692,9 @@ _SEPARATED_DATE_RE = re.compile(
     r"(?<![\d./\-])(?<!\d )(?P<d>\d{1,2})(?:(?P<sep>[/\-])(?P<m>\d{1,2})(?P=sep)(?P<y>\d{4})"
     r"|[ ](?P<m2>\d{1,2})[ ](?P<y2>(?:19|20)\d\d))(?!\d|[./\-]\d)"
 )
+# 14021990: eight digits standing alone that read as day, month and a year 1900-2009 (what a
+# date with its digits spaced out, "1 4 0 2 1 9 9 0", collapses to).
+_COMPACT_DATE_RE = re.compile(r"(?<![\w./\-])(?P<d>[0-3]\d)(?P<m>[01]\d)(?P<y>19\d\d|200\d)(?![\w]|[./\-]\d)")
 # Date expressions that are only personal after a birth keyword: month/year and a bare year.
 _COARSE_DATE_RE = re.compile(
     rf"(?<!\w)(?:(?:{_MONTH_ALT})\.?[ \u00a0]*|(?:0?[1-9]|1[0-2])/)?(?:19|20)\d\d(?!\d)",
@@ -729,6 +732,8 @@ def _precise_dates(text: str) -> Iterator[tuple[int, int, int | None]]:
         day = match.group("d") or match.group("d2") or match.group("d3")
         month = match.group("m") or match.group("m2") or match.group("m3")
         yield from _valid(match, int(month), day, match.group("y"))
+    for match in _COMPACT_DATE_RE.finditer(text):
+        yield from _valid(match, int(match.group("m")))
     for match in _SEPARATED_DATE_RE.finditer(text):
         yield from _valid(match, int(match.group("m") or match.group("m2")), match.group("d"),
                           match.group("y") or match.group("y2"))
@@ -841,7 +846,7 @@ _STREET_RES = (
     re.compile(
         rf"(?<![\w\-])(?P<street>(?:Am|Im|An{_SP}+der|An{_SP}+den|Auf{_SP}+dem|Auf{_SP}+der"
         rf"|In{_SP}+der|In{_SP}+den|Zum|Zur|Unter{_SP}+den|Hinter{_SP}+dem|Vor{_SP}+dem"
-        rf"|Alte|Alter|Neue|Neuer){_SP}+(?P<noun>[A-ZÄÖÜ][\w\-]*)){_HOUSE_NUMBER}"
+        rf"|Alte|Alter|Neue|Neuer){_SP}+(?P<noun>[A-ZÄÖÜ][\w\-]*)){_JOINED_HOUSE_NUMBER}"
     ),
 )
 _NOT_PLACE_ADJECTIVES = _word_set("erster zweiter dritter vierter fünfter letzter nächster anderer "
@@ -1078,8 +1083,8 @@ def _known_names(text: str, words: list[_Word], shielded: set[tuple[int, int]],
             not _capitalised(part.raw) and _inflected(part.norm, _LOWER_STOP))
 
     def piece_registered(token: str) -> bool:
-        return len(token) >= 2 and token not in PARTICLES and not _is_stop(token) \
-            and registered(token)
+        return 2 <= len(token) <= _MAX_NAME_LENGTH and token not in PARTICLES \
+            and not _is_stop(token) and registered(token)
 
     def handle_prefix(word: _Word) -> bool:
         return word.start > 0 and text[word.start - 1] in "#@"
@@ -1094,12 +1099,13 @@ def _known_names(text: str, words: list[_Word], shielded: set[tuple[int, int]],
         if _names_no_person(word):
             continue
         for p, part in enumerate(word.parts):
-            if not askable(w, p, part):
+            if (w, p) in shielded:
                 continue
-            if (not ordinary(part) and registered(part.norm)) \
-                    or any(piece_registered(piece) for piece in _camel_pieces(part.raw)) \
-                    or (handle_prefix(word) and len(word.parts) == 1
-                        and len(part.norm) <= _MAX_NAME_LENGTH and joined_names(part.norm)):
+            # The parts of a joined word are asked however long it is: "#SaraYilmazWartet...".
+            if (askable(w, p, part) and (
+                    (not ordinary(part) and registered(part.norm))
+                    or (handle_prefix(word) and len(word.parts) == 1 and joined_names(part.norm)))) \
+                    or any(piece_registered(piece) for piece in _camel_pieces(part.raw)):
                 found.add(w)
                 break
     # A stop word is asked in a name-like position after all: after a title ("frau sommer"),
@@ -1209,13 +1215,14 @@ def scan(
     plain = _plain_view(text)
     digits = _collapse(plain)
     spoken = digits if _LETTER_RUN_RE.search(plain.text) is None else _collapse(_number_words(plain))
-    found: list[tuple[_View, Iterable[_Raw]]] = [
-        (plain, _emails(plain.text)),
-        (spoken, _phones(spoken.text)),
-        (spoken, _dates(spoken.text)),
-        (digits, _file_numbers(digits.text)),
-        (digits, _addresses(digits.text, vocabulary)),
-    ]
+    found: list[tuple[_View, Iterable[_Raw]]] = [(plain, _emails(plain.text))]
+    # The digit patterns run on the collapsed copies and on the plain one: collapsing joins what
+    # stands next to a number ("Q3 / 0171 2345678" -> "Q3/0171 2345678"), so a number the plain
+    # text shows must not get lost in the collapsed one.
+    for view in (plain, spoken) if spoken is not plain else (plain,):
+        found += [(view, _phones(view.text)), (view, _dates(view.text))]
+    for view in (plain, digits) if digits is not plain else (plain,):
+        found += [(view, _file_numbers(view.text)), (view, _addresses(view.text, vocabulary))]
     words = _words(plain.text)
     shielded = _shielded(words, vocabulary)
     found.append((plain, _titled_names(plain.text, words, shielded)))
