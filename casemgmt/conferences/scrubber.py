@@ -1,52 +1,96 @@
-"""Is a finding's text free of personal data? Pure: the text, the closed-world name check and the
+"""Is a free text free of personal data? Pure: the text, the closed-world name check and the
 domain vocabulary are passed in; nothing is read or written here.
 
-A structural finding goes from the Fallkonferenz to the Lenkungsgruppe, which may see no personal
-data (DOMAIN.md sections 8 and 9). ``scan`` returns every place in the text that looks personal,
-each as a ``Hit`` with a German message naming what to remove; an empty list means the text may
-leave. The service refuses a finding with hits; this module only reports them.
+A text from a Fallkonferenz (a structural finding; also conference titles, proposal texts,
+decision reasons, working-group names) goes to the Lenkungsgruppe, which may see no personal data
+(DOMAIN.md sections 8 and 9). ``scan`` returns every place in the text that looks personal, each
+as a ``Hit`` with a German message naming what to remove; an empty list means the text may leave.
+The service refuses a text with hits; this module only reports them.
+
+Normalisation. The patterns do not run on the text as typed but on normalised copies of it, so a
+different way of writing the same thing is matched by the same rule. Every character of a copy
+remembers which characters of the original it stands for; a hit found in a copy is reported with
+``start``/``end``/``excerpt`` on the original characters, so removing what the hits name removes
+the data however it was written. The copies:
+
+- plain: Unicode NFKC (full-width letters, digits and signs such as "１４．０２", "＠"; ligatures;
+  no-break and other compatibility spaces), digits of every script as ASCII digits ("۱۴" -> 14),
+  format characters (soft hyphen, zero-width space, direction marks) dropped. E-mail addresses
+  and names are matched here.
+- collapsed: the plain copy with single digits standing apart joined ("0 1 7 1 ..." -> "0171...",
+  "1 4. 0 2. 2 0 0 1" -> "14. 02. 2001"), spaces around a "." "/" "-" between digits removed
+  ("14 . 02 . 2001", "1234567 - 439") and dashes between digits as "-". File numbers and
+  addresses are matched here and on the plain copy.
+- spoken: the collapsed copy made from the plain one after German number words became digits:
+  "vierzehn", "einundzwanzig", "zweitausendeins", "neunzehnhundertneunzig", also written apart
+  ("zwei tausend eins"), ordinals as "14." ("vierzehnter", "ersten"), digit words ("null eins
+  sieben eins" -> "0171") and "plus" before a number as "+". The article "ein" is no number.
+  Phone numbers and dates are matched here and on the plain copy.
+Case is folded where it does not matter: e-mail words ("AT", "Punkt"), keywords ("Tel.",
+"geboren"), IBANs, and names (looked up in normalised form). Every step is linear in the length
+of the text, and the patterns are written so that no input makes them backtrack for long.
 
 What is refused, and why:
 
-- ``email``: an e-mail address, also written with ``(at)`` / ``[at]``.
-- ``phone``: a German or international number: ``+49 ...``, ``0049 ...``, a national number
-  beginning with 0 (``0171/1234567``, ``0 2302 12345``, ``(02302) 12345``) of 9 to 14 digits, or
-  any number of 5 digits or more after "Tel."/"Telefon"/"Handy"/"Mobil"/"Fax". Years, counts,
-  month/year (``05/2024``) and service numbers without a subscriber part (``0800``) pass. An
-  office's number is refused too: the text cannot tell whose number it is.
+- ``email``: an e-mail address, also with "@" written "(at)", "[at]", "{at}", " at ", " ät " and
+  "." written "(punkt)", "[dot]", " dot ", " punkt ", in any case ("sara at example dot de"). With
+  "at" as a bare word the top-level domain must be a common one ("de", "com", "org", ...), so a
+  sentence with "at" and "Punkt" in it passes.
+- ``phone``: a German or international number: ``+49 ...``, ``0049 ...``, ``49 ...`` without "+"
+  (then 10 to 15 digits), a national number beginning with 0 (``0171/1234567``,
+  ``0171.2345678``, ``0 2302 12345``, ``(02302) 12345``) of 9 to 14 digits, or any number of 5
+  digits or more after "Tel."/"Telefon"/"Handy"/"Mobil"/"Fax". Years, counts, month/year
+  (``05/2024``), dates and service numbers without a subscriber part (``0800``) pass. An office's
+  number is refused too: the text cannot tell whose number it is.
 - ``birth_date``: any date expression (day-precise, month and year, or a bare year) right after
   "geb.", "geboren (am/im/in)", "Geburtsdatum", "Geburtsjahr", "Geburtstag" or a genealogical
   "*", with at most a few words such as a place in between.
 - ``date``: any other day-precise date with a year before ``BIRTH_DATE_YEAR_LIMIT`` (2010), in
-  the forms ``3.4.1990``, ``03.04.90``, ``3. April 1990``, ``1990-04-03``, because it may be a
-  birth date. Later day-precise dates ("seit dem 01.03.2025"), dates without a year, month/year
-  ("März 2024", "01/2025") and quarters ("Q1/2025") pass. Two-digit years 00-39 are read as 20xx,
-  40-99 as 19xx. The rule is deliberately blunt and easy to explain: a finding that needs an old
-  day-precise date (a law's date, say) can give the year alone. Children born since 2010 are caught
-  only through the birth context.
+  the forms ``3.4.1990``, ``03.04.90``, ``3. April 1990``, ``14.II.1990``, ``1990-04-03``,
+  ``1990/04/03``, ``14/02/1990``, ``14-02-1990``, ``14 02 1990`` and ``14021990`` (eight digits
+  standing alone), because it may be a birth date. Later day-precise dates ("seit dem
+  01.03.2025"), dates without a year, month/year ("März 2024", "01/2025") and quarters
+  ("Q1/2025") pass. Two-digit years 00-39 are read as 20xx, 40-99 as 19xx; slash, dash and space
+  forms need a four-digit year ("3/12/15" is a ratio). The rule is deliberately blunt and easy to
+  explain: a finding that needs an old day-precise date (a law's date, say) can give the year
+  alone. Children born since 2010 are caught only through the birth context.
 - ``file_number``: an identifier after "Az."/"Aktenzeichen"/"Kundennummer"/"BG-Nummer"/
-  "Geschäftszeichen"/"Vorgangsnummer"/... ; BAMF-style ``1234567-439``; any token or hyphen/slash
-  chain that mixes letters and digits and holds a run of at least 5 digits (``36202BG0012345``);
-  an IBAN; a Sozialversicherungsnummer (``65 170890 K 512``).
+  "Geschäftszeichen"/"Vorgangsnummer"/"IBAN"/... (with up to six further groups of digits or of
+  one to three capitals: "362 02 BG 001 2345"); BAMF-style ``1234567-439``; any token or
+  hyphen/slash chain that mixes letters and digits and holds a run of at least 5 digits
+  (``36202BG0012345``); an IBAN of a country that issues them, however it is spaced; a
+  Sozialversicherungsnummer (``65 170890 K 512``).
 - ``address``: a street with a house number of 1-3 digits (``Lindenstraße 14``, ``Kölner Str. 45``,
-  ``Am Ring 3a``, ``Jakob-Wessel-Straße 12``), and a postcode with a town (``58452 Wittmar``).
+  ``Am Ring 3a``, ``Jakob-Wessel-Straße 12``), also without the space after a street word
+  (``Hauptstraße95``, ``Lindenstr.14``) and in lower case where the street word says it is one
+  (``hauptstraße 95``, ``lindenallee 3``), and a postcode with a town (``58452 Wittmar``).
   Compounds such as "Kitaplatz 3" or "Bildungsweg 2" are not streets, and a number followed by a
   count noun ("Hauptstraße 12 Wohnungen") is not a house number.
 - ``name``: (a) a capitalised word after "Herr"/"Herrn"/"Frau"/"Familie" (and "Hr."/"Fr."/"Fam.",
   academic titles skipped), whether or not the person is in the system, because such a phrase
   is personal in any case; roles ("Frau Bürgermeisterin"), domain nouns and vocabulary after the
-  title are not names. (b) The closed-world check: every word that could be a name is normalised
-  with ``normalise_name_token`` and passed to ``is_known_name``, which answers whether it is a
-  name token of a person in the system (the service backs it with a keyed blind index built with
-  ``name_tokens``). Not asked: lower-case words, particles ("al", "von", ...), words of the domain
-  ``vocabulary`` (matched as whole phrases, so "Haus Kessler" shields "Kessler" only there),
-  compounds naming an institution or street ("Marta-Kessler-Schule") and a built-in stop list of
-  German words common in findings (``STOP_WORDS``). A registered name that is also such a word
-  ("Sommer", "Lange", "Nur") is therefore found only after a title or between two other names
-  ("Ayşe Nur Yıldırım"). Genitives ("Leylas") are looked up with and without the final "s".
+  title are not names. (b) The closed-world check: every word that could be a name, in whatever
+  case, is normalised with ``normalise_name_token`` and passed to ``is_known_name``, which answers
+  whether it is a name token of a person in the system (the service backs it with the names of
+  the persons on the conference's own agenda, indexed with ``name_tokens``). Joined words are
+  asked by their parts too: CamelCase ("SaraYilmaz"), words joined by "_" or "." and handles
+  ("#SaraYilmaz", "@sara.yilmaz"), a handle in one piece split into two names ("#sarayilmaz"),
+  letters written apart ("S a r a"); the hit then covers the whole handle. Cyrillic and Greek
+  look-alikes in a Latin word count as Latin. Not asked: particles ("al", "von", ...), words of
+  the domain ``vocabulary`` (matched as whole phrases, so "Haus Kessler" shields "Kessler" only
+  there), compounds naming an institution or street ("Marta-Kessler-Schule"), a built-in stop
+  list of German words common in findings (``STOP_WORDS``) and, in lower case only, adjectives
+  and other words that are frequent names ("klein", "frank", "rosa"). A registered name that is
+  also such a word ("Sommer", "Lange", "Nur") is therefore found only in a name-like position:
+  after a title ("Familie Sommer", "familie sommer"), between two names ("Ayşe Nur Yıldırım"),
+  or right after a name written in the same case ("Jonas Sommer", "jonas sommer"). Genitives
+  ("Leylas") are looked up with and without the final "s".
 
-Not a defence against someone hiding data on purpose (numbers spelt out, bare initials, an
-unregistered person's bare name); it catches the personal data that slips into a finding.
+Not a defence against every way of hiding data on purpose: a name run into one word without a
+mark ("sarayilmaz"), bare initials, an unregistered person's bare name, digits spelt with letters
+("O171"), numbers spelt out in other languages or split by commas, or a lower-case title before
+an unregistered name ("frau ahmadi") pass. It catches the personal data that slips into a text,
+and the usual ways of writing it so that a pattern does not see it.
 """
 
 from __future__ import annotations
@@ -95,16 +139,36 @@ _FOREIGN_PARTICLES = frozenset({"al", "el", "ibn", "bin", "bint", "ould", "van",
                                 "della", "di", "dos", "le", "la", "ter", "ten", "ul"})
 
 
+# Cyrillic and Greek letters that look like Latin ones, folded only in a word that mixes them with
+# Latin letters ("Sаra" with a Cyrillic а): a whole Cyrillic or Greek name keeps its letters.
+_LOOKALIKES = str.maketrans({
+    "а": "a", "в": "b", "е": "e", "ё": "e", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p",
+    "с": "c", "т": "t", "у": "y", "х": "x", "і": "i", "ї": "i", "ј": "j", "ѕ": "s", "ԁ": "d",
+    "ӏ": "l", "һ": "h", "ԛ": "q", "ԝ": "w", "α": "a", "β": "b", "ε": "e", "ζ": "z", "η": "n",
+    "ι": "i", "κ": "k", "μ": "m", "ν": "v", "ο": "o", "ρ": "p", "τ": "t", "υ": "u", "χ": "x",
+})
+
+
+def _script(ch: str) -> str:
+    return unicodedata.name(ch, "").split(" ", 1)[0]
+
+
 def normalise_name_token(token: str) -> str:
     """The form in which a name token is indexed and looked up.
 
     Compatibility forms are unfolded (NFKD), case is folded (ß -> ss), diacritics are removed
     rather than transcribed (ü -> u, not ue; so "Müller" meets "Muller" but not "Mueller"), a few
-    letters NFKD keeps whole are folded (ı, ł, đ, ø, æ, ...), and everything that is not a letter
-    (marks, apostrophes, hyphens, digits, spaces) is dropped. The result is in NFC.
+    letters NFKD keeps whole are folded (ı, ł, đ, ø, æ, ...), Cyrillic and Greek look-alikes in a
+    word that also has Latin letters become Latin ("Sаra" with a Cyrillic а is "sara"), and
+    everything that is not a letter (marks, apostrophes, hyphens, digits, spaces) is dropped. The
+    result is in NFC.
     """
     text = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", token).casefold())
     letters = "".join(ch for ch in text.translate(_FOLD) if unicodedata.category(ch)[0] == "L")
+    if not letters.isascii():
+        scripts = {_script(ch) for ch in letters}
+        if "LATIN" in scripts and scripts & {"CYRILLIC", "GREEK"}:
+            letters = letters.translate(_LOOKALIKES)
     return unicodedata.normalize("NFC", letters)
 
 
@@ -449,8 +513,7 @@ def _collapse(view: _View) -> _View:
 
 # German number words, as they are written in one word: "vierzehn", "einundzwanzig",
 # "zweitausendeins", "neunzehnhundertneunzig", ordinals "vierzehnter", "ersten", "zwanzigste".
-_NUMBER_TOKENS: dict[str, int] = {}
-for _words_, _value in (
+_NUMBER_TOKENS: dict[str, int] = {word: value for words, value in (
     ("null", 0), ("ein eins", 1), ("zwei zwo", 2), ("drei", 3), ("vier", 4),
     ("fünf fuenf funf", 5), ("sechs", 6), ("sieben", 7), ("acht", 8), ("neun", 9), ("zehn", 10),
     ("elf", 11), ("zwölf zwoelf zwolf", 12), ("dreizehn", 13), ("vierzehn", 14),
@@ -458,9 +521,7 @@ for _words_, _value in (
     ("neunzehn", 19), ("zwanzig", 20), ("dreissig", 30), ("vierzig", 40),
     ("fünfzig fuenfzig funfzig", 50), ("sechzig", 60), ("siebzig", 70), ("achtzig", 80),
     ("neunzig", 90), ("hundert", 100), ("tausend", 1000), ("und", -1),
-):
-    for _word in _words_.split():
-        _NUMBER_TOKENS[_word] = _value
+) for word in words.split()}
 _NUMBER_TOKEN_RE = re.compile("|".join(sorted(_NUMBER_TOKENS, key=len, reverse=True)))
 # Ordinals whose stem differs from the cardinal: erste, dritte, siebte, achte.
 _ORDINAL_STEMS = (("ers", "eins"), ("drit", "drei"), ("sieb", "sieben"), ("ach", "acht"))
@@ -555,22 +616,51 @@ def _number_word(word: str) -> str | None:
 
 
 _LETTER_RUN_RE = re.compile(r"[^\W\d_]+")
+# Words that join number words written apart into one number.
+_JOINING_NUMBERS = ("hundert", "tausend", "und")
 
 
 def _number_words(view: _View) -> _View:
-    """Number words as digits; "plus" before a number as "+"."""
-    def replace(match: re.Match[str]) -> str:
-        digits = _number_word(match.group())
-        if digits is not None:
-            return digits
-        if match.group().casefold() == "plus":
-            following = re.match(r"[ ]*([^\W_]+)", view.text[match.end():match.end() + 40])
+    """Number words as digits, also written apart ("zwei tausend eins", "neunzehn hundert
+    neunzig"); "plus" before a number as "+"."""
+    text = view.text
+    words = list(_LETTER_RUN_RE.finditer(text))
+    out: list[tuple[int, int, str]] = []
+    i = 0
+    while i < len(words):
+        joined = None
+        for j in range(min(len(words) - 1, i + 5), i, -1):
+            parts = [word.group().casefold() for word in words[i:j + 1]]
+            if any(part.startswith(_JOINING_NUMBERS) or part.endswith(_JOINING_NUMBERS)
+                   for part in parts) \
+                    and all(text[words[k].end():words[k + 1].start()] == " " for k in range(i, j)) \
+                    and (digits := _number_word("".join(parts))) is not None:
+                joined = (words[i].start(), words[j].end(), digits)
+                i = j + 1
+                break
+        if joined is not None:
+            out.append(joined)
+            continue
+        word = words[i]
+        digits = _number_word(word.group())
+        if digits is None and word.group().casefold() == "plus":
+            following = re.match(r"[ ]*([^\W_]+)", text[word.end():word.end() + 40])
             if following and (following.group(1)[0].isdigit()
                               or _number_word(following.group(1)) is not None):
-                return "+"
-        return match.group()
-
-    return _rewrite(view, _LETTER_RUN_RE, replace)
+                digits = "+"
+        if digits is not None:
+            out.append((word.start(), word.end(), digits))
+        i += 1
+    if not out:
+        return view
+    builder = _Builder(view)
+    pos = 0
+    for start, end, digits in out:
+        builder.keep(pos, start)
+        builder.put(digits, start, end)
+        pos = end
+    builder.keep(pos, len(text))
+    return builder.build()
 
 
 # "@" also as "(at)", "[at]", "{at}", " at ", " ät "; "." also as "(punkt)", "[dot]", " dot ",
@@ -692,9 +782,18 @@ _SEPARATED_DATE_RE = re.compile(
     r"(?<![\d./\-])(?<!\d )(?P<d>\d{1,2})(?:(?P<sep>[/\-])(?P<m>\d{1,2})(?P=sep)(?P<y>\d{4})"
     r"|[ ](?P<m2>\d{1,2})[ ](?P<y2>(?:19|20)\d\d))(?!\d|[./\-]\d)"
 )
+# 14.II.2001: a Roman month between dots.
+_ROMAN_MONTHS = {"I": 1, "II": 2, "III": 3, "IV": 4, "V": 5, "VI": 6, "VII": 7, "VIII": 8, "IX": 9,
+                 "X": 10, "XI": 11, "XII": 12}
+_ROMAN_DATE_RE = re.compile(
+    r"(?<![\d.])(?P<d>\d{1,2})\.[ ]?(?P<mon>XII|XI|X|IX|VIII|VII|VI|V|IV|III|II|I)\."
+    r"(?:[ ]?(?P<y>\d{4}))?"
+    r"(?!\w|\.\d)"
+)
 # 14021990: eight digits standing alone that read as day, month and a year 1900-2009 (what a
 # date with its digits spaced out, "1 4 0 2 1 9 9 0", collapses to).
-_COMPACT_DATE_RE = re.compile(r"(?<![\w./\-])(?P<d>[0-3]\d)(?P<m>[01]\d)(?P<y>19\d\d|200\d)(?![\w]|[./\-]\d)")
+_COMPACT_DATE_RE = re.compile(
+    r"(?<![\w./\-])(?P<d>[0-3]\d)(?P<m>[01]\d)(?P<y>19\d\d|200\d)(?![\w]|[./\-]\d)")
 # Date expressions that are only personal after a birth keyword: month/year and a bare year.
 _COARSE_DATE_RE = re.compile(
     rf"(?<!\w)(?:(?:{_MONTH_ALT})\.?[ \u00a0]*|(?:0?[1-9]|1[0-2])/)?(?:19|20)\d\d(?!\d)",
@@ -732,6 +831,8 @@ def _precise_dates(text: str) -> Iterator[tuple[int, int, int | None]]:
         day = match.group("d") or match.group("d2") or match.group("d3")
         month = match.group("m") or match.group("m2") or match.group("m3")
         yield from _valid(match, int(month), day, match.group("y"))
+    for match in _ROMAN_DATE_RE.finditer(text):
+        yield from _valid(match, _ROMAN_MONTHS[match.group("mon")])
     for match in _COMPACT_DATE_RE.finditer(text):
         yield from _valid(match, int(match.group("m")))
     for match in _SEPARATED_DATE_RE.finditer(text):
@@ -793,7 +894,7 @@ _IBAN_COUNTRIES = ("AD|AE|AL|AT|AZ|BA|BE|BG|BH|BI|BR|BY|CH|CR|CY|CZ|DE|DJ|DK|DO|
                    "|ME|MK|MN|MR|MT|MU|NI|NL|NO|OM|PK|PL|PS|PT|QA|RO|RS|RU|SA|SC|SD|SE|SI|SK|SM|SO"
                    "|ST|SV|TL|TN|TR|UA|VA|VG|XK|YE")
 _IBAN_RE = re.compile(
-    rf"(?<![\w])(?:{_IBAN_COUNTRIES})[ ]?\d{{2}}(?:[ ]?[A-Z0-9]){{11,30}}(?![\w])")
+    rf"(?<![\w])(?:{_IBAN_COUNTRIES})[ ]?\d{{2}}(?:[ ]?[A-Z0-9]){{11,30}}(?![\w])", re.IGNORECASE)
 _SV_NUMBER_RE = re.compile(r"(?<![\w])\d{2}[ \u00a0]?\d{6}[ \u00a0]?[A-Z][ \u00a0]?\d{3}(?![\w])")
 
 
@@ -810,7 +911,7 @@ def _file_numbers(text: str) -> Iterator[_Raw]:
         if re.search(r"[A-Za-z]", chain) and re.search(r"\d{5}", chain):
             yield _Raw(match.start(), match.end(), "file_number")
     for match in _IBAN_RE.finditer(text):
-        iban = re.sub(r"(?:[ ][A-Z]+)+$", "", match.group())  # "... 0130 00 AB": AB is a word
+        iban = re.sub(r"(?:[ ][A-Za-z]+)+$", "", match.group())  # "... 0130 00 an": a word
         compact = iban.replace(" ", "")
         if 15 <= len(compact) <= 34 and sum(ch.isdigit() for ch in compact) >= 10:
             yield _Raw(match.start(), match.start() + len(iban), "file_number",
@@ -822,31 +923,30 @@ def _file_numbers(text: str) -> Iterator[_Raw]:
 _SUFFIXES_OF_STREETS = ("straße", "strasse", "str", "weg", "gasse", "platz", "allee", "ring",
                         "damm", "ufer", "pfad", "steig", "stieg", "chaussee", "wall", "kamp",
                         "promenade")
-_STREET_SUFFIX = "(?:" + "|".join(_SUFFIXES_OF_STREETS).replace("str|", r"str\.|") + ")"
+_STREET_SUFFIX = "(?:" + "|".join(_SUFFIXES_OF_STREETS).replace("str|", r"str\.?|") + ")"
 _STREET_WORD = (r"(?:Straße|Strasse|Str\.|Weg|Gasse|Platz|Allee|Ring|Damm|Ufer|Chaussee|Wall|Markt"
                 r"|Promenade)")
 _SP = r"[ \u00a0]"
-# 1-3 digits, not starting with 0, an optional letter, an optional range: 3a, 12-14, 7/9. After
-# a street word ending in "straße", "str.", "weg", ... the space may be missing
-# ("Hauptstraße95", "Lindenstr.14").
-_HOUSE_NUMBER_TAIL = (
-    rf"([1-9]\d{{0,2}}(?:{_SP}?[a-zA-Z](?!\w))?"
+# 1-3 digits, not starting with 0, an optional letter, an optional range: 3a, 12-14, 7/9. The
+# space before it may be missing ("Hauptstraße95", "Lindenstr.14", "Am Ring3a").
+_HOUSE_NUMBER = (
+    rf"(?:{_SP}*(?:Nr\.{_SP}*)?([1-9]\d{{0,2}}(?:{_SP}?[a-zA-Z](?!\w))?"
     rf"(?:{_SP}?[/\-]{_SP}?\d{{1,3}}[a-zA-Z]?)?))(?!\w|[.,]\d|{_SP}?%)"
 )
-_HOUSE_NUMBER = rf"(?:{_SP}+(?:Nr\.{_SP}*)?{_HOUSE_NUMBER_TAIL}"
-_JOINED_HOUSE_NUMBER = rf"(?:{_SP}*(?:Nr\.{_SP}*)?{_HOUSE_NUMBER_TAIL}"
 _STREET_RES = (
-    # Lindenstraße 14, Jakob-Wessel-Straße 12, Hauptstr. 5
+    # Lindenstraße 14, Jakob-Wessel-Straße 12, Hauptstr. 5; lower case with an unmistakable
+    # suffix: hauptstraße 14, lindenallee 3
     re.compile(rf"(?<![\w\-])(?P<street>(?:[A-ZÄÖÜ]\w*-)*"
-               rf"(?:[A-ZÄÖÜ]\w*?{_STREET_SUFFIX}|(?<=-){_STREET_WORD})){_JOINED_HOUSE_NUMBER}"),
+               rf"(?:[A-ZÄÖÜ]\w*?{_STREET_SUFFIX}|(?<=-){_STREET_WORD}"
+               rf"|[a-zäöü]\w*?(?:straße|strasse|str\.|gasse|allee))){_HOUSE_NUMBER}"),
     # Kölner Straße 45, Hagener Str. 3 (not "Der Platz 1": the adjective comes from a place name)
     re.compile(rf"(?<![\w\-])(?P<street>(?P<adjective>[A-ZÄÖÜ]\w{{3,}}er){_SP}+{_STREET_WORD})"
-               rf"{_JOINED_HOUSE_NUMBER}"),
+               rf"{_HOUSE_NUMBER}"),
     # Am Ring 3a, An der Kirche 5, Im Siepen 2
     re.compile(
         rf"(?<![\w\-])(?P<street>(?:Am|Im|An{_SP}+der|An{_SP}+den|Auf{_SP}+dem|Auf{_SP}+der"
         rf"|In{_SP}+der|In{_SP}+den|Zum|Zur|Unter{_SP}+den|Hinter{_SP}+dem|Vor{_SP}+dem"
-        rf"|Alte|Alter|Neue|Neuer){_SP}+(?P<noun>[A-ZÄÖÜ][\w\-]*)){_JOINED_HOUSE_NUMBER}"
+        rf"|Alte|Alter|Neue|Neuer){_SP}+(?P<noun>[A-ZÄÖÜ][\w\-]*)){_HOUSE_NUMBER}"
     ),
 )
 _NOT_PLACE_ADJECTIVES = _word_set("erster zweiter dritter vierter fünfter letzter nächster anderer "
@@ -1040,6 +1140,8 @@ krause sommer winter herbst frühling mai april august
 _TITLE_WORDS = frozenset({"frau", "herr", "herrn", "familie", "fam", "hr", "fr"})
 # The whole of a user name, hashtag or joined name: "#SaraYilmaz", "@sara.yilmaz", "sara_yilmaz".
 _HANDLE_RE = re.compile(r"[#@]?[\w'\-]+(?:\.[\w'\-]+)*")
+# Letters written apart: "S a r a Y i l m a z".
+_SPACED_LETTERS_RE = re.compile(r"(?<![^\W\d_])[^\W\d_](?:[ ][^\W\d_]){2,}(?![^\W\d_])")
 
 
 def _camel_pieces(raw: str) -> list[str]:
@@ -1090,9 +1192,11 @@ def _known_names(text: str, words: list[_Word], shielded: set[tuple[int, int]],
         return word.start > 0 and text[word.start - 1] in "#@"
 
     def joined_names(norm: str) -> bool:
-        """"#sarayilmaz": two registered names written as one word."""
-        return any(piece_registered(norm[:cut]) and piece_registered(norm[cut:])
-                   for cut in range(2, len(norm) - 1))
+        """"#sarayilmaz": two registered names written as one word (asked only of handles and
+        of letters written apart, not of every word: each cut is one more question)."""
+        return len(norm) <= _MAX_NAME_LENGTH and any(
+            piece_registered(norm[:cut]) and piece_registered(norm[cut:])
+            for cut in range(2, len(norm) - 1))
 
     found: set[int] = set()
     for w, word in enumerate(words):
@@ -1102,9 +1206,10 @@ def _known_names(text: str, words: list[_Word], shielded: set[tuple[int, int]],
             if (w, p) in shielded:
                 continue
             # The parts of a joined word are asked however long it is: "#SaraYilmazWartet...".
-            if (askable(w, p, part) and (
-                    (not ordinary(part) and registered(part.norm))
-                    or (handle_prefix(word) and len(word.parts) == 1 and joined_names(part.norm)))) \
+            as_word = askable(w, p, part) and not ordinary(part) and registered(part.norm)
+            as_handle = askable(w, p, part) and handle_prefix(word) and len(word.parts) == 1 \
+                and joined_names(part.norm)
+            if as_word or as_handle \
                     or any(piece_registered(piece) for piece in _camel_pieces(part.raw)):
                 found.add(w)
                 break
@@ -1128,6 +1233,13 @@ def _known_names(text: str, words: list[_Word], shielded: set[tuple[int, int]],
             and _spaced(text, before, word) and _spaced(text, word, words[w + 1])
         if (after_title or after_name or between) and registered(part.norm):
             found.add(w)
+    for match in _SPACED_LETTERS_RE.finditer(text):
+        joined = match.group().replace(" ", "")
+        norm = normalise_name_token(joined)
+        if (len(norm) <= _MAX_NAME_LENGTH and not _is_stop(norm) and registered(norm)) \
+                or any(piece_registered(piece) for piece in _camel_pieces(joined)) \
+                or joined_names(norm):
+            yield _Raw(match.start(), match.end(), "name")
     handles = [(m.start(), m.end()) for m in _HANDLE_RE.finditer(text)]
     handle_starts = [start for start, _ in handles]
     for w in sorted(found):
@@ -1214,7 +1326,8 @@ def scan(
     vocabulary = frozenset(vocabulary)
     plain = _plain_view(text)
     digits = _collapse(plain)
-    spoken = digits if _LETTER_RUN_RE.search(plain.text) is None else _collapse(_number_words(plain))
+    words_as_digits = _number_words(plain)
+    spoken = digits if words_as_digits is plain else _collapse(words_as_digits)
     found: list[tuple[_View, Iterable[_Raw]]] = [(plain, _emails(plain.text))]
     # The digit patterns run on the collapsed copies and on the plain one: collapsing joins what
     # stands next to a number ("Q3 / 0171 2345678" -> "Q3/0171 2345678"), so a number the plain
