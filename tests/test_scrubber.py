@@ -772,6 +772,13 @@ def test_near_misses_of_the_normalising_rules(text):
     assert found(text, is_known_name=SARA) == []
 
 
+def test_a_capitalised_word_is_no_iban_country():
+    # "Es" opens a sentence; as "ES" it would be Spain's IBAN code.
+    assert found("Es 010000 1000000 ist die Nummer der Unterkunft.") == [
+        ("phone", "010000 1000000")]
+    assert found("So 12 3456 7890 1234 Familien warten, Es 01 0000 1000000 0000.") == []
+
+
 def test_registered_names_that_are_common_words_pass_in_lower_case_too():
     recorder = Recorder("Jonas Sommer", "Arben Lange", "Ayşe Nur", "Rosa Klein")
     text = ("im sommer fallen kurse aus. lange wartezeiten, nur 12 plätze. Die Familie lange "

@@ -893,8 +893,11 @@ _IBAN_COUNTRIES = ("AD|AE|AL|AT|AZ|BA|BE|BG|BH|BI|BR|BY|CH|CR|CY|CZ|DE|DJ|DK|DO|
                    "|FR|GB|GE|GI|GL|GR|GT|HR|HU|IE|IL|IQ|IS|IT|JO|KW|KZ|LB|LC|LI|LT|LU|LV|LY|MC|MD"
                    "|ME|MK|MN|MR|MT|MU|NI|NL|NO|OM|PK|PL|PS|PT|QA|RO|RS|RU|SA|SC|SD|SE|SI|SK|SM|SO"
                    "|ST|SV|TL|TN|TR|UA|VA|VG|XK|YE")
+# The country in capitals, or in lower case right before the check digits ("de12 ..."); not
+# capitalised, which is a word at the start of a sentence ("Es 01 ...").
 _IBAN_RE = re.compile(
-    rf"(?<![\w])(?:{_IBAN_COUNTRIES})[ ]?\d{{2}}(?:[ ]?[A-Z0-9]){{11,30}}(?![\w])", re.IGNORECASE)
+    rf"(?<![\w])(?:(?:{_IBAN_COUNTRIES})[ ]?|(?:{_IBAN_COUNTRIES.lower()}))\d{{2}}"
+    r"(?:[ ]?[A-Za-z0-9]){11,30}(?![\w])")
 _SV_NUMBER_RE = re.compile(r"(?<![\w])\d{2}[ \u00a0]?\d{6}[ \u00a0]?[A-Z][ \u00a0]?\d{3}(?![\w])")
 
 
