@@ -193,6 +193,7 @@ def test_email_near_misses(text):
     ("unter 0171 / 123 45 67 erreichbar", "0171 / 123 45 67"),
     ("unter 0 2302 12345 erreichbar", "0 2302 12345"),
     ("unter (02302) 12345 erreichbar", "(02302) 12345"),
+    ("auf (0100) 10000 Kostenübernahme", "(0100) 10000"),
     ("unter 02302-12345-17 erreichbar", "02302-12345-17"),
     ("unter +49 2302 987654 erreichbar", "+49 2302 987654"),
     ("unter +49 (0)2331 4455667 erreichbar", "+49 (0)2331 4455667"),

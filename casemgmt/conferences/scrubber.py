@@ -1034,8 +1034,9 @@ def _addresses(text: str, vocabulary: frozenset[str]) -> Iterator[_Raw]:
         window = text[max(0, match.start() - 30):match.start()]
         before = re.search(r"(\w+)[^\w]*$", window)
         preceding = before.group(1) if before else ""
-        # After another number without a comma: the tail of a phone number or a list of counts.
-        if match.group("plz").startswith("00") or re.search(r"\d[ \u00a0/\-]*$", window) \
+        # After another number without a comma: the tail of a phone number ("(0100) 10000") or
+        # a list of counts.
+        if match.group("plz").startswith("00") or re.search(r"\d\)?[ \u00a0/\-]*$", window) \
                 or normalise_name_token(preceding) in _QUANTIFIERS \
                 or _is_stop(town) or _is_common_noun(town) or town.endswith(_NOUN_ENDINGS):
             continue
