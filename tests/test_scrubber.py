@@ -193,6 +193,7 @@ def test_email_near_misses(text):
     ("unter 0171 / 123 45 67 erreichbar", "0171 / 123 45 67"),
     ("unter 0 2302 12345 erreichbar", "0 2302 12345"),
     ("unter (02302) 12345 erreichbar", "(02302) 12345"),
+    ("auf (0100) 10000 Kostenübernahme", "(0100) 10000"),
     ("unter 02302-12345-17 erreichbar", "02302-12345-17"),
     ("unter +49 2302 987654 erreichbar", "+49 2302 987654"),
     ("unter +49 (0)2331 4455667 erreichbar", "+49 (0)2331 4455667"),
@@ -272,7 +273,7 @@ def test_date_near_misses(text):
     ("Az. 32.1-4711/24 liegt vor.", "32.1-4711/24"),
     ("AZ: 4711/2023 liegt vor.", "4711/2023"),
     ("Aktenzeichen ABH-2023-00451 liegt vor.", "ABH-2023-00451"),
-    ("Geschäftszeichen 51.2 - 123 liegt vor.", "51.2"),
+    ("Geschäftszeichen 51.2 - 123 liegt vor.", "51.2 - 123"),
     ("Kundennummer 123D456789 doppelt.", "123D456789"),
     ("Die Akte BG-36202-0012345 fehlt.", "BG-36202-0012345"),
     ("Die Sozialversicherungsnummer 65 170890 K 512 ist falsch.", "65 170890 K 512"),
@@ -408,9 +409,10 @@ def test_only_name_like_words_are_asked_and_normalised():
     recorder = Recorder()
     scan("Die Wartezeiten für Çelik-Öztürk sind in Wittmar lang; Jobcenter und KI warten.",
          recorder, frozenset({"Wittmar"}))
-    # Lower-case words, stop words and vocabulary are not asked; the rest only in normal form.
-    assert "celik" in recorder.asked and "ozturk" in recorder.asked
-    assert not {"wittmar", "jobcenter", "ki", "die", "lang", "sind", "warten"} & set(recorder.asked)
+    # Stop words and vocabulary are not asked; every other word is, lower-case ones too (the
+    # service answers from the names on the conference's own agenda), only in normal form.
+    assert {"celik", "ozturk", "warten"} <= set(recorder.asked)
+    assert not {"wittmar", "jobcenter", "ki", "die", "lang", "sind", "und"} & set(recorder.asked)
     assert all(token == normalise_name_token(token) for token in recorder.asked)
 
 
@@ -586,3 +588,359 @@ def test_long_and_degenerate_input_is_scanned_in_linear_time(text):
     started = time.perf_counter()
     _check_hits(text, scan(text, lambda token: True, VOCABULARY))
     assert time.perf_counter() - started < 10  # a quadratic path takes minutes here
+
+
+# --- bypasses: written differently to slip past the patterns -----------------------------------
+# Each was found by an attacker test of the first scanner; the scan now matches on normalised
+# copies of the text (NFKC, spaced digits and separators collapsed, number words as digits) and
+# still reports the original characters.
+
+SARA = Recorder("Sara Yılmaz", "Omid Rahimi", "Jonas Sommer", "Ayşe Nur Yıldırım")
+
+BYPASSES = {
+    "name_lower_case": [
+        ("sara yilmaz wartet.", "name", "sara yilmaz"),
+        ("Der Kurs von sara yılmaz fiel aus.", "name", "sara yılmaz"),
+        ("SARA YILMAZ wartet.", "name", "SARA YILMAZ"),
+        ("jonas sommer wartet.", "name", "jonas sommer"),
+        ("die familie sommer wartet.", "name", "sommer"),
+        ("bei frau yilmaz fehlt der nachweis.", "name", "yilmaz"),
+        ("ayşe nur yıldırım wartet.", "name", "ayşe nur yıldırım"),
+    ],
+    "name_joined": [
+        ("#SaraYilmaz wartet.", "name", "#SaraYilmaz"),
+        ("sara_yilmaz wartet.", "name", "sara_yilmaz"),
+        ("SaraYilmaz wartet.", "name", "SaraYilmaz"),
+        ("@sara.yilmaz wartet.", "name", "@sara.yilmaz"),
+        ("Akte Sara_Yilmaz_2024 fehlt.", "name", "Sara_Yilmaz_2024"),
+        ("#sarayilmaz wartet.", "name", "#sarayilmaz"),
+        ("#OmidRahimiWartetSeitVierMonatenAufEinenKursplatz", "name",
+         "#OmidRahimiWartetSeitVierMonatenAufEinenKursplatz"),
+    ],
+    "name_look_alike": [
+        ("S\u0430ra Yilmaz wartet.", "name", "S\u0430ra Yilmaz"),  # Cyrillic а
+        ("Omid Rah\u0456mi wartet.", "name", "Omid Rah\u0456mi"),  # Ukrainian і
+    ],
+    "name_spaced_letters": [
+        ("S a r a Y i l m a z wartet.", "name", "S a r a Y i l m a z"),
+        ("Akte o m i d r a h i m i fehlt.", "name", "o m i d r a h i m i"),
+    ],
+    "date_separators": [
+        ("seit dem 14 02 2001 ohne Kurs", "date", "14 02 2001"),
+        ("seit dem 14/02/2001 ohne Kurs", "date", "14/02/2001"),
+        ("seit dem 14-02-2001 ohne Kurs", "date", "14-02-2001"),
+        ("seit dem 2001/02/14 ohne Kurs", "date", "2001/02/14"),
+        ("seit dem 14 . 02 . 2001 ohne Kurs", "date", "14 . 02 . 2001"),
+        ("geb. 14/02/2015, ohne Kitaplatz", "birth_date", "14/02/2015"),
+        ("seit dem 14.II.2001 ohne Kurs", "date", "14.II.2001"),
+    ],
+    "date_spaced_digits": [
+        ("seit dem 1 4. 0 2. 2 0 0 1 ohne Kurs", "date", "1 4. 0 2. 2 0 0 1"),
+        ("(geb. 1 9 8 5) wartet", "birth_date", "1 9 8 5"),
+        ("(geb. 1 4 0 2 1 9 9 0) wartet", "birth_date", "1 4 0 2 1 9 9 0"),
+        ("seit dem 1 4 0 2 1 9 9 0 ohne Kurs", "date", "1 4 0 2 1 9 9 0"),
+    ],
+    "date_full_width": [
+        ("seit dem １４．０２．２００１ ohne Kurs", "date", "１４．０２．２００１"),
+        ("seit dem ۱۴.۰۲.۲۰۰۱ ohne Kurs", "date", "۱۴.۰۲.۲۰۰۱"),
+    ],
+    "date_number_words": [
+        ("am vierzehnter Februar zweitausendeins eingereist", "date",
+         "vierzehnter Februar zweitausendeins"),
+        ("geboren neunzehnhundertneunzig in Kabul", "birth_date", "neunzehnhundertneunzig"),
+        ("am einunddreißigsten zwölften neunzehnhundertneunundneunzig", "date",
+         "einunddreißigsten zwölften neunzehnhundertneunundneunzig"),
+        ("Geburtsjahr zweitausendzwölf", "birth_date", "zweitausendzwölf"),
+        ("geboren zwei tausend eins in Kabul", "birth_date", "zwei tausend eins"),
+        ("geboren neunzehn hundert neun und neunzig", "birth_date",
+         "neunzehn hundert neun und neunzig"),
+    ],
+    "phone_dots": [
+        ("unter 0171.2345678 erreichbar", "phone", "0171.2345678"),
+        ("unter 0171 . 234 56 78 erreichbar", "phone", "0171 . 234 56 78"),
+    ],
+    "phone_spaced_digits": [
+        ("unter 0 1 7 1 2 3 4 5 6 7 8 erreichbar", "phone", "0 1 7 1 2 3 4 5 6 7 8"),
+        ("unter 0171 234 56 78 erreichbar", "phone", "0171 234 56 78"),
+    ],
+    "phone_full_width": [
+        ("unter ０１７１ ２３４５６７８ erreichbar", "phone", "０１７１ ２３４５６７８"),
+        ("unter ＋４９ １７１ ２３４５６７８ erreichbar", "phone", "＋４９ １７１ ２３４５６７８"),
+    ],
+    "phone_without_plus": [
+        ("unter 49 171 2345678 erreichbar", "phone", "49 171 2345678"),
+        ("unter 491712345678 erreichbar", "phone", "491712345678"),
+        ("unter 49 (0)171 2345678 erreichbar", "phone", "49 (0)171 2345678"),
+    ],
+    "phone_number_words": [
+        ("unter null eins sieben eins zwei drei vier fünf sechs sieben acht erreichbar", "phone",
+         "null eins sieben eins zwei drei vier fünf sechs sieben acht"),
+        ("unter plus vier neun eins sieben eins zwei drei vier fünf sechs sieben acht", "phone",
+         "plus vier neun eins sieben eins zwei drei vier fünf sechs sieben acht"),
+        ("Tel. zwei drei vier fünf sechs (Unterkunft)", "phone", "zwei drei vier fünf sechs"),
+    ],
+    "email_words": [
+        ("an sara at example dot de schreiben", "email", "sara at example dot de"),
+        ("an sara ät example punkt de schreiben", "email", "sara ät example punkt de"),
+        ("an SARA AT EXAMPLE DOT DE schreiben", "email", "SARA AT EXAMPLE DOT DE"),
+        ("an sara punkt y at example punkt org schreiben", "email",
+         "sara punkt y at example punkt org"),
+    ],
+    "email_brackets": [
+        ("an sara (at) example (punkt) de schreiben", "email", "sara (at) example (punkt) de"),
+        ("an sara [at] example [dot] de schreiben", "email", "sara [at] example [dot] de"),
+        ("an sara(AT)example(DOT)de schreiben", "email", "sara(AT)example(DOT)de"),
+        ("an sara {at} example {punkt} de schreiben", "email", "sara {at} example {punkt} de"),
+    ],
+    "email_full_width": [
+        ("an sara＠example．de schreiben", "email", "sara＠example．de"),
+    ],
+    "address_joined": [
+        ("wohnt in der Hauptstraße95 bei Bekannten", "address", "Hauptstraße95"),
+        ("wohnt in der Lindenstr.14 bei Bekannten", "address", "Lindenstr.14"),
+        ("wohnt in der Kölner Str.45 bei Bekannten", "address", "Kölner Str.45"),
+        ("wohnt Am Ring3a bei Bekannten", "address", "Am Ring3a"),
+        ("wohnt in der Hauptstr 95 bei Bekannten", "address", "Hauptstr 95"),
+    ],
+    "address_lower_case": [
+        ("wohnt in der hauptstraße 95 bei Bekannten", "address", "hauptstraße 95"),
+        ("wohnt in der lindenallee 3 bei Bekannten", "address", "lindenallee 3"),
+    ],
+    "address_spaced_digits": [
+        ("wohnt in der Hauptstraße 9 5 bei Bekannten", "address", "Hauptstraße 9 5"),
+        ("Post an 5 8 4 5 2 Wittmar", "address", "5 8 4 5 2 Wittmar"),
+    ],
+    "address_full_width": [
+        ("wohnt in der Hauptstraße ９５ bei Bekannten", "address", "Hauptstraße ９５"),
+    ],
+    "file_number_spaced": [
+        ("Az. 1 2 3 4 5 6 7 - 4 3 9 liegt vor", "file_number", "1 2 3 4 5 6 7 - 4 3 9"),
+        ("Bescheid 1234567 - 439 liegt vor", "file_number", "1234567 - 439"),
+        ("BG-Nr 362 02 BG 001 2345 fehlt", "file_number", "362 02 BG 001 2345"),
+        ("Az. ４７１１/２０２３ liegt vor", "file_number", "４７１１/２０２３"),
+    ],
+    "iban_spacing": [
+        ("an DE 12 3704 0044 0532 0130 00 überwiesen", "file_number",
+         "DE 12 3704 0044 0532 0130 00"),
+        ("an DE1237 0400 44053201 3000 überwiesen", "file_number", "DE1237 0400 44053201 3000"),
+        ("an DE12 3704 00440532 013000 AB überwiesen", "file_number", "DE12 3704 00440532 013000"),
+        ("IBAN: DE12370400440532013000", "file_number", "DE12370400440532013000"),
+        ("an de12 3704 0044 0532 0130 00 überwiesen", "file_number", "de12 3704 0044 0532 0130 00"),
+    ],
+}
+
+
+@pytest.mark.parametrize(("text", "kind", "excerpt"), [
+    pytest.param(*case, id=f"{bypass}-{i}")
+    for bypass, cases in BYPASSES.items() for i, case in enumerate(cases)
+])
+def test_bypass_is_caught(text, kind, excerpt):
+    hits = scan(text, SARA)
+    assert [(hit.kind, hit.excerpt) for hit in hits] == [(kind, excerpt)]
+    _check_hits(text, hits)
+    assert scan(redact(text, hits), SARA) == []
+
+
+def test_every_bypass_class_is_in_the_corpus():
+    in_corpus = {finding["bypass"] for finding in DIRTY if "bypass" in finding}
+    assert in_corpus == set(BYPASSES)
+    assert sum("bypass" in finding for finding in DIRTY) >= 30
+
+
+@pytest.mark.parametrize("text", [
+    "Nur 2 von 14 Familien warten zwischen 2019 und 2024, Kurs B1 ab 03/2025 in Raum 1.14.",
+    "Version 2.0 der Lernplattform, Tel. der Beratungsstelle folgt.",
+    "#Wohnraum, #Kita und @Integrationsagentur; #DeutschLernen.",
+    "Sprechzeit 14.30 Uhr bis 16 . 00 Uhr, 8 - 12 Uhr, Quote 3 / 12 / 15.",
+    "Im Q3 / 2025 und in der KW 12 / 2025 waren 0 von 24 Plätzen frei.",
+    "Die ersten drei Monate, sechs bis acht Wochen, zum ersten Januar zweitausendfünfundzwanzig.",
+    "Von zwölf Familien haben acht keinen Platz; Kinder von null bis drei Jahren.",
+    "Die Module 1 2 3 sind voll, Anlage KdU 1 2 fehlt.",
+    "Auf dem Marktplatz zwei Stände; in der Hauptstraße eine Beratungsstelle.",
+    "Bei 49 Personen und 171 weiteren fehlt der Nachweis, Linie 49 fährt stündlich.",
+    "Im Jahr 2008. 12 Familien kamen danach; 1 : 1 Betreuung fehlt.",
+    "Am 3. 4. und am 12. 5. keine Termine, der Bescheid vom 1. 3. 2025 kam spät.",
+    "Das Team at Jobcenter ist de facto am Punkt der Überlastung.",
+    "Upload nur 5 MB 010 Dateien, die Dritten erhalten nichts, achten Sie auf Fristen.",
+    "Wohnungen bis 50 m² kosten 9,50 €/m², zweitausend Euro Kaution.",
+    "Familien mit drei und vier Kindern, sechs und mehr Personen, zwei oder drei Zimmer.",
+    "Die Gruppen A B C und D, die Stufen I, II und III, Kapitel IV.2, Abschnitt 3.IV.",
+    "Im Kapitel 12.XII werden die Fristen erklärt; 12345678 Euro Gesamtbudget.",
+    "Die Wohnungsbaugesellschaft hat in der hauptstraße keine freien Wohnungen; die allee 3 Bäume.",
+    "Die Gruppe ist klein, der raum ist 24 m² groß, 1 Tisch.",
+])
+def test_near_misses_of_the_normalising_rules(text):
+    assert found(text, is_known_name=SARA) == []
+
+
+def test_a_capitalised_word_is_no_iban_country():
+    # "Es" opens a sentence; as "ES" it would be Spain's IBAN code.
+    assert found("Es 010000 1000000 ist die Nummer der Unterkunft.") == [
+        ("phone", "010000 1000000")]
+    assert found("So 12 3456 7890 1234 Familien warten, Es 01 0000 1000000 0000.") == []
+
+
+def test_registered_names_that_are_common_words_pass_in_lower_case_too():
+    recorder = Recorder("Jonas Sommer", "Arben Lange", "Ayşe Nur", "Rosa Klein")
+    text = ("im sommer fallen kurse aus. lange wartezeiten, nur 12 plätze. Die Familie lange "
+            "warten zu lassen hilft nicht; der raum ist klein, die broschüre rosa.")
+    assert found(text, is_known_name=recorder) == []
+    # In a name-like position they are names: after a title, after a name in the same case.
+    assert found("familie sommer wartet.", is_known_name=recorder) == [("name", "sommer")]
+    assert found("jonas sommer wartet.", is_known_name=recorder) == [("name", "jonas sommer")]
+    assert found("Jonas Sommer wartet.", is_known_name=recorder) == [("name", "Jonas Sommer")]
+    assert found("Jonas lange nicht gesehen.", is_known_name=recorder) == [("name", "Jonas")]
+
+
+def test_parts_of_joined_words_are_asked():
+    recorder = Recorder()
+    scan("#SaraYilmaz und sara_yilmaz und @omid.rahimi", recorder)
+    assert {"sara", "yilmaz", "omid", "rahimi"} <= set(recorder.asked)
+    assert all(token == normalise_name_token(token) for token in recorder.asked)
+
+
+def test_hit_spans_point_at_the_original_characters_after_normalising():
+    # Full-width, spaced, zero-width and spelled-out forms: each hit names exactly the original
+    # characters, and removing them leaves a clean text.
+    text = ("Ｓａｒａ wohnt in der Hauptstraße ９５, geb. 1 4. 0 2. 2 0 0 1, Tel. null eins sieben "
+            "eins 2 3 4 5 6 7 8, Mail sara (at) example (punkt) de, Az. 1 2 3 4 5 6 7 - 4 3 9; "
+            "Yo\u200bhannes am vierzehnten Februar neunzehnhundertneunzig.")
+    hits = scan(text, is_known_name)
+    assert [(h.kind, h.excerpt) for h in hits] == [
+        ("name", "Ｓａｒａ"), ("address", "Hauptstraße ９５"), ("birth_date", "1 4. 0 2. 2 0 0 1"),
+        ("phone", "null eins sieben eins 2 3 4 5 6 7 8"), ("email", "sara (at) example (punkt) de"),
+        ("file_number", "1 2 3 4 5 6 7 - 4 3 9"), ("name", "Yo\u200bhannes"),
+        ("date", "vierzehnten Februar neunzehnhundertneunzig"),
+    ]
+    _check_hits(text, hits)
+    assert scan(redact(text, hits), is_known_name) == []
+
+
+# --- properties of the normalising rules --------------------------------------------------------
+
+_PAIRS = [(person["given_names"], person["family_name"]) for person in CORPUS["registered"]]
+
+
+def _name_forms(given: str, family: str) -> list[str]:
+    tokens = re.split(r"[\s\-]+", f"{given} {family}")
+    camel = "".join(token[:1].upper() + token[1:] for token in tokens)
+    return [
+        f"{given} {family}".lower(), f"{given} {family}".upper(), f"#{camel}", camel,
+        "_".join(tokens).lower(), "@" + ".".join(tokens).lower(), ".".join(tokens),
+        f"{given.lower()} {family.lower()}s",
+    ]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(CLEAN), st.integers(min_value=0, max_value=200),
+       st.sampled_from(_PAIRS).flatmap(lambda pair: st.sampled_from(_name_forms(*pair))))
+def test_a_registered_name_in_any_form_is_found(clean, where, name):
+    text, start, end = _insert(clean, where, name)
+    hits = scan(text, is_known_name, VOCABULARY)
+    assert _covered(hits, "name", start, end), (text, hits)
+    assert scan(redact(text, hits), is_known_name, VOCABULARY) == []
+
+
+_UNITS = ["", "eins", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "neun", "zehn",
+          "elf", "zwölf", "dreizehn", "vierzehn", "fünfzehn", "sechzehn", "siebzehn", "achtzehn",
+          "neunzehn"]
+_TENS = ["", "", "zwanzig", "dreißig", "vierzig", "fünfzig", "sechzig", "siebzig", "achtzig",
+         "neunzig"]
+_MONTH_NAMES = ["Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "August",
+                "September", "Oktober", "November", "Dezember"]
+
+
+def _german(n: int) -> str:
+    """1-99 and the years 1900-2099 in German words, written as one word."""
+    if n >= 1900:
+        century, rest = divmod(n, 100)
+        head = "neunzehnhundert" if century == 19 else "zweitausend"
+        return head + (_german(rest) if rest else "")
+    if n < 20:
+        return _UNITS[n]
+    tens, unit = divmod(n, 10)
+    return ("ein" if unit == 1 else _UNITS[unit]) + ("und" if unit else "") + _TENS[tens] \
+        if unit else _TENS[tens]
+
+
+def _ordinal(n: int, ending: str) -> str:
+    special = {1: "erste", 3: "dritte", 7: "siebte", 8: "achte"}
+    base = special.get(n) or (_german(n) + ("ste" if n >= 20 else "te"))
+    return base[:-1] + ending  # ending: "e", "en", "er"
+
+
+def _spaced(text: str) -> str:
+    return re.sub(r"(?<=\d)(?=\d)", " ", text)
+
+
+def _full_width(text: str) -> str:
+    return "".join(chr(ord(ch) + 0xFEE0) if "!" <= ch <= "~" else ch for ch in text)
+
+
+@st.composite
+def dates_of_birth(draw) -> str:
+    year = draw(st.integers(min_value=1940, max_value=2009))
+    month = draw(st.integers(min_value=1, max_value=12))
+    day = draw(st.integers(min_value=1, max_value=28))
+    d, m, y = f"{day:02d}", f"{month:02d}", str(year)
+    numeric = draw(st.sampled_from([
+        f"{d}.{m}.{y}", f"{day}.{month}.{y}", f"{d}.{m}.{y[2:]}", f"{d} {m} {y}", f"{d}/{m}/{y}",
+        f"{d}-{m}-{y}", f"{y}/{m}/{d}", f"{y}-{m}-{d}", f"{d} . {m} . {y}",
+        f"{day}. {_MONTH_NAMES[month - 1]} {y}",
+    ]))
+    return draw(st.sampled_from([
+        numeric, _spaced(numeric), _full_width(numeric),
+        f"{_ordinal(day, 'en')} {_MONTH_NAMES[month - 1]} {_german(year)}",
+        f"{_ordinal(day, 'er')} {_ordinal(month, 'er')} {_german(year)}",
+    ]))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(CLEAN), st.integers(min_value=0, max_value=200), dates_of_birth(),
+       st.sampled_from(["(geb. {})", "(geboren am {})", ", {},", "(eingereist am {})"]))
+def test_a_date_of_birth_in_any_supported_form_is_found(clean, where, date, context):
+    text, _, _ = _insert(clean, where, context.format(date))
+    start = text.index(date)
+    hits = scan(text, is_known_name, VOCABULARY)
+    assert any(h.kind in ("birth_date", "date") and h.start <= start and start + len(date) <= h.end
+               for h in hits), (text, hits)
+    assert scan(redact(text, hits), is_known_name, VOCABULARY) == []
+
+
+_DIGIT_WORDS = ["null", "eins", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "neun"]
+
+
+@st.composite
+def disguised_phones(draw) -> str:
+    area = draw(st.from_regex(r"[1-9][0-9]{1,4}", fullmatch=True))
+    subscriber_length = draw(st.integers(min_value=max(3, 8 - len(area)), max_value=13 - len(area)))
+    subscriber = draw(st.from_regex(rf"[1-9][0-9]{{{subscriber_length - 1}}}", fullmatch=True))
+    national = f"0{area}{subscriber}"
+    return draw(st.sampled_from([
+        f"0{area}.{subscriber}", f"0{area} . {subscriber}", _spaced(national),
+        _full_width(f"0{area} {subscriber}"), _full_width(f"+49 {area} {subscriber}"),
+        f"49 {area} {subscriber}", f"49{area}{subscriber}",
+        " ".join(_DIGIT_WORDS[int(ch)] for ch in national),
+        "plus vier neun " + " ".join(_DIGIT_WORDS[int(ch)] for ch in area + subscriber),
+    ]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(disguised_phones())
+def test_disguised_phone_numbers_are_found(phone):
+    assert found(f"Rückruf unter {phone} erbeten.") == [("phone", phone)]
+
+
+@pytest.mark.parametrize("text", [
+    "1 " * 2000, "null eins " * 400, "a at b dot " * 400, "Aa" * 2000, "#SaraYilmaz" * 364,
+    "@a.b." * 800, "1 . " * 1000, "vierzehnter " * 364, "１４．" * 1333, "x (at) " * 571,
+    "plus " * 800, "DE12 " * 800, "Hauptstraße" * 364, "\u200b1" * 2000, "a\u0308" * 2000,
+    "sara yilmaz " * 333, "1 - " * 1000, "zweitausendeinhundertneunundneunzig" * 114,
+    ("Frau Ahmadi, geb. 1 4. 0 2. 1 9 9 0, Tel. null eins sieben eins 2 3 4 5 6 7 8, a (at) b "
+     "(punkt) de, Hauptstraße95, Az. 1 2 3 - 4, #SaraYilmaz, DE 12 3704 0044. ") * 25,
+])
+def test_a_4000_character_adversarial_text_scans_in_well_under_a_second(text):
+    text = text[:4000]
+    started = time.perf_counter()
+    _check_hits(text, scan(text, lambda token: True, VOCABULARY))
+    assert time.perf_counter() - started < 1
