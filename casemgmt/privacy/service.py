@@ -631,9 +631,12 @@ def withdraw_consent(session: Session, actor: Actor, consent_id: uuid.UUID, note
                      now: datetime) -> ConsentOut:
     """Withdrawal takes effect now for every later access; earlier access stays lawful."""
     with unit_of_work(session):
-        consent = session.get(Consent, consent_id, with_for_update=True)
+        consent = session.get(Consent, consent_id)
         if consent is None:
             raise NotFound(f"no consent {consent_id}", resource="consent", id=str(consent_id))
+        # Withdrawals queue behind the person's row: consents are append-only, and the service's
+        # database role may not lock their rows (FOR UPDATE needs the UPDATE privilege).
+        session.execute(select(Person.id).where(Person.id == consent.person_id).with_for_update())
         person_in_scope(session, actor, consent.person_id)
         if session.get(ConsentWithdrawal, consent_id) is not None:
             raise ConsentAlreadyWithdrawn(f"consent {consent_id} was already withdrawn")
