@@ -29,9 +29,23 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     from casemgmt.migrations import upgrade
 
     settings = get_settings()
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.migration_url)
     upgrade(engine)
     print(f"database {engine.url.render_as_string(hide_password=True)} is at the latest schema")
+    return 0
+
+
+def _cmd_db_grant(args: argparse.Namespace) -> int:
+    from casemgmt.database import make_engine
+    from casemgmt.dbroles import grant_service_role
+    from casemgmt.migrations import ensure_at_head
+
+    engine = make_engine(get_settings().migration_url)
+    try:
+        ensure_at_head(engine)
+        print(grant_service_role(engine, args.service_role).describe())
+    finally:
+        engine.dispose()
     return 0
 
 
@@ -41,16 +55,24 @@ def _serve(app, host: str, port: int) -> None:
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
+def _checked_app(settings):
+    """The app, after checking its database role here: a refusal inside the server's start-up
+    would end in a traceback and the server's own exit code."""
     from casemgmt.app import create_app
+    from casemgmt.dbroles import ensure_service_role
 
+    app = create_app(settings)
+    ensure_service_role(app.state.engine, settings.allow_privileged_db_role)
+    return app
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
     settings = get_settings()
-    _serve(create_app(settings), args.host or settings.host, args.port or settings.port)
+    _serve(_checked_app(settings), args.host or settings.host, args.port or settings.port)
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from casemgmt.app import create_app
     from casemgmt.demo import seed_demo
 
     settings = get_settings()
@@ -60,7 +82,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"\nAPI docs: http://{host}:{port}/docs  (click 'Authorize' and paste a token above)\n")
     if args.no_serve:
         return 0
-    _serve(create_app(settings), host, port)
+    _serve(_checked_app(settings), host, port)
     return 0
 
 
@@ -117,11 +139,13 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
 def _service_sessions(settings):
     """An engine checked to be at the latest schema, and sessions able to write the audit trail."""
     from casemgmt.database import make_engine, make_sessionmaker
+    from casemgmt.dbroles import ensure_service_role
     from casemgmt.migrations import ensure_at_head
     from casemgmt.privacy.crypto import KeyRing, load_master_key
 
     engine = make_engine(settings.database_url)
     ensure_at_head(engine)
+    ensure_service_role(engine, settings.allow_privileged_db_role)
     keys = KeyRing.from_master(load_master_key(settings.master_key_file, settings.master_key))
     return make_sessionmaker(engine, audit_key=keys.audit_key)
 
@@ -198,6 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("migrate", help="create or upgrade the database schema")
     p.set_defaults(func=_cmd_migrate)
 
+    p = sub.add_parser("db", help="database roles (PostgreSQL)")
+    db_sub = p.add_subparsers(dest="db_command", required=True)
+    g = db_sub.add_parser("grant", help="give the service role exactly the privileges it needs, revoke the rest "
+                                        "(run as the schema owner after every migrate)")
+    g.add_argument("--service-role", required=True, metavar="NAME", help="the role of CASEMGMT_DATABASE_URL")
+    g.set_defaults(func=_cmd_db_grant)
+
     p = sub.add_parser("serve", help="serve the API (the database must be migrated)")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
@@ -253,10 +284,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as exc:
         from casemgmt.auth.tokens import KeyConfigurationError
+        from casemgmt.dbroles import DatabaseRoleError
         from casemgmt.migrations import DatabaseNotMigrated
         from casemgmt.privacy.crypto import MasterKeyError
 
-        if isinstance(exc, (KeyConfigurationError, DatabaseNotMigrated, MasterKeyError)):
+        if isinstance(exc, (KeyConfigurationError, DatabaseNotMigrated, MasterKeyError, DatabaseRoleError)):
             print(f"casemgmt: {exc}", file=sys.stderr)
             return 2
         raise

@@ -66,6 +66,20 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = 10.0
     notify_max_attempts: int = Field(default=8, ge=1, le=100)
 
+    # Database roles: migrations run as the schema owner, the service as a restricted role.
+    migration_database_url: str | None = Field(
+        default=None,
+        description="URL of the schema owner's role for `migrate` and `db grant` (default: database_url).",
+    )
+    allow_privileged_db_role: bool = Field(
+        default=False,
+        description="Let the service run as a superuser or the schema owner (development only).",
+    )
+
+    @property
+    def migration_url(self) -> str:
+        return self.migration_database_url or self.database_url
+
 
 @lru_cache
 def get_settings() -> Settings:
