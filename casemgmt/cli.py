@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from datetime import timedelta
+from pathlib import Path
 
 from casemgmt.config import get_settings
 from casemgmt.policy.source import PolicyError
@@ -124,16 +125,96 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     keys = KeyRing.from_master(load_master_key(settings.master_key_file, settings.master_key))
+    public_key = _checkpoint_public_key(settings) if args.checkpoints else None
     started = time.perf_counter()
     result = verify_parallel(settings.database_url, keys.audit_key, workers=args.workers)
     seconds = time.perf_counter() - started
     if result.ok:
         print(f"audit trail intact: {result.rows} rows verified in {seconds:.2f} s")
+        code = 0
+    else:
+        where = f" at row {result.first_bad_id}" if result.first_bad_id is not None else ""
+        print(f"audit trail BROKEN{where}: {result.problem} ({result.rows} rows verified intact)",
+              file=sys.stderr)
+        code = 1
+    if args.checkpoints:
+        code = max(code, _verify_checkpoints(settings, args.checkpoints, public_key))
+    return code
+
+
+def _checkpoint_public_key(settings):
+    from casemgmt.privacy.checkpoints import load_public_key
+
+    return load_public_key(settings.audit_checkpoint_public_key_file, settings.audit_checkpoint_key_file)
+
+
+def _verify_checkpoints(settings, directory, public_key) -> int:
+    from casemgmt.database import make_engine
+    from casemgmt.privacy.checkpoints import verify_checkpoints
+
+    engine = make_engine(settings.database_url)
+    try:
+        with engine.connect() as conn:
+            report = verify_checkpoints(conn, directory, public_key)
+    finally:
+        engine.dispose()
+    for note in report.notes:
+        print(f"note: {note}")
+    if report.ok:
+        print(f"checkpoints intact: {report.checkpoints} in {directory} verified; the database is at "
+              f"or beyond each; the latest is {report.latest.label}")
         return 0
-    where = f" at row {result.first_bad_id}" if result.first_bad_id is not None else ""
-    print(f"audit trail BROKEN{where}: {result.problem} ({result.rows} rows verified intact)",
-          file=sys.stderr)
+    print(f"audit trail FAILS ITS CHECKPOINTS in {directory}:", file=sys.stderr)
+    for problem in report.problems[:20]:
+        print(f"  {problem}", file=sys.stderr)
+    if len(report.problems) > 20:
+        print(f"  ... and {len(report.problems) - 20} more", file=sys.stderr)
     return 1
+
+
+def _cmd_audit_checkpoint(args: argparse.Namespace) -> int:
+    from casemgmt.database import make_engine
+    from casemgmt.migrations import ensure_at_head
+    from casemgmt.privacy.checkpoints import CheckpointError, load_private_key
+
+    settings = get_settings()
+    directory = args.dir or settings.audit_checkpoint_dir
+    if directory is None:
+        raise CheckpointError("no checkpoint directory: pass --dir or set CASEMGMT_AUDIT_CHECKPOINT_DIR")
+    key = load_private_key(settings.audit_checkpoint_key_file)
+    engine = make_engine(settings.database_url)
+    try:
+        ensure_at_head(engine)
+        return _checkpoint_writer(engine, directory, key)()
+    finally:
+        engine.dispose()
+
+
+def _checkpoint_writer(engine, directory, key):
+    """Write one signed checkpoint; a refusal (the trail is behind or diverges from the last
+    checkpoint) or a failing directory is reported and gives 1, so a loop keeps running."""
+    from casemgmt.privacy.checkpoints import CheckpointError, CheckpointRefused, write_checkpoint
+
+    def write() -> int:
+        try:
+            print(write_checkpoint(engine, directory, key).describe(), flush=True)
+            return 0
+        except (CheckpointRefused, CheckpointError) as exc:
+            print(f"audit checkpoint REFUSED: {exc}", file=sys.stderr, flush=True)
+            return 1
+
+    return write
+
+
+def _cmd_audit_keygen(args: argparse.Namespace) -> int:
+    from casemgmt.privacy.checkpoints import generate_key_file, key_id, load_private_key
+
+    path = args.out or get_settings().audit_checkpoint_key_file
+    public = generate_key_file(path)
+    print(f"wrote the checkpoint signing key {path} (mode 0600: keep it away from the database "
+          f"server, never commit it) and its public key {public} "
+          f"(key id {key_id(load_private_key(path).public_key())})")
+    return 0
 
 
 def _service_sessions(settings):
@@ -247,7 +328,15 @@ def build_parser() -> argparse.ArgumentParser:
     v = audit_sub.add_parser("verify", help="check the hash chain; exit 1 naming the first bad row")
     v.add_argument("--workers", type=int, default=None,
                    help="processes for large trails (default: one per core)")
+    v.add_argument("--checkpoints", type=Path, metavar="DIR",
+                   help="also hold the database against the signed checkpoints in DIR")
     v.set_defaults(func=_cmd_audit_verify)
+    c = audit_sub.add_parser("checkpoint", help="append a signed checkpoint of every stream's head to a directory")
+    c.add_argument("--dir", type=Path, help="checkpoint directory (default: CASEMGMT_AUDIT_CHECKPOINT_DIR)")
+    c.set_defaults(func=_cmd_audit_checkpoint)
+    k = audit_sub.add_parser("keygen", help="create the Ed25519 key pair that signs checkpoints")
+    k.add_argument("--out", type=Path, help="private key file (default: CASEMGMT_AUDIT_CHECKPOINT_KEY_FILE)")
+    k.set_defaults(func=_cmd_audit_keygen)
 
     p = sub.add_parser("escalate", help="escalate overdue handovers and queue notifications (idempotent)")
     p.add_argument("--every", type=float, metavar="SECONDS", help="keep running, once every SECONDS")
@@ -286,9 +375,11 @@ def main(argv: list[str] | None = None) -> int:
         from casemgmt.auth.tokens import KeyConfigurationError
         from casemgmt.dbroles import DatabaseRoleError
         from casemgmt.migrations import DatabaseNotMigrated
+        from casemgmt.privacy.checkpoints import CheckpointError
         from casemgmt.privacy.crypto import MasterKeyError
 
-        if isinstance(exc, (KeyConfigurationError, DatabaseNotMigrated, MasterKeyError, DatabaseRoleError)):
+        if isinstance(exc, (KeyConfigurationError, DatabaseNotMigrated, MasterKeyError, DatabaseRoleError,
+                            CheckpointError)):
             print(f"casemgmt: {exc}", file=sys.stderr)
             return 2
         raise

@@ -76,6 +76,18 @@ class Settings(BaseSettings):
         description="Let the service run as a superuser or the schema owner (development only).",
     )
 
+    # Signed audit checkpoints, kept outside the database (ideally on WORM storage).
+    audit_checkpoint_key_file: Path = Field(
+        default=Path(".casemgmt/audit-checkpoint.key"),
+        description="PEM Ed25519 private key that signs checkpoints; `casemgmt audit keygen` makes one.",
+    )
+    audit_checkpoint_public_key_file: Path | None = Field(
+        default=None, description="PEM public key that verifies checkpoints (default: from the private key).",
+    )
+    audit_checkpoint_dir: Path | None = Field(
+        default=None, description="Where `escalate` and `audit checkpoint` append checkpoints.",
+    )
+
     @property
     def migration_url(self) -> str:
         return self.migration_database_url or self.database_url
