@@ -75,14 +75,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from casemgmt.demo import seed_demo
+    from casemgmt.demo.checkpoint import demo_checkpoint
 
     settings = get_settings()
     summary = seed_demo(settings, persons=args.persons, seed=args.seed)
     print(summary.describe())
+    checkpoint_failed = demo_checkpoint(settings)
     host, port = args.host or settings.host, args.port or settings.port
     print(f"\nAPI docs: http://{host}:{port}/docs  (click 'Authorize' and paste a token above)\n")
     if args.no_serve:
-        return 0
+        return checkpoint_failed
     _serve(_checked_app(settings), host, port)
     return 0
 
@@ -255,6 +257,8 @@ def _cmd_escalate(args: argparse.Namespace) -> int:
     settings = get_settings()
     policy = load_policies(settings.policy_dir).handovers
     factory = _service_sessions(settings)
+    checkpoint = _periodic_checkpoint(settings, factory.kw["bind"])
+    failed = []
 
     def run() -> None:
         with factory() as session:
@@ -263,8 +267,21 @@ def _cmd_escalate(args: argparse.Namespace) -> int:
         if report.without_contact:
             line += f"; {report.without_contact} recipients have no contact configured"
         print(line, flush=True)
+        if checkpoint is not None and checkpoint():
+            failed.append(True)
 
-    return _repeat(args.every, run)
+    return _repeat(args.every, run) or (1 if failed else 0)
+
+
+def _periodic_checkpoint(settings, engine):
+    """With CASEMGMT_AUDIT_CHECKPOINT_DIR set, each run of a periodic job writes a signed audit
+    checkpoint; the key is loaded now, so a missing key stops the job at start."""
+    if settings.audit_checkpoint_dir is None:
+        return None
+    from casemgmt.privacy.checkpoints import load_private_key
+
+    key = load_private_key(settings.audit_checkpoint_key_file)
+    return _checkpoint_writer(engine, settings.audit_checkpoint_dir, key)
 
 
 def _cmd_notify(args: argparse.Namespace) -> int:

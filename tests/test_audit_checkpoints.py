@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import stat
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -385,3 +386,77 @@ def test_verify_reads_a_separately_configured_public_key(cli, three, directory, 
     monkeypatch.setenv("CASEMGMT_AUDIT_CHECKPOINT_PUBLIC_KEY_FILE", str(wrong))
     code, _, err = cli("audit", "verify", "--checkpoints", str(directory))
     assert code == 1 and err.count("signature does not verify") == 3
+
+
+# --- the periodic jobs -----------------------------------------------------------------------------
+
+
+def test_escalate_writes_a_checkpoint_per_run_when_a_directory_is_configured(cli, db, session_factory, keys,
+                                                                           directory, monkeypatch):
+    append(session_factory, keys, entries(STREAM, 3))
+    code, out, _ = cli("escalate")
+    assert code == 0 and "checkpoint" not in out
+    assert not directory.exists()
+    monkeypatch.setenv("CASEMGMT_AUDIT_CHECKPOINT_DIR", str(directory))
+    code, out, err = cli("escalate")
+    assert code == 0, err
+    assert "escalated 0 overdue handovers" in out and "audit checkpoint n=1 written" in out
+    # --every: one checkpoint per run, until stopped
+    sleeps = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    code, out, err = cli("escalate", "--every", "60")
+    assert code == 0, err
+    assert "audit checkpoint n=2 written" in out and "audit checkpoint n=3 written" in out
+    assert [json.loads(line)["n"] for _, line in lines(directory)] == [1, 2, 3]
+
+
+def test_escalate_reports_a_refused_checkpoint_and_keeps_escalating(cli, db, owner_db, session_factory, keys,
+                                                                   directory, monkeypatch, tmp_path):
+    monkeypatch.setenv("CASEMGMT_AUDIT_CHECKPOINT_DIR", str(directory))
+    append(session_factory, keys, entries(STREAM, 4))
+    assert cli("escalate")[0] == 0
+    cut_off(owner_db, STREAM, keep=1)
+    code, out, err = cli("escalate")
+    assert code == 1
+    assert "escalated 0 overdue handovers" in out
+    assert "audit checkpoint REFUSED" in err and f"stream {STREAM} is behind it" in err
+    monkeypatch.setenv("CASEMGMT_AUDIT_CHECKPOINT_KEY_FILE", str(tmp_path / "missing.key"))
+    code, out, err = cli("escalate")
+    assert code == 2 and "missing.key" in err and "escalated" not in out
+
+
+def test_the_demo_writes_a_checkpoint_with_a_key_it_creates(tmp_path, monkeypatch, capsys):
+    from casemgmt.cli import main
+    from casemgmt.config import get_settings
+
+    for name in list(os.environ):
+        if name.startswith("CASEMGMT_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CASEMGMT_DATABASE_URL", f"sqlite:///{tmp_path / 'casemgmt.db'}")
+    get_settings.cache_clear()
+    try:
+        assert main(["demo", "--persons", "3", "--no-serve"]) == 0
+        out = capsys.readouterr().out
+        assert "audit checkpoint n=1 written to .casemgmt/audit-checkpoints/" in out
+        key = tmp_path / ".casemgmt" / "audit-checkpoint.key"
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+        assert (tmp_path / ".casemgmt" / "master.key").exists()  # next to the master key
+        [(_, line)] = lines(tmp_path / ".casemgmt" / "audit-checkpoints")
+        body = json.loads(line)
+        assert body["database"] == {"backend": "sqlite", "database": str((tmp_path / "casemgmt.db").resolve())}
+        assert sum(q for _, q, _ in body["streams"]) > 0
+        get_settings.cache_clear()
+        assert main(["audit", "verify", "--checkpoints", ".casemgmt/audit-checkpoints"]) == 0
+        assert "checkpoints intact: 1" in capsys.readouterr().out
+        get_settings.cache_clear()
+        assert main(["demo", "--persons", "3", "--no-serve"]) == 0  # seeded already: one more checkpoint
+        assert "audit checkpoint n=2 written" in capsys.readouterr().out
+    finally:
+        get_settings.cache_clear()
