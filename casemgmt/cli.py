@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,13 +26,31 @@ def _cmd_check_policies(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextmanager
+def _as_schema_owner(engine, command: str):
+    """A permission error of the database says: this command must run as the schema owner."""
+    from sqlalchemy.exc import DBAPIError
+
+    from casemgmt.dbroles import DatabaseRoleError
+
+    try:
+        yield
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) != "42501":  # insufficient_privilege
+            raise
+        raise DatabaseRoleError(
+            f"{engine.url.render_as_string(hide_password=True)} may not change the schema ({exc.orig}): "
+            f"run {command} as the schema owner, with CASEMGMT_MIGRATION_DATABASE_URL") from None
+
+
 def _cmd_migrate(args: argparse.Namespace) -> int:
     from casemgmt.database import make_engine
     from casemgmt.migrations import upgrade
 
     settings = get_settings()
     engine = make_engine(settings.migration_url)
-    upgrade(engine)
+    with _as_schema_owner(engine, "migrate"):
+        upgrade(engine)  # one transaction: a refusal leaves the schema as it was
     print(f"database {engine.url.render_as_string(hide_password=True)} is at the latest schema")
     return 0
 
@@ -43,8 +62,9 @@ def _cmd_db_grant(args: argparse.Namespace) -> int:
 
     engine = make_engine(get_settings().migration_url)
     try:
-        ensure_at_head(engine)
-        print(grant_service_role(engine, args.service_role).describe())
+        with _as_schema_owner(engine, "`casemgmt db grant`"):
+            ensure_at_head(engine)
+            print(grant_service_role(engine, args.service_role).describe())
     finally:
         engine.dispose()
     return 0

@@ -116,6 +116,15 @@ def grant_service_role(engine: Engine, role: str) -> GrantPlan:
                                   {"r": role}).one_or_none()
         if attributes is None:
             raise DatabaseRoleError(f"role {role} does not exist: create it first (see README)")
+        foreign = conn.execute(text(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')"
+            " AND NOT pg_has_role(current_user, c.relowner, 'USAGE') ORDER BY c.relname")).scalars().all()
+        if foreign:
+            # PostgreSQL only warns when a non-owner grants or revokes: nothing would change.
+            raise DatabaseRoleError(
+                f"{me} does not own {', '.join(foreign[:3])}{' and more' if len(foreign) > 3 else ''}: "
+                "run `casemgmt db grant` as the schema owner (CASEMGMT_MIGRATION_DATABASE_URL)")
         plan = plan_grants(conn, role)
         q = lambda name: _quote(conn, name)  # noqa: E731
         r, s = q(role), q(plan.schema)

@@ -9,6 +9,7 @@ shows that the service needs nothing more."""
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from typing import Any
@@ -243,13 +244,17 @@ def run(monkeypatch, capsys, *argv: str, **env: str) -> tuple[int, str, str]:
     from casemgmt.cli import main
     from casemgmt.config import get_settings
 
+    before = {name: os.environ.get(name) for name in env}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()
     code = main(list(argv))
     out = capsys.readouterr()
-    for name in env:
-        monkeypatch.delenv(name)
+    for name, value in before.items():
+        if value is None:
+            monkeypatch.delenv(name)
+        else:
+            monkeypatch.setenv(name, value)
     get_settings.cache_clear()
     return code, out.out, out.err
 
@@ -283,6 +288,25 @@ def test_migrate_then_grant_as_the_owner_and_serve_as_the_service_role(fresh, mo
         assert acl_snapshot(conn) == first
     assert run(monkeypatch, capsys, "serve")[0] == 0
     assert len(served) == 1
+
+
+def test_migrate_and_grant_as_a_role_without_ownership_fail_clearly(fresh, monkeypatch, capsys):
+    code, _, err = run(monkeypatch, capsys, "migrate", CASEMGMT_MIGRATION_DATABASE_URL=fresh["urls"]["app"])
+    assert code == 2
+    assert f"{fresh['app']}@" in err and "may not change the schema" in err
+    assert "run migrate as the schema owner, with CASEMGMT_MIGRATION_DATABASE_URL" in err
+    with fresh["owner_engine"].connect() as conn:  # nothing half-created
+        assert conn.execute(text("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")).scalar() == 0
+    assert run(monkeypatch, capsys, "migrate")[0] == 0
+    code, _, err = run(monkeypatch, capsys, "db", "grant", "--service-role", fresh["owner"],
+                       CASEMGMT_MIGRATION_DATABASE_URL=fresh["urls"]["app"])
+    assert code == 2
+    assert f"{fresh['app']}@" in err and "run `casemgmt db grant` as the schema owner" in err
+    # once it may read the schema version, its own check says why (PostgreSQL would only warn)
+    assert run(monkeypatch, capsys, "db", "grant", "--service-role", fresh["app"])[0] == 0
+    code, _, err = run(monkeypatch, capsys, "db", "grant", "--service-role", fresh["owner"],
+                       CASEMGMT_MIGRATION_DATABASE_URL=fresh["urls"]["app"])
+    assert code == 2 and f"{fresh['app']} does not own alembic_version, audit_events" in err
 
 
 def test_serve_refuses_the_owner_and_the_superuser_unless_allowed(fresh, monkeypatch, capsys, served):
