@@ -329,6 +329,17 @@ def test_a_genuinely_signed_checkpoint_of_another_database_fails(cli, three, dir
     assert code == 1 and "checkpoint n=4" in err and "is of database" in err and "casemgmt_staging" in err
 
 
+def test_a_database_moved_to_another_cluster_keeps_its_checkpoints(cli, three, directory, tmp_path):
+    """Same database name, same rows, another cluster (dump and restore): the hashes decide."""
+    body = json.loads(three[2][1]) | {"n": 4, "prev": hashlib.sha256(three[2][1]).hexdigest()}
+    body["database"] = body["database"] | {"system_identifier": "42"}
+    with open(directory / three[0][0], "ab") as fh:
+        fh.write(resign(body, private_key(tmp_path)) + b"\n")
+    code, out, err = cli("audit", "verify", "--checkpoints", str(directory))
+    assert (code, err) == (0, "")
+    assert "note: the latest checkpoint was written on server 42, this is" in out
+
+
 def test_a_line_altered_in_the_middle_breaks_the_chain_even_if_re_signed(cli, three, directory, tmp_path):
     """Someone holding the signing key rewrites checkpoint 2: the next line's ``prev`` still
     names the original."""
