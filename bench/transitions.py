@@ -744,7 +744,8 @@ def server_main(url: str, key_dir: str, port: int, master_b64: str) -> None:
     from casemgmt.app import create_app
     from casemgmt.config import Settings
 
-    app = create_app(Settings(database_url=url, dev_key_dir=Path(key_dir),
+    # The benchmark database belongs to the superuser that made it; no separate service role here.
+    app = create_app(Settings(database_url=url, dev_key_dir=Path(key_dir), allow_privileged_db_role=True,
                               **settings_kwargs(base64.b64decode(master_b64))))
     try:
         uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)

@@ -18,6 +18,7 @@ from casemgmt.chains.views import templates_router
 from casemgmt.clock import utcnow
 from casemgmt.config import Settings, get_settings
 from casemgmt.database import make_engine, make_sessionmaker
+from casemgmt.dbroles import ensure_service_role
 from casemgmt.conferences.views import router as conferences_router
 from casemgmt.handovers.views import admin_router as notifications_router
 from casemgmt.handovers.views import router as handovers_router
@@ -68,6 +69,7 @@ def create_app(
         )
         app.state.privacy = Privacy(policies.data, keys)
         ensure_at_head(engine)
+        ensure_service_role(engine, settings.allow_privileged_db_role)
         app.state.sessionmaker = make_sessionmaker(engine, audit_key=keys.audit_key)
         app.state.on_problem = _audit_refusals
         with app.state.sessionmaker() as session:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 
 from casemgmt.config import get_settings
 from casemgmt.policy.source import PolicyError
@@ -24,14 +26,47 @@ def _cmd_check_policies(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextmanager
+def _as_schema_owner(engine, command: str):
+    """A permission error of the database says: this command must run as the schema owner."""
+    from sqlalchemy.exc import DBAPIError
+
+    from casemgmt.dbroles import DatabaseRoleError
+
+    try:
+        yield
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) != "42501":  # insufficient_privilege
+            raise
+        raise DatabaseRoleError(
+            f"{engine.url.render_as_string(hide_password=True)} may not change the schema ({exc.orig}): "
+            f"run {command} as the schema owner, with CASEMGMT_MIGRATION_DATABASE_URL") from None
+
+
 def _cmd_migrate(args: argparse.Namespace) -> int:
     from casemgmt.database import make_engine
     from casemgmt.migrations import upgrade
 
     settings = get_settings()
-    engine = make_engine(settings.database_url)
-    upgrade(engine)
+    engine = make_engine(settings.migration_url)
+    with _as_schema_owner(engine, "migrate"):
+        upgrade(engine)  # one transaction: a refusal leaves the schema as it was
     print(f"database {engine.url.render_as_string(hide_password=True)} is at the latest schema")
+    return 0
+
+
+def _cmd_db_grant(args: argparse.Namespace) -> int:
+    from casemgmt.database import make_engine
+    from casemgmt.dbroles import grant_service_role
+    from casemgmt.migrations import ensure_at_head
+
+    engine = make_engine(get_settings().migration_url)
+    try:
+        with _as_schema_owner(engine, "`casemgmt db grant`"):
+            ensure_at_head(engine)
+            print(grant_service_role(engine, args.service_role).describe())
+    finally:
+        engine.dispose()
     return 0
 
 
@@ -41,26 +76,36 @@ def _serve(app, host: str, port: int) -> None:
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
+def _checked_app(settings):
+    """The app, after checking its database role here: a refusal inside the server's start-up
+    would end in a traceback and the server's own exit code."""
     from casemgmt.app import create_app
+    from casemgmt.dbroles import ensure_service_role
 
+    app = create_app(settings)
+    ensure_service_role(app.state.engine, settings.allow_privileged_db_role)
+    return app
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
     settings = get_settings()
-    _serve(create_app(settings), args.host or settings.host, args.port or settings.port)
+    _serve(_checked_app(settings), args.host or settings.host, args.port or settings.port)
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from casemgmt.app import create_app
     from casemgmt.demo import seed_demo
+    from casemgmt.demo.checkpoint import demo_checkpoint
 
     settings = get_settings()
     summary = seed_demo(settings, persons=args.persons, seed=args.seed)
     print(summary.describe())
+    checkpoint_failed = demo_checkpoint(settings)
     host, port = args.host or settings.host, args.port or settings.port
     print(f"\nAPI docs: http://{host}:{port}/docs  (click 'Authorize' and paste a token above)\n")
     if args.no_serve:
-        return 0
-    _serve(create_app(settings), host, port)
+        return checkpoint_failed
+    _serve(_checked_app(settings), host, port)
     return 0
 
 
@@ -102,26 +147,108 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     keys = KeyRing.from_master(load_master_key(settings.master_key_file, settings.master_key))
+    public_key = _checkpoint_public_key(settings) if args.checkpoints else None
     started = time.perf_counter()
     result = verify_parallel(settings.database_url, keys.audit_key, workers=args.workers)
     seconds = time.perf_counter() - started
     if result.ok:
         print(f"audit trail intact: {result.rows} rows verified in {seconds:.2f} s")
+        code = 0
+    else:
+        where = f" at row {result.first_bad_id}" if result.first_bad_id is not None else ""
+        print(f"audit trail BROKEN{where}: {result.problem} ({result.rows} rows verified intact)",
+              file=sys.stderr)
+        code = 1
+    if args.checkpoints:
+        code = max(code, _verify_checkpoints(settings, args.checkpoints, public_key))
+    return code
+
+
+def _checkpoint_public_key(settings):
+    from casemgmt.privacy.checkpoints import load_public_key
+
+    return load_public_key(settings.audit_checkpoint_public_key_file, settings.audit_checkpoint_key_file)
+
+
+def _verify_checkpoints(settings, directory, public_key) -> int:
+    from casemgmt.database import make_engine
+    from casemgmt.privacy.checkpoints import verify_checkpoints
+
+    engine = make_engine(settings.database_url)
+    try:
+        with engine.connect() as conn:
+            report = verify_checkpoints(conn, directory, public_key)
+    finally:
+        engine.dispose()
+    for note in report.notes:
+        print(f"note: {note}")
+    if report.ok:
+        print(f"checkpoints intact: {report.checkpoints} in {directory} verified; the database is at "
+              f"or beyond each; the latest is {report.latest.label}")
         return 0
-    where = f" at row {result.first_bad_id}" if result.first_bad_id is not None else ""
-    print(f"audit trail BROKEN{where}: {result.problem} ({result.rows} rows verified intact)",
-          file=sys.stderr)
+    print(f"audit trail FAILS ITS CHECKPOINTS in {directory}:", file=sys.stderr)
+    for problem in report.problems[:20]:
+        print(f"  {problem}", file=sys.stderr)
+    if len(report.problems) > 20:
+        print(f"  ... and {len(report.problems) - 20} more", file=sys.stderr)
     return 1
+
+
+def _cmd_audit_checkpoint(args: argparse.Namespace) -> int:
+    from casemgmt.database import make_engine
+    from casemgmt.migrations import ensure_at_head
+    from casemgmt.privacy.checkpoints import CheckpointError, load_private_key
+
+    settings = get_settings()
+    directory = args.dir or settings.audit_checkpoint_dir
+    if directory is None:
+        raise CheckpointError("no checkpoint directory: pass --dir or set CASEMGMT_AUDIT_CHECKPOINT_DIR")
+    key = load_private_key(settings.audit_checkpoint_key_file)
+    engine = make_engine(settings.database_url)
+    try:
+        ensure_at_head(engine)
+        return _checkpoint_writer(engine, directory, key)()
+    finally:
+        engine.dispose()
+
+
+def _checkpoint_writer(engine, directory, key):
+    """Write one signed checkpoint; a refusal (the trail is behind or diverges from the last
+    checkpoint) or a failing directory is reported and gives 1, so a loop keeps running."""
+    from casemgmt.privacy.checkpoints import CheckpointError, CheckpointRefused, write_checkpoint
+
+    def write() -> int:
+        try:
+            print(write_checkpoint(engine, directory, key).describe(), flush=True)
+            return 0
+        except (CheckpointRefused, CheckpointError) as exc:
+            print(f"audit checkpoint REFUSED: {exc}", file=sys.stderr, flush=True)
+            return 1
+
+    return write
+
+
+def _cmd_audit_keygen(args: argparse.Namespace) -> int:
+    from casemgmt.privacy.checkpoints import generate_key_file, key_id, load_private_key
+
+    path = args.out or get_settings().audit_checkpoint_key_file
+    public = generate_key_file(path)
+    print(f"wrote the checkpoint signing key {path} (mode 0600: keep it away from the database "
+          f"server, never commit it) and its public key {public} "
+          f"(key id {key_id(load_private_key(path).public_key())})")
+    return 0
 
 
 def _service_sessions(settings):
     """An engine checked to be at the latest schema, and sessions able to write the audit trail."""
     from casemgmt.database import make_engine, make_sessionmaker
+    from casemgmt.dbroles import ensure_service_role
     from casemgmt.migrations import ensure_at_head
     from casemgmt.privacy.crypto import KeyRing, load_master_key
 
     engine = make_engine(settings.database_url)
     ensure_at_head(engine)
+    ensure_service_role(engine, settings.allow_privileged_db_role)
     keys = KeyRing.from_master(load_master_key(settings.master_key_file, settings.master_key))
     return make_sessionmaker(engine, audit_key=keys.audit_key)
 
@@ -150,6 +277,8 @@ def _cmd_escalate(args: argparse.Namespace) -> int:
     settings = get_settings()
     policy = load_policies(settings.policy_dir).handovers
     factory = _service_sessions(settings)
+    checkpoint = _periodic_checkpoint(settings, factory.kw["bind"])
+    failed = []
 
     def run() -> None:
         with factory() as session:
@@ -158,8 +287,21 @@ def _cmd_escalate(args: argparse.Namespace) -> int:
         if report.without_contact:
             line += f"; {report.without_contact} recipients have no contact configured"
         print(line, flush=True)
+        if checkpoint is not None and checkpoint():
+            failed.append(True)
 
-    return _repeat(args.every, run)
+    return _repeat(args.every, run) or (1 if failed else 0)
+
+
+def _periodic_checkpoint(settings, engine):
+    """With CASEMGMT_AUDIT_CHECKPOINT_DIR set, each run of a periodic job writes a signed audit
+    checkpoint; the key is loaded now, so a missing key stops the job at start."""
+    if settings.audit_checkpoint_dir is None:
+        return None
+    from casemgmt.privacy.checkpoints import load_private_key
+
+    key = load_private_key(settings.audit_checkpoint_key_file)
+    return _checkpoint_writer(engine, settings.audit_checkpoint_dir, key)
 
 
 def _cmd_notify(args: argparse.Namespace) -> int:
@@ -198,6 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("migrate", help="create or upgrade the database schema")
     p.set_defaults(func=_cmd_migrate)
 
+    p = sub.add_parser("db", help="database roles (PostgreSQL)")
+    db_sub = p.add_subparsers(dest="db_command", required=True)
+    g = db_sub.add_parser("grant", help="give the service role exactly the privileges it needs, revoke the rest "
+                                        "(run as the schema owner after every migrate)")
+    g.add_argument("--service-role", required=True, metavar="NAME", help="the role of CASEMGMT_DATABASE_URL")
+    g.set_defaults(func=_cmd_db_grant)
+
     p = sub.add_parser("serve", help="serve the API (the database must be migrated)")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
@@ -216,7 +365,15 @@ def build_parser() -> argparse.ArgumentParser:
     v = audit_sub.add_parser("verify", help="check the hash chain; exit 1 naming the first bad row")
     v.add_argument("--workers", type=int, default=None,
                    help="processes for large trails (default: one per core)")
+    v.add_argument("--checkpoints", type=Path, metavar="DIR",
+                   help="also hold the database against the signed checkpoints in DIR")
     v.set_defaults(func=_cmd_audit_verify)
+    c = audit_sub.add_parser("checkpoint", help="append a signed checkpoint of every stream's head to a directory")
+    c.add_argument("--dir", type=Path, help="checkpoint directory (default: CASEMGMT_AUDIT_CHECKPOINT_DIR)")
+    c.set_defaults(func=_cmd_audit_checkpoint)
+    k = audit_sub.add_parser("keygen", help="create the Ed25519 key pair that signs checkpoints")
+    k.add_argument("--out", type=Path, help="private key file (default: CASEMGMT_AUDIT_CHECKPOINT_KEY_FILE)")
+    k.set_defaults(func=_cmd_audit_keygen)
 
     p = sub.add_parser("escalate", help="escalate overdue handovers and queue notifications (idempotent)")
     p.add_argument("--every", type=float, metavar="SECONDS", help="keep running, once every SECONDS")
@@ -253,10 +410,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as exc:
         from casemgmt.auth.tokens import KeyConfigurationError
+        from casemgmt.dbroles import DatabaseRoleError
         from casemgmt.migrations import DatabaseNotMigrated
+        from casemgmt.privacy.checkpoints import CheckpointError
         from casemgmt.privacy.crypto import MasterKeyError
 
-        if isinstance(exc, (KeyConfigurationError, DatabaseNotMigrated, MasterKeyError)):
+        if isinstance(exc, (KeyConfigurationError, DatabaseNotMigrated, MasterKeyError, DatabaseRoleError,
+                            CheckpointError)):
             print(f"casemgmt: {exc}", file=sys.stderr)
             return 2
         raise

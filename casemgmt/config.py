@@ -66,6 +66,32 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = 10.0
     notify_max_attempts: int = Field(default=8, ge=1, le=100)
 
+    # Database roles: migrations run as the schema owner, the service as a restricted role.
+    migration_database_url: str | None = Field(
+        default=None,
+        description="URL of the schema owner's role for `migrate` and `db grant` (default: database_url).",
+    )
+    allow_privileged_db_role: bool = Field(
+        default=False,
+        description="Let the service run as a superuser or the schema owner (development only).",
+    )
+
+    # Signed audit checkpoints, kept outside the database (ideally on WORM storage).
+    audit_checkpoint_key_file: Path = Field(
+        default=Path(".casemgmt/audit-checkpoint.key"),
+        description="PEM Ed25519 private key that signs checkpoints; `casemgmt audit keygen` makes one.",
+    )
+    audit_checkpoint_public_key_file: Path | None = Field(
+        default=None, description="PEM public key that verifies checkpoints (default: from the private key).",
+    )
+    audit_checkpoint_dir: Path | None = Field(
+        default=None, description="Where `escalate` and `audit checkpoint` append checkpoints.",
+    )
+
+    @property
+    def migration_url(self) -> str:
+        return self.migration_database_url or self.database_url
+
 
 @lru_cache
 def get_settings() -> Settings:

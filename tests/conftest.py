@@ -1,5 +1,7 @@
 """Shared fixtures. Tests that touch the database run against a PostgreSQL database created for
-this run (and dropped after it), migrated with Alembic, seeded with the synthetic Kreis.
+this run (and dropped after it), migrated with Alembic, seeded with the synthetic Kreis. The app
+and the services connect as a login role created for the run with only the service's grants
+(``engine``); migrations, resets and tampering use the superuser (``owner_engine``).
 
 Set CASEMGMT_TEST_ADMIN_URL to point at another server (default: the local PostgreSQL, database
 ``test``, as on every development and CI machine)."""
@@ -18,6 +20,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from casemgmt.config import Settings
 from casemgmt.database import make_engine, make_sessionmaker
+from casemgmt.dbroles import grant_service_role
 from casemgmt.demo.world import World, build_world
 from casemgmt.migrations import upgrade
 from casemgmt.policy.loader import Policies, load_policies
@@ -78,9 +81,40 @@ def pg_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def engine(pg_url: str) -> Iterator[Engine]:
-    eng = make_engine(pg_url, pool_size=25, max_overflow=10)
+def owner_engine(pg_url: str) -> Iterator[Engine]:
+    """The schema owner's role (here the superuser): migrations, resetting case data, and tests
+    that tamper with evidence as someone with the owner's rights could."""
+    eng = make_engine(pg_url, pool_size=5, max_overflow=5)
     upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def service_role(owner_engine: Engine) -> Iterator[str]:
+    """A login role for this run with only the grants of ``casemgmt db grant``: the role the
+    service runs as in production. Dropped at the end of the run."""
+    name = f"casemgmt_app_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    with owner_engine.begin() as conn:
+        conn.execute(text(f'CREATE ROLE "{name}" LOGIN'))
+    try:
+        grant_service_role(owner_engine, name)
+        yield name
+    finally:
+        with owner_engine.begin() as conn:
+            conn.execute(text(f'DROP OWNED BY "{name}"'))  # its grants in this database
+            conn.execute(text(f'DROP ROLE "{name}"'))
+
+
+@pytest.fixture(scope="session")
+def service_url(pg_url: str, service_role: str) -> str:
+    return make_url(pg_url).set(username=service_role).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def engine(service_url: str) -> Iterator[Engine]:
+    """What the app and the services use: the restricted service role."""
+    eng = make_engine(service_url, pool_size=25, max_overflow=10)
     yield eng
     eng.dispose()
 
@@ -105,15 +139,22 @@ def catalog(engine: Engine, policies: Policies, world: World):
 
 
 @pytest.fixture
-def db(engine: Engine, world: World, catalog) -> Iterator[Engine]:
-    """The migrated PostgreSQL database, emptied of case data after each test."""
+def db(engine: Engine, owner_engine: Engine, world: World, catalog) -> Iterator[Engine]:
+    """The migrated PostgreSQL database as the service role, emptied of case data after each test."""
     yield engine
-    reset_case_data(engine)
+    reset_case_data(owner_engine)
+
+
+@pytest.fixture
+def owner_db(db: Engine, owner_engine: Engine) -> Engine:
+    """The same database as the schema owner (superuser): for tests that tamper with evidence."""
+    return owner_engine
 
 
 def reset_case_data(engine: Engine) -> None:
-    """Empty the case tables. The evidence tables refuse TRUNCATE and a backward-moving audit
-    head; only a superuser session in replica mode (no ordinary triggers) may reset them."""
+    """Empty the case tables (``engine``: the owner's). The evidence tables refuse TRUNCATE and a
+    backward-moving audit head; only a superuser session in replica mode (no ordinary triggers)
+    may reset them."""
     with engine.begin() as conn:
         # A failed test may leave a session open; better an error than a suite that hangs.
         conn.execute(text("SET LOCAL lock_timeout = '30s'"))
@@ -148,9 +189,10 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture(scope="session")
-def settings(tmp_path_factory: pytest.TempPathFactory, pg_url: str) -> Settings:
+def settings(tmp_path_factory: pytest.TempPathFactory, pg_url: str, service_url: str) -> Settings:
     return Settings(
-        database_url=pg_url,
+        database_url=service_url,
+        migration_database_url=pg_url,
         policy_dir=ROOT / "policies",
         dev_key_dir=tmp_path_factory.mktemp("dev-keys"),
     )

@@ -95,8 +95,8 @@ def check(db, keys) -> audit.VerifyResult:
 
 
 def owner_tamper(db, *statements: str, **params):
-    """What someone with superuser rights can do: switch the protecting triggers off for one
-    transaction (replica mode) and change the tables. Returns the last statement's result
+    """What someone with superuser rights can do (``db``: the ``owner_db`` engine): switch the
+    protecting triggers off for one transaction (replica mode) and change the tables. Returns the last statement's result
     (a scalar, for INSERT ... RETURNING id)."""
     with db.begin() as conn:
         conn.execute(text("SET LOCAL session_replication_role = replica"))
@@ -107,7 +107,8 @@ def owner_tamper(db, *statements: str, **params):
 
 
 def plain(db, *statements: str, **params):
-    """The same without replica mode: what the triggers let anyone with write rights do."""
+    """The same without replica mode: what the grants and triggers let the service role (``db``)
+    do, such as appending a forged row."""
     with db.begin() as conn:
         result = None
         for sql in statements:
@@ -311,11 +312,11 @@ def test_every_hashed_column_is_tampered_with_below():
 
 
 @pytest.mark.parametrize(("column", "new_value", "problem"), COLUMN_CHANGES)
-def test_changing_one_column_of_one_row_is_detected(db, keys, chain, column, new_value, problem):
+def test_changing_one_column_of_one_row_is_detected(db, owner_db, keys, chain, column, new_value, problem):
     stream, seq = TARGET
     target = id_at(db, stream, seq)
     before = row(db, target)
-    owner_tamper(db, f"UPDATE audit_events SET {column} = {new_value} WHERE id = :id", id=target)
+    owner_tamper(owner_db, f"UPDATE audit_events SET {column} = {new_value} WHERE id = :id", id=target)
     after = row(db, target)
     assert after[column] != before[column], "the tamper step changed nothing"
     assert {c: v for c, v in after.items() if c != column} == {c: v for c, v in before.items() if c != column}
@@ -327,53 +328,53 @@ def test_changing_one_column_of_one_row_is_detected(db, keys, chain, column, new
         assert result.rows == intact_rows(db, stream, seq) == chain - (STREAM_SIZES[stream] - seq + 1)
 
 
-def test_moving_a_row_to_the_end_of_its_stream_is_detected_at_the_gap(db, keys, chain):
+def test_moving_a_row_to_the_end_of_its_stream_is_detected_at_the_gap(db, owner_db, keys, chain):
     stream, seq = TARGET
-    owner_tamper(db, "UPDATE audit_events SET seq = seq + 1000 WHERE stream = :s AND seq = :q", s=stream, q=seq)
+    owner_tamper(owner_db, "UPDATE audit_events SET seq = seq + 1000 WHERE stream = :s AND seq = :q", s=stream, q=seq)
     result = check(db, keys)
     assert (result.ok, result.first_bad_id) == (False, id_at(db, stream, seq + 1))
     assert f"expected entry {seq} but found entry {seq + 1}" in result.problem
 
 
-def test_changing_the_hash_of_a_row_is_detected(db, keys, chain):
+def test_changing_the_hash_of_a_row_is_detected(db, owner_db, keys, chain):
     target = id_at(db, OTHER, 10)
-    owner_tamper(db, "UPDATE audit_events SET hash = repeat('a', 64) WHERE id = :id", id=target)
+    owner_tamper(owner_db, "UPDATE audit_events SET hash = repeat('a', 64) WHERE id = :id", id=target)
     result = check(db, keys)
     assert (result.ok, result.first_bad_id) == (False, target)
     assert "row changed" in result.problem
 
 
-def test_changing_the_link_of_a_row_is_detected(db, keys, chain):
+def test_changing_the_link_of_a_row_is_detected(db, owner_db, keys, chain):
     target = id_at(db, OTHER, 11)
-    owner_tamper(db, "UPDATE audit_events SET prev_hash = repeat('b', 64) WHERE id = :id", id=target)
+    owner_tamper(owner_db, "UPDATE audit_events SET prev_hash = repeat('b', 64) WHERE id = :id", id=target)
     result = check(db, keys)
     assert (result.ok, result.first_bad_id) == (False, target)
     assert "link" in result.problem
 
 
-def test_changing_the_first_or_the_last_row_of_a_stream_is_detected(db, keys, chain):
+def test_changing_the_first_or_the_last_row_of_a_stream_is_detected(db, owner_db, keys, chain):
     last, first = id_at(db, BIG, STREAM_SIZES[BIG]), id_at(db, BIG, 1)
-    owner_tamper(db, "UPDATE audit_events SET agent_user = 'x' WHERE id = :id", id=last)
+    owner_tamper(owner_db, "UPDATE audit_events SET agent_user = 'x' WHERE id = :id", id=last)
     assert check(db, keys).first_bad_id == last
-    owner_tamper(db, "UPDATE audit_events SET agent_user = 'x' WHERE id = :id", id=first)
+    owner_tamper(owner_db, "UPDATE audit_events SET agent_user = 'x' WHERE id = :id", id=first)
     result = check(db, keys)
     assert (result.first_bad_id, result.rows) == (first, chain - STREAM_SIZES[BIG])
 
 
-def test_changes_in_two_streams_are_reported_at_the_earlier_row(db, keys, chain):
+def test_changes_in_two_streams_are_reported_at_the_earlier_row(db, owner_db, keys, chain):
     early, late = sorted([id_at(db, BIG, 30), id_at(db, OTHER, 5)])
-    owner_tamper(db, "UPDATE audit_events SET detail = 'x' WHERE id IN (:a, :b)", a=early, b=late)
+    owner_tamper(owner_db, "UPDATE audit_events SET detail = 'x' WHERE id IN (:a, :b)", a=early, b=late)
     result = check(db, keys)
     assert (result.ok, result.first_bad_id) == (False, early)
 
 
-def test_replacing_the_field_list_by_an_object_with_values_is_detected(db, keys, chain):
+def test_replacing_the_field_list_by_an_object_with_values_is_detected(db, owner_db, keys, chain):
     """``fields`` holds field names. Storing an object (which could carry personal values)
     whose keys are the same names is a changed row and must fail its HMAC."""
     target = id_at(db, *where(3))
     assert json.loads(row(db, target)["fields"]) == ["family_name", "given_names", "health_notes"]
     owner_tamper(
-        db,
+        owner_db,
         "UPDATE audit_events SET fields = "
         "'{\"family_name\": \"Öztürk\", \"given_names\": \"Ayşe\", \"health_notes\": \"HIV+\"}' "
         "WHERE id = :id",
@@ -386,8 +387,8 @@ def test_replacing_the_field_list_by_an_object_with_values_is_detected(db, keys,
     assert "row changed" in result.problem
 
 
-def test_deleting_a_row_in_the_middle_is_detected(db, keys, chain):
-    owner_tamper(db, "DELETE FROM audit_events WHERE stream = :s AND seq = 20", s=BIG)
+def test_deleting_a_row_in_the_middle_is_detected(db, owner_db, keys, chain):
+    owner_tamper(owner_db, "DELETE FROM audit_events WHERE stream = :s AND seq = 20", s=BIG)
     result = check(db, keys)
     assert not result.ok
     # the first row that does not fit is the one after the gap
@@ -397,8 +398,8 @@ def test_deleting_a_row_in_the_middle_is_detected(db, keys, chain):
     assert "missing" in result.problem
 
 
-def test_deleting_several_rows_is_detected_at_the_first_gap(db, keys, chain):
-    owner_tamper(db, "DELETE FROM audit_events WHERE (stream = :a AND seq BETWEEN 3 AND 6) "
+def test_deleting_several_rows_is_detected_at_the_first_gap(db, owner_db, keys, chain):
+    owner_tamper(owner_db, "DELETE FROM audit_events WHERE (stream = :a AND seq BETWEEN 3 AND 6) "
                      "OR (stream = :b AND seq = 10) OR (stream = :a AND seq = 30)", a=BIG, b=OTHER)
     result = check(db, keys)
     assert not result.ok
@@ -407,8 +408,8 @@ def test_deleting_several_rows_is_detected_at_the_first_gap(db, keys, chain):
     assert result.rows == chain - STREAM_SIZES[BIG] - STREAM_SIZES[OTHER] + 2 + 9
 
 
-def test_deleting_the_first_row_of_a_stream_is_detected(db, keys, chain):
-    owner_tamper(db, "DELETE FROM audit_events WHERE stream = :s AND seq = 1", s=BIG)
+def test_deleting_the_first_row_of_a_stream_is_detected(db, owner_db, keys, chain):
+    owner_tamper(owner_db, "DELETE FROM audit_events WHERE stream = :s AND seq = 1", s=BIG)
     result = check(db, keys)
     assert (result.ok, result.first_bad_id) == (False, id_at(db, BIG, 2))
     assert result.rows == chain - STREAM_SIZES[BIG]
@@ -416,9 +417,9 @@ def test_deleting_the_first_row_of_a_stream_is_detected(db, keys, chain):
 
 
 @pytest.mark.parametrize("cut", [1, 5])
-def test_deleting_the_last_rows_of_a_stream_is_detected_through_the_head(db, keys, chain, cut):
+def test_deleting_the_last_rows_of_a_stream_is_detected_through_the_head(db, owner_db, keys, chain, cut):
     n = STREAM_SIZES[BIG]
-    owner_tamper(db, "DELETE FROM audit_events WHERE stream = :s AND seq > :q", s=BIG, q=n - cut)
+    owner_tamper(owner_db, "DELETE FROM audit_events WHERE stream = :s AND seq > :q", s=BIG, q=n - cut)
     assert length(db, BIG) == n - cut
     result = check(db, keys)
     assert not result.ok
@@ -429,22 +430,22 @@ def test_deleting_the_last_rows_of_a_stream_is_detected_through_the_head(db, key
     assert f"head says {n}" in result.problem
 
 
-def test_deleting_a_whole_stream_is_detected_through_the_head(db, keys, chain):
-    owner_tamper(db, "DELETE FROM audit_events WHERE stream = :s", s=OTHER)
+def test_deleting_a_whole_stream_is_detected_through_the_head(db, owner_db, keys, chain):
+    owner_tamper(owner_db, "DELETE FROM audit_events WHERE stream = :s", s=OTHER)
     result = check(db, keys)
     assert (result.ok, result.first_bad_id, result.rows) == (False, None, chain - STREAM_SIZES[OTHER])
     assert f"stream {OTHER} ends at entry 0" in result.problem and "cut off" in result.problem
 
 
-def test_deleting_every_row_is_detected_through_the_heads(db, keys, chain):
-    owner_tamper(db, "DELETE FROM audit_events")
+def test_deleting_every_row_is_detected_through_the_heads(db, owner_db, keys, chain):
+    owner_tamper(owner_db, "DELETE FROM audit_events")
     result = check(db, keys)
     assert (result.ok, result.first_bad_id, result.rows) == (False, None, 0)
     assert "cut off" in result.problem
 
 
-def test_a_deleted_row_is_reported_before_a_cut_off_stream(db, keys, chain):
-    owner_tamper(db, "DELETE FROM audit_events WHERE (stream = :a AND seq = :last) OR (stream = :b AND seq = 3)",
+def test_a_deleted_row_is_reported_before_a_cut_off_stream(db, owner_db, keys, chain):
+    owner_tamper(owner_db, "DELETE FROM audit_events WHERE (stream = :a AND seq = :last) OR (stream = :b AND seq = 3)",
                  a=BIG, last=STREAM_SIZES[BIG], b=OTHER)
     result = check(db, keys)
     assert (result.ok, result.first_bad_id) == (False, id_at(db, OTHER, 4))
@@ -485,13 +486,13 @@ def test_forged_row_appended_with_a_made_up_hash_and_a_moved_head_is_detected(db
     assert "row changed" in result.problem
 
 
-def test_forged_row_inserted_in_the_middle_of_a_stream_is_detected(db, keys, chain):
+def test_forged_row_inserted_in_the_middle_of_a_stream_is_detected(db, owner_db, keys, chain):
     """Renumber the rows after seq 20 to make room, then insert a copy of entry 20 as entry 21
     that links correctly to entry 20 but carries a copied hash; the head moves on by one."""
     n = STREAM_SIZES[BIG]
     r20 = row_at(db, BIG, 20)
     forged = owner_tamper(
-        db,
+        owner_db,
         "UPDATE audit_events SET seq = seq + 1000000 WHERE stream = :stream AND seq > 20",
         "UPDATE audit_events SET seq = seq - 1000000 + 1 WHERE stream = :stream AND seq > 1000000",
         INSERT_COPY,
@@ -516,12 +517,12 @@ def test_forged_row_outside_every_stream_is_detected(db, keys, chain):
 
 
 @pytest.mark.parametrize("shift", [False, True], ids=["seq_0", "renumbered"])
-def test_forged_row_before_the_first_of_a_stream_is_detected(db, keys, chain, shift):
+def test_forged_row_before_the_first_of_a_stream_is_detected(db, owner_db, keys, chain, shift):
     first = row_at(db, BIG, 1)
     statements = ["UPDATE audit_events SET seq = seq + 1000000 WHERE stream = :stream",
                   "UPDATE audit_events SET seq = seq - 1000000 + 1 WHERE stream = :stream AND seq > 1000000"] \
         if shift else []
-    forged = owner_tamper(db, *statements, INSERT_COPY, stream=BIG, seq=1 if shift else 0,
+    forged = owner_tamper(owner_db, *statements, INSERT_COPY, stream=BIG, seq=1 if shift else 0,
                           src=first["id"], prev=GENESIS, hash=first["hash"])
     if shift:
         plain(db, "UPDATE audit_head SET last_seq = last_seq + 1 WHERE stream = :s", s=BIG)
@@ -541,12 +542,12 @@ def _swap_seq(db, stream: int, a: int, b: int) -> None:
 
 
 @pytest.mark.parametrize(("a", "b"), [(20, 21), (5, 30), (1, 2), (-1, 0)])
-def test_reordering_two_rows_of_a_stream_is_detected(db, keys, chain, a, b):
+def test_reordering_two_rows_of_a_stream_is_detected(db, owner_db, keys, chain, a, b):
     n = STREAM_SIZES[BIG]
     if a < 0:  # the last two
         a, b = n + a, n + b
     id_a, id_b = id_at(db, BIG, a), id_at(db, BIG, b)
-    _swap_seq(db, BIG, a, b)
+    _swap_seq(owner_db, BIG, a, b)
     assert (id_at(db, BIG, a), id_at(db, BIG, b)) == (id_b, id_a)
     result = check(db, keys)
     assert not result.ok
@@ -556,7 +557,7 @@ def test_reordering_two_rows_of_a_stream_is_detected(db, keys, chain, a, b):
     assert "does not link" in result.problem
 
 
-def test_swapping_only_the_contents_of_two_rows_is_detected(db, keys, chain):
+def test_swapping_only_the_contents_of_two_rows_is_detected(db, owner_db, keys, chain):
     """Stream, seq, links and hashes stay in place; the payload of entries 20 and 21 of a stream
     is exchanged."""
     payload = [c for c in HASHED_COLUMNS if c not in ("stream", "seq")]
@@ -564,7 +565,7 @@ def test_swapping_only_the_contents_of_two_rows_is_detected(db, keys, chain):
     id20, id21 = id_at(db, BIG, 20), id_at(db, BIG, 21)
     r21 = row(db, id21)
     owner_tamper(
-        db,
+        owner_db,
         "CREATE TEMP TABLE swap_src ON COMMIT DROP AS SELECT * FROM audit_events WHERE id IN (:a, :b)",
         f"UPDATE audit_events e SET {sets} FROM swap_src o "
         "WHERE e.id IN (:a, :b) AND o.id IN (:a, :b) AND e.id <> o.id",
@@ -598,10 +599,10 @@ def _rehash_from(db, stream: int, seq: int, key: bytes, change_sql: str) -> None
                      {"n": rows[-1].seq, "h": prev, "s": stream})
 
 
-def test_a_row_rehashed_with_the_wrong_key_is_detected(db, keys, chain):
+def test_a_row_rehashed_with_the_wrong_key_is_detected(db, owner_db, keys, chain):
     wrong = KeyRing.from_master(b"\x01" * 32).audit_key
     stream, seq = TARGET
-    _rehash_from(db, stream, seq, wrong,
+    _rehash_from(owner_db, stream, seq, wrong,
                  "UPDATE audit_events SET outcome = 'success', detail = 'nothing to see' "
                  "WHERE stream = :s AND seq = :q")
     result = check(db, keys)
@@ -611,21 +612,21 @@ def test_a_row_rehashed_with_the_wrong_key_is_detected(db, keys, chain):
     assert "row changed" in result.problem
 
 
-def test_a_single_row_rehashed_with_the_wrong_key_is_detected(db, keys, chain):
+def test_a_single_row_rehashed_with_the_wrong_key_is_detected(db, owner_db, keys, chain):
     wrong = hashlib.sha256(b"guessed").digest()
     r = row_at(db, OTHER, 8)
     body = canonical(tuple({**r, "agent_user": "mallory"}[c] for c in HASHED_COLUMNS))
     forged = hmac.new(wrong, r["prev_hash"].encode() + body, hashlib.sha256).hexdigest()
-    owner_tamper(db, "UPDATE audit_events SET agent_user = 'mallory', hash = :h WHERE id = :id", h=forged, id=r["id"])
+    owner_tamper(owner_db, "UPDATE audit_events SET agent_user = 'mallory', hash = :h WHERE id = :id", h=forged, id=r["id"])
     result = check(db, keys)
     assert (result.ok, result.first_bad_id) == (False, r["id"])
 
 
-def test_rehashing_with_the_right_key_is_what_the_key_protects(db, keys, chain):
+def test_rehashing_with_the_right_key_is_what_the_key_protects(db, owner_db, keys, chain):
     """Control for the wrong-key test: the same procedure with the real key goes unnoticed, so
     that test fails only because of the key (and the secrecy of the key is what matters)."""
     stream, seq = TARGET
-    _rehash_from(db, stream, seq, keys.audit_key,
+    _rehash_from(owner_db, stream, seq, keys.audit_key,
                  "UPDATE audit_events SET outcome = 'success', detail = 'nothing to see' "
                  "WHERE stream = :s AND seq = :q")
     assert row_at(db, stream, seq)["detail"] == "nothing to see"
@@ -842,11 +843,12 @@ def consent_rows(db, session_factory, privacy, world, keys, clock):
     ("consent_withdrawals", "UPDATE consent_withdrawals SET withdrawn_at = withdrawn_at + interval '1 year'"),
     ("consent_withdrawals", "DELETE FROM consent_withdrawals"),
 ])
-def test_update_and_delete_are_refused_by_postgresql(db, keys, consent_rows, table, sql):
+def test_update_and_delete_are_refused_by_postgresql(db, owner_db, keys, consent_rows, table, sql):
+    """The triggers, second line behind the service role's grants: they stop even the owner."""
     with db.connect() as conn:
         before = conn.execute(text(f"SELECT count(*) FROM {table}")).scalar()
     assert before > 0
-    with pytest.raises(DBAPIError) as exc, db.begin() as conn:
+    with pytest.raises(DBAPIError) as exc, owner_db.begin() as conn:
         conn.execute(text(sql))
     assert "append-only" in str(exc.value)
     assert table in str(exc.value)
@@ -856,11 +858,11 @@ def test_update_and_delete_are_refused_by_postgresql(db, keys, consent_rows, tab
     assert check(db, keys).ok
 
 
-def test_triggers_are_enabled_after_the_owner_tamper_helper(db, keys, chain):
-    owner_tamper(db, "UPDATE audit_events SET detail = 'x' WHERE id = :id", id=id_at(db, BIG, 5))
-    with pytest.raises(DBAPIError, match="append-only"), db.begin() as conn:
+def test_triggers_are_enabled_after_the_owner_tamper_helper(db, owner_db, keys, chain):
+    owner_tamper(owner_db, "UPDATE audit_events SET detail = 'x' WHERE id = :id", id=id_at(db, BIG, 5))
+    with pytest.raises(DBAPIError, match="append-only"), owner_db.begin() as conn:
         conn.execute(text("UPDATE audit_events SET detail = 'y' WHERE id = :id"), {"id": id_at(db, BIG, 6)})
-    with pytest.raises(DBAPIError, match="only moves forward"), db.begin() as conn:
+    with pytest.raises(DBAPIError, match="only moves forward"), owner_db.begin() as conn:
         conn.execute(text("UPDATE audit_head SET last_seq = last_seq - 1 WHERE stream = :s"), {"s": BIG})
     with db.connect() as conn:
         enabled = dict(conn.execute(text(
@@ -873,18 +875,18 @@ def test_triggers_are_enabled_after_the_owner_tamper_helper(db, keys, chain):
 
 
 @pytest.fixture
-def cli_env(monkeypatch, pg_url, keys):
+def cli_env(monkeypatch, service_url, keys):
     from casemgmt.config import get_settings
 
     assert KeyRing.from_master(conftest.MASTER_KEY) == keys, "conftest imported twice"
-    monkeypatch.setenv("CASEMGMT_DATABASE_URL", pg_url)
+    monkeypatch.setenv("CASEMGMT_DATABASE_URL", service_url)
     monkeypatch.setenv("CASEMGMT_MASTER_KEY", base64.b64encode(conftest.MASTER_KEY).decode())
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
 
 
-def test_cli_audit_verify_intact_then_broken(db, keys, chain, cli_env, capsys):
+def test_cli_audit_verify_intact_then_broken(db, owner_db, keys, chain, cli_env, capsys):
     from casemgmt.cli import main
 
     assert main(["audit", "verify"]) == 0
@@ -894,7 +896,7 @@ def test_cli_audit_verify_intact_then_broken(db, keys, chain, cli_env, capsys):
 
     stream, seq = TARGET
     target = id_at(db, stream, seq)
-    owner_tamper(db, "UPDATE audit_events SET purpose = 'naturalisation' WHERE id = :id", id=target)
+    owner_tamper(owner_db, "UPDATE audit_events SET purpose = 'naturalisation' WHERE id = :id", id=target)
     assert main(["audit", "verify"]) == 1
     out = capsys.readouterr()
     assert f"BROKEN at row {target}" in out.err
@@ -903,20 +905,20 @@ def test_cli_audit_verify_intact_then_broken(db, keys, chain, cli_env, capsys):
     assert out.out == ""
 
 
-def test_cli_audit_verify_names_the_gap(db, keys, chain, cli_env, capsys):
+def test_cli_audit_verify_names_the_gap(db, owner_db, keys, chain, cli_env, capsys):
     from casemgmt.cli import main
 
-    owner_tamper(db, "DELETE FROM audit_events WHERE stream = :s AND seq = 20", s=OTHER)
+    owner_tamper(owner_db, "DELETE FROM audit_events WHERE stream = :s AND seq = 20", s=OTHER)
     assert main(["audit", "verify"]) == 1
     err = capsys.readouterr().err
     assert f"BROKEN at row {id_at(db, OTHER, 21)}" in err
     assert "expected entry 20 but found entry 21" in err
 
 
-def test_cli_audit_verify_names_a_cut_off_stream(db, keys, chain, cli_env, capsys):
+def test_cli_audit_verify_names_a_cut_off_stream(db, owner_db, keys, chain, cli_env, capsys):
     from casemgmt.cli import main
 
-    owner_tamper(db, "DELETE FROM audit_events WHERE stream = :s AND seq = :q", s=OTHER, q=STREAM_SIZES[OTHER])
+    owner_tamper(owner_db, "DELETE FROM audit_events WHERE stream = :s AND seq = :q", s=OTHER, q=STREAM_SIZES[OTHER])
     assert main(["audit", "verify"]) == 1
     err = capsys.readouterr().err
     assert "BROKEN" in err and "at row" not in err
@@ -983,8 +985,8 @@ PARALLEL_TAMPERING = {
 
 
 @pytest.mark.parametrize("tamper", list(PARALLEL_TAMPERING))
-def test_parallel_verification_finds_what_the_single_walk_finds(db, pg_url, keys, chain, tamper):
-    PARALLEL_TAMPERING[tamper](db)
+def test_parallel_verification_finds_what_the_single_walk_finds(db, owner_db, pg_url, keys, chain, tamper):
+    PARALLEL_TAMPERING[tamper](owner_db)
     single, parallel = check(db, keys), _parallel(pg_url, keys)
     assert not single.ok
     assert parallel == single

@@ -636,10 +636,10 @@ def test_a_notifier_that_crashed_after_claiming_is_taken_over_after_the_lease(wo
 
 
 @pytest.fixture
-def cli_env(monkeypatch, pg_url):
+def cli_env(monkeypatch, service_url):
     from casemgmt.config import get_settings
 
-    monkeypatch.setenv("CASEMGMT_DATABASE_URL", pg_url)
+    monkeypatch.setenv("CASEMGMT_DATABASE_URL", service_url)
     monkeypatch.setenv("CASEMGMT_MASTER_KEY", base64.b64encode(conftest.MASTER_KEY).decode())
     monkeypatch.setenv("CASEMGMT_POLICY_DIR", str(conftest.ROOT / "policies"))
     monkeypatch.setenv("CASEMGMT_PUBLIC_BASE_URL", BASE_URL)

@@ -51,7 +51,9 @@ def test_upgrade_on_empty_sqlite_matches_models(tmp_path):
     engine.dispose()
 
 
-def test_evidence_tables_are_append_only_on_postgresql(db, session_factory, world):
+def test_evidence_tables_are_append_only_on_postgresql(db, owner_db, session_factory, world):
+    """The triggers stop even the schema owner (the service role lacks the grants to try)."""
+    db = owner_db
     with db.begin() as conn:
         conn.execute(text(
             "INSERT INTO chain_template_versions (key, version, title, digest, document, registered_at) "

@@ -324,10 +324,10 @@ PROBE_KEY = "young_adult_version_probe"
 
 
 @pytest.fixture
-def probe_cleanup(session_factory):
+def probe_cleanup(session_factory, owner_engine):
     """Registered versions stay in the shared database: remove the probe's afterwards."""
     yield
-    reset_case_data(session_factory.kw["bind"])
+    reset_case_data(owner_engine)
     with session_factory() as session:
         session.execute(delete(ChainTemplateVersion).where(ChainTemplateVersion.key == PROBE_KEY))
         session.commit()

@@ -780,10 +780,12 @@ def withdraw_consent(session: Session, privacy: Privacy, actor: Actor, consent_i
         # unknown as a random id, and the answer names only the consent asked for.
         consent = session.scalar(
             select(Consent).where(Consent.id == consent_id,
-                                  Consent.person_id.in_(select(Person.id).where(scope_clause(actor))))
-            .with_for_update(of=Consent))
+                                  Consent.person_id.in_(select(Person.id).where(scope_clause(actor)))))
         if consent is None:
             raise NotFound(f"no consent {consent_id}", resource="consent", id=str(consent_id))
+        # Withdrawals queue behind the person's row: consents are append-only, and the service's
+        # database role may not lock their rows (FOR UPDATE needs the UPDATE privilege).
+        session.execute(select(Person.id).where(Person.id == consent.person_id).with_for_update())
         check_free_text(session, privacy, note, "note", [consent.person_id], actor, now,
                         entity_type="consent", entity_id=str(consent_id))
         if session.get(ConsentWithdrawal, consent_id) is not None:
