@@ -37,6 +37,10 @@ class Settings(BaseSettings):
         description="Where `casemgmt token` keeps its generated development key pair.",
     )
     dev_token_ttl_minutes: int = 8 * 60
+    jwt_max_lifetime_minutes: int = Field(
+        default=12 * 60, ge=1,
+        description="Tokens valid for longer (exp - iat, or exp - now without iat) are refused.",
+    )
 
     # Personal data: AES-256 master key (base64), from the environment or a key file.
     master_key: str | None = Field(default=None, description="Base64 master key (32 bytes).")
