@@ -176,7 +176,8 @@ def _cmd_notify(args: argparse.Namespace) -> int:
         "email": EmailChannel(settings.smtp_host, settings.smtp_port, settings.smtp_from,
                               settings.smtp_starttls, settings.smtp_username, settings.smtp_password,
                               settings.smtp_timeout_seconds),
-        "webhook": WebhookChannel(settings.webhook_secret, settings.webhook_timeout_seconds),
+        "webhook": WebhookChannel(settings.webhook_secret, settings.webhook_timeout_seconds,
+                                  settings.webhook_allow_private_networks),
     }
 
     def run() -> None:

@@ -65,7 +65,14 @@ class Settings(BaseSettings):
     smtp_password: str | None = None
     smtp_timeout_seconds: float = 10.0
     webhook_secret: str | None = Field(
-        default=None, description="Signs webhook bodies (HMAC-SHA256 in X-Casemgmt-Signature).",
+        default=None,
+        description="Signs webhook deliveries (HMAC-SHA256 over timestamp and body); without it "
+                    "webhook contacts cannot be saved and nothing is sent unsigned.",
+    )
+    webhook_allow_private_networks: bool = Field(
+        default=False,
+        description="Let webhooks reach loopback, private (RFC 1918, ULA) and CGNAT addresses: for "
+                    "tests and closed networks only.",
     )
     webhook_timeout_seconds: float = 10.0
     notify_max_attempts: int = Field(default=8, ge=1, le=100)

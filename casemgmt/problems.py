@@ -270,3 +270,9 @@ def invalid_field(field: str, message: str, kind: str = "value_error") -> Proble
     """A 422 about one member of the request body, in the shape request validation uses."""
     return ValidationFailed(f"{field}: {message}",
                             errors=[{"field": f"body.{field}", "message": message, "type": kind}])
+WebhookSecretMissing = _define(
+    "webhook-secret-missing", 409, "Webhooks need a signing secret",
+    "Webhook deliveries are signed, and the operator has not configured a signing secret "
+    "(CASEMGMT_WEBHOOK_SECRET), so no webhook contact can be saved. Use an email contact or ask "
+    "the operator to set the secret.",
+)
