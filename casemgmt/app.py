@@ -22,6 +22,7 @@ from casemgmt.conferences.views import router as conferences_router
 from casemgmt.handovers.views import admin_router as notifications_router
 from casemgmt.handovers.views import router as handovers_router
 from casemgmt.jurisdictions.views import router as reference_router
+from casemgmt.limits import RateLimiter, RequestLimits
 from casemgmt.migrations import ensure_at_head
 from casemgmt.persons.views import router as persons_router
 from casemgmt.policy.loader import Policies, load_policies
@@ -84,6 +85,8 @@ def create_app(
     app.state.policies = policies
     app.state.engine = engine
     app.state.clock = clock
+    app.state.rate_limiter = RateLimiter.from_settings(settings)
+    app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)
     install_handlers(app)
 
     for router in (reference_router, templates_router, persons_router, chains_router, handovers_router,

@@ -77,6 +77,17 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = 10.0
     notify_max_attempts: int = Field(default=8, ge=1, le=100)
 
+    # Request limits (casemgmt/limits.py): per process; 0 switches a rate limit off.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="Larger request bodies get 413.")
+    rate_limit_window_seconds: int = Field(default=60, ge=1)
+    rate_limit_expensive_per_subject: int = Field(
+        default=30, ge=0, description="Exports, reports, person search and audit search per user and window.")
+    rate_limit_expensive_per_address: int = Field(
+        default=120, ge=0, description="The same per client address (an office behind one NAT shares it).")
+    rate_limit_writes_per_subject: int = Field(
+        default=300, ge=0, description="POST, PATCH, PUT and DELETE per user and window.")
+    rate_limit_writes_per_address: int = Field(default=1200, ge=0, description="The same per client address.")
+
 
 @lru_cache
 def get_settings() -> Settings:
