@@ -6,7 +6,7 @@ from collections.abc import Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.engine import Engine
 
@@ -29,6 +29,7 @@ from casemgmt.policy.loader import Policies, load_policies
 from casemgmt.privacy.crypto import KeyRing, load_master_key
 from casemgmt.privacy.service import Privacy, audit_refusal
 from casemgmt.privacy.views import router as privacy_router
+from casemgmt.querycheck import reject_unknown_query
 from casemgmt.steering.views import router as steering_router
 from casemgmt.problems import (
     PROBLEM_TYPES,
@@ -80,6 +81,7 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        dependencies=[Depends(reject_unknown_query)],
     )
     app.state.settings = settings
     app.state.policies = policies
