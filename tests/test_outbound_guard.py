@@ -377,3 +377,53 @@ def test_delivery_sends_to_exactly_one_recipient(world, session_factory, clock, 
     for message_id in bad:
         m = message(session_factory, message_id)
         assert (m.state, m.last_error) == ("pending", "email delivery failed: not a single email address")
+
+
+# --- https -----------------------------------------------------------------------------------
+
+
+def _certificate(tmp_path, name: str):
+    """A self-signed certificate for ``name``; returns (cert file, key file)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+def test_https_checks_the_certificate_of_the_name_while_connecting_to_the_checked_address(
+        world, session_factory, clock, monkeypatch, tmp_path):
+    import ssl
+
+    cert_file, key_file = _certificate(tmp_path, "hooks.ennetal.example")
+    hook = Hook()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    hook.server.socket = context.wrap_socket(hook.server.socket, server_side=True)
+    try:
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))  # trust the test certificate
+        fake_dns(monkeypatch, {"hooks.ennetal.example": ["127.0.0.1"], "other.ennetal.example": ["127.0.0.1"]})
+        good = queue(session_factory, world, "webhook", f"https://hooks.ennetal.example:{hook.port}/x", clock())
+        wrong_name = queue(session_factory, world, "webhook", f"https://other.ennetal.example:{hook.port}/x", clock())
+        deliver(session_factory, clock, webhook(allow_private=True))
+        assert message(session_factory, good).state == "delivered"
+        assert len(hook.requests) == 1
+        assert message(session_factory, wrong_name).last_error == "webhook delivery failed: connection failed"
+    finally:
+        hook.close()
