@@ -22,11 +22,12 @@ import conftest
 import pytest
 from fastapi.testclient import TestClient
 from http_helpers import ok, problem
-from test_handover_escalation import Hook, Mailbox, free_port, message, queue
+from test_handover_escalation import Hook, Mailbox, cli_env, free_port, message, queue  # noqa: F401 - cli_env is a fixture
 
 from casemgmt import netguard
 from casemgmt.app import create_app
 from casemgmt.notifications.channels import EmailChannel, WebhookChannel
+from casemgmt.notifications.models import OutboxMessage
 from casemgmt.notifications.service import deliver_due
 
 SECRET = "webhook-test-secret"
@@ -427,3 +428,30 @@ def test_https_checks_the_certificate_of_the_name_while_connecting_to_the_checke
         assert message(session_factory, wrong_name).last_error == "webhook delivery failed: connection failed"
     finally:
         hook.close()
+
+
+# --- the notify command and its settings -----------------------------------------------------
+
+
+def test_notify_command_reaches_private_networks_only_when_configured(world, session_factory, hook,
+                                                                       cli_env, capsys):
+    from casemgmt.cli import main
+    from casemgmt.clock import utcnow
+    from casemgmt.config import get_settings
+
+    message_id = queue(session_factory, world, "webhook", hook.url, utcnow())
+    cli_env.setenv("CASEMGMT_WEBHOOK_SECRET", SECRET)
+    get_settings.cache_clear()
+    assert main(["notify"]) == 0
+    assert "delivered 0, will retry 1" in capsys.readouterr().out
+    assert hook.requests == []
+    assert message(session_factory, message_id).last_error == "webhook delivery failed: refused target"
+
+    cli_env.setenv("CASEMGMT_WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true")
+    get_settings.cache_clear()
+    with session_factory() as s, s.begin():  # the retry is due now
+        s.execute(OutboxMessage.__table__.update().values(next_attempt_at=utcnow()))
+    assert main(["notify"]) == 0
+    assert "delivered 1" in capsys.readouterr().out
+    [(headers, raw)] = hook.requests
+    assert verify_like_a_receiver(SECRET, headers, raw, time.time())
