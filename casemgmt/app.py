@@ -6,7 +6,7 @@ from collections.abc import Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.engine import Engine
 
@@ -23,12 +23,14 @@ from casemgmt.conferences.views import router as conferences_router
 from casemgmt.handovers.views import admin_router as notifications_router
 from casemgmt.handovers.views import router as handovers_router
 from casemgmt.jurisdictions.views import router as reference_router
+from casemgmt.limits import RateLimiter, RequestLimits
 from casemgmt.migrations import ensure_at_head
 from casemgmt.persons.views import router as persons_router
 from casemgmt.policy.loader import Policies, load_policies
 from casemgmt.privacy.crypto import KeyRing, load_master_key
 from casemgmt.privacy.service import Privacy, audit_refusal
 from casemgmt.privacy.views import router as privacy_router
+from casemgmt.querycheck import reject_unknown_query
 from casemgmt.steering.views import router as steering_router
 from casemgmt.problems import (
     PROBLEM_TYPES,
@@ -81,11 +83,14 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        dependencies=[Depends(reject_unknown_query)],
     )
     app.state.settings = settings
     app.state.policies = policies
     app.state.engine = engine
     app.state.clock = clock
+    app.state.rate_limiter = RateLimiter.from_settings(settings)
+    app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)
     install_handlers(app)
 
     for router in (reference_router, templates_router, persons_router, chains_router, handovers_router,

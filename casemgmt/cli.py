@@ -318,7 +318,8 @@ def _cmd_notify(args: argparse.Namespace) -> int:
         "email": EmailChannel(settings.smtp_host, settings.smtp_port, settings.smtp_from,
                               settings.smtp_starttls, settings.smtp_username, settings.smtp_password,
                               settings.smtp_timeout_seconds),
-        "webhook": WebhookChannel(settings.webhook_secret, settings.webhook_timeout_seconds),
+        "webhook": WebhookChannel(settings.webhook_secret, settings.webhook_timeout_seconds,
+                                  settings.webhook_allow_private_networks),
     }
 
     def run() -> None:
@@ -394,7 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", required=True, help="user id (sub claim)")
     p.add_argument("--org", required=True, help="organisation key (org claim)")
     p.add_argument("--roles", required=True, help="comma-separated roles, e.g. case_manager")
-    p.add_argument("--minutes", type=int, default=480, help="validity in minutes")
+    p.add_argument("--minutes", type=int, default=480,
+                   help="validity in minutes (the API refuses more than CASEMGMT_JWT_MAX_LIFETIME_MINUTES)")
     p.set_defaults(func=_cmd_token)
     return parser
 

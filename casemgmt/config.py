@@ -37,6 +37,10 @@ class Settings(BaseSettings):
         description="Where `casemgmt token` keeps its generated development key pair.",
     )
     dev_token_ttl_minutes: int = 8 * 60
+    jwt_max_lifetime_minutes: int = Field(
+        default=12 * 60, ge=1,
+        description="Tokens valid for longer (exp - iat, or exp - now without iat) are refused.",
+    )
 
     # Personal data: AES-256 master key (base64), from the environment or a key file.
     master_key: str | None = Field(default=None, description="Base64 master key (32 bytes).")
@@ -61,7 +65,14 @@ class Settings(BaseSettings):
     smtp_password: str | None = None
     smtp_timeout_seconds: float = 10.0
     webhook_secret: str | None = Field(
-        default=None, description="Signs webhook bodies (HMAC-SHA256 in X-Casemgmt-Signature).",
+        default=None,
+        description="Signs webhook deliveries (HMAC-SHA256 over timestamp and body); without it "
+                    "webhook contacts cannot be saved and nothing is sent unsigned.",
+    )
+    webhook_allow_private_networks: bool = Field(
+        default=False,
+        description="Let webhooks reach loopback, private (RFC 1918, ULA) and CGNAT addresses: for "
+                    "tests and closed networks only.",
     )
     webhook_timeout_seconds: float = 10.0
     notify_max_attempts: int = Field(default=8, ge=1, le=100)
@@ -91,6 +102,17 @@ class Settings(BaseSettings):
     @property
     def migration_url(self) -> str:
         return self.migration_database_url or self.database_url
+
+    # Request limits (casemgmt/limits.py): per process; 0 switches a rate limit off.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="Larger request bodies get 413.")
+    rate_limit_window_seconds: int = Field(default=60, ge=1)
+    rate_limit_expensive_per_subject: int = Field(
+        default=30, ge=0, description="Exports, reports, person search and audit search per user and window.")
+    rate_limit_expensive_per_address: int = Field(
+        default=120, ge=0, description="The same per client address (an office behind one NAT shares it).")
+    rate_limit_writes_per_subject: int = Field(
+        default=300, ge=0, description="POST, PATCH, PUT and DELETE per user and window.")
+    rate_limit_writes_per_address: int = Field(default=1200, ge=0, description="The same per client address.")
 
 
 @lru_cache

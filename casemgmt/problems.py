@@ -85,7 +85,8 @@ MethodNotAllowed = _define(
 )
 ValidationFailed = _define(
     "validation-error", 422, "Invalid request",
-    "The request body, path or query did not validate. `errors` lists each field and why.",
+    "The request body, path or query did not validate. `errors` lists each field and why (at most "
+    "20; `errors_omitted` counts the rest). Long input is not echoed back in full.",
 )
 IllegalTransition = _define(
     "illegal-transition", 409, "Action not possible in this state",
@@ -135,15 +136,38 @@ InternalError = _define(
 )
 
 
+MAX_ERRORS = 20
+MAX_ECHO_CHARS = 300
+MAX_LIST_ITEMS = 50
+
+
+def _bounded(value: Any, depth: int = 0) -> Any:
+    """What a problem body may echo of the request: strings cut to MAX_ECHO_CHARS, lists to
+    MAX_LIST_ITEMS, nesting to a few levels, so a megabyte of input never comes back."""
+    if isinstance(value, str):
+        return value if len(value) <= MAX_ECHO_CHARS else value[:MAX_ECHO_CHARS] + "… (cut)"
+    if depth > 4:
+        return None
+    if isinstance(value, list | tuple):
+        return [_bounded(v, depth + 1) for v in value[:MAX_LIST_ITEMS]]
+    if isinstance(value, dict):
+        return {_bounded(str(k), depth + 1): _bounded(v, depth + 1) for k, v in list(value.items())[:MAX_LIST_ITEMS]}
+    return value
+
+
 def problem_response(status: int, slug: str, title: str, detail: str, instance: str, **extra: Any) -> JSONResponse:
+    errors = extra.get("errors")
+    if isinstance(errors, list) and len(errors) > MAX_ERRORS:
+        extra["errors"] = errors[:MAX_ERRORS]
+        extra["errors_omitted"] = len(errors) - MAX_ERRORS
     body: dict[str, Any] = {
         "type": PROBLEM_BASE + slug,
         "title": title,
         "status": status,
-        "detail": detail,
-        "instance": instance,
+        "detail": _bounded(detail),
+        "instance": _bounded(instance),
     }
-    body.update(extra)
+    body.update({name: _bounded(value) for name, value in extra.items()})
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
@@ -288,4 +312,20 @@ NotConsentRecorder = _define(
     "(which took the signed form), or by the organisation registering the person in the same "
     "request, and only by organisation kinds listed in policies/legal_bases.yaml "
     "(`consent_recorders`).",
+)
+WebhookSecretMissing = _define(
+    "webhook-secret-missing", 409, "Webhooks need a signing secret",
+    "Webhook deliveries are signed, and the operator has not configured a signing secret "
+    "(CASEMGMT_WEBHOOK_SECRET), so no webhook contact can be saved. Use an email contact or ask "
+    "the operator to set the secret.",
+)
+PayloadTooLarge = _define(
+    "payload-too-large", 413, "Request body too large",
+    "The request body is larger than the API accepts (`max_bytes`, 1 MiB); nothing was read "
+    "beyond the limit and nothing was changed.",
+)
+RateLimited = _define(
+    "rate-limited", 429, "Too many requests",
+    "Exports, reports, searches and changes are limited per user and per client address. Wait "
+    "the seconds in the `Retry-After` header (also `retry_after`) and try again.",
 )

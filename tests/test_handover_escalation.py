@@ -14,6 +14,7 @@ import hmac
 import json
 import socket
 import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -191,14 +192,19 @@ class Hook:
 
     def __init__(self) -> None:
         self.status = 200
+        self.location: str | None = None
         self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.paths: list[str] = []
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - http.server's hook name
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 hook.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                hook.paths.append(self.path)
                 self.send_response(hook.status)
+                if hook.location:
+                    self.send_header("Location", hook.location)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -206,7 +212,8 @@ class Hook:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/casemgmt/escalations"
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/casemgmt/escalations"
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
@@ -222,12 +229,22 @@ def hook():
     h.close()
 
 
-def channels(box: Mailbox | None = None, secret: str | None = None, port: int | None = None):
+SECRET = "s3cr3t"
+
+
+def channels(box: Mailbox | None = None, secret: str | None = SECRET, port: int | None = None):
+    # The local webhook receiver listens on 127.0.0.1: reachable only with private networks allowed.
     return {
         "email": EmailChannel("127.0.0.1", port or (box.port if box else free_port()),
                               "casemgmt@ennetal.example", timeout=5),
-        "webhook": WebhookChannel(secret=secret, timeout=5),
+        "webhook": WebhookChannel(secret=secret, timeout=5, allow_private_networks=True),
     }
+
+
+@pytest.fixture
+def settings(settings):
+    """Webhook contacts can only be saved while a signing secret is configured."""
+    return settings.model_copy(update={"webhook_secret": SECRET})
 
 
 # --- escalation ------------------------------------------------------------------------------
@@ -504,7 +521,7 @@ def test_escalation_mail_and_signed_webhook_are_delivered(client, auth, world, p
     queued = {m.channel: m for m in outbox(session_factory, h["id"])}
 
     box = mailbox()
-    report = deliver_due(session_factory, channels(box, secret="s3cr3t"), clock, max_attempts=5)
+    report = deliver_due(session_factory, channels(box), clock, max_attempts=5)
     assert (report.delivered, report.retried, report.failed) == (2, 0, 0)
 
     [mail] = box.messages
@@ -519,7 +536,9 @@ def test_escalation_mail_and_signed_webhook_are_delivered(client, auth, world, p
     [(headers, raw)] = hook.requests
     assert headers["content-type"] == "application/json"
     assert json.loads(raw) == {"subject": queued["webhook"].subject, **queued["webhook"].body}
-    expected = hmac.new(b"s3cr3t", raw, hashlib.sha256).hexdigest()
+    timestamp = headers["x-casemgmt-timestamp"]
+    assert abs(int(timestamp) - time.time()) < 60
+    expected = hmac.new(SECRET.encode(), timestamp.encode() + b"." + raw, hashlib.sha256).hexdigest()
     assert headers["x-casemgmt-signature"] == f"sha256={expected}"
 
     for m in outbox(session_factory, h["id"]):
@@ -527,16 +546,16 @@ def test_escalation_mail_and_signed_webhook_are_delivered(client, auth, world, p
         assert m.last_error is None
     # Delivered is delivered: nothing is sent twice.
     clock.advance(hours=1)
-    assert deliver_due(session_factory, channels(box, secret="s3cr3t"), clock, 5).delivered == 0
+    assert deliver_due(session_factory, channels(box), clock, 5).delivered == 0
     assert len(box.handler.envelopes) == 1 and len(hook.requests) == 1
 
 
-def test_unsigned_webhook_without_secret(world, session_factory, clock, hook):
-    queue(session_factory, world, "webhook", hook.url, clock())
-    assert deliver_due(session_factory, channels(secret=None), clock, 5).delivered == 1
-    [(headers, raw)] = hook.requests
-    assert "x-casemgmt-signature" not in headers
-    assert json.loads(raw)["subject"] == "Übergabe überfällig: Test"
+def test_nothing_is_sent_unsigned_without_secret(world, session_factory, clock, hook):
+    message_id = queue(session_factory, world, "webhook", hook.url, clock())
+    report = deliver_due(session_factory, channels(secret=None), clock, 5)
+    assert (report.delivered, report.retried) == (0, 1)
+    assert hook.requests == []
+    assert "not signed" in message(session_factory, message_id).last_error
 
 
 def test_smtp_down_is_retried_and_delivered_when_back(world, session_factory, clock, mailbox):
@@ -576,14 +595,14 @@ def test_webhook_failing_backs_off_fails_for_good_and_is_requeued(client, auth, 
         assert report.retried == 1
         m = message(session_factory, message_id)
         assert (m.state, m.attempts) == ("pending", attempt)
-        assert "HTTP 500" in m.last_error
+        assert m.last_error == "webhook delivery failed: HTTP status 5xx"
         waits.append(m.next_attempt_at - clock())
         clock.now = m.next_attempt_at
     assert waits == [timedelta(minutes=1), timedelta(minutes=2)]  # exponential backoff
     report = deliver_due(session_factory, channels(), clock, max_attempts=3)
     assert (report.delivered, report.retried, report.failed) == (0, 0, 1)
     m = message(session_factory, message_id)
-    assert (m.state, m.attempts) == ("failed", 3) and "HTTP 500" in m.last_error
+    assert (m.state, m.attempts) == ("failed", 3) and "HTTP status 5xx" in m.last_error
     # Failed for good: no more attempts, however long we wait.
     clock.advance(days=2)
     assert deliver_due(session_factory, channels(), clock, 3) == type(report)()
@@ -595,7 +614,7 @@ def test_webhook_failing_backs_off_fails_for_good_and_is_requeued(client, auth, 
     assert page["counts"] == {"pending": 0, "delivered": 0, "failed": 1}
     [item] = page["items"]
     assert item["id"] == message_id and item["state"] == "failed" and item["attempts"] == 3
-    assert "HTTP 500" in item["last_error"] and item["address"] == hook.url
+    assert "HTTP status 5xx" in item["last_error"] and item["address"] == hook.url
     assert ok(client.get("/notifications?state=pending", headers=admin))["items"] == []
     problem(client.get("/notifications?state=failed", headers=auth(*ABH)), 403, "forbidden")
     problem(client.get("/notifications?state=lost", headers=admin), 422, "validation-error")

@@ -2,15 +2,22 @@
 
 Only asymmetric algorithms are accepted and the list is pinned from settings, so a token that
 claims ``alg: none`` or an HMAC algorithm (the classic trick of signing with the public key as the
-HMAC secret) is refused before any signature check. ``iss``, ``aud``, ``exp`` and ``sub`` are
-required; the organisation and roles come from the ``org`` and ``roles`` claims.
+HMAC secret) is refused before any signature check, and so is an algorithm of another family
+than the key (an ES256 token against an RSA key). ``iss``, ``aud``, ``exp`` and ``sub`` are
+required (a missing one is named); ``exp``, ``nbf`` and ``iat`` are honoured with a 30 s leeway,
+``iat`` may not lie in the future, and a token may be valid for at most
+``CASEMGMT_JWT_MAX_LIFETIME_MINUTES`` (from ``iat``, or from now without ``iat``). A header with
+``crit`` is refused: this service understands no critical extension. The organisation and roles
+come from the ``org`` and ``roles`` claims.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +26,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jose import JWTError, jwk, jwt
-from jose.exceptions import ExpiredSignatureError, JWTClaimsError
+from jose.backends import ECKey, RSAKey
+from jose.exceptions import JWTClaimsError
 
 from casemgmt.config import Settings
 from casemgmt.problems import NotAuthenticated
@@ -75,6 +83,7 @@ class TokenVerifier:
 
     def __init__(self, settings: Settings):
         self.issuer = settings.jwt_issuer
+        self.max_lifetime_seconds = settings.jwt_max_lifetime_minutes * 60
         self.audience = settings.jwt_audience
         self.algorithms = list(settings.jwt_algorithms)
         bad = [a for a in self.algorithms if a not in ASYMMETRIC_ALGORITHMS]
@@ -134,27 +143,31 @@ class TokenVerifier:
         alg = header.get("alg")
         if alg not in self.algorithms:
             raise NotAuthenticated(f"token algorithm {alg!r} is not accepted")
+        if "crit" in header:
+            # RFC 7515 4.1.11: a recipient must refuse a token whose critical extensions it does
+            # not understand. This service understands none; python-jose would ignore them.
+            raise NotAuthenticated("the token header names critical extensions (crit) this service "
+                                   "does not understand")
+        key = self._key_for(header)
+        if not _key_fits(key, alg):
+            raise NotAuthenticated(f"token algorithm {alg!r} does not fit the verification key")
         try:
             claims = jwt.decode(
                 token,
-                self._key_for(header),
-                algorithms=self.algorithms,
-                audience=self.audience,
-                issuer=self.issuer,
-                options={
-                    "require_exp": True,
-                    "require_iss": True,
-                    "require_aud": True,
-                    "require_sub": True,
-                    "leeway": 30,
-                },
+                key,
+                algorithms=[alg],
+                # Presence, issuer, audience and the time claims are checked below, with messages
+                # that say what is wrong (python-jose reports a missing claim like a bad signature).
+                options={"verify_exp": False, "verify_nbf": False, "verify_iat": False,
+                         "verify_iss": False, "verify_aud": False,
+                         "require_exp": False, "require_iss": False, "require_aud": False,
+                         "require_sub": False},
             )
-        except ExpiredSignatureError:
-            raise NotAuthenticated("the token has expired") from None
         except JWTClaimsError as exc:
             raise NotAuthenticated(f"token claims rejected: {exc}") from None
         except JWTError:
             raise NotAuthenticated("the token signature is invalid") from None
+        self._check_claims(claims, time.time())
         sub, org, roles = claims.get("sub"), claims.get("org"), claims.get("roles")
         if not _is_claim_text(sub):
             raise NotAuthenticated("the token has no usable subject (sub)")
@@ -163,6 +176,56 @@ class TokenVerifier:
         if not isinstance(roles, list) or not all(_is_claim_text(r) for r in roles):
             raise NotAuthenticated("the token has no roles claim (a list of strings)")
         return TokenClaims(user_id=sub, organisation_key=org, roles=tuple(roles))
+
+    def _check_claims(self, claims: dict[str, Any], now: float) -> None:
+        """Required claims present; issuer and audience ours; ``exp``, ``nbf`` and ``iat``
+        honoured (with the leeway); the lifetime no longer than the configured maximum."""
+        for name in REQUIRED_CLAIMS:
+            if name not in claims:
+                raise NotAuthenticated(f"the token has no {name} claim")
+        if claims["iss"] != self.issuer:
+            raise NotAuthenticated("token claims rejected: invalid issuer (iss)")
+        aud = claims["aud"]
+        audiences = aud if isinstance(aud, list) else [aud]
+        if not all(isinstance(a, str) for a in audiences) or self.audience not in audiences:
+            raise NotAuthenticated("token claims rejected: invalid audience (aud)")
+        exp = _numeric_date(claims, "exp")
+        nbf = _numeric_date(claims, "nbf")
+        iat = _numeric_date(claims, "iat")
+        if now >= exp + LEEWAY_SECONDS:
+            raise NotAuthenticated("the token has expired")
+        if nbf is not None and now + LEEWAY_SECONDS < nbf:
+            raise NotAuthenticated("the token is not valid yet (nbf)")
+        if iat is not None and iat > now + LEEWAY_SECONDS:
+            raise NotAuthenticated("the token claims to be issued in the future (iat)")
+        lifetime = exp - iat if iat is not None else exp - now
+        if lifetime > self.max_lifetime_seconds:
+            raise NotAuthenticated(
+                f"the token is valid for longer than the accepted {self.max_lifetime_seconds // 60} "
+                f"minutes ({'exp - iat' if iat is not None else 'exp lies too far ahead'})")
+
+
+REQUIRED_CLAIMS = ("exp", "iss", "aud", "sub")
+LEEWAY_SECONDS = 30
+
+
+def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
+    """A NumericDate claim (RFC 7519 2): a finite JSON number; ``None`` when absent."""
+    if name not in claims:
+        return None
+    value = claims[name]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise NotAuthenticated(f"token claims rejected: {name} is not a number (seconds since 1970)")
+    return float(value)
+
+
+def _key_fits(key: Any, alg: str) -> bool:
+    """RS*/PS* need an RSA key, ES* an EC key: a token may not pick another family."""
+    if alg.startswith(("RS", "PS")):
+        return isinstance(key, RSAKey)
+    if alg.startswith("ES"):
+        return isinstance(key, ECKey)
+    return False
 
 
 def _is_claim_text(value: Any) -> bool:

@@ -8,17 +8,16 @@ concurrent acknowledgements one success and nineteen 409s.
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy import and_, func, insert, literal, or_, select, union, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
+from casemgmt import netguard
 from casemgmt.chains import engine as eng
 from casemgmt.chains import service as chains
 from casemgmt.chains.catalog import TemplateCatalog
@@ -74,6 +73,7 @@ from casemgmt.problems import (
     InvalidHandover,
     NotFound,
     VersionConflict,
+    WebhookSecretMissing,
     WrongOrganisation,
     invalid_field,
 )
@@ -88,27 +88,20 @@ DECIDED_WINDOW_DAYS = 30
 _PENDING = list(lc.PENDING_VALUES)
 
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-
-
-def check_contact_address(channel: str, address: str) -> str:
-    """An email address or an http(s) URL, as the channel needs; a clear 422 otherwise."""
+def check_contact_address(channel: str, address: str,
+                          outbound: netguard.OutboundPolicy = netguard.OutboundPolicy()) -> str:
+    """Exactly one email address, or a signed webhook to a public http(s) URL (casemgmt.netguard);
+    a clear 422 otherwise, and 409 for a webhook while no signing secret is configured."""
     address = address.strip()
-    if channel == "email":
-        ok = bool(_EMAIL.match(address))
-        why = "not an email address"
-    else:
-        why = "not an http(s) URL"
-        try:
-            parts = urlsplit(address)
-            ok = (parts.scheme in ("http", "https") and bool(parts.hostname)
-                  and not any(c.isspace() for c in address))
-            parts.port  # noqa: B018 - raises ValueError for a port out of range
-        except ValueError:
-            ok = False
-    if not ok:
-        raise invalid_field("address", why)
-    return address
+    if channel == "webhook" and not outbound.signing_secret_configured:
+        raise WebhookSecretMissing("webhook contacts need CASEMGMT_WEBHOOK_SECRET to be configured",
+                                   setting="CASEMGMT_WEBHOOK_SECRET")
+    try:
+        if channel == "email":
+            return netguard.check_email_address(address)
+        return netguard.check_webhook_url(address, outbound.allow_private_networks)
+    except netguard.RefusedAddress as exc:
+        raise invalid_field("address", str(exc)) from None
 
 
 def _contact_organisation(session: Session, actor: Actor, organisation_id: int) -> Organisation:
@@ -138,11 +131,12 @@ def _contact_audit(actor: Actor, organisation_id: int, action: str, detail: str)
                       entity_id=str(organisation_id), detail=detail)
 
 
-def add_contact(session: Session, actor: Actor, organisation_id: int, body: ContactIn, now: datetime) -> ContactOut:
+def add_contact(session: Session, actor: Actor, organisation_id: int, body: ContactIn, now: datetime,
+                outbound: netguard.OutboundPolicy = netguard.OutboundPolicy()) -> ContactOut:
     """Add where an organisation is notified; audited like every configuration change."""
     with unit_of_work(session):
         _contact_organisation(session, actor, organisation_id)
-        address = check_contact_address(body.channel, body.address)
+        address = check_contact_address(body.channel, body.address, outbound)
         contact = OrganisationContact(organisation_id=organisation_id, role=body.role, channel=body.channel,
                                       address=address)
         session.add(contact)

@@ -14,6 +14,7 @@ from casemgmt.chains.engine import Actor
 from casemgmt.clock import request_now
 from casemgmt.handovers import service
 from casemgmt.handovers.lifecycle import HandoverKind
+from casemgmt.netguard import OutboundPolicy
 from casemgmt.handovers.schemas import (
     Box,
     ContactIn,
@@ -131,14 +132,19 @@ def list_contacts(
 
 @admin_router.post("/organisations/{organisation_id}/contacts", response_model=ContactOut, status_code=201)
 def add_contact(
+    request: Request,
     organisation_id: DbId,
     body: ContactIn,
     actor: Actor = Depends(require("contacts.manage")),
     session: Session = Depends(get_session),
     now: datetime = Depends(request_now),
 ):
-    """Where the organisation's lead (escalations) or team inbox is notified."""
-    return service.add_contact(session, actor, organisation_id, body, now)
+    """Where the organisation's lead (escalations) or team inbox is notified: exactly one email
+    address, or a webhook URL on the public internet (409 while no signing secret is configured)."""
+    settings = request.app.state.settings
+    outbound = OutboundPolicy(signing_secret_configured=bool(settings.webhook_secret),
+                              allow_private_networks=settings.webhook_allow_private_networks)
+    return service.add_contact(session, actor, organisation_id, body, now, outbound)
 
 
 @admin_router.delete("/organisations/{organisation_id}/contacts/{contact_id}", status_code=204)

@@ -15,6 +15,7 @@ lease runs out. A message may therefore arrive twice, never zero times.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -27,13 +28,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from casemgmt.database import unit_of_work
 from casemgmt.jurisdictions.service import area_organisation_ids
-from casemgmt.notifications.channels import Channel
+from casemgmt.notifications.channels import Channel, DeliveryError
 from casemgmt.notifications.models import OutboxMessage
 from casemgmt.notifications.schemas import OutboxMessageOut
 from casemgmt.privacy.audit import AuditEntry
 from casemgmt.privacy.service import write_audit
 from casemgmt.problems import NotFound, ValidationFailed
 
+log = logging.getLogger(__name__)
 outbox_t = OutboxMessage.__table__
 
 LEASE = timedelta(minutes=5)
@@ -133,8 +135,12 @@ def _deliver_one(factory: sessionmaker, channels: Mapping[str, Channel], message
     else:
         try:
             channel.send(message.address, message.subject, message.body)
-        except Exception as exc:  # any failure of any channel is retried, never lost
-            error = f"{type(exc).__name__}: {exc}"[:2000]
+        except DeliveryError as exc:
+            error = str(exc)[:2000]
+        except Exception:  # any failure of any channel is retried, never lost
+            # Shown to administrators: no exception text, which may describe the target's network.
+            log.exception("notification %s: delivery by %s failed", message.id, message.channel)
+            error = f"{message.channel} delivery failed: internal error (see the notifier's log)"
     now = clock()
     if error is None:
         values: dict[str, Any] = {"state": "delivered", "delivered_at": now, "last_error": None}
