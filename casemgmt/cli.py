@@ -105,8 +105,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"\nAPI docs: http://{host}:{port}/docs  (click 'Authorize' and paste a token above)\n")
     if args.no_serve:
         return checkpoint_failed
+    if make_url_dialect(settings.database_url) == "postgresql" and not settings.allow_privileged_db_role:
+        # The demo is for trying the service out: it serves as whatever role seeded it, with a
+        # warning. Production runs `serve` as the restricted role (README, Database roles).
+        print("Note: the demo serves as the database role that seeded it; in production run "
+              "`casemgmt serve` as the restricted service role (see README, Database roles).\n")
+        settings = settings.model_copy(update={"allow_privileged_db_role": True})
     _serve(_checked_app(settings), host, port)
     return 0
+
+
+def make_url_dialect(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).get_backend_name()
 
 
 def _cmd_token(args: argparse.Namespace) -> int:

@@ -188,7 +188,7 @@ def test_concurrent_withdrawals_of_one_consent_still_give_one_success(session_fa
         with session_factory() as session:
             barrier.wait(timeout=30)
             try:
-                results.append(withdraw_consent(session, actor, consent.id, None, clock()).status)
+                results.append(withdraw_consent(session, privacy, actor, consent.id, None, clock()).status)
             except Problem as exc:
                 results.append(exc.slug)
             except Exception as exc:  # noqa: BLE001 - the assertion below shows it

@@ -334,10 +334,14 @@ def test_an_unassigned_step_has_no_one_to_act_but_the_case_management_may_skip_i
     owner_kind_org = Actor("u", 7, steps[key].owner_kind, KREIS)
     assert not eng.may_act(owner_kind_org, steps[key], SCOPE)
     assert eng.allowed_actions(machine, steps[key], owner_kind_org, SCOPE, "open") == []
-    # The case management plans the chain: it may skip an optional step nobody has started...
+    # The case management plans the chain: it may skip an optional step nobody has started,
+    # planned or ready, but not do the step's work.
     assert eng.allowed_actions(machine, steps[key], CASE_MANAGER, SCOPE, "open") == ["skip"]
-    with pytest.raises(WrongOrganisation):
-        act(template, machine, steps, key, "block", REASON, actor=CASE_MANAGER)
+    steps[key].state = "ready"
+    assert eng.allowed_actions(machine, steps[key], CASE_MANAGER, SCOPE, "open") == ["skip"]
+    for action in ("start", "block"):
+        with pytest.raises(WrongOrganisation):
+            act(template, machine, steps, key, action, REASON, actor=CASE_MANAGER)
     act(template, machine, steps, key, "skip", REASON, actor=CASE_MANAGER)
     assert steps[key].state == "skipped"
 
