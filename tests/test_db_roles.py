@@ -27,7 +27,7 @@ from casemgmt.dbroles import (
     privilege_problems,
 )
 from casemgmt.privacy.audit import verify
-from conftest import ADMIN_URL, create_database, drop_database
+from conftest import ADMIN_URL, drop_database
 from http_helpers import ok
 
 READ_WRITE = {"SELECT", "INSERT", "UPDATE", "DELETE"}

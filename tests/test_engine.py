@@ -24,7 +24,6 @@ from casemgmt.chains.engine import (
     TERMINAL,
     Action,
     Actor,
-    ChainLifecycle,
     ChainScope,
     ChainStatus,
     MachineRegistry,

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from casemgmt.chains import engine as eng
 from casemgmt.chains import service
-from casemgmt.chains.engine import Action, Actor, ChainStatus, CloseReason, StepInstance
+from casemgmt.chains.engine import Actor, ChainStatus, CloseReason, StepInstance
 from casemgmt.chains.models import Chain, ChainStep
 from casemgmt.chains.service import ChainFilters
 from casemgmt.chains.spec import CASE_MANAGEMENT_OWNER

@@ -6,11 +6,10 @@ from __future__ import annotations
 import copy
 import uuid
 from collections import Counter
-from datetime import timedelta
 
 import pytest
 from conftest import reset_case_data
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, func, select
 
 from casemgmt.chains import service
 from casemgmt.chains.catalog import TemplateCatalog, register_templates

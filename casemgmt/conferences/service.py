@@ -62,7 +62,6 @@ from casemgmt.privacy.service import (
 from casemgmt.problems import (
     NoLegalBasis,
     NotFound,
-    PersonalDataInText,
     TooManyDots,
     VersionConflict,
     WrongConferencePhase,
