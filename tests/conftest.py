@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
@@ -24,6 +25,12 @@ from casemgmt.dbroles import grant_service_role
 from casemgmt.demo.world import World, build_world
 from casemgmt.migrations import upgrade
 from casemgmt.policy.loader import Policies, load_policies
+
+# Property tests draw the same examples on every run, so a red CI run can be reproduced and a green
+# one is not luck; `HYPOTHESIS_PROFILE=explore` draws fresh ones when hunting for new failures.
+hypothesis_settings.register_profile("ci", derandomize=True)
+hypothesis_settings.register_profile("explore", derandomize=False)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 ADMIN_URL = os.environ.get(
     "CASEMGMT_TEST_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -536,7 +536,12 @@ def test_inserting_personal_data_into_a_clean_finding_makes_it_dirty(clean, wher
     kind, piece = item
     text, start, end = _insert(clean, where, piece)
     hits = scan(text, is_known_name, VOCABULARY)
-    assert _covered(hits, kind, start, end), (text, hits)
+    # A number put right next to other digits ("KW 01000 100000 12/2025") may read as another
+    # kind of number as a whole; what matters is that all of it is refused.
+    number_run = kind == "phone" and any(
+        h.kind in ("file_number", "date", "birth_date", "address") and h.start <= start and end <= h.end
+        for h in hits)
+    assert _covered(hits, kind, start, end) or number_run, (text, hits)
     assert scan(redact(text, hits), is_known_name, VOCABULARY) == []
 
 
