@@ -401,3 +401,26 @@ def test_administrators_manage_contacts_of_their_own_area(client, auth, world):
              client.get("/organisations/999999/contacts", headers=city_admin))
     problem(client.post(f"/organisations/{org}/contacts", json=contact, headers=city_admin), 404, "not-found")
     assert len(ok(client.get(f"/organisations/{org}/contacts", headers=kreis_admin))) == 1
+
+
+def test_an_involved_office_hands_on_only_its_own_step(client, auth, ki, world, eu_chain):
+    """The Bürgerbüro is involved (its registration step is ready), but who does the other steps
+    is for the case management to decide."""
+    cid = eu_chain["id"]
+    bb = auth("wittmar_buergerbuero", "clerk")
+    body = problem(handover(client, bb, cid, kind="step", step_key="language_course"), 403, "wrong-organisation")
+    assert body["owner"] == "case_management"
+    # Its own step it may hand on (here: to nobody else of its kind serving Wittmar).
+    problem(handover(client, bb, cid, kind="step", step_key="registration"), 422, "invalid-handover")
+    ok(handover(client, ki, cid, kind="step", step_key="language_course"), 201)
+
+
+def test_refusals_to_former_organisations_are_audited(client, auth, ki, world, eu_chain):
+    cid, pid = eu_chain["id"], eu_chain["person_id"]
+    bb = auth("wittmar_buergerbuero", "clerk", user="bb.clerk")
+    finish(client, bb, cid, "registration")
+    problem(client.patch(f"/persons/{pid}", json={"fields": {"phone": "1"}}, headers=bb), 403, "involvement-ended")
+    rows = ok(client.get("/audit", params={"user": "bb.clerk", "outcome": "denied"},
+                         headers=auth("ennetal_ki", "dpo")))["items"]
+    assert [(r["subtype"], r["entity_type"], r["person_id"]) for r in rows] == [
+        ("refused.involvement-ended", "person", pid)]

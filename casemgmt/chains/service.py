@@ -542,7 +542,7 @@ def _refuse_chain(session: Session, actor: Actor, chain_id: uuid.UUID) -> None:
         if lifecycle != ChainLifecycle.open.value:
             raise ChainClosed(f"the chain is {lifecycle}", lifecycle=lifecycle)
         raise InvolvementEnded("your organisation's part in this chain has ended; you may read its "
-                               "history up to then, not change it", chain_id=str(chain_id))
+                               "history up to then, not change it", resource="chain", id=str(chain_id))
     raise NotFound(f"no chain {chain_id}", resource="chain", id=str(chain_id))
 
 

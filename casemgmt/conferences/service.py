@@ -305,7 +305,7 @@ def add_agreement(session: Session, catalog: TemplateCatalog, privacy: Privacy, 
         if body.step_key is not None:
             handover_id = handovers.open_handover(
                 session, catalog, privacy, handover_policy, actor, case.chain_id,
-                HandoverIn(kind="step", step_key=body.step_key, receiver_organisation_id=owner.id), now)
+                HandoverIn(kind="step", step_key=body.step_key, receiver_organisation_id=owner.id), now, agreed=True)
         agreement_id = uuid.uuid4()
         key = person_data_key_for_writing(session, privacy, case.person_id, now)
         session.add(ConferenceAgreement(

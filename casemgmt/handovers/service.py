@@ -214,12 +214,18 @@ class _Plan:
 
 
 def _plan_step(session: Session, loaded: chains.LoadedChain, jurisdiction: Jurisdiction,
-               actor: Actor, body: HandoverIn) -> _Plan:
+               actor: Actor, body: HandoverIn, agreed: bool) -> _Plan:
     if body.step_key is None:
         raise _invalid("step_key", "name the step to hand over")
     step = loaded.steps.get(body.step_key)
     if step is None:
         raise _invalid("step_key", f"the chain has no step '{body.step_key}'")
+    # Who does a step is decided by the case management, by the office that has it now, or by a
+    # Fallkonferenz's agreement; not by any other office that happens to be involved.
+    if not agreed and actor.organisation_id not in (loaded.row.case_management_organisation_id,
+                                                    step.assigned_organisation_id):
+        raise WrongOrganisation(f"step '{step.key}' is handed on by the chain's case management or the "
+                                "organisation it is assigned to", owner="case_management")
     if step.state in {s.value for s in eng.TERMINAL}:
         raise _invalid("step_key", f"step '{step.key}' has ended ({step.state})")
     if step.owner_kind == CASE_MANAGEMENT_OWNER:
@@ -311,8 +317,9 @@ def _consent_review(session: Session, person_id: uuid.UUID, sender: Actor, recei
 
 def open_handover(session: Session, catalog: TemplateCatalog, privacy: Privacy,
                   policy: HandoverPolicy, actor: Actor, chain_id: uuid.UUID, body: HandoverIn,
-                  now: datetime) -> uuid.UUID:
-    """Decide and write a new handover in the caller's transaction (no commit)."""
+                  now: datetime, agreed: bool = False) -> uuid.UUID:
+    """Decide and write a new handover in the caller's transaction (no commit). ``agreed``: a
+    step handed on as a Fallkonferenz agreed, by its moderator."""
     chains.require_chain_in_scope(session, actor, chain_id)
     loaded = chains.load_chain(session, catalog, chain_id, lock=True)
     if loaded.row.lifecycle != ChainLifecycle.open.value:
@@ -322,7 +329,7 @@ def open_handover(session: Session, catalog: TemplateCatalog, privacy: Privacy,
     assert jurisdiction is not None and person is not None
     kind = HandoverKind(body.kind)
     if kind is HandoverKind.step:
-        plan = _plan_step(session, loaded, jurisdiction, actor, body)
+        plan = _plan_step(session, loaded, jurisdiction, actor, body, agreed)
     elif kind is HandoverKind.rechtskreiswechsel:
         plan = _plan_rechtskreiswechsel(session, privacy, loaded, jurisdiction, person, actor, body, now)
     else:

@@ -127,7 +127,7 @@ def check_free_text_hits(session: Session, hits, text: str, field: str, actor: A
 
 
 # Refusals a user's request can meet; each is audited (no-legal-basis is audited where it arises).
-AUDITED_REFUSALS = {"forbidden", "wrong-organisation", "not-found"}
+AUDITED_REFUSALS = {"forbidden", "wrong-organisation", "not-found", "involvement-ended", "consent-recorder"}
 AUDITED_RESOURCES = {"person", "chain", "consent", "step"}
 _HTTP_ACTION = {"GET": "R", "POST": "C", "PATCH": "U", "PUT": "U", "DELETE": "D"}
 
@@ -177,7 +177,7 @@ def person_in_scope(session: Session, actor: Actor, person_id: uuid.UUID) -> Per
         if formerly_involved_with_person(session, actor.organisation_id, person_id):
             raise InvolvementEnded("your organisation's part in this person's case has ended; you "
                                    "may read what it wrote itself, not change anything",
-                                   person_id=str(person_id))
+                                   resource="person", id=str(person_id))
         raise _person_not_found(person_id)
     return person
 
@@ -642,7 +642,7 @@ def _may_record_consent(session: Session, privacy: Privacy, actor: Actor, person
     if actor.organisation_kind not in privacy.policy.consent_recorders:
         raise NotConsentRecorder(
             f"organisations of kind {actor.organisation_kind} do not record consents; the case "
-            "management records the signed form")
+            "management records the signed form", resource="person", id=str(person.id))
     if registering:
         return
     manages = session.scalar(select(Chain.id).where(
@@ -653,7 +653,8 @@ def _may_record_consent(session: Session, privacy: Privacy, actor: Actor, person
     no_chain_yet = session.scalar(select(Chain.id).where(Chain.person_id == person.id).limit(1)) is None
     if no_chain_yet and person.created_by_organisation_id == actor.organisation_id:
         return
-    raise NotConsentRecorder("only the case management of the person's chain records a consent")
+    raise NotConsentRecorder("only the case management of the person's chain records a consent",
+                             resource="person", id=str(person.id))
 
 
 def _record_consent(session: Session, privacy: Privacy, actor: Actor, person: Person,
