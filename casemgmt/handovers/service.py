@@ -51,6 +51,7 @@ from casemgmt.privacy.audit import AuditEntry
 from casemgmt.privacy.crypto import decrypt_field, encrypt_field
 from casemgmt.privacy.schemas import Redaction
 from casemgmt.privacy.service import (
+    RECHTSKREISWECHSEL,
     Privacy,
     check_free_text,
     consent_grants,
@@ -560,7 +561,7 @@ def _take_over_benefits(session: Session, catalog: TemplateCatalog, privacy: Pri
     session.execute(chains.INSERT_EVENTS, events)
     chains.bump_chain(session, loaded, now, **chain_values)
     write_fields(session, privacy, actor, person, {"benefit_regime": h.benefit_regime_to}, h.purpose,
-                 now, "handover.rechtskreiswechsel")
+                 now, RECHTSKREISWECHSEL)
 
 
 def _move_lead(session: Session, catalog: TemplateCatalog, actor: Actor, h, now: datetime) -> None:

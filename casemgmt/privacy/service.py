@@ -448,6 +448,9 @@ def _parse_fields(privacy: Privacy, values: dict[str, Any]) -> dict[str, Any]:
     return parsed
 
 
+RECHTSKREISWECHSEL = "handover.rechtskreiswechsel"
+
+
 def write_fields(
     session: Session,
     privacy: Privacy,
@@ -458,7 +461,16 @@ def write_fields(
     now: datetime,
     subtype: str,
 ) -> None:
-    """Decide, encrypt and store; on any field without a basis store nothing and record the denial."""
+    """Decide, encrypt and store; on any field without a basis store nothing and record the denial.
+
+    Whatever the route, the Rechtskreis of a person with a running chain changes only by an
+    acknowledged Rechtskreiswechsel (``subtype`` handover.rechtskreiswechsel), so that no moment
+    passes without a responsible office."""
+    if "benefit_regime" in values and subtype != RECHTSKREISWECHSEL and _has_open_chain(session, person.id):
+        raise RechtskreisByHandover(
+            "the person has a running chain: the Rechtskreis changes when the receiving office "
+            "acknowledges a Rechtskreiswechsel (POST /chains/{id}/handovers, kind "
+            "rechtskreiswechsel)", field="benefit_regime")
     decide_for = _decider(session, privacy, actor, person, purpose, now)
     refused, bases = [], {}
     for name in values:
@@ -580,11 +592,6 @@ def update_person(session: Session, privacy: Privacy, actor: Actor, person_id: u
         person = person_in_scope(session, actor, person_id)
         purpose = resolve_purpose(privacy, actor, purpose)
         values = _parse_fields(privacy, fields)
-        if "benefit_regime" in values and _has_open_chain(session, person.id):
-            raise RechtskreisByHandover(
-                "the person has a running chain: the Rechtskreis changes when the receiving office "
-                "acknowledges a Rechtskreiswechsel (POST /chains/{id}/handovers, kind "
-                "rechtskreiswechsel)", field="benefit_regime")
         write_fields(session, privacy, actor, person, values, purpose, now, "person.update")
         out = disclose(session, privacy, actor, person, purpose, now)
     return out
