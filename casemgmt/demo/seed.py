@@ -572,7 +572,7 @@ def seed_demo(settings: Settings, persons: int = 400, seed: int = 2017,
     upgrade(engine)
     policies = load_policies(settings.policy_dir)
     privacy = Privacy(policies.data, KeyRing.from_master(demo_master_key(settings)))
-    factory = make_sessionmaker(engine, audit_key=privacy.keys.audit_key)
+    factory = make_sessionmaker(engine, audit_key=privacy.keys.audit_key, audit_key_id=privacy.keys.key_id)
     rng = random.Random(seed)
     with factory() as session:
         world = build_world(session)
