@@ -27,10 +27,11 @@ from casemgmt.limits import RateLimiter, RequestLimits
 from casemgmt.migrations import ensure_at_head
 from casemgmt.persons.views import router as persons_router
 from casemgmt.policy.loader import Policies, load_policies
-from casemgmt.privacy.crypto import KeyRing, load_master_key
+from casemgmt.privacy.crypto import keyring_from_settings
 from casemgmt.privacy.service import Privacy, audit_refusal
 from casemgmt.privacy.views import router as privacy_router
 from casemgmt.querycheck import reject_unknown_query
+from casemgmt.rights.views import router as rights_router
 from casemgmt.steering.views import router as steering_router
 from casemgmt.problems import (
     PROBLEM_TYPES,
@@ -66,13 +67,11 @@ def create_app(
     async def lifespan(app: FastAPI):
         # Start-up refuses a bad key configuration or an unmigrated database before serving.
         app.state.verifier = TokenVerifier(settings)
-        keys = KeyRing.from_master(
-            master_key or load_master_key(settings.master_key_file, settings.master_key)
-        )
+        keys = keyring_from_settings(settings, master_key)
         app.state.privacy = Privacy(policies.data, keys)
         ensure_at_head(engine)
         ensure_service_role(engine, settings.allow_privileged_db_role)
-        app.state.sessionmaker = make_sessionmaker(engine, audit_key=keys.audit_key)
+        app.state.sessionmaker = make_sessionmaker(engine, audit_key=keys.audit_key, audit_key_id=keys.key_id)
         app.state.on_problem = _audit_refusals
         with app.state.sessionmaker() as session:
             app.state.catalog = register_templates(session, policies.templates, clock())
@@ -94,7 +93,7 @@ def create_app(
     install_handlers(app)
 
     for router in (reference_router, templates_router, persons_router, chains_router, handovers_router,
-                   conferences_router, steering_router, privacy_router, notifications_router):
+                   conferences_router, steering_router, privacy_router, rights_router, notifications_router):
         app.include_router(router, responses=STANDARD_RESPONSES)
 
     @app.get("/health", tags=["service"])

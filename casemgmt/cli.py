@@ -154,14 +154,22 @@ def _cmd_openapi(args: argparse.Namespace) -> int:
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
     import time
 
+    from casemgmt.database import make_engine
     from casemgmt.privacy.audit import verify_parallel
-    from casemgmt.privacy.crypto import KeyRing, load_master_key
+    from casemgmt.privacy.crypto import keyring_from_settings
+    from casemgmt.privacy.rotation import audit_keyset
 
     settings = get_settings()
-    keys = KeyRing.from_master(load_master_key(settings.master_key_file, settings.master_key))
+    keys = keyring_from_settings(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        with engine.connect() as conn:
+            keyset = audit_keyset(conn, keys)
+    finally:
+        engine.dispose()
     public_key = _checkpoint_public_key(settings) if args.checkpoints else None
     started = time.perf_counter()
-    result = verify_parallel(settings.database_url, keys.audit_key, workers=args.workers)
+    result = verify_parallel(settings.database_url, keyset, workers=args.workers)
     seconds = time.perf_counter() - started
     if result.ok:
         print(f"audit trail intact: {result.rows} rows verified in {seconds:.2f} s")
@@ -256,13 +264,13 @@ def _service_sessions(settings):
     from casemgmt.database import make_engine, make_sessionmaker
     from casemgmt.dbroles import ensure_service_role
     from casemgmt.migrations import ensure_at_head
-    from casemgmt.privacy.crypto import KeyRing, load_master_key
+    from casemgmt.privacy.crypto import keyring_from_settings
 
     engine = make_engine(settings.database_url)
     ensure_at_head(engine)
     ensure_service_role(engine, settings.allow_privileged_db_role)
-    keys = KeyRing.from_master(load_master_key(settings.master_key_file, settings.master_key))
-    return make_sessionmaker(engine, audit_key=keys.audit_key)
+    keys = keyring_from_settings(settings)
+    return make_sessionmaker(engine, audit_key=keys.audit_key, audit_key_id=keys.key_id)
 
 
 def _repeat(every: float | None, run) -> int:
@@ -293,11 +301,16 @@ def _cmd_escalate(args: argparse.Namespace) -> int:
     failed = []
 
     def run() -> None:
+        from casemgmt.rights.reminders import remind_overdue
+
         with factory() as session:
             report = escalate_overdue(session, policy, utcnow(), settings.public_base_url)
+            reminders = remind_overdue(session, utcnow(), settings.public_base_url)
         line = f"escalated {report.escalated} overdue handovers, queued {report.notifications} notifications"
         if report.without_contact:
             line += f"; {report.without_contact} recipients have no contact configured"
+        line += (f"; reminded of {reminders.reminded} overdue data subject requests "
+                 f"({reminders.notifications} notifications)")
         print(line, flush=True)
         if checkpoint is not None and checkpoint():
             failed.append(True)
@@ -340,6 +353,103 @@ def _cmd_notify(args: argparse.Namespace) -> int:
               flush=True)
 
     return _repeat(args.every, run)
+
+
+def _privacy(settings):
+    from casemgmt.policy.loader import load_policies
+    from casemgmt.privacy.crypto import keyring_from_settings
+    from casemgmt.privacy.service import Privacy
+
+    policies = load_policies(settings.policy_dir)
+    return policies, Privacy(policies.data, keyring_from_settings(settings))
+
+
+def _cmd_retention_run(args: argparse.Namespace) -> int:
+    from casemgmt.clock import utcnow
+    from casemgmt.rights import retention, tombstones
+
+    settings = get_settings()
+    policies, privacy = _privacy(settings)
+    factory = _service_sessions(settings)
+    directory = settings.tombstone_dir
+
+    def on_erased(batch) -> None:
+        if directory is not None:
+            tombstones.append(directory, batch)
+
+    def run() -> None:
+        now = utcnow()
+        report = retention.run(factory, privacy, policies.steering.conference_category, now,
+                               dry_run=args.dry_run, batch=args.batch, on_erased=on_erased)
+        print(report.describe(args.dry_run), flush=True)
+        if args.dry_run:
+            with factory() as session:
+                soon = retention.upcoming(session, privacy, policies.steering.conference_category, now, 30)
+                session.rollback()
+            print(f"due from {soon['from']} until {soon['until']} (persons per category): " + ", ".join(
+                f"{c['category']} {c['persons']}" for c in soon["categories"] if c["persons"]), flush=True)
+
+    return _repeat(args.every, run)
+
+
+def _cmd_erasure_replay(args: argparse.Namespace) -> int:
+    from casemgmt.clock import utcnow
+    from casemgmt.rights.tombstones import replay
+
+    settings = get_settings()
+    factory = _service_sessions(settings)
+    directory = args.dir or settings.tombstone_dir
+    if directory is None:
+        print("casemgmt: no tombstone directory (set CASEMGMT_ERASURE_TOMBSTONE_DIR or "
+              "CASEMGMT_AUDIT_CHECKPOINT_DIR, or pass --dir): replaying the table only", file=sys.stderr)
+    report = replay(factory, directory, utcnow(), dry_run=args.dry_run)
+    print(("dry run: " if args.dry_run else "") + report.describe())
+    for person_id in report.erased_again:
+        print(f"  {'would erase' if args.dry_run else 'erased'} again: {person_id}")
+    return 0
+
+
+def _owner_sessions(settings, keys):
+    """Sessions as the schema owner (CASEMGMT_MIGRATION_DATABASE_URL): `keys rotate` writes the
+    archived audit keys, which the service role may only read."""
+    from casemgmt.database import make_engine, make_sessionmaker
+    from casemgmt.migrations import ensure_at_head
+
+    engine = make_engine(settings.migration_url)
+    ensure_at_head(engine)
+    return make_sessionmaker(engine, audit_key=keys.audit_key, audit_key_id=keys.key_id)
+
+
+def _cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from casemgmt.clock import utcnow
+    from casemgmt.privacy.crypto import keyring_from_settings
+    from casemgmt.privacy.rotation import rotate
+
+    settings = get_settings()
+    keys = keyring_from_settings(settings)
+    factory = _owner_sessions(settings, keys)
+    engine = factory.kw["bind"]
+    with _as_schema_owner(engine, "`casemgmt keys rotate`"):
+        report = rotate(factory, keys, utcnow(), batch=args.batch)
+    print(report.describe())
+    return 0 if report.remaining == 0 else 1
+
+
+def _cmd_keys_status(args: argparse.Namespace) -> int:
+    from casemgmt.database import make_engine
+    from casemgmt.privacy.crypto import keyring_from_settings
+    from casemgmt.privacy.rotation import key_status
+
+    settings = get_settings()
+    keys = keyring_from_settings(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        with engine.connect() as conn:
+            status = key_status(conn, keys)
+    finally:
+        engine.dispose()
+    print(status.describe())
+    return 0 if all(k == keys.key_id for k in status.person_keys) else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -397,6 +507,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--requeue-failed", action="store_true",
                    help="first put notifications that failed for good back in the queue")
     p.set_defaults(func=_cmd_notify)
+
+    p = sub.add_parser("retention", help="delete what the retention periods of policies/data.yaml say is due")
+    r_sub = p.add_subparsers(dest="retention_command", required=True)
+    r = r_sub.add_parser("run", help="delete due categories, erase persons whose every category is due (idempotent)")
+    r.add_argument("--dry-run", action="store_true", help="print what would be deleted now and in the next 30 days")
+    r.add_argument("--every", type=float, metavar="SECONDS", help="keep running, once every SECONDS")
+    r.add_argument("--batch", type=int, default=500, help="persons per transaction (default 500)")
+    r.set_defaults(func=_cmd_retention_run)
+
+    p = sub.add_parser("erasure", help="erasure tombstones")
+    e_sub = p.add_subparsers(dest="erasure_command", required=True)
+    e = e_sub.add_parser("replay", help="after restoring a backup: erase again every person a tombstone names")
+    e.add_argument("--dir", type=Path, help="tombstone directory (default: CASEMGMT_ERASURE_TOMBSTONE_DIR, "
+                                            "else CASEMGMT_AUDIT_CHECKPOINT_DIR)")
+    e.add_argument("--dry-run", action="store_true", help="only print whom it would erase again")
+    e.set_defaults(func=_cmd_erasure_replay)
+
+    p = sub.add_parser("keys", help="master key rotation")
+    k_sub = p.add_subparsers(dest="keys_command", required=True)
+    k = k_sub.add_parser("rotate", help="rewrap every person key under the current master key (as the schema "
+                                        "owner; online, resumable)")
+    k.add_argument("--batch", type=int, default=500, help="keys per transaction (default 500)")
+    k.set_defaults(func=_cmd_keys_rotate)
+    k = k_sub.add_parser("status", help="how many person keys under which master key (exit 1 while any is under "
+                                        "another than the current one)")
+    k.set_defaults(func=_cmd_keys_status)
 
     p = sub.add_parser("openapi", help="write (or --check) the committed OpenAPI document")
     p.add_argument("--output", default="openapi/openapi.json")

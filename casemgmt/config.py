@@ -49,6 +49,14 @@ class Settings(BaseSettings):
         description="File holding the base64 master key; `casemgmt demo` creates one if missing.",
     )
 
+    retired_master_keys: str | None = Field(
+        default=None, description="Earlier master keys during a rotation: base64, comma-separated.")
+    retired_master_keys_file: Path | None = Field(
+        default=None,
+        description="File with earlier master keys (one base64 key per line) during a rotation: data "
+                    "keys they wrapped still unwrap until `casemgmt keys rotate` has rewrapped them.",
+    )
+
     host: str = "127.0.0.1"
     port: int = 8000
     public_base_url: str = Field(
@@ -98,6 +106,16 @@ class Settings(BaseSettings):
     audit_checkpoint_dir: Path | None = Field(
         default=None, description="Where `escalate` and `audit checkpoint` append checkpoints.",
     )
+
+    erasure_tombstone_dir: Path | None = Field(
+        default=None,
+        description="Where erasures are also recorded as tombstone lines, for `casemgmt erasure replay` "
+                    "after a restore (default: the audit checkpoint directory).",
+    )
+
+    @property
+    def tombstone_dir(self) -> Path | None:
+        return self.erasure_tombstone_dir or self.audit_checkpoint_dir
 
     @property
     def migration_url(self) -> str:

@@ -86,10 +86,13 @@ def make_engine(url: str, **kwargs) -> Engine:
     return create_engine(url, **kwargs)
 
 
-def make_sessionmaker(engine: Engine, audit_key: bytes | None = None) -> sessionmaker[Session]:
+def make_sessionmaker(engine: Engine, audit_key: bytes | None = None,
+                      audit_key_id: str | None = None) -> sessionmaker[Session]:
     """Sessions for the service. Those that write personal data or state need ``audit_key``: the
-    audit trail refuses to append without it (see casemgmt.privacy.service.audit_key)."""
-    return sessionmaker(bind=engine, expire_on_commit=False, info={"audit_key": audit_key})
+    audit trail refuses to append without it (see casemgmt.privacy.service.audit_key). Rows are
+    labelled with ``audit_key_id`` (the master key's id), so they verify after a rotation."""
+    return sessionmaker(bind=engine, expire_on_commit=False,
+                        info={"audit_key": audit_key, "audit_key_id": audit_key_id})
 
 
 def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:

@@ -31,7 +31,9 @@ AUDIT_GRANTS: dict[str, tuple[str, ...]] = {
 }
 APPEND_ONLY_TABLES = ("chain_events", "handover_events", "proposal_events", "consents",
                       "consent_withdrawals")
-READ_ONLY_TABLES = ("alembic_version",)  # the service checks the schema version, never sets it
+# The service checks the schema version, never sets it; the audit keys of earlier master keys are
+# written by `casemgmt keys rotate` as the schema owner and only read by the service.
+READ_ONLY_TABLES = ("alembic_version", "audit_keys")
 APPEND_ONLY = ("SELECT", "INSERT")
 READ_WRITE = ("SELECT", "INSERT", "UPDATE", "DELETE")
 READ_ONLY = ("SELECT",)

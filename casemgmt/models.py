@@ -18,6 +18,7 @@ from casemgmt.persons.models import Person
 from casemgmt.privacy.models import (
     AuditEvent,
     AuditHead,
+    AuditKey,
     Consent,
     ConsentWithdrawal,
     DataExchangeAgreement,
@@ -25,6 +26,7 @@ from casemgmt.privacy.models import (
     PersonKey,
     PersonNameToken,
 )
+from casemgmt.rights.models import DataSubjectRequest, ErasureTombstone, LegalHold, PersonRestriction
 from casemgmt.steering.models import Proposal, ProposalEvent, WorkingGroup
 
 
@@ -34,5 +36,6 @@ __all__ = [
     "PersonField", "PersonKey", "Handover", "HandoverEvent", "OrganisationContact", "OutboxMessage",
     "PersonNameToken", "Conference", "ConferenceAgreement", "ConferenceCase", "ConferenceParticipant",
     "Finding", "FindingCase", "FindingOrganisationKind", "FindingVote", "Proposal", "ProposalEvent",
-    "WorkingGroup",
+    "WorkingGroup", "AuditKey", "DataSubjectRequest", "ErasureTombstone", "LegalHold",
+    "PersonRestriction",
 ]

@@ -329,3 +329,38 @@ RateLimited = _define(
     "Exports, reports, searches and changes are limited per user and per client address. Wait "
     "the seconds in the `Retry-After` header (also `retry_after`) and try again.",
 )
+PersonErased = _define(
+    "person-erased", 410, "The person's data was erased",
+    "The person's data key was destroyed (GDPR Art. 17, or the end of the retention period): their "
+    "data cannot be read or changed any more. Only the pseudonymous case history remains, for "
+    "statistics. Organisations that were never involved get 404 instead.",
+)
+PersonRestricted = _define(
+    "person-restricted", 423, "Processing of this person's data is restricted",
+    "The processing of this person's data is restricted under GDPR Art. 18: the record is stored, "
+    "and nothing else may be done with it until the restriction is lifted. The data protection "
+    "officer knows why and for how long; ask them. Nothing was read or changed.",
+)
+ErasureRefused = _define(
+    "erasure-refused", 409, "Erasure not possible now",
+    "The person's data cannot be erased now: a legal hold is set, a statutory retention obligation "
+    "still runs for data that is held (GDPR Art. 17(3)(b); `obligations` names each category, its "
+    "source and until when), or a chain of the person is still open. Nothing was changed. Where a "
+    "retention obligation stands against erasure, restrict the processing instead.",
+)
+RequestMismatch = _define(
+    "request-mismatch", 409, "The request does not fit",
+    "The action needs a registered data subject request of the right kind for this person that is "
+    "not answered or refused yet (`request_id`, `expected_kind`).",
+)
+RequestState = _define(
+    "request-state", 409, "Not possible in the request's state",
+    "A data subject request moves received -> in progress -> (extended once) -> answered or "
+    "refused; an answered or refused request does not change, and it is extended at most once. "
+    "`state` is the current state and `allowed_actions` what can be done.",
+)
+RestrictionState = _define(
+    "restriction-state", 409, "Restriction already set or not set",
+    "A restriction (or legal hold) is set once and lifted once: setting one that is set, or "
+    "lifting one that is not, changes nothing.",
+)

@@ -160,6 +160,9 @@ def test_the_service_role_has_exactly_the_service_grants(owner_engine, service_r
     for table in APPEND_ONLY_TABLES:
         assert held.pop(table) == {"SELECT", "INSERT"}, table
     assert held.pop("alembic_version") == {"SELECT"}
+    # Archived audit keys are written by `keys rotate` as the owner; tombstones by trigger append-only.
+    assert held.pop("audit_keys") == {"SELECT"}
+    assert held.pop("erasure_tombstones") == {"SELECT", "INSERT"}
     assert len(held) >= 20
     assert {t: p for t, p in held.items() if p != READ_WRITE} == {}
     assert sequences and all(usage and not update for _, usage, update in sequences)
@@ -275,8 +278,8 @@ def test_migrate_then_grant_as_the_owner_and_serve_as_the_service_role(fresh, mo
     assert fresh["owner"] in out  # migrate used the owner's URL
     code, out, err = run(monkeypatch, capsys, "db", "grant", "--service-role", fresh["app"])
     assert code == 0, err
-    assert "SELECT, INSERT: audit_events, chain_events, consent_withdrawals, consents, handover_events, " \
-           "proposal_events" in out
+    assert "SELECT, INSERT: audit_events, chain_events, consent_withdrawals, consents, erasure_tombstones, " \
+           "handover_events, proposal_events" in out
     assert "SELECT, UPDATE: audit_head" in out
     with fresh["owner_engine"].connect() as conn:
         first = acl_snapshot(conn)

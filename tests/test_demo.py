@@ -37,11 +37,13 @@ def test_demo_seeds_a_kreis_with_chains_in_every_state(tmp_path):
     now = datetime(2026, 11, 1, 12, tzinfo=UTC)
     try:
         summary = seed_demo(settings, persons=120, seed=7, now=now)
-        assert summary.created and summary.persons == 120
+        # 120 persons walked through a year, and five for the officer's desk (four old closed
+        # cases reaching the end of retention, one erased).
+        assert summary.created and summary.persons == 125
         assert set(summary.chains_by_template) == {
             "refugee_recognised", "tolerated_family", "eu_newcomer", "uma", "young_adult"}
         assert {"active", "stalled", "completed"} <= set(summary.chains_by_status)
-        assert sum(summary.chains_by_status.values()) == 120
+        assert sum(summary.chains_by_status.values()) == 125
         engine = make_engine(url)
         with make_sessionmaker(engine)() as s:
             states = dict(s.execute(select(ChainStep.state, func.count()).group_by(ChainStep.state)).all())
@@ -76,10 +78,11 @@ def test_demo_seeds_a_kreis_with_chains_in_every_state(tmp_path):
         assert proposal_states == {s.value for s in ProposalState}
         values = [cell["value"] for _, cell in cells_of(document)]
         assert any(v is None for v in values) and any(v for v in values)
+        rights_are_seeded(url, now)
         # Seeding again keeps the data and only prints fresh tokens.
         involvement_follows_the_facts(url, now)
         again = seed_demo(settings, persons=120, seed=7, now=now)
-        assert not again.created and again.persons == 120
+        assert not again.created and again.persons == 125
         verifier = TokenVerifier(settings)
         roles = {verifier.verify(token).roles[0] for *_, token in again.tokens}
         assert roles == {"case_manager", "clerk", "moderator", "steering", "dpo", "admin"}
@@ -105,6 +108,7 @@ def involvement_follows_the_facts(url: str, now: datetime) -> None:
     try:
         with make_sessionmaker(engine)() as s:
             all_chains = {c.id: c for c in s.scalars(select(Chain))}
+            not_active = set(s.scalars(select(Person.id).where(Person.processing != "active")))
             expected: dict[int, set] = defaultdict(set)
             listed_extra: dict[int, set] = defaultdict(set)
             for c in all_chains.values():
@@ -138,7 +142,9 @@ def involvement_follows_the_facts(url: str, now: datetime) -> None:
                     cursor = page.next_cursor
                     if cursor is None:
                         break
-                assert seen == expected[org.id] | listed_extra[org.id], org.key
+                # A restricted or erased person's chains are stored, not listed.
+                hidden = {c.id for c in all_chains.values() if c.person_id in not_active}
+                assert seen == (expected[org.id] | listed_extra[org.id]) - hidden, org.key
                 persons = set(s.scalars(select(Person.id).where(scope_clause(actor))))
                 registered_alone = {p.id for p in s.scalars(select(Person).where(
                     Person.created_by_organisation_id == org.id))
@@ -150,5 +156,32 @@ def involvement_follows_the_facts(url: str, now: datetime) -> None:
             # the demo has such offices, and every office with a case is checked above.
             assert checked >= 10
             assert any(not expected[o.id] for o in organisations if o.kind in ("gesundheitsamt", "course_provider"))
+    finally:
+        engine.dispose()
+
+
+def rights_are_seeded(url: str, now: datetime) -> None:
+    """Requests in every state, one erased, one restricted person, a legal hold, and persons
+    whose retention ends within 30 days."""
+    from casemgmt.persons.models import Person
+    from casemgmt.policy.loader import load_policies
+    from casemgmt.privacy.crypto import KeyRing
+    from casemgmt.privacy.service import Privacy
+    from casemgmt.rights.models import DataSubjectRequest, ErasureTombstone, LegalHold
+    from casemgmt.rights.retention import upcoming
+
+    engine = make_engine(url)
+    try:
+        with make_sessionmaker(engine)() as s:
+            states = set(s.scalars(select(DataSubjectRequest.state).distinct()))
+            assert states == {"received", "in_progress", "extended", "answered", "refused"}
+            processing = dict(s.execute(select(Person.processing, func.count()).group_by(Person.processing)).all())
+            assert processing["erased"] == 1 and processing["restricted"] == 1
+            assert s.scalar(select(func.count()).select_from(ErasureTombstone)) == 1
+            assert s.scalar(select(func.count()).select_from(LegalHold).where(LegalHold.lifted_at.is_(None))) == 1
+            policies = load_policies(ROOT / "policies")
+            privacy = Privacy(policies.data, KeyRing.from_master(bytes(32)))
+            soon = upcoming(s, privacy, policies.steering.conference_category, now, 30)
+            assert sum(c["persons"] for c in soon["categories"]) >= 3
     finally:
         engine.dispose()

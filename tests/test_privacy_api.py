@@ -1054,7 +1054,11 @@ def test_record_of_processing(client, cm, dpo, auth, policies):
         assert c["fields"] == [n for n, spec in policies.data.fields.items() if spec.category == key]
     assert categories["identity"]["retention"] == "10 years after the case is closed"
     assert categories["health"]["retention"] == "3 years after the case is closed"
-    assert categories["feedback"]["retention"] == "2 years after the case is closed"
+    assert categories["feedback"]["retention"] == "2 years after the last contact"
+    # The deletion concept as data: each category's rule and its legal source.
+    assert categories["benefits"]["retention_rule"] == {"years": 10, "after": "case_closed", "obligation": True}
+    assert "SGB X" in categories["benefits"]["retention_source"]
+    assert all(c["retention_source"] for c in categories.values())
 
     activities = {a["purpose"]: a for a in record["processing_activities"]}
     assert set(activities) == set(policies.data.purposes)

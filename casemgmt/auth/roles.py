@@ -54,6 +54,7 @@ CODE_PERMISSIONS = frozenset({
     "handovers.read", "handovers.act", "contacts.manage", "notifications.read", "notifications.manage",
     "conferences.read", "conferences.manage", "conferences.participate", "proposals.read",
     "proposals.manage", "proposals.decide", "reports.read", "export.read",
+    "requests.manage", "rights.exercise", "holds.manage", "retention.read",
 })
 
 

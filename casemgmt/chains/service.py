@@ -53,6 +53,7 @@ from casemgmt.involvement.scope import (
 from casemgmt.jurisdictions.models import Jurisdiction, Organisation
 from casemgmt.jurisdictions.service import nearest_serving_organisations
 from casemgmt.privacy.audit import AuditEntry
+from casemgmt.rights.gate import active_person, processing_of, refuse_unless_active
 from casemgmt.conferences.scrubber import scan
 from casemgmt.privacy.service import Privacy, check_free_text, check_free_text_hits, person_in_scope, write_audit
 from casemgmt.problems import (
@@ -534,10 +535,19 @@ def get_chain(
     return _chain_out(loaded.row.as_dict(), loaded.template, loaded.steps, actor, loaded.scope, now)
 
 
+def _chain_person_gate(session: Session, chain_id: uuid.UUID) -> None:
+    """410 for a chain of an erased person, 423 for one of a restricted person."""
+    row = session.execute(select(chains_t.c.person_id, processing_of(chains_t.c.person_id).label("processing"))
+                          .where(chains_t.c.id == chain_id)).first()
+    if row is not None:
+        refuse_unless_active(row.processing, row.person_id)
+
+
 def _refuse_chain(session: Session, actor: Actor, chain_id: uuid.UUID) -> None:
     """The actor is not involved now: 404 unless it was (it knows the chain); then 409 if the
     chain has ended for everyone, else 403."""
     if former_until(session, actor.organisation_id, chain_id) is not None:
+        _chain_person_gate(session, chain_id)
         lifecycle = session.scalar(select(chains_t.c.lifecycle).where(chains_t.c.id == chain_id))
         if lifecycle != ChainLifecycle.open.value:
             raise ChainClosed(f"the chain is {lifecycle}", lifecycle=lifecycle)
@@ -551,19 +561,25 @@ def lock_involved_chain(session: Session, actor: Actor, chain_id: uuid.UUID) -> 
     scope is checked in the same statement as the lock, before version, state or step checks, so
     an outsider learns nothing from the answer (404 for a real and for a random id)."""
     found = session.execute(
-        select(chains_t.c.id).where(chains_t.c.id == chain_id, chain_involvement(actor.organisation_id))
-        .with_for_update()
+        select(chains_t.c.id, chains_t.c.person_id, processing_of(chains_t.c.person_id).label("processing"))
+        .where(chains_t.c.id == chain_id, chain_involvement(actor.organisation_id))
+        .with_for_update(of=chains_t)
     ).first()
     if found is None:
         _refuse_chain(session, actor, chain_id)
+    else:
+        refuse_unless_active(found.processing, found.person_id)
 
 
 def require_chain_involvement(session: Session, actor: Actor, chain_id: uuid.UUID) -> None:
     """The actor's organisation is involved with the chain now (for changes that do not lock it)."""
-    found = session.scalar(select(chains_t.c.id).where(chains_t.c.id == chain_id,
-                                                       chain_involvement(actor.organisation_id)))
+    found = session.execute(select(chains_t.c.id, chains_t.c.person_id,
+                                   processing_of(chains_t.c.person_id).label("processing"))
+                            .where(chains_t.c.id == chain_id, chain_involvement(actor.organisation_id))).first()
     if found is None:
         _refuse_chain(session, actor, chain_id)
+    else:
+        refuse_unless_active(found.processing, found.person_id)
 
 
 def require_chain_access(session: Session, actor: Actor, chain_id: uuid.UUID
@@ -572,6 +588,7 @@ def require_chain_access(session: Session, actor: Actor, chain_id: uuid.UUID
     access = chain_access(session, actor.organisation_id, chain_id)
     if access is None:
         raise NotFound(f"no chain {chain_id}", resource="chain", id=str(chain_id))
+    _chain_person_gate(session, chain_id)
     return access
 
 
@@ -768,7 +785,9 @@ def list_chains(
     """Chains newest first, keyset-paginated so deep pages cost the same as the first. With an
     actor, only chains that involve the actor's organisation."""
     stmt = select(chains_t.c.id, chains_t.c.started_at)
-    conds = [chains_t.c.id.in_(listed_chain_ids(actor.organisation_id))] if actor is not None else []
+    # A restricted or erased person's chains are stored, not shown (casemgmt.rights).
+    conds = [chains_t.c.id.in_(listed_chain_ids(actor.organisation_id)),
+             active_person(chains_t.c.person_id)] if actor is not None else []
     if filters.status is not None:
         conds.append(_status_clause(filters.status, now))
     if filters.overdue is not None:

@@ -85,7 +85,8 @@ class ConferenceAgreement(Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     conference_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("conferences.id"), index=True)
     conference_case_id: Mapped[int] = mapped_column(ForeignKey("conference_cases.id"))
-    text_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    # Empty once the person's data was erased (or the category's retention ran out).
+    text_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
     owner_organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), index=True)
     due_date: Mapped[date] = mapped_column(Date)
     step_key: Mapped[str | None] = mapped_column(String(64))

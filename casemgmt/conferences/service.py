@@ -50,6 +50,7 @@ from casemgmt.handovers.schemas import HandoverIn
 from casemgmt.jurisdictions.models import Jurisdiction, Organisation
 from casemgmt.persons.models import Person
 from casemgmt.privacy.audit import AuditEntry
+from casemgmt.rights.gate import active_person, refuse_unless_active
 from casemgmt.privacy.crypto import decrypt_field, encrypt_field
 from casemgmt.privacy.service import (
     Privacy,
@@ -296,6 +297,7 @@ def add_agreement(session: Session, catalog: TemplateCatalog, privacy: Privacy, 
         # A consent withdrawn since the case was put on the agenda ends the discussion of it.
         person = session.get(Person, case.person_id)
         assert person is not None
+        refuse_unless_active(person.processing, person.id)
         _bases_for(session, privacy, policy, person,
                    _organisations(session, _participant_ids(session, conference.id), "participants"), now)
         owner = session.get(Organisation, body.owner_organisation_id)
@@ -413,6 +415,8 @@ def get_conference(session: Session, privacy: Privacy, policy: SteeringPolicy, a
                                     .order_by(ConferenceCase.id)):
             person = session.get(Person, case.person_id)
             assert person is not None
+            if person.processing != "active":
+                continue  # stored, not shown: restricted or erased (casemgmt.rights)
             # Decided again at every read: a consent withdrawn since takes effect at once.
             decision = decide_category(session, privacy, actor, person, policy.conference_purpose,
                                        policy.conference_category, "read", now)
@@ -440,12 +444,16 @@ def _out(session: Session, privacy: Privacy | None, policy: SteeringPolicy, acto
         select(Organisation.id, Organisation.name, Organisation.kind)
         .join(ConferenceParticipant, ConferenceParticipant.organisation_id == Organisation.id)
         .where(ConferenceParticipant.conference_id == conference_id).order_by(ConferenceParticipant.id)).all()
-    cases = session.scalars(select(ConferenceCase).where(ConferenceCase.conference_id == conference_id)
+    # A restricted or erased person's case is stored, not shown (casemgmt.rights).
+    cases = session.scalars(select(ConferenceCase).where(ConferenceCase.conference_id == conference_id,
+                                                         active_person(ConferenceCase.person_id))
                             .order_by(ConferenceCase.id)).all()
     person_of = {c.id: c.person_id for c in cases}
     agreements = []
     for a in session.scalars(select(ConferenceAgreement).where(ConferenceAgreement.conference_id == conference_id)
                              .order_by(ConferenceAgreement.created_at, ConferenceAgreement.id)):
+        if a.conference_case_id not in person_of:
+            continue
         text = None
         if privacy is not None and readable is not None and a.conference_case_id in readable:
             person_id = person_of[a.conference_case_id]
@@ -453,7 +461,7 @@ def _out(session: Session, privacy: Privacy | None, policy: SteeringPolicy, acto
                 key = person_data_key(session, privacy, person_id)
             except NotFound:  # the person's data was erased: the agreement's text went with it
                 key = None
-            if key is not None:
+            if key is not None and a.text_ciphertext is not None:
                 text = decrypt_field(key, person_id, _agreement_aad(a.id), a.text_ciphertext)
         agreements.append(AgreementOut(
             id=a.id, conference_case_id=a.conference_case_id, text=text,

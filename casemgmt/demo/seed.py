@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import heapq
 import random
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -367,6 +368,8 @@ def _seed_contacts(session: Session, world: World) -> None:
                                         address=f"team@{slug}.example.org"))
     session.add(OrganisationContact(organisation_id=world.organisations["ennetal_ki"], role="inbox",
                                     channel="webhook", address="https://chat.ennetal.example.org/hooks/ki"))
+    session.add(OrganisationContact(organisation_id=world.organisations["ennetal_ki"], role="dpo",
+                                    channel="email", address="datenschutz@ennetal-ki.example.org"))
     session.commit()
 
 
@@ -572,7 +575,7 @@ def seed_demo(settings: Settings, persons: int = 400, seed: int = 2017,
     upgrade(engine)
     policies = load_policies(settings.policy_dir)
     privacy = Privacy(policies.data, KeyRing.from_master(demo_master_key(settings)))
-    factory = make_sessionmaker(engine, audit_key=privacy.keys.audit_key)
+    factory = make_sessionmaker(engine, audit_key=privacy.keys.audit_key, audit_key_id=privacy.keys.key_id)
     rng = random.Random(seed)
     with factory() as session:
         world = build_world(session)
@@ -624,6 +627,70 @@ def _seed_cases(session: Session, catalog: TemplateCatalog, privacy: Privacy, po
                  for at in _conference_dates(now))
     _run_in_time_order(cases)
     _seed_proposals(session, privacy, policies, world, rng, conferences, now)
+    _seed_rights(session, catalog, privacy, policies, world, rng, managers[0], now)
+
+
+def _seed_rights(session: Session, catalog: TemplateCatalog, privacy: Privacy, policies, world: World,
+                 rng: random.Random, manager: Actor, now: datetime) -> None:
+    """The data protection officer's desk: requests in every state (one overdue), one erased and
+    one restricted person, a legal hold, and old closed cases whose retention ends within 30 days."""
+    from casemgmt.rights import service as rights
+    from casemgmt.rights.lifecycle import RequestAction, RequestKind
+    from casemgmt.rights.schemas import ErasureIn, RequestActionIn, RequestIn
+
+    calendar = policies.handovers.calendar
+    conference_category = policies.steering.conference_category
+    dpo = actor_of(session.get(Organisation, world.organisations["ennetal_ki"]), "dsb.ennetal", frozenset({"dpo"}))
+    towns = [t for t in world.town_population if t != "breckenfeld"]
+
+    def old_case(closed: datetime, benefits: bool = True) -> uuid.UUID:
+        town = rng.choice(towns)
+        body = _intake(rng, world, manager, town, closed - timedelta(days=300), "eu_newcomer", ("eu_free_movement", "good", "none"))
+        if not benefits:
+            body.fields.pop("benefit_regime", None)
+        person = create_person(session, privacy, manager, body, closed - timedelta(days=300))
+        chain = chains.start_chain(session, catalog, manager, person.id, "eu_newcomer", closed - timedelta(days=299))
+        chains.close_chain(session, catalog, manager, chain.id, "moved_away", None, None, closed)
+        return person.id
+
+    # Closed three years ago give or take a few days: housing, health and case notes reach the
+    # end of their three years within the next 30 days (one already did: `retention run` deletes it).
+    due = [old_case(now - timedelta(days=365 * 3 + 1 - days)) for days in (-4, 6, 17, 28)]
+    rights.set_measure(session, privacy, dpo, due[1], "legal_hold", "Widerspruchsverfahren beim Sozialgericht anhängig",
+                       None, now)
+    # One person erased on request after their case ended (no benefit data: no retention duty).
+    gone = old_case(now - timedelta(days=60), benefits=False)
+    req = rights.register_request(session, privacy, calendar, dpo, RequestIn(
+        person_id=gone, kind=RequestKind.erasure, received_at=now - timedelta(days=9),
+        identity_checked_by="Bürgerbüro Wittmar", identity_check_method="Personalausweis vorgelegt"), now)
+    rights.erase_on_request(session, privacy, conference_category, dpo, gone, ErasureIn(
+        request_id=req.id, legal_assessment="Einwilligung widerrufen; keine Aufbewahrungspflicht für die gehaltenen Daten"), now)
+    area = list(session.scalars(select(Person.id).where(Person.processing == "active").order_by(Person.created_at).limit(8)))
+    # One restricted person: the accuracy of the recorded data is contested (Art. 18(1)(a)).
+    req = rights.register_request(session, privacy, calendar, dpo, RequestIn(
+        person_id=area[0], kind=RequestKind.restriction, received_at=now - timedelta(days=3),
+        identity_checked_by="Kommunales Integrationszentrum", identity_check_method="persönlich bekannt, Ausweis vorgelegt"), now)
+    rights.set_measure(session, privacy, dpo, area[0], "restriction", "Richtigkeit der Angaben zur Familie bestritten",
+                       req.id, now)
+    steps = {
+        "received": [],
+        "in_progress": [RequestAction.start],
+        "extended": [RequestAction.start, RequestAction.extend],
+        "answered": [RequestAction.start, RequestAction.answer],
+        "refused": [RequestAction.refuse],
+    }
+    texts = {RequestAction.extend: "Unterlagen mehrerer Stellen sind zusammenzutragen",
+             RequestAction.answer: "Auskunft mit Brief versandt", RequestAction.refuse: "Identität nicht nachgewiesen"}
+    kinds = [RequestKind.access, RequestKind.rectification, RequestKind.portability, RequestKind.access,
+             RequestKind.objection, RequestKind.access]
+    for i, (state, actions) in enumerate([*steps.items(), ("received", [])]):
+        days_ago = 40 if i == len(steps) else rng.randint(2, 20)  # the last one is overdue
+        req = rights.register_request(session, privacy, calendar, dpo, RequestIn(
+            person_id=area[1 + i], kind=kinds[i], received_at=now - timedelta(days=days_ago),
+            identity_checked_by="Kommunales Integrationszentrum", identity_check_method="Personalausweis vorgelegt"), now)
+        for action in actions:
+            rights.act_on_request(session, privacy, calendar, dpo, req.id,
+                                  RequestActionIn(action=action, reason=texts.get(action)), now)
 
 
 def _intake(rng: random.Random, world: World, manager: Actor, town: str, at: datetime,

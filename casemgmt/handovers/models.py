@@ -128,11 +128,12 @@ class HandoverEvent(Base):
 
 
 class OrganisationContact(Base):
-    """Where an organisation wants notifications: its lead (escalations) or its team inbox."""
+    """Where an organisation wants notifications: its lead (escalations), its team inbox, or its
+    data protection officer (reminders of overdue data subject requests)."""
 
     __tablename__ = "organisation_contacts"
     __table_args__ = (
-        CheckConstraint("role IN ('lead', 'inbox')", name="role"),
+        CheckConstraint("role IN ('lead', 'inbox', 'dpo')", name="role"),
         CheckConstraint("channel IN ('email', 'webhook')", name="channel"),
         UniqueConstraint("organisation_id", "role", "channel", "address",
                          name="uq_organisation_contacts_address"),

@@ -163,7 +163,7 @@ class StateFilter(str, enum.Enum):
 class ContactIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    role: str = Field(pattern="^(lead|inbox)$")
+    role: str = Field(pattern="^(lead|inbox|dpo)$")
     channel: str = Field(pattern="^(email|webhook)$")
     address: Text = Field(min_length=3, max_length=400)
 

@@ -48,6 +48,7 @@ from casemgmt.jurisdictions.models import Jurisdiction, JurisdictionLevel, Organ
 from casemgmt.jurisdictions.service import nearest_serving_organisations, serving_organisations
 from casemgmt.persons.models import BenefitRegime, Person
 from casemgmt.privacy.audit import AuditEntry
+from casemgmt.rights.gate import active_person, processing_of, refuse_unless_active
 from casemgmt.privacy.crypto import decrypt_field, encrypt_field
 from casemgmt.privacy.schemas import Redaction
 from casemgmt.privacy.service import (
@@ -431,10 +432,13 @@ def _visible_clause(actor: Actor):
 
 def _find(session: Session, actor: Actor, handover_id: uuid.UUID):
     row = session.execute(
-        select(handovers_t.c.chain_id).where(handovers_t.c.id == handover_id, _visible_clause(actor))
+        select(handovers_t.c.chain_id, handovers_t.c.person_id,
+               processing_of(handovers_t.c.person_id).label("processing"))
+        .where(handovers_t.c.id == handover_id, _visible_clause(actor))
     ).first()
     if row is None:
         raise NotFound(f"no handover {handover_id}", resource="handover", id=str(handover_id))
+    refuse_unless_active(row.processing, row.person_id)
     return row
 
 
@@ -806,6 +810,8 @@ def inbox(session: Session, actor: Actor, box: Box, filters: InboxFilters, limit
             conds.append(literal(False))  # a decided handover is never overdue
     if filters.chain_id is not None:
         conds.append(handovers_t.c.chain_id == filters.chain_id)
+    # A restricted or erased person's handovers are stored, not listed (casemgmt.rights).
+    conds.append(active_person(handovers_t.c.person_id))
     if cursor:
         at, last_id = chains.decode_cursor(cursor)
         if waiting:

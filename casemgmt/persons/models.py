@@ -47,6 +47,11 @@ class BenefitRegime(str, enum.Enum):
 
 
 
+# ``active``: processed as usual; ``restricted``: stored only (GDPR Art. 18); ``erased``: the data
+# key is destroyed, only the pseudonymous case history remains.
+PROCESSING_STATES = ("active", "restricted", "erased")
+
+
 class Person(Base):
     """A newcomer. ``id`` is a random, stable pseudonym: it carries no personal data.
 
@@ -59,6 +64,7 @@ class Person(Base):
         CheckConstraint(sql_in("residence_status", ResidenceStatus), name="residence_status"),
         CheckConstraint(sql_in("bleibeperspektive", Bleibeperspektive), name="bleibeperspektive"),
         CheckConstraint(sql_in("benefit_regime", BenefitRegime), name="benefit_regime"),
+        CheckConstraint(sql_in("processing", PROCESSING_STATES), name="processing"),
         # NULL passes a CHECK, so the attributes may be unknown (or withheld) at registration.
     )
 
@@ -74,3 +80,6 @@ class Person(Base):
     # person_fields records it for the encrypted fields: a former organisation reads back only
     # what it wrote itself.
     plain_field_writers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default=text("'{}'"))
+    # Mirrors the person's open restriction or erasure tombstone, so every scope check reads it
+    # with the row it already loads (casemgmt.rights.gate).
+    processing: Mapped[str] = mapped_column(String(16), default="active", server_default=text("'active'"))

@@ -88,4 +88,4 @@ def update_person(
     """Set or clear fields; a field without a legal basis refuses the whole change (403)."""
     _at_most_catalogue(request, body.fields)
     return service.update_person(session, _privacy(request), actor, person_id, body.fields,
-                                 body.purpose, now)
+                                 body.purpose, now, rectification_request_id=body.rectification_request_id)

@@ -122,7 +122,7 @@ def _append_staged(session: Session) -> None:
     key = session.info.get("audit_key")
     if not key:
         raise RuntimeError("audit entries staged on a session without an audit key")
-    _append_rows(session, key, staged)
+    _append_rows(session, key, staged, session.info.get("audit_key_id"))
 
 
 @event.listens_for(Session, "after_soft_rollback")
@@ -131,13 +131,14 @@ def _drop_staged(session: Session, previous_transaction) -> None:
     session.info.pop("audit_staged", None)
 
 
-def append(session: Session, key: bytes, entries: Iterable[AuditEntry], now: datetime) -> None:
+def append(session: Session, key: bytes, entries: Iterable[AuditEntry], now: datetime,
+           key_id: str | None = None) -> None:
     """Add entries at the end of their streams now, inside the caller's transaction."""
-    _append_rows(session, key, [(e, now) for e in entries])
+    _append_rows(session, key, [(e, now) for e in entries], key_id)
 
 
 def build_rows(key: bytes, staged: list[tuple[AuditEntry, datetime]],
-               heads: dict[int, tuple[int, str]]) -> tuple[list[dict], list[dict]]:
+               heads: dict[int, tuple[int, str]], key_id: str | None = None) -> tuple[list[dict], list[dict]]:
     """The rows to insert for ``staged`` and each stream's new head (``s``, ``last_seq``,
     ``last_hash``): entries grouped by stream, numbered on from the stream's head and linked
     from its last hash. ``heads`` maps stream -> (last_seq, last_hash)."""
@@ -161,14 +162,15 @@ def build_rows(key: bytes, staged: list[tuple[AuditEntry, datetime]],
                 "purpose": e.purpose, "outcome": e.outcome, "detail": e.detail,
             }
             digest = chain.link(last_hash, canonical([row[c] for c in HASHED_COLUMNS]))
-            row["prev_hash"], row["hash"] = last_hash, digest
+            row["prev_hash"], row["hash"], row["key_id"] = last_hash, digest, key_id
             rows.append(row)
             last_hash = digest
         moves.append({"s": stream, "last_seq": last_seq, "last_hash": last_hash})
     return rows, moves
 
 
-def _append_rows(session: Session, key: bytes, staged: list[tuple[AuditEntry, datetime]]) -> None:
+def _append_rows(session: Session, key: bytes, staged: list[tuple[AuditEntry, datetime]],
+                 key_id: str | None = None) -> None:
     if not staged:
         return
     streams = sorted({stream_of(e) for e, _ in staged})
@@ -182,7 +184,7 @@ def _append_rows(session: Session, key: bytes, staged: list[tuple[AuditEntry, da
             .with_for_update()
         )
     }
-    rows, moves = build_rows(key, staged, heads)
+    rows, moves = build_rows(key, staged, heads, key_id)
     if session.get_bind().dialect.name == "postgresql" and len(moves) == 1 and len(rows) <= _MAX_CTE_ROWS:
         # The usual case, one stream: rows and head in one round trip (the insert as a CTE).
         params = {f"{name}_{i}": value for i, row in enumerate(rows) for name, value in row.items()}
@@ -194,7 +196,7 @@ def _append_rows(session: Session, key: bytes, staged: list[tuple[AuditEntry, da
 
 _MAX_CTE_ROWS = 8
 _APPEND_STATEMENTS: dict[int, object] = {}
-_ROW_COLUMNS = (*HASHED_COLUMNS, "prev_hash", "hash")
+_ROW_COLUMNS = (*HASHED_COLUMNS, "prev_hash", "hash", "key_id")
 
 
 def _append_statement(n: int):
@@ -223,7 +225,46 @@ class VerifyResult:
 
 
 _VERIFY_COLUMNS = (*(audit_t.c[name] for name in HASHED_COLUMNS), audit_t.c.prev_hash,
-                   audit_t.c.hash, audit_t.c.id)
+                   audit_t.c.hash, audit_t.c.id, audit_t.c.key_id)
+
+
+@dataclass(frozen=True)
+class AuditKeySet:
+    """The audit keys a trail may have been written with, by key id: the current master key's,
+    those of retired master keys configured for a rotation, and those archived in ``audit_keys``
+    by earlier rotations. Rows written before key ids verify with ``unlabelled`` (the archived key
+    marked for them, or else any known key)."""
+
+    keys: dict[str, bytes]
+    unlabelled: tuple[bytes, ...]
+
+    @classmethod
+    def single(cls, key: bytes) -> AuditKeySet:
+        return cls({}, (key,))
+
+
+class _Linker:
+    """Picks the chain of each row's key id; a bytes key verifies every row (tests, tools)."""
+
+    def __init__(self, keys: bytes | AuditKeySet):
+        self.keys = AuditKeySet.single(keys) if isinstance(keys, bytes | bytearray) else keys
+        self.single = isinstance(keys, bytes | bytearray)
+        self._chains: dict[bytes, _Chain] = {}
+
+    def _chain(self, key: bytes) -> _Chain:
+        if key not in self._chains:
+            self._chains[key] = _Chain(key)
+        return self._chains[key]
+
+    def matches(self, key_id: str | None, prev_hash: str, body: bytes, digest: str) -> bool | None:
+        """True/False whether the row's HMAC matches; None when its key is unknown."""
+        if self.single or key_id is None:
+            candidates = self.keys.unlabelled
+        elif key_id in self.keys.keys:
+            candidates = (self.keys.keys[key_id],)
+        else:
+            return None
+        return any(self._chain(k).link(prev_hash, body) == digest for k in candidates)
 
 
 @dataclass
@@ -233,23 +274,28 @@ class _StreamResult:
     problem: str | None = None
 
 
-def _verify_stream(conn: Connection, key: bytes, stream: int, head: tuple[int, str] | None,
+def _verify_stream(conn: Connection, key: bytes | AuditKeySet, stream: int, head: tuple[int, str] | None,
                    batch: int = 10_000) -> _StreamResult:
-    """One stream in seq order: contiguous seq from 1, links, each row's HMAC, and its end
-    where the head says."""
-    chain = _Chain(key)
+    """One stream in seq order: contiguous seq from 1, links, each row's HMAC (with the audit key
+    its key id names), and its end where the head says."""
+    linker = _Linker(key)
     result = conn.execution_options(stream_results=True, yield_per=batch).execute(
         select(*_VERIFY_COLUMNS).where(audit_t.c.stream == stream).order_by(audit_t.c.seq)
     )
     expected_seq, expected_prev, rows = 1, GENESIS, 0
     for row in result:
-        seq, prev_hash, digest, row_id = row[1], row[15], row[16], row[17]
+        seq, prev_hash, digest, row_id, key_id = row[1], row[15], row[16], row[17], row[18]
         if seq != expected_seq:
             return _StreamResult(rows, row_id, f"stream {stream}: expected entry {expected_seq} but "
                                                f"found entry {seq}: entries missing or inserted")
         if prev_hash != expected_prev:
             return _StreamResult(rows, row_id, f"stream {stream}: does not link to the entry before it")
-        if chain.link(prev_hash, canonical(row[:15])) != digest:
+        matches = linker.matches(key_id, prev_hash, canonical(row[:15]), digest)
+        if matches is None:
+            return _StreamResult(rows, row_id, f"stream {stream}: written with audit key {key_id}, which is "
+                                               "not known here (configure its master key as retired, or "
+                                               "run `casemgmt keys rotate`)")
+        if not matches:
             return _StreamResult(rows, row_id, f"stream {stream}: content does not match its hash (row changed)")
         expected_seq, expected_prev, rows = seq + 1, digest, rows + 1
     last_seq, last_hash = head if head is not None else (0, GENESIS)
@@ -296,7 +342,7 @@ def _one_snapshot(conn: Connection) -> Iterator[Connection]:
         yield conn
 
 
-def verify(conn: Connection, key: bytes, batch: int = 10_000) -> VerifyResult:
+def verify(conn: Connection, key: bytes | AuditKeySet, batch: int = 10_000) -> VerifyResult:
     """Check every stream in this process."""
     with _one_snapshot(conn) as snap:
         heads = _heads(snap)
@@ -304,7 +350,7 @@ def verify(conn: Connection, key: bytes, batch: int = 10_000) -> VerifyResult:
         return _combine(parts, _strays(snap))
 
 
-def _verify_worker(args: tuple[str, bytes, list[int]]) -> list[_StreamResult]:
+def _verify_worker(args: tuple[str, bytes | AuditKeySet, list[int]]) -> list[_StreamResult]:
     from casemgmt.database import make_engine
 
     url, key, streams = args
@@ -317,7 +363,7 @@ def _verify_worker(args: tuple[str, bytes, list[int]]) -> list[_StreamResult]:
         engine.dispose()
 
 
-def verify_parallel(url: str, key: bytes, workers: int | None = None,
+def verify_parallel(url: str, key: bytes | AuditKeySet, workers: int | None = None,
                     min_rows_per_worker: int = 50_000) -> VerifyResult:
     """The same check with the streams shared out over processes (for large trails)."""
     from sqlalchemy import func

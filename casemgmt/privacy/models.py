@@ -33,6 +33,8 @@ class PersonKey(Base):
     person_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("persons.id"), primary_key=True)
     wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Which master key wrapped it (``KeyRing.key_id``); empty for keys wrapped before key ids.
+    master_key_id: Mapped[str | None] = mapped_column(String(32), index=True)
 
 
 class PersonField(Base):
@@ -153,6 +155,8 @@ class AuditEvent(Base):
     detail: Mapped[str | None] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    # The audit key that made ``hash`` (see AuditKey); empty for rows written before key ids.
+    key_id: Mapped[str | None] = mapped_column(String(32))
 
 
 class AuditHead(Base):
@@ -163,3 +167,18 @@ class AuditHead(Base):
     stream: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
     last_seq: Mapped[int] = mapped_column(BigInteger)
     last_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditKey(Base):
+    """An audit key of an earlier master key, wrapped by the current one, so rows written before
+    a master key rotation still verify. Written by ``casemgmt keys rotate`` (the schema owner);
+    the service role only reads it."""
+
+    __tablename__ = "audit_keys"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    wrapped_under: Mapped[str] = mapped_column(String(32))
+    # The key of the rows written before key ids existed (their ``key_id`` is empty).
+    covers_unlabelled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

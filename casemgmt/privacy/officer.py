@@ -126,7 +126,11 @@ def record_of_processing(policies: Policies) -> dict[str, Any]:
                 "title": c.title,
                 "special_category_art_9": c.special,
                 "fields": data.fields_of(c.key),
-                "retention": f"{c.retention_years} years after the case is closed",
+                "retention": c.retention.describe() if c.retention else f"{c.retention_years} years",
+                "retention_rule": {"years": c.retention.years, "after": c.retention.after,
+                                   "obligation": c.retention.obligation} if c.retention else None,
+                "retention_source": c.retention.source if c.retention else None,
+                "portable_art_20": c.portable,
             }
             for c in data.categories.values()
         ],
@@ -136,5 +140,9 @@ def record_of_processing(policies: Policies) -> dict[str, Any]:
             "deny-by-default access decisions per field category, purpose and legal basis",
             "hash-chained, append-only audit trail of every access, change and refusal",
             "signed bearer tokens (asymmetric algorithms only)",
+            "deletion concept as data: retention per category run by `casemgmt retention run`; "
+            "erasure by destroying the person's data key, recorded in tombstones replayed after a "
+            "restore of a backup",
+            "master key rotation by key id, online and resumable (`casemgmt keys rotate`)",
         ],
     }

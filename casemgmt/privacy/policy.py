@@ -21,15 +21,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+START_EVENTS = ("case_closed", "last_contact")
+
+
 class _Retention(_Strict):
     years: int = Field(ge=0, le=100)
-    after: Literal["case_closed"]
+    after: Literal["case_closed", "last_contact"]
+    source: str = Field(min_length=1)
+    obligation: bool = False
 
 
 class _CategoryDoc(_Strict):
     title: str = Field(min_length=1)
     description: str = ""
     special: bool = False
+    portable: bool = False
     retention: _Retention
 
 
@@ -70,6 +76,24 @@ class _BasesDoc(_Strict):
 
 
 @dataclass(frozen=True)
+class RetentionRule:
+    """How long a category is kept: ``years`` after the start event ``after`` (``case_closed``:
+    the person's last chain ended; ``last_contact``: the last time anybody worked on the case).
+    ``source`` names the statute or the municipal deletion concept. With ``obligation`` the period
+    is a duty to keep (erasure on request is refused while it runs, GDPR Art. 17(3)(b)); without,
+    it is the longest the data may be kept."""
+
+    years: int
+    after: str
+    source: str
+    obligation: bool = False
+
+    def describe(self) -> str:
+        event = "the case is closed" if self.after == "case_closed" else "the last contact"
+        return f"{self.years} years after {event}"
+
+
+@dataclass(frozen=True)
 class Category:
     """A category of personal data; access is decided per category."""
 
@@ -78,6 +102,9 @@ class Category:
     description: str
     special: bool  # GDPR Art. 9
     retention_years: int
+    retention: RetentionRule | None = None
+    # Data the person provides themselves (handed over on request, GDPR Art. 20).
+    portable: bool = False
 
 
 @dataclass(frozen=True)
@@ -163,7 +190,18 @@ def load_data_policy(data_path: Path, bases_path: Path, organisation_kinds: Coll
     categories: dict[str, Category] = {}
     for key, cat in doc.categories.items():
         _check_key(key, raw, ["categories", key], data_path)
-        categories[key] = Category(key, cat.title, cat.description, cat.special, cat.retention.years)
+        rule = cat.retention
+        if rule.obligation and rule.years == 0:
+            raise PolicyError(data_path, line_of(raw, ["categories", key, "retention", "obligation"]),
+                              f"categories.{key}.retention.obligation",
+                              "a retention obligation of 0 years keeps nothing: set years or drop obligation")
+        if not any(ch.isalpha() for ch in rule.source):
+            raise PolicyError(data_path, line_of(raw, ["categories", key, "retention", "source"]),
+                              f"categories.{key}.retention.source",
+                              "name the statute or the municipal deletion concept the period comes from")
+        categories[key] = Category(key, cat.title, cat.description, cat.special, rule.years,
+                                   RetentionRule(rule.years, rule.after, rule.source.strip(), rule.obligation),
+                                   cat.portable)
     fields: dict[str, FieldSpec] = {}
     for key, f in doc.fields.items():
         loc: list[str | int] = ["fields", key]

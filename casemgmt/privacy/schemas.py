@@ -128,6 +128,9 @@ class PersonUpdateIn(BaseModel):
 
     purpose: Key | None = None
     fields: dict[Key, Any] = Field(min_length=1)
+    rectification_request_id: uuid.UUID | None = Field(
+        default=None, description="The registered rectification request (GDPR Art. 16) this change answers: "
+                                  "the audit records that the old values existed, never the values.")
 
 
 class PersonSearchIn(BaseModel):

@@ -44,6 +44,8 @@ from casemgmt.privacy.models import (
     PersonNameToken,
 )
 from casemgmt.privacy.policy import DataPolicy
+from casemgmt.rights.gate import refuse_unless_active
+from casemgmt.rights.models import DataSubjectRequest
 from casemgmt.privacy.schemas import (
     AgreementIn,
     ConsentIn,
@@ -53,6 +55,7 @@ from casemgmt.privacy.schemas import (
     Redaction,
 )
 from casemgmt.problems import (
+    RequestMismatch,
     ConsentAlreadyWithdrawn,
     InvalidConsent,
     InvolvementEnded,
@@ -175,10 +178,13 @@ def person_in_scope(session: Session, actor: Actor, person_id: uuid.UUID) -> Per
     person = session.scalar(select(Person).where(Person.id == person_id, scope_clause(actor)))
     if person is None:
         if formerly_involved_with_person(session, actor.organisation_id, person_id):
+            refuse_unless_active(session.scalar(select(Person.processing).where(Person.id == person_id)),
+                                 person_id)
             raise InvolvementEnded("your organisation's part in this person's case has ended; you "
                                    "may read what it wrote itself, not change anything",
                                    resource="person", id=str(person_id))
         raise _person_not_found(person_id)
+    refuse_unless_active(person.processing, person.id)
     return person
 
 
@@ -186,10 +192,12 @@ def person_access(session: Session, actor: Actor, person_id: uuid.UUID) -> tuple
     """For reading: the person with (current) or (former) access; 404 for anybody else."""
     person = session.scalar(select(Person).where(Person.id == person_id, scope_clause(actor)))
     if person is not None:
+        refuse_unless_active(person.processing, person.id)
         return person, Access.current
     if formerly_involved_with_person(session, actor.organisation_id, person_id):
         person = session.get(Person, person_id)
         if person is not None:
+            refuse_unless_active(person.processing, person.id)
             return person, Access.former
     raise _person_not_found(person_id)
 
@@ -317,6 +325,7 @@ def disclose(
     only: Iterable[str] | None = None,
     recipient: Actor | None = None,
     access: Access = Access.current,
+    data_subject_request: tuple[str, uuid.UUID] | None = None,
 ) -> PersonRecordOut:
     """Everything of the person the actor may see for this purpose, and nothing else.
 
@@ -329,8 +338,19 @@ def disclose(
 
     With ``access=former`` (the organisation's part in the case has ended), only values whose
     current version the organisation wrote itself are shown, each still decided by the decision
-    point; every other field is redacted alike, held or not."""
-    decide_for = _decider(session, privacy, recipient or actor, person, purpose, now)
+    point; every other field is redacted alike, held or not.
+
+    With ``data_subject_request`` (the GDPR article and the registered request's id), the values
+    are given to the data protection officer for the person themselves (Art. 15 access or Art. 20
+    portability): the person's own right is the basis of every field, and the audit says so."""
+    if data_subject_request is not None:
+        article, request_id = data_subject_request
+        subject_basis = f"gdpr_art{article}:request {request_id}"
+
+        def decide_for(category: str, action: str) -> Decision:
+            return Decision(True, subject_basis, "")
+    else:
+        decide_for = _decider(session, privacy, recipient or actor, person, purpose, now)
     for_whom = None if recipient is None else f"for organisation {recipient.organisation_id}"
     wanted = list(only) if only is not None else list(privacy.policy.fields)
     stored: dict[str, bytes] = {}
@@ -409,10 +429,11 @@ def current_bases(session: Session, privacy: Privacy, actor: Actor, person: Pers
 
 
 def person_data_key(session: Session, privacy: Privacy, person_id: uuid.UUID) -> bytes:
-    wrapped = session.scalar(select(PersonKey.wrapped_key).where(PersonKey.person_id == person_id))
-    if wrapped is None:
+    row = session.execute(select(PersonKey.wrapped_key, PersonKey.master_key_id)
+                          .where(PersonKey.person_id == person_id)).first()
+    if row is None:
         raise NotFound(f"the data of person {person_id} has been erased", resource="person", id=str(person_id))
-    return privacy.keys.unwrap(person_id, wrapped)
+    return privacy.keys.unwrap(person_id, row.wrapped_key, row.master_key_id)
 
 
 def person_data_key_for_writing(session: Session, privacy: Privacy, person_id: uuid.UUID,
@@ -422,9 +443,9 @@ def person_data_key_for_writing(session: Session, privacy: Privacy, person_id: u
     if key_row is None:
         data_key = privacy.keys.new_data_key()
         session.add(PersonKey(person_id=person_id, wrapped_key=privacy.keys.wrap(person_id, data_key),
-                              created_at=now))
+                              created_at=now, master_key_id=privacy.keys.key_id))
         return data_key
-    return privacy.keys.unwrap(person_id, key_row.wrapped_key)
+    return privacy.keys.unwrap(person_id, key_row.wrapped_key, key_row.master_key_id)
 
 
 # --- writing -------------------------------------------------------------------------------------
@@ -587,14 +608,42 @@ def read_person(session: Session, privacy: Privacy, actor: Actor, person_id: uui
 
 
 def update_person(session: Session, privacy: Privacy, actor: Actor, person_id: uuid.UUID,
-                  fields: dict[str, Any], purpose: str | None, now: datetime) -> PersonRecordOut:
+                  fields: dict[str, Any], purpose: str | None, now: datetime,
+                  rectification_request_id: uuid.UUID | None = None) -> PersonRecordOut:
     with unit_of_work(session):
         person = person_in_scope(session, actor, person_id)
+        subtype = "person.update"
+        if rectification_request_id is not None:
+            subtype = _rectification(session, actor, person, rectification_request_id, fields, now)
         purpose = resolve_purpose(privacy, actor, purpose)
         values = _parse_fields(privacy, fields)
-        write_fields(session, privacy, actor, person, values, purpose, now, "person.update")
+        write_fields(session, privacy, actor, person, values, purpose, now, subtype)
         out = disclose(session, privacy, actor, person, purpose, now)
     return out
+
+
+def _rectification(session: Session, actor: Actor, person: Person, request_id: uuid.UUID,
+                   fields: dict[str, Any], now: datetime) -> str:
+    """A correction for a registered rectification request (GDPR Art. 16): the audit keeps that
+    each old value existed (since when, written by which organisation), never the value."""
+    request = session.get(DataSubjectRequest, request_id)
+    if request is None or request.person_id != person.id or request.kind != "rectification" \
+            or request.state not in ("received", "in_progress", "extended"):
+        raise RequestMismatch(f"request {request_id} is not an open rectification request of this person",
+                              request_id=str(request_id), expected_kind=["rectification"])
+    old = {r.field: r for r in session.scalars(select(PersonField).where(
+        PersonField.person_id == person.id, PersonField.field.in_(list(fields))))}
+    existed = [f"{f} (since {old[f].updated_at.isoformat()}, written by organisation {old[f].updated_by_organisation_id})"
+               for f in sorted(old)]
+    existed += [f"{f} (written by organisation {(person.plain_field_writers or {}).get(f)})"
+                for f in sorted(fields) if f in PLAIN_FIELDS and getattr(person, f) is not None]
+    write_audit(session, [AuditEntry(
+        agent_user=actor.user_id, agent_organisation_id=actor.organisation_id, action="U",
+        subtype="person.rectify.replaced", entity_type="person", entity_id=str(person.id),
+        person_id=person.id, fields=tuple(sorted(fields)),
+        detail=(f"request {request_id}: replaced values that existed: " + ("; ".join(existed) or "none"))[:2000],
+    )], now)
+    return "person.rectify"
 
 
 def _has_open_chain(session: Session, person_id: uuid.UUID) -> bool:
@@ -608,10 +657,13 @@ def find_persons(session: Session, privacy: Privacy, actor: Actor, family_name: 
     """Look a person up by name and birth date through the blind index, within the record scope."""
     with unit_of_work(session):
         purpose = resolve_purpose(privacy, actor, purpose)
-        digest = privacy.keys.blind_index(family_name, given_names, birth_date)
+        # Under every known master key: during a rotation some indexes are still of the old one.
+        digests = privacy.keys.blind_indexes(family_name, given_names, birth_date)
         persons = session.scalars(
-            select(Person).where(Person.blind_index == digest, scope_clause(actor)).order_by(Person.created_at)
+            select(Person).where(Person.blind_index.in_(digests), scope_clause(actor)).order_by(Person.created_at)
         ).all()
+        for p in persons:
+            refuse_unless_active(p.processing, p.id)
         out = [disclose(session, privacy, actor, p, purpose, now, subtype="person.search") for p in persons]
     return out
 
@@ -791,6 +843,10 @@ def withdraw_consent(session: Session, privacy: Privacy, actor: Actor, consent_i
                                   Consent.person_id.in_(select(Person.id).where(scope_clause(actor)))))
         if consent is None:
             raise NotFound(f"no consent {consent_id}", resource="consent", id=str(consent_id))
+        # A restriction does not stop a withdrawal: it only narrows what may be done, and must
+        # stay as easy as giving the consent was (GDPR Art. 7(3)).
+        refuse_unless_active(session.scalar(select(Person.processing).where(Person.id == consent.person_id)),
+                             consent.person_id, allow_restricted=True)
         # Withdrawals queue behind the person's row: consents are append-only, and the service's
         # database role may not lock their rows (FOR UPDATE needs the UPDATE privilege).
         session.execute(select(Person.id).where(Person.id == consent.person_id).with_for_update())

@@ -47,8 +47,14 @@ def place_vocabulary(session: Session, extra: Iterable[str] = ()) -> frozenset[s
 
 def find_personal_data(session: Session, name_token, text: str, person_ids: Iterable[uuid.UUID],
                        vocabulary: frozenset[str]) -> list[Hit]:
+    """``name_token`` gives a token's digest, or the set of its digests under every known key."""
     digests = name_digests(session, person_ids)
-    return scan(text, lambda token: name_token(token) in digests, vocabulary)
+
+    def is_name(token: str) -> bool:
+        found = name_token(token)
+        return (found in digests) if isinstance(found, str) else not digests.isdisjoint(found)
+
+    return scan(text, is_name, vocabulary)
 
 
 def refusal(session: Session, keys, text: str, field: str, person_ids: Iterable[uuid.UUID],
@@ -59,7 +65,7 @@ def refusal(session: Session, keys, text: str, field: str, person_ids: Iterable[
     if not text or not text.strip():
         return None
     words = vocabulary if vocabulary is not None else place_vocabulary(session)
-    hits = find_personal_data(session, keys.name_token, text, person_ids, words)
+    hits = find_personal_data(session, keys.name_token_digests, text, person_ids, words)
     if not hits:
         return None
     return refusal_of(hits, field, actor, entity_type=entity_type, entity_id=entity_id)

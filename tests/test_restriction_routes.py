@@ -1,0 +1,135 @@
+"""A restriction (GDPR Art. 18) blocks every route that touches the person: walked over every
+operation of the OpenAPI document, each classified. A new route must be classified here, so it
+cannot slip past the restriction unnoticed."""
+
+from __future__ import annotations
+
+import pytest
+from http_helpers import ok, problem
+from test_conferences_api import MOD, conference, consenting_case, phase
+from test_handovers_api import handover
+from test_unknown_query import OPERATIONS
+
+KI = ("ennetal_ki", "case_manager")
+ABH = ("ennetal_abh", "clerk")
+DPO = ("ennetal_ki", "dpo")
+
+# Operations that read or write the restricted person's data: 423 for the organisations involved.
+BLOCKED = {
+    ("GET", "/persons/{person_id}"): (KI, None),
+    ("PATCH", "/persons/{person_id}"): (KI, {"fields": {"german_level": "B1"}}),
+    ("GET", "/persons/{person_id}/consents"): (KI, None),
+    ("POST", "/persons/{person_id}/consents"): (KI, "consent"),
+    ("POST", "/persons/search"): (KI, {"family_name": "Haddad", "given_names": "Rana", "birth_date": "1990-04-01"}),
+    ("POST", "/chains"): (KI, {"person_id": "{person_id}", "template_key": "uma"}),
+    ("GET", "/chains/{chain_id}"): (KI, None),
+    ("POST", "/chains/{chain_id}/steps/{step_key}/actions"): (ABH, {"action": "start"}),
+    ("POST", "/chains/{chain_id}/steps/{step_key}/assignment"): (KI, {"organisation_id": 1}),
+    ("POST", "/chains/{chain_id}/close"): (KI, {"reason": "other"}),
+    ("GET", "/chains/{chain_id}/events"): (KI, None),
+    ("POST", "/chains/{chain_id}/handovers"): (KI, {"kind": "step", "step_key": "first_interview"}),
+    ("GET", "/handovers/{handover_id}"): (ABH, None),
+    ("POST", "/handovers/{handover_id}/actions"): (ABH, {"action": "acknowledge"}),
+    ("POST", "/conferences/{conference_id}/cases"): (MOD, {"chain_id": "{chain_id}"}),
+    ("POST", "/conferences/{conference_id}/agreements"): (MOD, "agreement"),
+}
+# Listings that leave the restricted person's case out (stored, not shown).
+LISTINGS = {("GET", "/chains"), ("GET", "/handovers/incoming"), ("GET", "/handovers/outgoing"),
+            ("GET", "/conferences/{conference_id}")}
+# The data protection officer's own work on the person goes on while it is restricted; so does the
+# withdrawal of a consent (GDPR Art. 7(3): as easy as giving it; it only narrows processing).
+OFFICER = {
+    ("GET", "/persons/{person_id}/access-report"), ("GET", "/persons/{person_id}/access-report.html"),
+    ("GET", "/persons/{person_id}/portability"), ("GET", "/persons/{person_id}/restriction"),
+    ("POST", "/persons/{person_id}/restriction"), ("POST", "/persons/{person_id}/restriction/lift"),
+    ("GET", "/persons/{person_id}/legal-hold"), ("POST", "/persons/{person_id}/legal-hold"),
+    ("POST", "/persons/{person_id}/legal-hold/lift"), ("POST", "/persons/{person_id}/erasure"),
+    ("POST", "/consents/{consent_id}/withdraw"),
+}
+# Everything else concerns no single person: reference data, aggregates, the register, admin.
+NO_PERSON = {
+    ("GET", "/jurisdictions"), ("GET", "/jurisdictions/{jurisdiction_id}"), ("GET", "/organisations"),
+    ("GET", "/organisations/{organisation_id}"), ("GET", "/organisation-kinds"), ("GET", "/templates"),
+    ("GET", "/templates/{key}"), ("POST", "/persons"), ("POST", "/conferences"), ("GET", "/conferences"),
+    ("POST", "/conferences/{conference_id}/participants"), ("POST", "/conferences/{conference_id}/phase"),
+    ("POST", "/conferences/{conference_id}/findings"),
+    ("PUT", "/conferences/{conference_id}/findings/{finding_id}/vote"), ("POST", "/proposals"),
+    ("GET", "/proposals"), ("GET", "/proposals/{proposal_id}"), ("POST", "/proposals/{proposal_id}/actions"),
+    ("GET", "/working-groups"), ("GET", "/reports/steering"), ("GET", "/reports/steering.csv"),
+    ("GET", "/reports/steering.html"), ("GET", "/exports/ocel"), ("GET", "/agreements"), ("POST", "/agreements"),
+    ("GET", "/audit"), ("GET", "/record-of-processing"), ("POST", "/data-subject-requests"),
+    ("GET", "/data-subject-requests"), ("GET", "/data-subject-requests/{request_id}"),
+    ("POST", "/data-subject-requests/{request_id}/actions"), ("GET", "/retention/due"),
+    ("GET", "/organisations/{organisation_id}/contacts"), ("POST", "/organisations/{organisation_id}/contacts"),
+    ("DELETE", "/organisations/{organisation_id}/contacts/{contact_id}"), ("GET", "/notifications"),
+    ("POST", "/notifications/{message_id}/requeue"), ("GET", "/health"), ("GET", "/problems"),
+    ("GET", "/problems/{slug}"),
+}
+
+
+def test_every_route_is_classified():
+    routes = {(m, p) for m, p, _ in OPERATIONS}
+    classes = [set(BLOCKED), LISTINGS, OFFICER, NO_PERSON]
+    assert sum(len(c) for c in classes) == len(set().union(*classes)), "a route is in two classes"
+    assert routes == set().union(*classes), f"unclassified: {routes - set().union(*classes)}; " \
+                                            f"gone: {set().union(*classes) - routes}"
+
+
+@pytest.fixture
+def restricted(client, auth, world):
+    """A person with a chain, a waiting handover to the ABH, a consent and a conference case,
+    whose processing the officer then restricts."""
+    ki = auth(*KI)
+    chain = consenting_case(client, auth, world, "ennetal_ki", "ennetal_abh")
+    person_id = chain["person_id"]
+    h = ok(handover(client, ki, chain["id"], kind="step", step_key="residence_permit"), 201)
+    conf = conference(client, auth, world, "ennetal_abh")
+    phase(client, auth, conf["id"], "case_phase")
+    conf = ok(client.post(f"/conferences/{conf['id']}/cases", json={"chain_id": chain["id"]}, headers=auth(*MOD)))
+    other = consenting_case(client, auth, world, "ennetal_ki", "ennetal_abh", family_name="Yilmaz")
+    ok(client.post(f"/conferences/{conf['id']}/cases", json={"chain_id": other["id"]}, headers=auth(*MOD)))
+    consent_id = ok(client.get(f"/persons/{person_id}/consents", headers=ki))[0]["id"]
+    ok(client.post(f"/persons/{person_id}/restriction", json={"reason": "Richtigkeit bestritten"},
+                   headers=auth(*DPO)), 201)
+    return {"person_id": person_id, "chain_id": chain["id"], "handover_id": h["id"], "conference_id": conf["id"],
+            "consent_id": consent_id, "step_key": "residence_permit", "case_id": conf["cases"][0]["id"],
+            "other_chain": other["id"]}
+
+
+def _fill(value, ids):
+    if isinstance(value, str):
+        for name, v in ids.items():
+            value = value.replace("{" + name + "}", str(v))
+        return value
+    if isinstance(value, dict):
+        return {k: _fill(v, ids) for k, v in value.items()}
+    return value
+
+
+def test_restriction_blocks_every_route_touching_the_person(client, auth, world, restricted):
+    ids = restricted
+    for (method, path), (who, body) in BLOCKED.items():
+        if body == "consent":
+            body = {"recipients": [{"organisation_id": world.organisations["ennetal_ki"]}], "categories": ["language"],
+                    "purpose": "case_management", "consequences_explained": True, "evidence_reference": "EW-9",
+                    "language": "Arabisch"}
+        elif body == "agreement":
+            body = {"conference_case_id": ids["case_id"], "text": "ABH prüft vorrangig",
+                    "owner_organisation_id": world.organisations["ennetal_abh"], "due_date": "2026-03-24"}
+        resp = client.request(method, _fill(path, ids), json=_fill(body, ids), headers=auth(*who))
+        got = problem(resp, 423, "person-restricted")
+        assert "bestritten" not in resp.text, (method, path)
+        assert got["restriction"] == "GDPR Art. 18"
+    # Listings leave the case out; the other person's case stays.
+    assert ids["chain_id"] not in {c["id"] for c in ok(client.get("/chains", headers=auth(*KI)))["items"]}
+    assert ids["other_chain"] in {c["id"] for c in ok(client.get("/chains", headers=auth(*KI)))["items"]}
+    assert ids["handover_id"] not in {h["id"] for h in ok(client.get("/handovers/incoming", headers=auth(*ABH)))["items"]}
+    assert ids["handover_id"] not in {h["id"] for h in ok(client.get("/handovers/outgoing", headers=auth(*KI)))["items"]}
+    conf = ok(client.get(f"/conferences/{ids['conference_id']}", headers=auth(*MOD)))
+    assert [c["chain_id"] for c in conf["cases"]] == [ids["other_chain"]]
+    # The officer still sees the restriction; the person may still withdraw a consent.
+    assert ok(client.get(f"/persons/{ids['person_id']}/restriction", headers=auth(*DPO)))["active"]
+    ok(client.post(f"/consents/{ids['consent_id']}/withdraw", json={}, headers=auth(*KI)))
+    # Lifted, the chain moves again.
+    ok(client.post(f"/persons/{ids['person_id']}/restriction/lift", json={"reason": "geklärt"}, headers=auth(*DPO)))
+    ok(client.get(f"/chains/{ids['chain_id']}", headers=auth(*KI)))
