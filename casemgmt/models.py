@@ -26,6 +26,7 @@ from casemgmt.privacy.models import (
     PersonNameToken,
 )
 from casemgmt.steering.models import Proposal, ProposalEvent, WorkingGroup
+from casemgmt.steering.releases import SteeringRelease
 
 
 __all__ = [
@@ -34,5 +35,5 @@ __all__ = [
     "PersonField", "PersonKey", "Handover", "HandoverEvent", "OrganisationContact", "OutboxMessage",
     "PersonNameToken", "Conference", "ConferenceAgreement", "ConferenceCase", "ConferenceParticipant",
     "Finding", "FindingCase", "FindingOrganisationKind", "FindingVote", "Proposal", "ProposalEvent",
-    "WorkingGroup",
+    "WorkingGroup", "SteeringRelease",
 ]

@@ -4,12 +4,13 @@ attributes of DOMAIN.md section 4; the encrypted personal record comes with data
 from __future__ import annotations
 
 import enum
+import secrets
 import uuid
 from datetime import datetime
 
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, ForeignKey, String, Uuid, text
+from sqlalchemy import JSON, CheckConstraint, Float, ForeignKey, String, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from casemgmt.database import Base, UTCDateTime, sql_in
@@ -74,3 +75,7 @@ class Person(Base):
     # person_fields records it for the encrypted fields: a former organisation reads back only
     # what it wrote itself.
     plain_field_writers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default=text("'{}'"))
+    # The Cell Key Method's record key, uniform in [0, 1), drawn once (casemgmt.steering.cellkey).
+    # A random number, not personal data; still never shown, since knowing the keys would let
+    # one undo the perturbation.
+    record_key: Mapped[float] = mapped_column(Float, default=lambda: secrets.randbelow(2**53) / 2**53)
