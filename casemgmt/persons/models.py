@@ -78,4 +78,6 @@ class Person(Base):
     # The Cell Key Method's record key, uniform in [0, 1), drawn once (casemgmt.steering.cellkey).
     # A random number, not personal data; still never shown, since knowing the keys would let
     # one undo the perturbation.
-    record_key: Mapped[float] = mapped_column(Float, default=lambda: secrets.randbelow(2**53) / 2**53)
+    # PostgreSQL's random() covers rows inserted by hand (SQL scripts, tests).
+    record_key: Mapped[float] = mapped_column(Float, default=lambda: secrets.randbelow(2**53) / 2**53,
+                                              server_default=text("random()"))

@@ -18,7 +18,7 @@ from casemgmt.jurisdictions.models import Jurisdiction, Organisation
 from casemgmt.privacy.audit import AuditEntry
 from casemgmt.privacy.service import write_audit
 from casemgmt.problems import NoRelease
-from casemgmt.steering import eventlog, releases, render, report, service
+from casemgmt.steering import eventlog, ondemand, releases, render, report, service
 from casemgmt.steering.proposals import ProposalState
 from casemgmt.steering.schemas import ProposalActionIn, ProposalIn, ProposalOut, ReleaseOut, WorkingGroupOut
 from casemgmt.validation import DbId
@@ -201,6 +201,28 @@ def steering_release(number: int = NUMBER, actor: Actor = Depends(require("repor
                      session: Session = Depends(get_session), now: datetime = Depends(request_now)) -> dict:
     """One release of the steering report, as stored."""
     return _release(session, actor, None, number, "json", now).document
+
+
+QUARTER = Query(default=None, pattern=r"^\d{4}-?[Qq][1-4]$",
+                description="A quarter such as 2026Q3 (default: everything so far)")
+
+
+@router.get("/reports/on-demand")
+def on_demand_report(request: Request, jurisdiction_id: DbId | None = Query(
+                         default=None, description="A town, a Kreis or a kreisfreie Stadt; default: the caller's area."),
+                     quarter: str | None = QUARTER, actor: Actor = Depends(require("reports.read")),
+                     session: Session = Depends(get_session), now: datetime = Depends(request_now)) -> dict:
+    """Figures for one town (or area) between releases, e.g. for a working group: persons per
+    barrier, overdue step, Fallkonferenz quarter and goal outcome. Every count is perturbed by
+    the Cell Key Method (``perturbed: true``): the same cell gets the same noise in any table and
+    however often it is asked, and no count in 1..k-1 is ever shown. Nothing is suppressed."""
+    policies = request.app.state.policies
+    with unit_of_work(session):
+        area = jurisdiction_id if jurisdiction_id is not None else _area_id(session, actor, None)
+        label = releases.normalise_quarter(quarter) if quarter else None
+        document = ondemand.on_demand_figures(session, policies.steering, policies.goals, area, now, label)
+        _audit(session, actor, "report.on_demand", "jurisdiction", str(area), label or "all", now)
+    return document
 
 
 def _ocel(row: releases.SteeringRelease) -> dict:

@@ -41,9 +41,9 @@ def upgrade() -> None:
     op.create_index('ix_steering_releases_area_number', 'steering_releases', ['area_jurisdiction_id', 'number'],
                     unique=False)
     if op.get_bind().dialect.name == "postgresql":
-        op.add_column('persons', sa.Column('record_key', sa.Float(), nullable=True))
-        op.execute("UPDATE persons SET record_key = random()")
-        op.alter_column('persons', 'record_key', existing_type=sa.Float(), nullable=False)
+        # random() is volatile: every existing row gets its own key.
+        op.add_column('persons', sa.Column('record_key', sa.Float(), nullable=False,
+                                           server_default=sa.text("random()")))
         op.execute(
             "CREATE TRIGGER steering_releases_append_only BEFORE UPDATE OR DELETE ON steering_releases "
             "FOR EACH ROW EXECUTE FUNCTION casemgmt_refuse_change()"
