@@ -1,0 +1,181 @@
+"""Releases of the steering report: what the Lenkungsgruppe reads, and an attacker who holds every
+release and the goal rules.
+
+The data is small and hand-built: persons in three towns of the Kreis discussed in
+Fallkonferenzen of 2026-Q1 and 2026-Q2 (the conference table is quarter x town, with the Kreis
+total), so that the suppression patterns are known in advance:
+
+* Wittmar 2 (primary), Hattenberg 6, Sprockede 9: the complementary cell of Wittmar is Hattenberg.
+* After late entries (four more Hattenberg persons discussed in another 2026-Q1 conference),
+  Hattenberg 10: protected afresh, the complementary cell would be Sprockede, and an attacker
+  holding both patterns works Wittmar out (11 - 9 = 2). A re-release chosen together with the
+  first one does not give it away.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+
+import pytest
+from http_helpers import ok, problem
+from sqlalchemy import text
+from test_conferences_api import LG
+from test_steering_report import Kreis, session  # noqa: F401  (the fixture)
+
+from casemgmt.steering import disclosure
+from casemgmt.steering.releases import (
+    SteeringRelease,
+    _cell_of,
+    due_quarters,
+    latest_edition,
+    normalise_quarter,
+    relations_of,
+    union_disclosures,
+)
+from casemgmt.steering.report import Period, Protection, build_report, resolve_area
+
+K = 5
+Q1_CONFERENCE = datetime(2026, 2, 10, 9, tzinfo=UTC)
+Q2_CONFERENCE = datetime(2026, 5, 12, 9, tzinfo=UTC)
+Q1_DUE = datetime(2026, 7, 1, 8, tzinfo=UTC)  # 2026-Q1 ended 2026-03-31, + 60 days
+Q2_DUE = datetime(2026, 9, 1, 8, tzinfo=UTC)
+
+
+def test_due_quarters_and_quarter_names():
+    assert due_quarters("2025-Q4", datetime(2026, 5, 30, 0, tzinfo=UTC), 60) == ["2025-Q4"]
+    assert due_quarters("2025-Q4", datetime(2026, 5, 31, 0, tzinfo=UTC), 60) == ["2025-Q4", "2026-Q1"]
+    assert due_quarters("2026-Q3", datetime(2026, 5, 31, tzinfo=UTC), 60) == []
+    assert normalise_quarter("2026q3") == normalise_quarter("2026-Q3") == "2026-Q3"
+    p = Period.of("2026-Q2")  # German local time: the quarter starts at 22:00 UTC the day before
+    assert (p.start.isoformat(), p.end.isoformat()) == ("2026-03-31T22:00:00+00:00", "2026-06-30T22:00:00+00:00")
+
+
+def _town_persons(kreis: Kreis, counts: dict[str, int]):
+    cases = []
+    for town, n in counts.items():
+        cases += kreis.add_persons(n, towns=[town], weights=[1], templates=["young_adult"])
+    return cases
+
+
+def _conference_cells(document) -> dict[str, int | None]:
+    table = next(t for t in document["tables"] if t["key"] == "conference_persons")
+    return {c["town"]: c["value"] for c in table["cells"] if c["quarter"] == "2026-Q1"}
+
+
+def test_releases_are_numbered_stored_served_and_immutable(client, auth, clock, session, catalog, privacy, policies,
+                                                            world, release, session_factory, owner_db):
+    kreis = Kreis(session, catalog, privacy, policies, world, random.Random(11))
+    kreis.conference(Q1_CONFERENCE, _town_persons(kreis, {"wittmar": 2, "hattenberg": 6, "sprockede": 9}), 0)
+    clock.now = Q1_DUE
+    problem(client.get("/reports/steering", headers=auth(*LG)), 404, "no-release")
+    # Not due yet: refused, nothing stored.
+    with pytest.raises(Exception) as refused:
+        release("2026-Q2", Q1_DUE, area="kreis_ennetal")
+    assert refused.value.slug == "period-not-closed"
+    [(number, area_id)] = release("2026-Q1", Q1_DUE, area="kreis_ennetal")
+    assert area_id == world.jurisdictions["kreis_ennetal"]
+    with pytest.raises(Exception) as again:
+        release("2026-Q1", Q1_DUE, area="kreis_ennetal")
+    assert again.value.slug == "release-exists"
+
+    served = ok(client.get("/reports/steering", headers=auth(*LG)))
+    assert served["release"]["number"] == number and served["period"]["key"] == "2026-Q1"
+    assert _conference_cells(served) == {"wittmar": None, "hattenberg": None, "sprockede": 9, "_total": 17,
+                                         **{t: 0 for t in ("ennerich", "gevelstein", "herdeck", "schwelbach",
+                                                           "wetterau_ruhr", "breckenfeld")}}
+    listed = ok(client.get("/reports/steering/releases", headers=auth(*LG)))
+    assert [r["number"] for r in listed] == [number] and listed[0]["period_title"] == "1. Quartal 2026"
+    assert ok(client.get(f"/reports/steering/releases/{number}", headers=auth(*LG))) == served
+    problem(client.get("/reports/steering/releases/999", headers=auth(*LG)), 404, "not-found")
+
+    # Served from storage: more data afterwards changes nothing that was released.
+    kreis.conference(Q1_CONFERENCE, _town_persons(kreis, {"hattenberg": 4}), 0)
+    assert ok(client.get("/reports/steering", headers=auth(*LG))) == served
+    # The pattern and the true values are stored, never served.
+    assert "pattern" not in str(served.keys()) and "truth" not in served
+    with session_factory() as s:
+        row = s.get(SteeringRelease, number)
+        assert _cell_of("conference_persons\x1f2026-Q1\x1fwittmar") in {_cell_of(c) for c in row.pattern["suppressed"]}
+        assert row.pattern["truth"]["conference_persons\x1f2026-Q1\x1fwittmar"] == 2
+    # The table refuses changes, even from the schema owner.
+    with owner_db.begin() as conn, pytest.raises(Exception, match="append-only|not allowed|refuse"):
+        conn.execute(text("UPDATE steering_releases SET k = 3"))
+
+
+def test_an_attacker_with_every_release_and_the_goal_rules_recovers_nothing(
+        client, auth, clock, session, catalog, privacy, policies, world, release, session_factory):
+    kreis = Kreis(session, catalog, privacy, policies, world, random.Random(12))
+    cases = _town_persons(kreis, {"wittmar": 2, "hattenberg": 6, "sprockede": 9})
+    kreis.conference(Q1_CONFERENCE, cases, 2)
+    later = _town_persons(kreis, {"wittmar": 7, "hattenberg": 1, "herdeck": 3})
+    kreis.conference(Q2_CONFERENCE, cases[:5] + later, 2)
+    release("2026-Q1", Q1_DUE, area="kreis_ennetal")
+    release("2026-Q2", Q2_DUE, area="kreis_ennetal")
+    clock.now = Q2_DUE
+    numbers = [r["number"] for r in ok(client.get("/reports/steering/releases", headers=auth(*LG)))]
+    documents = [ok(client.get(f"/reports/steering/releases/{n}", headers=auth(*LG))) for n in numbers]
+    q1, q2 = sorted(documents, key=lambda d: d["period"]["key"])
+    # A release holds only its own quarter: the clock rule (a 2026-Q1 clock is decided 28 or
+    # 56 days after it started) tells the attacker that a 2026-Q1 cell is the same in every
+    # later release, so no later release shows one.
+    for table in q2["tables"]:
+        for cell in table["cells"]:
+            assert cell.get("quarter") in (None, "2026-Q2", "_total"), (table["key"], cell)
+    # The attacker: every published value and relation of both releases, the clock rule as
+    # equations between cells that appear in both (there are none), told which cells are primary.
+    published, relations = {}, []
+    truth: dict = {}
+    with session_factory() as s:
+        for doc in documents:
+            p, r = relations_of(doc, doc["release"]["number"])
+            published |= p
+            relations += r
+            row = s.get(SteeringRelease, doc["release"]["number"])
+            truth |= {(doc["release"]["number"], *_cell_of(c)): v for c, v in row.pattern["truth"].items()}
+    # (Tables without a quarter, like the barriers, count each release's own quarter: the same
+    # labels in two releases are different quantities.)
+    shared = {c[1:] for c in published if c[0] == numbers[0] and any("-Q" in label for label in c[2])} & {
+        c[1:] for c in published if c[0] == numbers[1]}
+    relations += [disclosure.Relation((numbers[1], *c), ((numbers[0], *c),)) for c in shared]
+    assert any(v is None for v in published.values()), "the data should need suppression"
+    primary = [c for c, v in published.items() if v is None and 0 < truth[c] < K]
+    bounds = disclosure.attack(published, relations, K, primary=primary, witness={c: truth[c] for c in published})
+    for cell, b in bounds.items():
+        assert b.low <= truth[cell] and (b.high is None or truth[cell] <= b.high)  # sound
+    assert not disclosure.disclosed(bounds), disclosure.disclosed(bounds)
+    # Wittmar's 2 in 2026-Q1 stays hidden in both releases.
+    assert _conference_cells(q1)["wittmar"] is None
+
+
+def test_a_re_release_is_protected_together_with_the_earlier_one(clock, session, catalog, privacy, policies, world,
+                                                                 release, session_factory):
+    kreis = Kreis(session, catalog, privacy, policies, world, random.Random(13))
+    kreis.conference(Q1_CONFERENCE, _town_persons(kreis, {"wittmar": 2, "hattenberg": 6, "sprockede": 9}), 0)
+    [(first, _)] = release("2026-Q1", Q1_DUE, area="kreis_ennetal")
+    # Late entries: four more Hattenberg persons were discussed in 2026-Q1.
+    kreis.conference(Q1_CONFERENCE, _town_persons(kreis, {"hattenberg": 4}), 0)
+    area_id = world.jurisdictions["kreis_ennetal"]
+    with session_factory() as s:
+        earlier = latest_edition(s, area_id, "2026-Q1")
+        before = {"document": earlier.document, "k": K,
+                  "truth": {_cell_of(c): v for c, v in earlier.pattern["truth"].items()}}
+        # Protected afresh, as a live report would be, the new pattern gives Wittmar away.
+        fresh = Protection(K, policies.steering.merge_towns)
+        naive = build_report(s, policies.steering, policies.goals, resolve_area(s, area_id), Q1_DUE,
+                             period="2026-Q1", protection=fresh)
+        assert _conference_cells(naive)["sprockede"] is None and _conference_cells(naive)["hattenberg"] == 10
+        exposed = union_disclosures(before, {"document": naive, "truth": fresh.truth, "k": K})
+        assert ("a", "conference_persons", ("2026-Q1", "wittmar")) in exposed
+        assert exposed[("a", "conference_persons", ("2026-Q1", "wittmar"))].low == 2
+    [(second, _)] = release("2026-Q1", Q1_DUE, area="kreis_ennetal", again=True)
+    with session_factory() as s:
+        row = s.get(SteeringRelease, second)
+        assert (row.edition, row.revises, row.document["release"]["revises"]) == (2, first, first)
+        # Everything the first release suppressed stays suppressed ...
+        assert set(before_suppressed := s.get(SteeringRelease, first).pattern["suppressed"]) <= set(row.pattern["suppressed"])
+        assert before_suppressed
+        # ... and the attacker holding both pins nothing.
+        after = {"document": row.document, "k": K, "truth": {_cell_of(c): v for c, v in row.pattern["truth"].items()}}
+        assert union_disclosures(before, after) == {}
+        assert _conference_cells(row.document)["wittmar"] is None
