@@ -14,6 +14,7 @@ total), so that the suppression patterns are known in advance:
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import UTC, datetime
 
@@ -179,3 +180,47 @@ def test_a_re_release_is_protected_together_with_the_earlier_one(clock, session,
         after = {"document": row.document, "k": K, "truth": {_cell_of(c): v for c, v in row.pattern["truth"].items()}}
         assert union_disclosures(before, after) == {}
         assert _conference_cells(row.document)["wittmar"] is None
+
+
+def test_each_chain_is_in_the_export_of_the_quarter_it_ended_in(client, auth, clock, session, catalog, privacy,
+                                                               policies, world, release, tmp_path):
+    """Six chains that ended in 2026-Q1 and one in 2026-Q2: the Q1 release's log holds the six
+    (at least k share their trace), the Q2 release's log is empty and still loads; no chain is
+    in both, so the two exports cannot be joined."""
+    from casemgmt.chains import service as chains
+
+    kreis = Kreis(session, catalog, privacy, policies, world, random.Random(14))
+    cases = _town_persons(kreis, {"wittmar": 7})
+    for i, case in enumerate(cases):
+        ended = datetime(2026, 3, 20, 9, tzinfo=UTC) if i < 6 else datetime(2026, 4, 20, 9, tzinfo=UTC)
+        ended = max(ended, case.started_at + (Q1_CONFERENCE - Q1_CONFERENCE.replace(day=1)))
+        chains.close_chain(session, catalog, kreis.cm, case.chain_id, "moved_away", None, None, ended, privacy=privacy)
+    ended_q1 = sum(1 for c in cases if Period.of("2026-Q1").start <= _closed_at(session, c) < Period.of("2026-Q1").end)
+    release("2026-Q1", Q2_DUE, area="kreis_ennetal")
+    release("2026-Q2", Q2_DUE, area="kreis_ennetal")
+    clock.now = Q2_DUE
+    numbers = sorted(r["number"] for r in ok(client.get("/reports/steering/releases", headers=auth(*LG))))
+    logs = [ok(client.get(f"/exports/releases/{n}/ocel", headers=auth(*LG))) for n in numbers]
+    chain_ids = [{o["id"] for o in doc["objects"] if o["type"] == "Kette"} for doc in logs]
+    meta = [{a["name"]: a["value"] for a in next(o for o in doc["objects"] if o["type"] == "Export")["attributes"]}
+            for doc in logs]
+    assert [int(m["Ketten insgesamt"]) for m in meta] == [ended_q1, len(cases) - ended_q1]
+    assert len(chain_ids[0]) == (ended_q1 if ended_q1 >= K else 0)
+    assert not chain_ids[0] & chain_ids[1]
+    xes = client.get(f"/exports/releases/{numbers[0]}/xes", headers=auth(*LG))
+    assert xes.status_code == 200 and xes.headers["content-type"].startswith("application/xml")
+    assert ok(client.get("/exports/ocel", headers=auth(*LG))) == logs[1]  # the latest release
+    pm4py = pytest.importorskip("pm4py", reason="PM4Py (test-only) is not installed")
+    for n, doc in zip(numbers, logs):
+        (tmp_path / f"{n}.jsonocel").write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+        ocel = pm4py.read_ocel2_json(str(tmp_path / f"{n}.jsonocel"))
+        assert len(ocel.objects[ocel.objects["ocel:type"] == "Kette"]) == len(chain_ids[numbers.index(n)])
+        (tmp_path / f"{n}.xes").write_bytes(client.get(f"/exports/releases/{n}/xes", headers=auth(*LG)).content)
+        pm4py.read_xes(str(tmp_path / f"{n}.xes"), return_legacy_log_object=False, show_progress_bar=False)
+
+
+def _closed_at(session, case) -> datetime:
+    from casemgmt.chains.models import Chain
+
+    session.expire_all()
+    return session.get(Chain, case.chain_id).closed_at

@@ -15,18 +15,15 @@ hides among at least k others, and only what still singles a chain out is droppe
    week 0 and the start day (or week) of a person is not published. Within a week the order of
    events is the fixed order of the activities, not the order they happened in.
 3. **Rare activities merge**: an activity that fewer than k chains reach becomes
-   ``Sonstiger Schritt`` (repeats collapse into one), and a chain template (Kettenart) with fewer
-   than k chains becomes ``Sonstige Kettenart``.
-4. **Rare paths are cut, not dropped**: in the prefix tree of each Kettenart's paths, chains
-   whose path fewer than k chains share are cut back to the longest prefix at which at least k
-   chains end; only chains that cannot be cut back that far (fewer than k in their whole
-   Kettenart after merging) are dropped. So no published sequence of activities is shared by
-   fewer than k chains.
-5. **Times are aggregated in groups of k**: within each published path the chains are sorted by
-   their weeks and taken in groups of k to 2k-1, and every chain of a group gets the group's
-   median week at each position (microaggregation). The whole published trace of a chain, its
-   Kettenart, activities and weeks, is then shared by at least k chains: no quasi-identifier
-   (start week, a waiting time, a combination) is unique.
+   ``Sonstiger Schritt``, and a chain template (Kettenart) with fewer than k chains becomes
+   ``Sonstige Kettenart`` (with the next smallest templates, until that has k chains).
+4. **Chains are aggregated in groups of at least k** (microaggregation): within each Kettenart,
+   chains are grouped greedily so that a group's members share as many activities as possible;
+   each chain of a group publishes the activities all its members reached, at the group's median
+   week, ordered by that week (then by the fixed order). The whole published trace of a chain,
+   Kettenart, activities and weeks, is then shared by at least k chains: no start week, waiting
+   time or path is unique. Activities outside what a group shares are dropped, not the chain;
+   only when fewer than k chains ended in all is nothing published.
 
 What was generalised and dropped is reported in :class:`LogStats`. The result is a
 :class:`PublishedLog`, rendered as OCEL 2.0 JSON (:func:`to_ocel`) or XES (:func:`to_xes`); ids
@@ -177,6 +174,9 @@ def generalise(histories: Sequence[ChainHistory], k: int, *,
     events_total = sum(len(h.milestones) for h in histories)
     template_sizes = Counter(h.template for h in histories)
     rare_templates = {t for t, n in template_sizes.items() if n < k}
+    # "Sonstige Kettenart" itself needs k chains: take in the smallest templates until it has.
+    while 0 < sum(template_sizes[t] for t in rare_templates) < k and len(rare_templates) < len(template_sizes):
+        rare_templates.add(min((n, t) for t, n in template_sizes.items() if t not in rare_templates)[1])
     reach = Counter(a for h in histories for a in {m.activity for m in h.milestones})
     rename = {a: OTHER_STEP for a, n in reach.items() if n < k}
 
@@ -250,6 +250,7 @@ def _iso(moment: datetime) -> str:
 
 
 CHAIN_TYPE, KIND_TYPE, EXPORT_TYPE = "Kette", "Organisationsart", "Export"
+RELEASE_EVENT = "Veröffentlichung erstellt"
 _STATIC = "1970-01-01T00:00:00Z"
 
 
@@ -278,8 +279,9 @@ def _metadata_attributes(log: PublishedLog, release: Mapping[str, Any]) -> list[
 def to_ocel(log: PublishedLog, release: Mapping[str, Any]) -> dict[str, Any]:
     """OCEL 2.0 JSON: events typed by activity, related to their chain (``Kette``) and to the
     organisation kind responsible (``Organisationsart``, qualifier ``zuständig``); one object of
-    type ``Export`` carries the metadata. Attribute values are written as text and typed by the
-    declarations, as the OCEL 2.0 JSON format has them."""
+    type ``Export`` carries the metadata, with one event of its own (``Veröffentlichung
+    erstellt``, outside every chain). Attribute values are written as text and typed by the
+    declarations."""
     meta = _metadata_attributes(log, release)
     object_types = [
         {"name": CHAIN_TYPE, "attributes": [{"name": "Kettenart", "type": "string"}]},
@@ -287,6 +289,7 @@ def to_ocel(log: PublishedLog, release: Mapping[str, Any]) -> dict[str, Any]:
         {"name": EXPORT_TYPE, "attributes": [{"name": n, "type": t} for n, t, _ in meta]},
     ]
     event_types = [{"name": a, "attributes": [{"name": "Woche", "type": "integer"}]} for a in log.activities]
+    event_types.append({"name": RELEASE_EVENT, "attributes": []})
     kind_ids = {kind: f"organisationsart-{i + 1}" for i, kind in enumerate(log.kinds)}
     objects: list[dict[str, Any]] = [
         {"id": "export", "type": EXPORT_TYPE,
@@ -306,8 +309,13 @@ def to_ocel(log: PublishedLog, release: Mapping[str, Any]) -> dict[str, Any]:
                 "relationships": [{"objectId": trace.id, "qualifier": "Kette"},
                                   {"objectId": kind_ids[event.kind], "qualifier": "zuständig"}]}))
     timed.sort(key=lambda item: (item[1], item[0], item[2]))
+    # One event on the Export object: it carries the metadata into tools that keep only objects
+    # some event refers to, and an empty release is still a log PM4Py can load (its OCEL 2.0 JSON
+    # reader fails on a log without events).
+    release_event = {"id": "export/1", "type": RELEASE_EVENT, "time": _iso(EPOCH), "attributes": [],
+                     "relationships": [{"objectId": "export", "qualifier": "Veröffentlichung"}]}
     return {"objectTypes": object_types, "eventTypes": event_types, "objects": objects,
-            "events": [item[3] for item in timed]}
+            "events": [release_event, *(item[3] for item in timed)]}
 
 
 XES_EXTENSIONS = (("Concept", "concept", "http://www.xes-standard.org/concept.xesext"),
