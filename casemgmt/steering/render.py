@@ -261,7 +261,7 @@ def follows_figure(edges: list[Mapping[str, Any]], activities: list[str]) -> str
                      'marker-end="url(#arrow)"/>')
         label = f"{_number(e['median_days'])} T."
         parts.append(f'<text x="{x0 + reach * 0.75 + 2:.1f}" y="{(y1 + y2) / 2 + 4:.1f}">{html.escape(label)}</text>')
-    marker = ('<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="6" markerHeight="6" '
+    marker = ('<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="8" markerHeight="8" markerUnits="userSpaceOnUse" '
               'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker></defs>')
     return (f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">{marker}'
             + "".join(parts) + "</svg>")
