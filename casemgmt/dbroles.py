@@ -30,7 +30,7 @@ AUDIT_GRANTS: dict[str, tuple[str, ...]] = {
     "audit_head": ("SELECT", "UPDATE"),  # only forward: trigger audit_head_forward
 }
 APPEND_ONLY_TABLES = ("chain_events", "handover_events", "proposal_events", "consents",
-                      "consent_withdrawals")
+                      "consent_withdrawals", "steering_releases")
 READ_ONLY_TABLES = ("alembic_version",)  # the service checks the schema version, never sets it
 APPEND_ONLY = ("SELECT", "INSERT")
 READ_WRITE = ("SELECT", "INSERT", "UPDATE", "DELETE")

@@ -210,6 +210,9 @@ def test_each_chain_is_in_the_export_of_the_quarter_it_ended_in(client, auth, cl
     xes = client.get(f"/exports/releases/{numbers[0]}/xes", headers=auth(*LG))
     assert xes.status_code == 200 and xes.headers["content-type"].startswith("application/xml")
     assert ok(client.get("/exports/ocel", headers=auth(*LG))) == logs[1]  # the latest release
+    # The page of the first release draws the directly-follows graph of its ended chains.
+    page = client.get(f"/reports/steering/releases/{numbers[0]}.html", headers=auth(*LG)).text
+    assert "Prozessverlauf" in page and ("marker-end" in page or ended_q1 < K)
     pm4py = pytest.importorskip("pm4py", reason="PM4Py (test-only) is not installed")
     for n, doc in zip(numbers, logs):
         (tmp_path / f"{n}.jsonocel").write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
@@ -224,3 +227,26 @@ def _closed_at(session, case) -> datetime:
 
     session.expire_all()
     return session.get(Chain, case.chain_id).closed_at
+
+
+def test_small_towns_merge_with_their_neighbour_rather_than_being_dropped(policies):
+    """Four towns with one person each (and k = 5) cannot be shown apart: the attacker knows the
+    total is at most 4 and each town at least 1. With the neighbours of policies/steering.yaml
+    (Breckenfeld and Herdeck with Wetterau (Ruhr), Sprockede with Hattenberg) two units of two
+    remain, which suppression protects."""
+    from casemgmt.steering.report import Protection, _town_table
+
+    towns = ["breckenfeld", "ennerich", "gevelstein", "hattenberg", "herdeck", "schwelbach", "sprockede",
+             "wetterau_ruhr", "wittmar"]
+    counts = {"breckenfeld": 1, "herdeck": 1, "sprockede": 1, "hattenberg": 1}
+    alone = Protection(K, {})
+    values, done = _town_table(("t", "x"), towns, counts, alone, "t", ("x",))
+    assert done == "dropped" and values == {"_total": None}
+    merged = Protection(K, policies.steering.merge_towns)
+    values, done = _town_table(("t", "x"), towns, counts, merged, "t", ("x",))
+    assert done == "merged"
+    assert values["wetterau_ruhr+breckenfeld+herdeck"] is None and values["hattenberg+sprockede"] is None
+    assert values["wittmar"] == 0 and values["_total"] is None
+    published = {("t", (u,)): v for u, v in values.items()}
+    relations = [disclosure.Relation(("t", ("_total",)), tuple(("t", (u,)) for u in values if u != "_total"))]
+    assert not disclosure.disclosed(disclosure.attack(published, relations, K))
