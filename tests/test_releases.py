@@ -22,6 +22,7 @@ import pytest
 from http_helpers import ok, problem
 from sqlalchemy import text
 from test_conferences_api import LG
+from test_audit_checkpoints import cli  # noqa: F401  (the fixture)
 from test_steering_report import Kreis, session  # noqa: F401  (the fixture)
 
 from casemgmt.steering import disclosure
@@ -250,3 +251,20 @@ def test_small_towns_merge_with_their_neighbour_rather_than_being_dropped(polici
     published = {("t", (u,)): v for u, v in values.items()}
     relations = [disclosure.Relation(("t", ("_total",)), tuple(("t", (u,)) for u in values if u != "_total"))]
     assert not disclosure.disclosed(disclosure.attack(published, relations, K))
+
+
+def test_report_release_command(cli, db, world):
+    """`casemgmt report release`: every due quarter once, a given quarter, refusals with exit 1."""
+    kreis = str(world.jurisdictions["kreis_ennetal"])
+    code, out, err = cli("report", "release", "--quarter", "2025q3", "--area", kreis)
+    assert code == 0 and "2025-Q3 for Kreis Ennetal" in out and "process log: 0 of 0 chains" in out, (out, err)
+    code, out, err = cli("report", "release", "--quarter", "2025Q3", "--area", kreis)
+    assert code == 1 and "already released" in err
+    code, out, err = cli("report", "release", "--quarter", "2099Q1")
+    assert code == 1 and "can be released from 2099-05-30 on" in err
+    code, out, err = cli("report", "release", "--quarter", "2026-13")
+    assert code == 1 and "not a quarter" in err
+    code, out, _ = cli("report", "release", "--area", kreis)  # every due quarter from releases.first_quarter
+    assert code == 0 and "2025-Q1 for Kreis Ennetal" in out and "2025-Q3" not in out
+    code, out, _ = cli("report", "release", "--area", kreis)
+    assert code == 0 and "nothing due" in out
