@@ -19,6 +19,7 @@ from casemgmt.clock import utcnow
 from casemgmt.config import Settings, get_settings
 from casemgmt.database import make_engine, make_sessionmaker
 from casemgmt.dbroles import ensure_service_role
+from casemgmt.docs import install_docs
 from casemgmt.conferences.views import router as conferences_router
 from casemgmt.handovers.views import admin_router as notifications_router
 from casemgmt.handovers.views import router as handovers_router
@@ -83,7 +84,11 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
         dependencies=[Depends(reject_unknown_query)],
+        # Served from an installed package, never from a CDN (casemgmt/docs.py).
+        docs_url=None,
+        redoc_url=None,
     )
+    install_docs(app)
     app.state.settings = settings
     app.state.policies = policies
     app.state.engine = engine

@@ -100,6 +100,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     settings = get_settings()
     summary = seed_demo(settings, persons=args.persons, seed=args.seed)
     print(summary.describe())
+    _demo_releases(settings)
     checkpoint_failed = demo_checkpoint(settings)
     host, port = args.host or settings.host, args.port or settings.port
     print(f"\nAPI docs: http://{host}:{port}/docs  (click 'Authorize' and paste a token above)\n")
@@ -113,6 +114,29 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"allow_privileged_db_role": True})
     _serve(_checked_app(settings), host, port)
     return 0
+
+
+def _demo_releases(settings) -> None:
+    """Release every closed quarter of the seeded data, so the steering member's token has
+    something to read; prints how much of the process log survived anonymisation."""
+    from casemgmt.clock import utcnow
+    from casemgmt.database import make_engine, make_sessionmaker
+    from casemgmt.policy.loader import load_policies
+    from casemgmt.steering.releases import run_releases
+
+    policies = load_policies(settings.policy_dir)
+    engine = make_engine(settings.database_url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            made = run_releases(session, policies.steering, policies.goals, utcnow())
+    finally:
+        engine.dispose()
+    total = sum(r.document["process"]["log"]["chains_total"] for r in made)
+    published = sum(r.document["process"]["log"]["chains_published"] for r in made)
+    if made:
+        share = f"{100 * published / total:.0f} %" if total else "-"
+        print(f"\nSteering report: {len(made)} releases of closed quarters; process-mining logs hold "
+              f"{published} of {total} ended chains ({share}) at k = {policies.steering.min_variant_chains}.")
 
 
 def make_url_dialect(url: str) -> str:
@@ -295,7 +319,8 @@ def _cmd_escalate(args: argparse.Namespace) -> int:
     from casemgmt.policy.loader import load_policies
 
     settings = get_settings()
-    policy = load_policies(settings.policy_dir).handovers
+    policies = load_policies(settings.policy_dir)
+    policy = policies.handovers
     factory = _service_sessions(settings)
     checkpoint = _periodic_checkpoint(settings, factory.kw["bind"])
     failed = []
@@ -306,6 +331,13 @@ def _cmd_escalate(args: argparse.Namespace) -> int:
         with factory() as session:
             report = escalate_overdue(session, policy, utcnow(), settings.public_base_url)
             reminders = remind_overdue(session, utcnow(), settings.public_base_url)
+        if policies.steering.release_automatic:
+            from casemgmt.steering.releases import run_releases
+
+            with factory() as session:
+                for row in run_releases(session, policies.steering, policies.goals, utcnow()):
+                    print(f"released {row.period} for jurisdiction {row.area_jurisdiction_id} as release "
+                          f"{row.number}", flush=True)
         line = f"escalated {report.escalated} overdue handovers, queued {report.notifications} notifications"
         if report.without_contact:
             line += f"; {report.without_contact} recipients have no contact configured"
@@ -316,6 +348,33 @@ def _cmd_escalate(args: argparse.Namespace) -> int:
             failed.append(True)
 
     return _repeat(args.every, run) or (1 if failed else 0)
+
+
+def _cmd_report_release(args: argparse.Namespace) -> int:
+    from casemgmt.clock import utcnow
+    from casemgmt.policy.loader import load_policies
+    from casemgmt.problems import Problem
+    from casemgmt.steering.releases import run_releases
+
+    settings = get_settings()
+    policies = load_policies(settings.policy_dir)
+    factory = _service_sessions(settings)
+    try:
+        with factory() as session:
+            made = run_releases(session, policies.steering, policies.goals, utcnow(), area_id=args.area,
+                                quarter=args.quarter, again=args.again)
+    except Problem as exc:
+        print(f"casemgmt: {exc.detail}", file=sys.stderr)
+        return 1
+    for row in made:
+        log = row.document["process"]["log"]
+        print(f"release {row.number}: {row.period} for {row.document['area']['name']}"
+              + (f" (edition {row.edition}, revises {row.revises})" if row.revises else "")
+              + f"; process log: {log['chains_published']} of {log['chains_total']} chains "
+              f"({100 * log['share_published']:.0f} %), {log['events_published']} of {log['events_total']} events")
+    if not made:
+        print("nothing due: every closed quarter is released")
+    return 0
 
 
 def _periodic_checkpoint(settings, engine):
@@ -497,6 +556,15 @@ def build_parser() -> argparse.ArgumentParser:
     k = audit_sub.add_parser("keygen", help="create the Ed25519 key pair that signs checkpoints")
     k.add_argument("--out", type=Path, help="private key file (default: CASEMGMT_AUDIT_CHECKPOINT_KEY_FILE)")
     k.set_defaults(func=_cmd_audit_keygen)
+
+    p = sub.add_parser("report", help="steering report releases")
+    report_sub = p.add_subparsers(dest="report_command", required=True)
+    r = report_sub.add_parser("release", help="release every due quarter (or --quarter) of the steering report")
+    r.add_argument("--quarter", help="a closed quarter, e.g. 2026Q3 (default: every due quarter not yet released)")
+    r.add_argument("--area", type=int, help="jurisdiction id of a Kreis or kreisfreie Stadt (default: all)")
+    r.add_argument("--again", action="store_true",
+                   help="re-release an already released --quarter, protected together with the earlier release")
+    r.set_defaults(func=_cmd_report_release)
 
     p = sub.add_parser("escalate", help="escalate overdue handovers and queue notifications (idempotent)")
     p.add_argument("--every", type=float, metavar="SECONDS", help="keep running, once every SECONDS")

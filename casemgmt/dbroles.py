@@ -30,7 +30,7 @@ AUDIT_GRANTS: dict[str, tuple[str, ...]] = {
     "audit_head": ("SELECT", "UPDATE"),  # only forward: trigger audit_head_forward
 }
 APPEND_ONLY_TABLES = ("chain_events", "handover_events", "proposal_events", "consents",
-                      "consent_withdrawals")
+                      "consent_withdrawals", "steering_releases")
 # The service checks the schema version, never sets it; the audit keys of earlier master keys are
 # written by `casemgmt keys rotate` as the schema owner and only read by the service.
 READ_ONLY_TABLES = ("alembic_version", "audit_keys")

@@ -28,6 +28,7 @@ from casemgmt.privacy.models import (
 )
 from casemgmt.rights.models import DataSubjectRequest, ErasureTombstone, LegalHold, PersonRestriction
 from casemgmt.steering.models import Proposal, ProposalEvent, WorkingGroup
+from casemgmt.steering.releases import SteeringRelease
 
 
 __all__ = [
@@ -37,5 +38,5 @@ __all__ = [
     "PersonNameToken", "Conference", "ConferenceAgreement", "ConferenceCase", "ConferenceParticipant",
     "Finding", "FindingCase", "FindingOrganisationKind", "FindingVote", "Proposal", "ProposalEvent",
     "WorkingGroup", "AuditKey", "DataSubjectRequest", "ErasureTombstone", "LegalHold",
-    "PersonRestriction",
+    "PersonRestriction", "SteeringRelease",
 ]

@@ -130,6 +130,21 @@ ConsentAlreadyWithdrawn = _define(
     "consent-already-withdrawn", 409, "Consent already withdrawn",
     "The consent was withdrawn before; a withdrawal cannot be repeated or undone.",
 )
+ReleaseExists = _define(
+    "release-exists", 409, "Period already released",
+    "This quarter has been released for this area. A re-release must be asked for explicitly "
+    "(`casemgmt report release --again`) and is protected together with the earlier release.",
+)
+PeriodNotClosed = _define(
+    "period-not-closed", 409, "Period not closed",
+    "A quarter is released only after it has ended and the waiting period (releases.waiting_days in "
+    "policies/steering.yaml) has passed, so that its figures cannot change any more.",
+)
+NoRelease = _define(
+    "no-release", 404, "No release yet",
+    "Nothing has been released for this area yet: the steering group reads releases of closed quarters "
+    "(`casemgmt report release`, or the escalation loop when releases.automatic is set).",
+)
 InternalError = _define(
     "internal-error", 500, "Internal error",
     "Something failed on the server. Nothing was changed. The incident is logged.",

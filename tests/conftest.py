@@ -44,7 +44,7 @@ CASE_TABLES = (
     "finding_cases", "finding_organisation_kinds", "findings", "conference_agreements",
     "conference_cases", "conference_participants", "conferences", "proposal_events", "proposals",
     "working_groups", "person_restrictions", "legal_holds", "erasure_tombstones",
-    "data_subject_requests", "audit_keys",
+    "data_subject_requests", "audit_keys", "steering_releases",
 )
 MASTER_KEY = os.urandom(32)
 
@@ -231,3 +231,18 @@ def auth(settings: Settings, clock: FakeClock):
         return {"Authorization": f"Bearer {token}"}
 
     return headers
+
+
+@pytest.fixture
+def release(session_factory, policies: Policies, world: World):
+    """``release("2026-Q1", now)`` -> the steering releases made for that quarter (every Kreis and
+    kreisfreie Stadt), as `casemgmt report release --quarter` makes them."""
+    from casemgmt.steering.releases import run_releases
+
+    def make(quarter: str, now: datetime, *, area: str | None = None, again: bool = False):
+        with session_factory() as session:
+            made = run_releases(session, policies.steering, policies.goals, now, quarter=quarter, again=again,
+                                area_id=None if area is None else world.jurisdictions[area])
+            return [(r.number, r.area_jurisdiction_id) for r in made]
+
+    return make

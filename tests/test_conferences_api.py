@@ -5,6 +5,7 @@ steering group decides and follows the implementation."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from http_helpers import ok, problem
@@ -128,7 +129,7 @@ def test_from_conference_to_decision(client, auth, world):
     assert "Haddad" not in str(decided)
 
 
-def test_steering_report_publishes_and_suppresses(client, auth, world):
+def test_steering_report_publishes_and_suppresses(client, auth, world, release):
     towns = ["wittmar"] * 6 + ["hattenberg"] * 2
     conf = conference(client, auth, world, "ennetal_abh")
     phase(client, auth, conf["id"], "case_phase")
@@ -145,7 +146,10 @@ def test_steering_report_publishes_and_suppresses(client, auth, world):
     phase(client, auth, conf["id"], "structural_phase")
     ok(client.post(f"/conferences/{conf['id']}/findings", json=finding(conference_case_ids=case_ids),
                    headers=auth(*MOD)))
+    problem(client.get("/reports/steering", headers=auth(*LG)), 404, "no-release")  # nothing released yet
+    release("2026-Q1", datetime(2026, 6, 1, tzinfo=UTC))  # the conference was held in 2026-Q1
     report = ok(client.get("/reports/steering", headers=auth(*LG)))
+    assert report["period"]["key"] == "2026-Q1" and report["release"]["number"] == 1
     barriers = next(t for t in report["tables"] if t["key"] == "barriers")
     cells = {(c["organisation_kind"], c["town"]): c["value"] for c in barriers["cells"]}
     assert cells[("course_provider", "_total")] == 8
@@ -159,4 +163,4 @@ def test_steering_report_publishes_and_suppresses(client, auth, world):
     assert page.status_code == 200 and "<svg" in page.text
     problem(client.get("/reports/steering", headers=auth(*KI)), 403, "forbidden")
     ocel = ok(client.get("/exports/ocel", headers=auth(*LG)))
-    assert "objectTypes" in ocel
+    assert "objectTypes" in ocel and not any(o["type"] == "Kette" for o in ocel["objects"])  # no chain ended

@@ -79,6 +79,17 @@ def test_demo_seeds_a_kreis_with_chains_in_every_state(tmp_path):
         values = [cell["value"] for _, cell in cells_of(document)]
         assert any(v is None for v in values) and any(v for v in values)
         rights_are_seeded(url, now)
+        # Releases of every closed quarter; their process logs keep most ended chains at k = 5.
+        from casemgmt.steering.releases import run_releases
+
+        engine = make_engine(url)
+        with make_sessionmaker(engine)() as s:
+            made = run_releases(s, policies.steering, policies.goals, now)
+            logs = [r.document["process"]["log"] for r in made]
+        engine.dispose()
+        total, published = sum(g["chains_total"] for g in logs), sum(g["chains_published"] for g in logs)
+        print(f"demo (120 persons): {published} of {total} ended chains in the process logs")
+        assert made and total >= 10 and published >= 0.6 * total
         # Seeding again keeps the data and only prints fresh tokens.
         involvement_follows_the_facts(url, now)
         again = seed_demo(settings, persons=120, seed=7, now=now)

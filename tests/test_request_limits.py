@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -196,8 +197,9 @@ def limited_429(resp) -> int:
     return int(retry)
 
 
-def test_hammering_a_report_is_stopped_with_the_default_figures(app, client, auth, settings):
+def test_hammering_a_report_is_stopped_with_the_default_figures(app, client, auth, settings, release):
     """100 report requests within a minute (here: within one instant of the limiter's clock)."""
+    release("2025-Q1", datetime(2026, 1, 5, tzinfo=UTC))  # something for the steering group to read
     app.state.rate_limiter = RateLimiter.from_settings(settings, Monotonic())
     steering = auth(*STEERING)
     codes = [client.get("/reports/steering", headers=steering).status_code for _ in range(100)]
@@ -206,7 +208,8 @@ def test_hammering_a_report_is_stopped_with_the_default_figures(app, client, aut
     limited_429(client.get("/exports/ocel", headers=steering))  # the same allowance, other route
 
 
-def test_n_plus_first_request_is_refused_until_the_window_has_passed(app, client, auth, limited):
+def test_n_plus_first_request_is_refused_until_the_window_has_passed(app, client, auth, limited, release):
+    release("2025-Q1", datetime(2026, 1, 5, tzinfo=UTC))  # something for the steering group to read
     clock = limited()
     steering = auth(*STEERING, user="anna")
     for _ in range(5):
@@ -229,7 +232,8 @@ def test_n_plus_first_request_is_refused_until_the_window_has_passed(app, client
     limited_429(client.get("/reports/steering", headers=steering))
 
 
-def test_one_address_with_many_tokens_is_limited_per_address(app, client, auth, limited):
+def test_one_address_with_many_tokens_is_limited_per_address(app, client, auth, limited, release):
+    release("2025-Q1", datetime(2026, 1, 5, tzinfo=UTC))  # something for the steering group to read
     limited()
     codes = [client.get("/exports/ocel", headers=auth(*STEERING, user=f"u{i}")).status_code for i in range(10)]
     assert codes == [200] * 8 + [429] * 2
@@ -256,9 +260,10 @@ def test_writes_and_searches_are_limited(app, client, auth, limited, world):
     assert {client.get("/organisations", headers=ki).status_code for _ in range(50)} == {200}
 
 
-def test_forged_tokens_do_not_use_up_someone_elses_allowance(app, client, auth, limited, settings):
+def test_forged_tokens_do_not_use_up_someone_elses_allowance(app, client, auth, limited, settings, release):
     """The subject counted is that of a verified token: an attacker who writes the victim's
     ``sub`` into an unsigned token from another address does not lock the victim out."""
+    release("2025-Q1", datetime(2026, 1, 5, tzinfo=UTC))  # something for the steering group to read
     limited()
     victim = auth(*STEERING, user="victim")
     header, payload, _sig = victim["Authorization"].removeprefix("Bearer ").split(".")
@@ -273,6 +278,9 @@ def test_forged_tokens_do_not_use_up_someone_elses_allowance(app, client, auth, 
 def test_route_classes():
     assert route_class("GET", "/exports/ocel") == "expensive"
     assert route_class("GET", "/reports/steering.html") == "expensive"
+    for path in ("/exports/xes", "/exports/releases/3/ocel", "/reports/steering/releases/3.xlsx",
+                 "/reports/on-demand", "/reports/steering/releases"):
+        assert route_class("GET", path) == "expensive", path
     assert route_class("POST", "/persons/search") == "expensive"
     assert route_class("GET", "/audit") == "expensive"
     for method in ("POST", "PATCH", "PUT", "DELETE"):

@@ -4,7 +4,7 @@ export (``policies/steering.yaml``), validated at start with file, line and fiel
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,15 +36,41 @@ class _ConferencesDoc(_Strict):
 
 class _ReportsDoc(_Strict):
     k: int = Field(default=5, ge=1, le=100)
+    merge_towns: dict[str, str] = Field(default_factory=dict)
+
+
+class _ActivityDoc(_Strict):
+    completed: str | None = Field(default=None, min_length=1, max_length=120)
+    started: str | None = Field(default=None, min_length=1, max_length=120)
 
 
 class _ExportDoc(_Strict):
     min_variant_chains: int = Field(ge=1, le=1000)
+    activities: dict[str, _ActivityDoc] = Field(default_factory=dict)
+
+
+class _ReleasesDoc(_Strict):
+    waiting_days: int = Field(default=60, ge=0, le=3650)
+    first_quarter: str = Field(pattern=r"^\d{4}-Q[1-4]$")
+    automatic: bool = True
+
+
+class _PtableRowDoc(BaseModel):
+    # Not strict: YAML gives [from, noise] as a list, and 0 as an int where a float is meant.
+    model_config = ConfigDict(extra="forbid")
+    count: int = Field(ge=1, le=1000)
+    noise: list[tuple[float, int]] = Field(min_length=1)
+
+
+class _OnDemandDoc(_Strict):
+    ptable: list[_PtableRowDoc] = Field(min_length=1)
 
 
 class _SteeringDoc(_Strict):
     conferences: _ConferencesDoc
     reports: _ReportsDoc
+    releases: _ReleasesDoc
+    on_demand: _OnDemandDoc
     export: _ExportDoc
 
 
@@ -59,6 +85,18 @@ class SteeringPolicy:
     dots_per_participant: int
     k: int
     min_variant_chains: int
+    merge_towns: dict[str, str] = field(default_factory=dict)  # town key -> neighbour's key
+    release_waiting_days: int = 60
+    release_first_quarter: str = "2025-Q1"
+    release_automatic: bool = True
+    # Cell Key Method: per count 1..n, ((from, noise), ...) over cell keys in [0, 1)
+    ptable: tuple[tuple[tuple[float, int], ...], ...] = ()
+    activities: dict[str, dict[str, str]] = field(default_factory=dict)  # step key -> {action: name}
+    # Titles filled in by casemgmt.policy.loader from the other policy files.
+    kind_titles: dict[str, str] = field(default_factory=dict)
+    step_titles: dict[str, str] = field(default_factory=dict)
+    template_titles: dict[str, str] = field(default_factory=dict)
+    step_order: tuple[str, ...] = ()  # every step key once: templates by key, steps in file order
 
 
 def _check_keys(path: Path, raw, section: str, keys) -> None:
@@ -84,10 +122,52 @@ def load_steering_policy(barriers_path: Path, steering_path: Path, purposes: Col
     if doc.conferences.category not in categories:
         raise PolicyError(steering_path, line_of(raw_s, ["conferences", "category"]), "conferences.category",
                           f"unknown category '{doc.conferences.category}' (see data.yaml)")
+    ptable = _check_ptable(steering_path, raw_s, doc.on_demand, doc.reports.k)
+    for town, neighbour in doc.reports.merge_towns.items():
+        if town == neighbour:
+            raise PolicyError(steering_path, line_of(raw_s, ["reports", "merge_towns", town]),
+                              f"reports.merge_towns.{town}", "a town cannot be merged with itself")
     return SteeringPolicy(
         barrier_categories={k: v.title for k, v in barriers.barrier_categories.items()},
         fields_of_action={k: v.title for k, v in barriers.fields_of_action.items()},
         conference_purpose=doc.conferences.purpose, conference_category=doc.conferences.category,
         dots_per_participant=doc.conferences.dots_per_participant, k=doc.reports.k,
         min_variant_chains=doc.export.min_variant_chains,
+        merge_towns=dict(doc.reports.merge_towns),
+        release_waiting_days=doc.releases.waiting_days, release_first_quarter=doc.releases.first_quarter,
+        release_automatic=doc.releases.automatic, ptable=ptable,
+        activities={step: {a: n for a, n in (("completed", e.completed), ("started", e.started)) if n}
+                    for step, e in doc.export.activities.items()},
     )
+
+
+def _check_ptable(path: Path, raw, doc: _OnDemandDoc, k: int) -> tuple[tuple[tuple[float, int], ...], ...]:
+    """Rows for the counts 1, 2, ... in order; intervals from 0 upwards inside [0, 1); no bias;
+    no published count below 0 or in 1..k-1."""
+    rows = []
+    for i, row in enumerate(doc.ptable):
+        loc = ["on_demand", "ptable", i]
+        where = f"on_demand.ptable[{i}]"
+
+        def fail(message: str) -> None:
+            raise PolicyError(path, line_of(raw, loc), where, message)
+
+        if row.count != i + 1:
+            fail(f"rows must be for the counts 1, 2, 3, ... in order; expected count {i + 1}")
+        starts = [start for start, _ in row.noise]
+        if starts[0] != 0 or any(b <= a for a, b in zip(starts, starts[1:])) or starts[-1] >= 1:
+            fail("each row's intervals start at 0 and rise strictly below 1")
+        widths = [b - a for a, b in zip(starts, [*starts[1:], 1.0])]
+        bias = sum(w * noise for w, (_, noise) in zip(widths, row.noise))
+        if abs(bias) > 1e-9:
+            fail(f"the noise must average 0 (it averages {bias:+.3f})")
+        for _, noise in row.noise:
+            result = row.count + noise
+            if result < 0 or 0 < result < k:
+                fail(f"count {row.count} with noise {noise:+d} would publish {result}: "
+                     f"published counts are 0 or at least k = {k}")
+        rows.append(tuple((float(start), int(noise)) for start, noise in row.noise))
+    if rows and len(rows) < k:
+        raise PolicyError(path, line_of(raw, ["on_demand", "ptable"]), "on_demand.ptable",
+                          f"give rows at least up to the count k = {k}")
+    return tuple(rows)

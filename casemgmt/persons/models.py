@@ -4,12 +4,13 @@ attributes of DOMAIN.md section 4; the encrypted personal record comes with data
 from __future__ import annotations
 
 import enum
+import secrets
 import uuid
 from datetime import datetime
 
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, ForeignKey, String, Uuid, text
+from sqlalchemy import JSON, CheckConstraint, Float, ForeignKey, String, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from casemgmt.database import Base, UTCDateTime, sql_in
@@ -83,3 +84,9 @@ class Person(Base):
     # Mirrors the person's open restriction or erasure tombstone, so every scope check reads it
     # with the row it already loads (casemgmt.rights.gate).
     processing: Mapped[str] = mapped_column(String(16), default="active", server_default=text("'active'"))
+    # The Cell Key Method's record key, uniform in [0, 1), drawn once (casemgmt.steering.cellkey).
+    # A random number, not personal data; still never shown, since knowing the keys would let
+    # one undo the perturbation.
+    # PostgreSQL's random() covers rows inserted by hand (SQL scripts, tests).
+    record_key: Mapped[float] = mapped_column(Float, default=lambda: secrets.randbelow(2**53) / 2**53,
+                                              server_default=text("random()"))

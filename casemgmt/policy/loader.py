@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -77,4 +77,25 @@ def load_policies(directory: Path) -> Policies:
     handovers = load_handover_policy(directory / "handovers.yaml", kinds.keys())
     steering = load_steering_policy(directory / "barriers.yaml", directory / "steering.yaml",
                                     data.purposes.keys(), data.categories.keys())
+    steering = _with_titles(steering, kinds, templates, directory / "steering.yaml")
     return Policies(directory, kinds, roles, templates, data, handovers, steering, goals)
+
+
+def _with_titles(steering: SteeringPolicy, kinds, templates, path: Path) -> SteeringPolicy:
+    """The steering outputs show titles, never keys: organisation kinds, chain templates and
+    steps (a step key shared by templates with different titles shows them all)."""
+    step_titles: dict[str, list[str]] = {}
+    for _key, template in sorted(templates.items()):
+        for step in template.steps:
+            titles = step_titles.setdefault(step.key, [])
+            if step.title not in titles:
+                titles.append(step.title)
+    unknown = sorted(set(steering.activities) - set(step_titles))
+    if unknown:
+        raise PolicyError(path, None, "export.activities", f"unknown step key(s): {', '.join(unknown)}")
+    kind_titles = {k: v.title for k, v in kinds.items()}
+    kind_titles[CASE_MANAGEMENT_OWNER] = "Case Management"
+    return replace(steering, kind_titles=kind_titles,
+                   step_titles={k: " / ".join(v) for k, v in step_titles.items()},
+                   template_titles={k: t.title for k, t in templates.items()},
+                   step_order=tuple(step_titles))

@@ -59,6 +59,9 @@ CellKey = Hashable
 
 PRIMARY = "primary"
 COMPLEMENTARY = "complementary"
+# Suppressed because an earlier release of the same cells suppressed them: publishing such a cell
+# now would disclose it, or its complement (casemgmt.steering.releases).
+EARLIER = "earlier_release"
 SUPPRESSED = "."
 TOTAL = "total"
 
@@ -1179,7 +1182,8 @@ def _levels(ix: _Index) -> list[int]:
 
 
 class _Protector:
-    def __init__(self, ix: _Index, value: list[int], k: int):
+    def __init__(self, ix: _Index, value: list[int], k: int, forced: Collection[int] = ()):
+        self.forced = tuple(forced)
         self.ix = ix
         self.value = value
         self.k = k
@@ -1376,6 +1380,9 @@ class _Protector:
             if 0 < v < self.k:
                 self.primary.add(i)
                 self.suppress(i, Suppression(PRIMARY))
+        for i in self.forced:
+            if i not in self.unknown and self.value[i] > 0:
+                self.suppress(i, Suppression(EARLIER))
         if not self.unknown:
             return
         while True:
@@ -1426,6 +1433,7 @@ def protect(
     k: int = 5,
     *,
     on_unprotectable: Literal["raise", "flag"] = "raise",
+    forced: Iterable[CellKey] = (),
 ) -> Protected:
     """Decide which cells of ``grid`` are published.
 
@@ -1444,6 +1452,11 @@ def protect(
     Raises ValueError for invalid input (naming the relation whose total is not the sum of its
     parts) and :class:`UnprotectableError` when some cell cannot be protected by suppression at
     all, unless ``on_unprotectable="flag"``, which lists such cells in ``Protected.unprotectable``.
+
+    ``forced`` names non-zero cells that must be suppressed whatever their value (reason
+    ``"earlier_release"``): cells an earlier release of the same period suppressed. They are
+    never published again by the pruning; the attacker treats a forced cell of at least k like
+    a complementary one.
     """
     k = _check_k(k)
     if on_unprotectable not in ("raise", "flag"):
@@ -1461,7 +1474,7 @@ def protect(
                 f"relation {ix.rel_labels[r]}: total {ix.keys[t]!r} is {value[t]} "
                 f"but its parts sum to {parts_sum}"
             )
-    protector = _Protector(ix, value, k)
+    protector = _Protector(ix, value, k, [ix.pos[key] for key in forced])
     protector.run()
     # A hopeless complementary cell may have been published again by the pruning: nothing to hide.
     hopeless = sorted(protector.hopeless & protector.unknown)

@@ -1,4 +1,10 @@
-"""Process-mining export: the chain and handover history as an OCEL 2.0 JSON event log.
+"""Process-mining export of the raw history as an OCEL 2.0 JSON event log (superseded).
+
+The steering group's export is now part of each release and is generalised so that most chains
+survive (casemgmt.steering.eventlog, casemgmt.steering.releases); no endpoint serves this module
+any more. It is kept for bench/report.py, which measures it, and documents what the first export
+did: it dropped every chain whose exact path fewer than k chains shared, which on real data drops
+nearly all of them.
 
 Process-mining tools (object-centric discovery, conformance checking, bottleneck analysis) read
 OCEL 2.0. This module turns ``chain_events`` and ``handover_events`` into such a log for analysts

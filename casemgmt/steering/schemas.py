@@ -67,3 +67,15 @@ class ProposalOut(BaseModel):
     allowed_actions: list[str]
     findings: list[FindingOut]
     events: list[ProposalEventOut]
+
+
+class ReleaseOut(BaseModel):
+    """One release of the steering report (what it covers; the document is at ``links``)."""
+
+    number: int
+    period: str
+    period_title: str
+    edition: int
+    revises: int | None
+    released_at: datetime
+    links: dict[str, str]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from sqlalchemy.orm import Session
 
 from casemgmt.auth.dependencies import get_session, require
@@ -15,13 +17,14 @@ from casemgmt.database import unit_of_work
 from casemgmt.jurisdictions.models import Jurisdiction, Organisation
 from casemgmt.privacy.audit import AuditEntry
 from casemgmt.privacy.service import write_audit
-from casemgmt.steering import render, report, service
-from casemgmt.steering.ocel import export_ocel
+from casemgmt.problems import NoRelease
+from casemgmt.steering import eventlog, ondemand, releases, render, report, service
 from casemgmt.steering.proposals import ProposalState
-from casemgmt.steering.schemas import ProposalActionIn, ProposalIn, ProposalOut, WorkingGroupOut
+from casemgmt.steering.schemas import ProposalActionIn, ProposalIn, ProposalOut, ReleaseOut, WorkingGroupOut
 from casemgmt.validation import DbId
 
 router = APIRouter(tags=["steering"])
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 @router.post("/proposals", response_model=ProposalOut, status_code=201)
@@ -77,63 +80,191 @@ def _area_id(session: Session, actor: Actor, jurisdiction_id: int | None) -> int
     return here.id if here is not None else org.jurisdiction_id
 
 
-def _report(request: Request, session: Session, actor: Actor, jurisdiction_id: int | None, now: datetime,
-            form: str) -> dict:
-    policies = request.app.state.policies
+def _audit(session: Session, actor: Actor, subtype: str, entity_type: str, entity_id: str, detail: str,
+           now: datetime) -> None:
+    write_audit(session, [AuditEntry(agent_user=actor.user_id, agent_organisation_id=actor.organisation_id,
+                                     action="R", subtype=subtype, entity_type=entity_type, entity_id=entity_id,
+                                     detail=detail)], now)
+
+
+def _release(session: Session, actor: Actor, jurisdiction_id: int | None, number: int | None, form: str,
+             now: datetime, subtype: str = "report.steering") -> releases.SteeringRelease:
+    """The stored release asked for (or the area's latest), with the read audited. Nothing is
+    computed from live data."""
     with unit_of_work(session):
-        area = report.resolve_area(session, _area_id(session, actor, jurisdiction_id))
-        document = report.build_report(session, policies.steering, policies.goals, area, now)
-        write_audit(session, [AuditEntry(agent_user=actor.user_id, agent_organisation_id=actor.organisation_id,
-                                         action="R", subtype="report.steering", entity_type="report",
-                                         entity_id=str(area.id), detail=form)], now)
-    return document
+        if number is None:
+            area = report.resolve_area(session, _area_id(session, actor, jurisdiction_id))
+            row = releases.latest_release(session, area.id)
+            if row is None:
+                raise NoRelease(f"nothing has been released for {area.name} yet")
+        else:
+            row = releases.get_release(session, number)
+        _audit(session, actor, subtype, "release", str(row.number), form, now)
+    return row
 
 
 AREA = Query(default=None, description="A Kreis or kreisfreie Stadt; default: the caller's.")
+CSV_RESPONSE = {200: {"content": {"text/csv": {}}, "description": "CSV for German Excel (titles only)"}}
+XLSX_RESPONSE = {200: {"content": {XLSX: {}}, "description": "Excel workbook (opens without an import dialog)"}}
+HTML_RESPONSE = {200: {"content": {"text/html": {}}, "description": "Readable page with charts"}}
+
+
+def _csv(row: releases.SteeringRelease) -> Response:
+    name = f"steuerungsbericht-{row.document['area']['name']}-{row.period}-nr{row.number}.csv"
+    return Response(render.to_csv(row.document), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": _attachment(name)})
+
+
+def _xlsx(row: releases.SteeringRelease) -> Response:
+    name = f"steuerungsbericht-{row.document['area']['name']}-{row.period}-nr{row.number}.xlsx"
+    return Response(render.to_xlsx(row.document), media_type=XLSX,
+                    headers={"Content-Disposition": _attachment(name)})
+
+
+def _attachment(name: str) -> str:
+    ascii_name = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in name)
+    return f'attachment; filename="{ascii_name}"; filename*=UTF-8\'\'{quote(name)}'
+
+
+@router.get("/reports/steering/releases", response_model=list[ReleaseOut])
+def list_steering_releases(jurisdiction_id: DbId | None = AREA, actor: Actor = Depends(require("reports.read")),
+                           session: Session = Depends(get_session)):
+    """The numbered releases of the steering report for an area, newest first. Each covers one
+    closed quarter and never changes; a re-release of a quarter names the release it revises."""
+    area = report.resolve_area(session, _area_id(session, actor, jurisdiction_id))
+    return releases.list_releases(session, area.id)
 
 
 @router.get("/reports/steering")
 def steering_report(request: Request, jurisdiction_id: DbId | None = AREA,
                     actor: Actor = Depends(require("reports.read")),
                     session: Session = Depends(get_session), now: datetime = Depends(request_now)) -> dict:
-    """Anonymised aggregates for the Lenkungsgruppe: persons per barrier x field of action x
-    organisation kind, handover waiting times, goal attainment, overdue steps, trends per quarter;
-    each with the Kreis total and the towns. Cells under k persons, and cells from which such a
-    cell could be worked out, are null (shown as ".")."""
-    return _report(request, session, actor, jurisdiction_id, now, "json")
+    """The area's latest release (see ``/reports/steering/releases``): anonymised aggregates
+    of one closed quarter for the Lenkungsgruppe, every key with its German title. Cells under k
+    persons, and cells from which such a cell could be worked out, are null (shown as ".")."""
+    return _release(session, actor, jurisdiction_id, None, "json", now).document
 
 
-@router.get("/reports/steering.csv", response_class=Response,
-            responses={200: {"content": {"text/csv": {}}, "description": "CSV for German Excel"}})
+@router.get("/reports/steering.csv", response_class=Response, responses=CSV_RESPONSE)
 def steering_report_csv(request: Request, jurisdiction_id: DbId | None = AREA,
                         actor: Actor = Depends(require("reports.read")),
                         session: Session = Depends(get_session), now: datetime = Depends(request_now)):
-    """The report as CSV for German Excel (semicolons, UTF-8 with BOM, decimal comma)."""
-    document = _report(request, session, actor, jurisdiction_id, now, "csv")
-    name = f"steuerungsbericht-{now:%Y-%m-%d}.csv"
-    return Response(render.to_csv(document), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    """The latest release as CSV for German Excel (semicolons, UTF-8 with BOM, decimal comma)."""
+    return _csv(_release(session, actor, jurisdiction_id, None, "csv", now))
 
 
-@router.get("/reports/steering.html", response_class=Response,
-            responses={200: {"content": {"text/html": {}}, "description": "Readable page with charts"}})
+@router.get("/reports/steering.xlsx", response_class=Response, responses=XLSX_RESPONSE)
+def steering_report_xlsx(request: Request, jurisdiction_id: DbId | None = AREA,
+                         actor: Actor = Depends(require("reports.read")),
+                         session: Session = Depends(get_session), now: datetime = Depends(request_now)):
+    """The latest release as an Excel workbook."""
+    return _xlsx(_release(session, actor, jurisdiction_id, None, "xlsx", now))
+
+
+@router.get("/reports/steering.html", response_class=Response, responses=HTML_RESPONSE)
 def steering_report_html(request: Request, jurisdiction_id: DbId | None = AREA,
                          actor: Actor = Depends(require("reports.read")),
                          session: Session = Depends(get_session), now: datetime = Depends(request_now)):
-    """The report as a readable page with charts."""
-    document = _report(request, session, actor, jurisdiction_id, now, "html")
-    return Response(render.to_html(document), media_type="text/html; charset=utf-8")
+    """The latest release as a readable page with charts."""
+    row = _release(session, actor, jurisdiction_id, None, "html", now)
+    return Response(render.to_html(row.document), media_type="text/html; charset=utf-8")
+
+
+NUMBER = Path(description="The release's number.", ge=1, le=2_147_483_647)
+
+
+@router.get("/reports/steering/releases/{number}.csv", response_class=Response, responses=CSV_RESPONSE)
+def steering_release_csv(number: int = NUMBER, actor: Actor = Depends(require("reports.read")),
+                         session: Session = Depends(get_session), now: datetime = Depends(request_now)):
+    """One release as CSV for German Excel."""
+    return _csv(_release(session, actor, None, number, "csv", now))
+
+
+@router.get("/reports/steering/releases/{number}.xlsx", response_class=Response, responses=XLSX_RESPONSE)
+def steering_release_xlsx(number: int = NUMBER, actor: Actor = Depends(require("reports.read")),
+                          session: Session = Depends(get_session), now: datetime = Depends(request_now)):
+    """One release as an Excel workbook."""
+    return _xlsx(_release(session, actor, None, number, "xlsx", now))
+
+
+@router.get("/reports/steering/releases/{number}.html", response_class=Response, responses=HTML_RESPONSE)
+def steering_release_html(number: int = NUMBER, actor: Actor = Depends(require("reports.read")),
+                          session: Session = Depends(get_session), now: datetime = Depends(request_now)):
+    """One release as a readable page with charts."""
+    row = _release(session, actor, None, number, "html", now)
+    return Response(render.to_html(row.document), media_type="text/html; charset=utf-8")
+
+
+# After the routes with a suffix: a plain {number} would match "5.csv" first.
+@router.get("/reports/steering/releases/{number}")
+def steering_release(number: int = NUMBER, actor: Actor = Depends(require("reports.read")),
+                     session: Session = Depends(get_session), now: datetime = Depends(request_now)) -> dict:
+    """One release of the steering report, as stored."""
+    return _release(session, actor, None, number, "json", now).document
+
+
+QUARTER = Query(default=None, pattern=r"^\d{4}-?[Qq][1-4]$",
+                description="A quarter such as 2026Q3 (default: everything so far)")
+
+
+@router.get("/reports/on-demand")
+def on_demand_report(request: Request, jurisdiction_id: DbId | None = Query(
+                         default=None, description="A town, a Kreis or a kreisfreie Stadt; default: the caller's area."),
+                     quarter: str | None = QUARTER, actor: Actor = Depends(require("reports.read")),
+                     session: Session = Depends(get_session), now: datetime = Depends(request_now)) -> dict:
+    """Figures for one town (or area) between releases, e.g. for a working group: persons per
+    barrier, overdue step, Fallkonferenz quarter and goal outcome. Every count is perturbed by
+    the Cell Key Method (``perturbed: true``): the same cell gets the same noise in any table and
+    however often it is asked, and no count in 1..k-1 is ever shown. Nothing is suppressed."""
+    policies = request.app.state.policies
+    with unit_of_work(session):
+        area = jurisdiction_id if jurisdiction_id is not None else _area_id(session, actor, None)
+        label = releases.normalise_quarter(quarter) if quarter else None
+        document = ondemand.on_demand_figures(session, policies.steering, policies.goals, area, now, label)
+        _audit(session, actor, "report.on_demand", "jurisdiction", str(area), label or "all", now)
+    return document
+
+
+def _ocel(row: releases.SteeringRelease) -> dict:
+    return eventlog.to_ocel(eventlog.PublishedLog.from_dict(row.event_log),
+                            {"number": row.number, "period": row.period})
+
+
+def _xes(row: releases.SteeringRelease) -> Response:
+    body = eventlog.to_xes(eventlog.PublishedLog.from_dict(row.event_log), {"number": row.number, "period": row.period})
+    return Response(body, media_type="application/xml",
+                    headers={"Content-Disposition": _attachment(f"integrationsketten-nr{row.number}.xes")})
+
+
+XES_RESPONSE = {200: {"content": {"application/xml": {}}, "description": "XES (IEEE 1849) event log"}}
 
 
 @router.get("/exports/ocel")
-def ocel_export(request: Request, actor: Actor = Depends(require("export.read")),
+def ocel_export(jurisdiction_id: DbId | None = AREA, actor: Actor = Depends(require("export.read")),
                 session: Session = Depends(get_session), now: datetime = Depends(request_now)) -> dict:
-    """The chain and handover event log as OCEL 2.0 JSON, for process mining: pseudonyms new with
-    every export, times coarsened to days, paths of fewer than k chains left out."""
-    policy = request.app.state.policies.steering
-    with unit_of_work(session):
-        document, stats = export_ocel(session, min_variant_chains=policy.min_variant_chains)
-        write_audit(session, [AuditEntry(agent_user=actor.user_id, agent_organisation_id=actor.organisation_id,
-                                         action="R", subtype="export.ocel", entity_type="export",
-                                         detail=f"{stats.chains_exported} of {stats.chains_total} chains")], now)
-    return document
+    """The process-mining log of the area's latest release as OCEL 2.0 JSON: the chains that
+    ended in the released quarter, generalised so that every published trace is shared by at
+    least k chains (activities in German, weeks since the chain's start, rare activities
+    merged); the ``Export`` object says how much was generalised and dropped."""
+    return _ocel(_release(session, actor, jurisdiction_id, None, "ocel", now, "export.ocel"))
+
+
+@router.get("/exports/xes", response_class=Response, responses=XES_RESPONSE)
+def xes_export(jurisdiction_id: DbId | None = AREA, actor: Actor = Depends(require("export.read")),
+               session: Session = Depends(get_session), now: datetime = Depends(request_now)):
+    """The same log as XES, one trace per chain (for ProM, Disco, Celonis)."""
+    return _xes(_release(session, actor, jurisdiction_id, None, "xes", now, "export.xes"))
+
+
+@router.get("/exports/releases/{number}/ocel")
+def ocel_release_export(number: int = NUMBER, actor: Actor = Depends(require("export.read")),
+                        session: Session = Depends(get_session), now: datetime = Depends(request_now)) -> dict:
+    """The process-mining log of one release as OCEL 2.0 JSON."""
+    return _ocel(_release(session, actor, None, number, "ocel", now, "export.ocel"))
+
+
+@router.get("/exports/releases/{number}/xes", response_class=Response, responses=XES_RESPONSE)
+def xes_release_export(number: int = NUMBER, actor: Actor = Depends(require("export.read")),
+                       session: Session = Depends(get_session), now: datetime = Depends(request_now)):
+    """The process-mining log of one release as XES."""
+    return _xes(_release(session, actor, None, number, "xes", now, "export.xes"))
