@@ -43,7 +43,7 @@ CASE_TABLES = (
     "handover_events", "handovers", "organisation_contacts", "person_name_tokens", "finding_votes",
     "finding_cases", "finding_organisation_kinds", "findings", "conference_agreements",
     "conference_cases", "conference_participants", "conferences", "proposal_events", "proposals",
-    "working_groups",
+    "working_groups", "interviews",
 )
 MASTER_KEY = os.urandom(32)
 

@@ -76,6 +76,15 @@ class ChainCloseIn(BaseModel):
     expected_version: int | None = Field(default=None, ge=1)
 
 
+class AgreedInOut(BaseModel):
+    """Where a step that is not in the template comes from: a Fallkonferenz agreement."""
+
+    conference_id: str
+    conference_title: str
+    conference_scheduled_at: datetime
+    agreement_id: str
+
+
 class StepOut(BaseModel):
     key: str
     title: str
@@ -94,6 +103,9 @@ class StepOut(BaseModel):
                     "organisation of the owner kind serving the chain's place, or the case "
                     "management for its own steps), changed by a handover or by the case management.")
     allowed_actions: list[Action] = Field(description="What you may do to this step now.")
+    agreed_in: AgreedInOut | None = Field(
+        default=None, description="Set for a step a Fallkonferenz added to this chain (not part of "
+                                  "the template): the conference and agreement it comes from.")
 
 
 class ChainOut(BaseModel):
