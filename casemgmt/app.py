@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 from casemgmt import __version__
 from casemgmt.auth.tokens import TokenVerifier
 from casemgmt.chains.catalog import register_templates
+from casemgmt.chains.migrate import check_plans
 from casemgmt.chains.views import router as chains_router
 from casemgmt.chains.views import templates_router
 from casemgmt.clock import utcnow
@@ -76,6 +77,8 @@ def create_app(
         app.state.on_problem = _audit_refusals
         with app.state.sessionmaker() as session:
             app.state.catalog = register_templates(session, policies.templates, clock())
+        # A migration plan that does not fit the versions it names stops start-up, like a template.
+        check_plans(app.state.catalog, policies.migrations)
         yield
 
     app = FastAPI(

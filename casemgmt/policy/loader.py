@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from casemgmt.auth.roles import RolePolicy, load_roles
+from casemgmt.chains.migration import MigrationPlan, load_migration_plans
 from casemgmt.chains.spec import CASE_MANAGEMENT_OWNER, ChainTemplate, load_templates
 from casemgmt.conferences.policy import SteeringPolicy, load_steering_policy
 from casemgmt.handovers.policy import HandoverPolicy, load_handover_policy
@@ -51,6 +52,8 @@ class Policies:
     handovers: HandoverPolicy  # deadlines in working days, calendar, case-management kinds
     steering: SteeringPolicy  # barrier taxonomy, conferences, report anonymity, export
     goals: dict[str, Goal]  # the Zielsystem; measurable goals are checked against the templates
+    # How running chains move to a template's next version: template key -> from-version -> plan
+    migrations: dict[str, dict[int, MigrationPlan]] = field(default_factory=dict)
 
 
 def load_organisation_kinds(path: Path) -> dict[str, OrganisationKind]:
@@ -73,8 +76,15 @@ def load_policies(directory: Path) -> Policies:
     roles = load_roles(directory / "roles.yaml")
     templates = load_templates(directory / "chains", kinds.keys())
     goals = load_goals(directory / "goals.yaml", templates)
+    counted: dict[str, set[str]] = {}
+    for goal in goals.values():
+        if goal.measure is not None:
+            for key in goal.measure.templates:
+                counted.setdefault(key, set()).update(
+                    k for k in (goal.measure.start_step, goal.measure.stop_step) if k is not None)
+    migrations = load_migration_plans(directory / "chains", templates, counted)
     data = load_data_policy(directory / "data.yaml", directory / "legal_bases.yaml", kinds.keys())
     handovers = load_handover_policy(directory / "handovers.yaml", kinds.keys())
     steering = load_steering_policy(directory / "barriers.yaml", directory / "steering.yaml",
                                     data.purposes.keys(), data.categories.keys())
-    return Policies(directory, kinds, roles, templates, data, handovers, steering, goals)
+    return Policies(directory, kinds, roles, templates, data, handovers, steering, goals, migrations)
