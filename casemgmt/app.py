@@ -23,6 +23,7 @@ from casemgmt.dbroles import ensure_service_role
 from casemgmt.conferences.views import router as conferences_router
 from casemgmt.handovers.views import admin_router as notifications_router
 from casemgmt.handovers.views import router as handovers_router
+from casemgmt.interviews.views import router as interviews_router
 from casemgmt.jurisdictions.views import router as reference_router
 from casemgmt.limits import RateLimiter, RequestLimits
 from casemgmt.migrations import ensure_at_head
@@ -96,7 +97,8 @@ def create_app(
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)
     install_handlers(app)
 
-    for router in (reference_router, templates_router, persons_router, chains_router, handovers_router,
+    for router in (reference_router, templates_router, persons_router, interviews_router, chains_router,
+                   handovers_router,
                    conferences_router, steering_router, privacy_router, notifications_router):
         app.include_router(router, responses=STANDARD_RESPONSES)
 

@@ -329,3 +329,8 @@ RateLimited = _define(
     "Exports, reports, searches and changes are limited per user and per client address. Wait "
     "the seconds in the `Retry-After` header (also `retry_after`) and try again.",
 )
+InterviewUsed = _define(
+    "interview-used", 409, "The interview already went into a chain",
+    "This Erstgespräch already completed the `first_interview` step of a chain (`chain_id`); an "
+    "interview is taken into one chain only. Record a new interview for another chain.",
+)

@@ -314,38 +314,56 @@ def transition_step(
     goes into the append-only history, so it is checked for personal data first (with
     ``privacy`` also for the names of the chain's person; without, for the patterns only)."""
     with unit_of_work(session):
-        lock_involved_chain(session, actor, chain_id)
-        loaded = load_chain(session, catalog, chain_id, lock=False)
-        _check_open(loaded, expected_version)
-        if step_key not in loaded.steps:
-            raise NotFound(f"chain {chain_id} has no step '{step_key}'", resource="step", id=step_key)
-        if action == eng.Action.complete.value:
-            waiting = pending_rechtskreiswechsel(session, chain_id, step_key)
-            if waiting is not None:
-                raise HandoverPending(
-                    f"step '{step_key}' completes when the Rechtskreiswechsel is acknowledged; "
-                    "withdraw the handover to complete it yourself", handover_id=str(waiting))
-        machine = eng.machines.for_template(loaded.template)
-        changes = eng.apply_action(
-            loaded.template, machine, loaded.steps, step_key, action, reason, actor,
-            loaded.scope, now,
-        )
-        _check_reason(session, privacy, changes[0].reason, "reason", loaded, actor, now)
-        assign_ready_steps(session, loaded)
-        write_steps(session, loaded, now)
-        events = step_event_rows(chain_id, changes, actor, now, loaded.steps)
-        chain_values: dict[str, Any] = {}
-        if eng.all_steps_ended(loaded.steps.values()):
-            chain_values = {"lifecycle": ChainLifecycle.completed.value, "completed_at": now}
-            events.append(chain_event_row(chain_id, EVENT_CHAIN_COMPLETED, actor, now,
-                                          to_state=ChainLifecycle.completed.value,
-                                          organisation_id=loaded.row.case_management_organisation_id))
-        session.execute(INSERT_EVENTS, events)
-        version = bump_chain(session, loaded, now, **chain_values)
-        write_audit(session, [_audit(actor, loaded.row.id, loaded.row.person_id, "U",
-                                     f"chain.step.{action}", _describe(changes))], now)
-    row = loaded.row.as_dict() | chain_values | {"version": version, "updated_at": now}
+        loaded, row = act_on_step(session, catalog, actor, chain_id, step_key, action, reason,
+                                  expected_version, now, privacy)
     return _chain_out(row, loaded.template, loaded.steps, actor, loaded.scope, now, loaded.agreed)
+
+
+def act_on_step(
+    session: Session,
+    catalog: TemplateCatalog,
+    actor: Actor,
+    chain_id: uuid.UUID,
+    step_key: str,
+    action: str,
+    reason: str | None,
+    expected_version: int | None,
+    now: datetime,
+    privacy: Privacy | None = None,
+) -> tuple[LoadedChain, dict[str, Any]]:
+    """:func:`transition_step` in the caller's transaction (no commit): the chain as changed and
+    its new row."""
+    lock_involved_chain(session, actor, chain_id)
+    loaded = load_chain(session, catalog, chain_id, lock=False)
+    _check_open(loaded, expected_version)
+    if step_key not in loaded.steps:
+        raise NotFound(f"chain {chain_id} has no step '{step_key}'", resource="step", id=step_key)
+    if action == eng.Action.complete.value:
+        waiting = pending_rechtskreiswechsel(session, chain_id, step_key)
+        if waiting is not None:
+            raise HandoverPending(
+                f"step '{step_key}' completes when the Rechtskreiswechsel is acknowledged; "
+                "withdraw the handover to complete it yourself", handover_id=str(waiting))
+    machine = eng.machines.for_template(loaded.template)
+    changes = eng.apply_action(
+        loaded.template, machine, loaded.steps, step_key, action, reason, actor,
+        loaded.scope, now,
+    )
+    _check_reason(session, privacy, changes[0].reason, "reason", loaded, actor, now)
+    assign_ready_steps(session, loaded)
+    write_steps(session, loaded, now)
+    events = step_event_rows(chain_id, changes, actor, now, loaded.steps)
+    chain_values: dict[str, Any] = {}
+    if eng.all_steps_ended(loaded.steps.values()):
+        chain_values = {"lifecycle": ChainLifecycle.completed.value, "completed_at": now}
+        events.append(chain_event_row(chain_id, EVENT_CHAIN_COMPLETED, actor, now,
+                                      to_state=ChainLifecycle.completed.value,
+                                      organisation_id=loaded.row.case_management_organisation_id))
+    session.execute(INSERT_EVENTS, events)
+    version = bump_chain(session, loaded, now, **chain_values)
+    write_audit(session, [_audit(actor, loaded.row.id, loaded.row.person_id, "U",
+                                 f"chain.step.{action}", _describe(changes))], now)
+    return loaded, loaded.row.as_dict() | chain_values | {"version": version, "updated_at": now}
 
 
 def start_chain(
@@ -359,62 +377,7 @@ def start_chain(
     """Open a chain for a person from the current version of a template; the actor's
     organisation runs its case management."""
     try:
-        template = catalog.current.get(template_key)
-        if template is None:
-            raise NotFound(f"no chain template '{template_key}'", resource="template", id=template_key)
-        person = person_in_scope(session, actor, person_id)
-        jurisdiction = session.get(Jurisdiction, person.lead_jurisdiction_id)
-        assert jurisdiction is not None
-        if not jurisdiction.path.startswith(actor.jurisdiction_path):
-            raise WrongOrganisation(
-                f"your organisation does not serve {jurisdiction.name}, where the person lives",
-                owner="case management of " + jurisdiction.name,
-            )
-        open_chain = session.scalar(
-            select(Chain.id).where(
-                Chain.person_id == person_id,
-                Chain.template_key == template_key,
-                Chain.lifecycle == ChainLifecycle.open.value,
-            )
-        )
-        if open_chain is not None:
-            raise DuplicateChain(
-                f"the person already has an open '{template_key}' chain", chain_id=str(open_chain)
-            )
-        machine = eng.machines.for_template(template)
-        steps, changes = eng.new_chain_steps(template, machine, now)
-        chain_id = uuid.uuid4()
-        row = {
-            "id": chain_id, "person_id": person_id, "template_key": template.key,
-            "template_version": template.version, "lead_jurisdiction_id": jurisdiction.id,
-            "case_management_organisation_id": actor.organisation_id,
-            "lifecycle": ChainLifecycle.open.value, "closed_reason": None, "started_at": now,
-            "completed_at": None, "closed_at": None, "updated_at": now, "version": 1,
-            "agreed_steps": None,
-        }
-        assign_ready_steps(session, LoadedChain(ChainRow(**row), jurisdiction.path, template, steps, {}))
-        session.execute(insert(chains_t).values(**row))
-        session.execute(
-            insert(steps_t),
-            [
-                {
-                    "chain_id": chain_id, "key": s.key, "owner_kind": s.owner_kind,
-                    "optional": s.optional, "state": s.state, "reason": s.reason,
-                    "started_at": None, "completed_at": None, "due_at": s.due_at,
-                    "due_for": s.due_for, "assigned_organisation_id": s.assigned_organisation_id,
-                    "updated_at": now,
-                }
-                for s in steps.values()
-            ],
-        )
-        events = [chain_event_row(chain_id, EVENT_CHAIN_STARTED, actor, now,
-                                  reason=f"{template.key} v{template.version}",
-                                  to_state=ChainLifecycle.open.value,
-                                  organisation_id=actor.organisation_id)]
-        events += step_event_rows(chain_id, changes, actor, now, steps)
-        session.execute(INSERT_EVENTS, events)
-        write_audit(session, [_audit(actor, chain_id, person_id, "C", "chain.start",
-                                     f"{template.key} v{template.version}")], now)
+        row, template, steps, scope = open_chain(session, catalog, actor, person_id, template_key, now)
         session.commit()
     except IntegrityError:
         session.rollback()
@@ -422,10 +385,77 @@ def start_chain(
     except BaseException:
         session.rollback()
         raise
+    return _chain_out(row, template, steps, actor, scope, now)
+
+
+def open_chain(
+    session: Session,
+    catalog: TemplateCatalog,
+    actor: Actor,
+    person_id: uuid.UUID,
+    template_key: str,
+    now: datetime,
+) -> tuple[dict[str, Any], ChainTemplate, dict[str, StepInstance], ChainScope]:
+    """:func:`start_chain` in the caller's transaction (no commit)."""
+    template = catalog.current.get(template_key)
+    if template is None:
+        raise NotFound(f"no chain template '{template_key}'", resource="template", id=template_key)
+    person = person_in_scope(session, actor, person_id)
+    jurisdiction = session.get(Jurisdiction, person.lead_jurisdiction_id)
+    assert jurisdiction is not None
+    if not jurisdiction.path.startswith(actor.jurisdiction_path):
+        raise WrongOrganisation(
+            f"your organisation does not serve {jurisdiction.name}, where the person lives",
+            owner="case management of " + jurisdiction.name,
+        )
+    open_chain_id = session.scalar(
+        select(Chain.id).where(
+            Chain.person_id == person_id,
+            Chain.template_key == template_key,
+            Chain.lifecycle == ChainLifecycle.open.value,
+        )
+    )
+    if open_chain_id is not None:
+        raise DuplicateChain(
+            f"the person already has an open '{template_key}' chain", chain_id=str(open_chain_id)
+        )
+    machine = eng.machines.for_template(template)
+    steps, changes = eng.new_chain_steps(template, machine, now)
+    chain_id = uuid.uuid4()
+    row = {
+        "id": chain_id, "person_id": person_id, "template_key": template.key,
+        "template_version": template.version, "lead_jurisdiction_id": jurisdiction.id,
+        "case_management_organisation_id": actor.organisation_id,
+        "lifecycle": ChainLifecycle.open.value, "closed_reason": None, "started_at": now,
+        "completed_at": None, "closed_at": None, "updated_at": now, "version": 1,
+        "agreed_steps": None,
+    }
+    assign_ready_steps(session, LoadedChain(ChainRow(**row), jurisdiction.path, template, steps, {}))
+    session.execute(insert(chains_t).values(**row))
+    session.execute(
+        insert(steps_t),
+        [
+            {
+                "chain_id": chain_id, "key": s.key, "owner_kind": s.owner_kind,
+                "optional": s.optional, "state": s.state, "reason": s.reason,
+                "started_at": None, "completed_at": None, "due_at": s.due_at,
+                "due_for": s.due_for, "assigned_organisation_id": s.assigned_organisation_id,
+                "updated_at": now,
+            }
+            for s in steps.values()
+        ],
+    )
+    events = [chain_event_row(chain_id, EVENT_CHAIN_STARTED, actor, now,
+                              reason=f"{template.key} v{template.version}",
+                              to_state=ChainLifecycle.open.value,
+                              organisation_id=actor.organisation_id)]
+    events += step_event_rows(chain_id, changes, actor, now, steps)
+    session.execute(INSERT_EVENTS, events)
+    write_audit(session, [_audit(actor, chain_id, person_id, "C", "chain.start",
+                                 f"{template.key} v{template.version}")], now)
     for s in steps.values():
         s.dirty = False
-    scope = ChainScope(jurisdiction.path, actor.organisation_id)
-    return _chain_out(row, template, steps, actor, scope, now)
+    return row, template, steps, ChainScope(jurisdiction.path, actor.organisation_id)
 
 
 def close_chain(

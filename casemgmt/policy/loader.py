@@ -12,6 +12,7 @@ from casemgmt.chains.migration import MigrationPlan, load_migration_plans
 from casemgmt.chains.spec import CASE_MANAGEMENT_OWNER, ChainTemplate, load_templates
 from casemgmt.conferences.policy import SteeringPolicy, load_steering_policy
 from casemgmt.handovers.policy import HandoverPolicy, load_handover_policy
+from casemgmt.interviews.guide import Guide, load_guide
 from casemgmt.policy.source import PolicyError, line_of, load_yaml, validate
 from casemgmt.privacy.policy import DataPolicy, load_data_policy
 from casemgmt.steering.goals import Goal, load_goals
@@ -54,6 +55,7 @@ class Policies:
     goals: dict[str, Goal]  # the Zielsystem; measurable goals are checked against the templates
     # How running chains move to a template's next version: template key -> from-version -> plan
     migrations: dict[str, dict[int, MigrationPlan]] = field(default_factory=dict)
+    interview: Guide | None = None  # the Gesprächsleitfaden of the Erstgespräch
 
 
 def load_organisation_kinds(path: Path) -> dict[str, OrganisationKind]:
@@ -87,4 +89,5 @@ def load_policies(directory: Path) -> Policies:
     handovers = load_handover_policy(directory / "handovers.yaml", kinds.keys())
     steering = load_steering_policy(directory / "barriers.yaml", directory / "steering.yaml",
                                     data.purposes.keys(), data.categories.keys())
-    return Policies(directory, kinds, roles, templates, data, handovers, steering, goals, migrations)
+    interview = load_guide(directory / "interview.yaml", data.fields, templates)
+    return Policies(directory, kinds, roles, templates, data, handovers, steering, goals, migrations, interview)
