@@ -26,6 +26,8 @@ from casemgmt.chains.spec import ChainTemplate
 from casemgmt.cli import main
 from casemgmt.config import get_settings
 from casemgmt.privacy.models import AuditEvent
+from casemgmt.steering.goals import Goal, GoalMeasure, GoalTier, goal_clocks
+from casemgmt.steering.ocel import export_ocel
 from http_helpers import ok, problem
 from test_api import acted, events, get_chain, new_person, states, step
 
@@ -151,6 +153,12 @@ def test_a_new_version_is_rolled_out_from_a_dry_run_to_the_end(app_with, auth, w
         with session_factory() as session:
             return session.scalar(select(func.count()).select_from(ChainEvent))
 
+    goal = Goal("kurs_in_6_wochen", GoalTier.ergebnisziel, "Kurs", "", None, GoalMeasure(
+        templates=(key,), start_step="entitlement", start_on="completed", stop_step="course", stop_on="started",
+        within_days=42, target_share=0.8))
+    with session_factory() as session:
+        clocks_before = goal_clocks(session, goal)
+    assert len(clocks_before) == 2
     events_before = event_count()
     dry = run(dry_run=True)
     assert dry.counts == {"would_migrate": 3, "refused": 1} and dry.keep_version == 1
@@ -174,6 +182,10 @@ def test_a_new_version_is_rolled_out_from_a_dry_run_to_the_end(app_with, auth, w
         assert sorted(audited) == sorted([fresh["id"], entitled["id"], past["id"]])
         keys = session.scalars(select(ChainStep.key).where(ChainStep.chain_id == uuid.UUID(past["id"]))).all()
         assert sorted(keys) == ["buergergeld", "course", "entitlement", "first_interview", "placement"]
+        # The migration's events do not move a goal's clock, and the process-mining log knows them.
+        assert goal_clocks(session, goal) == clocks_before
+        doc, _ = export_ocel(session, min_variant_chains=1)
+        assert {"template migrated", "step migrated", "step skipped"} <= {e["type"] for e in doc["events"]}
 
     with client_for(app_with, {key: v2}, {key: plans}) as client:
         ki = auth(*KI)
@@ -207,6 +219,12 @@ def test_a_new_version_is_rolled_out_from_a_dry_run_to_the_end(app_with, auth, w
         assert step(skipped, "placement")["state"] == "ready"
         assert step(skipped, "placement")["assigned_organisation_id"] == world.organisations["ennetal_jobcenter"]
         assert get_chain(client, ki, examined["id"])["template_version"] == 1  # left as it was
+        # The VHS's part in that chain ended before the migration: it reads the chain as it stood
+        # then, in the version it had then.
+        then = get_chain(client, auth(*VHS), past["id"])
+        assert then["access"] == "former" and then["template_version"] == 1
+        assert states(then) == {"first_interview": "completed", "entitlement": "completed", "health": "ready",
+                                "course": "completed", "work": "ready"}
 
         # Migrated chains run on to their end like any other.
         jc, vhs = auth(*JC), auth(*VHS)
