@@ -217,7 +217,7 @@ def test_a_migrated_chain_is_a_valid_chain_of_the_new_version(seed: int, moves: 
         if step.state != old_state:
             c = state_changes[key]
             assert (c.from_state, c.to_state) == (old_state, step.state)
-            assert c.action in ("make_ready", "skip_on_migration")
+            assert c.action in ("make_ready", "skip_on_migration", "wait_on_migration")
         else:
             assert key not in state_changes
         if old is not None:
@@ -227,7 +227,7 @@ def test_a_migrated_chain_is_a_valid_chain_of_the_new_version(seed: int, moves: 
             if old.owner_kind != step.owner_kind or old.optional != step.optional:
                 assert described
             if old.assigned_organisation_id != step.assigned_organisation_id:
-                assert key in result.reassign
+                assert key in result.reassign or result.released.get(key) == old.assigned_organisation_id
             # Nothing that happened is rewritten.
             assert (old.started_at, old.completed_at) == (step.started_at, step.completed_at)
             if old.state in _TERMINAL:
@@ -288,29 +288,41 @@ def test_a_fresh_chain_gets_the_new_step_and_the_shorter_deadline_counts_from_it
     assert result.origin["placement"] == "work"
 
 
+PAST_COURSE = (("entitlement", "start"), ("entitlement", "complete"), ("course", "start"), ("course", "complete"))
+
+
 def test_a_chain_past_the_new_step_skips_it_with_the_plans_reason() -> None:
-    steps, now = walked(("entitlement", "start"), ("entitlement", "complete"), ("course", "start"),
-                        ("course", "complete"))
+    steps, now = walked(*PAST_COURSE, ("work", "start"))
     result = migrate_steps(kurs_plan(due={"course": "keep"}), V1, V2, steps, {}, T0, now)
     assert result.ok, result.refusals
-    # work (now placement) was ready: the chain is past buergergeld, which is skipped, not waited for.
+    # work (now placement) has begun: the chain is past buergergeld, which is skipped, not waited for.
     assert result.steps["buergergeld"].state == "skipped"
     assert "Bescheid lag schon vor" in (result.steps["buergergeld"].reason or "")
-    assert result.steps["placement"].state == "ready"
+    assert result.steps["placement"].state == "in_progress"
+
+
+def test_a_ready_step_nobody_started_waits_again_for_its_new_prerequisite() -> None:
+    steps, now = walked(*PAST_COURSE)
+    result = migrate_steps(kurs_plan(due={"course": "keep"}), V1, V2, steps, {}, T0, now)
+    assert result.ok, result.refusals
+    assert result.steps["buergergeld"].state == "ready" and result.steps["placement"].state == "planned"
+    assert result.steps["placement"].assigned_organisation_id is None
+    assert result.released == {"placement": steps["work"].assigned_organisation_id}  # its office's part ends
+    assert "placement: ready -> planned" in result.describe()
 
 
 def test_without_a_skip_rule_a_step_that_began_before_the_new_prerequisite_is_refused() -> None:
-    steps, now = walked(("entitlement", "start"), ("entitlement", "complete"), ("course", "start"),
-                        ("course", "complete"))
+    steps, now = walked(*PAST_COURSE, ("work", "start"))
     result = migrate_steps(kurs_plan(added={}), V1, V2, steps, {}, T0, now)
     assert not result.ok
-    assert "step 'placement' is ready but in version 2 it requires 'buergergeld', which is planned" in result.refusals
+    assert ("step 'placement' is in_progress but in version 2 it requires 'buergergeld', which is planned"
+            in result.refusals)
 
 
 def test_a_started_step_the_plan_removes_refuses_the_chain_unless_the_plan_drops_it() -> None:
     steps, now = walked(("entitlement", "start"), ("entitlement", "complete"), ("health", "start"))
     refused = migrate_steps(kurs_plan(), V1, V2, steps, {}, T0, now)
-    assert any("step 'health' is in_progress and was started" in r for r in refused.refusals)
+    assert any("step 'health' was started (it is in_progress)" in r for r in refused.refusals)
     dropped = migrate_steps(kurs_plan(removed={"health": RemovedStep("entfällt", "drop")}), V1, V2, steps, {}, T0, now)
     assert dropped.ok and "health" not in dropped.steps
     gone = next(c for c in dropped.changes if c.change == "removed")
@@ -324,6 +336,7 @@ def test_a_deadline_moved_into_the_past_needs_the_plan_to_say_so() -> None:
     assert any("deadline of 'course' would move to" in r and "in the past" in r for r in refused.refusals)
     kept = migrate_steps(kurs_plan(due={"course": "keep"}), V1, V2, steps, {}, T0, later)
     assert kept.steps["course"].due_at == steps["course"].due_at
+    assert "course: deadline" in kept.describe() and "kept (the new rule gives" in kept.describe()
     overdue = migrate_steps(kurs_plan(due={"course": "overdue"}), V1, V2, steps, {}, T0, later)
     assert overdue.steps["course"].due_at == steps["entitlement"].completed_at + timedelta(days=42)
     assert eng.is_overdue(overdue.steps["course"], later)

@@ -131,12 +131,17 @@ def test_a_new_version_is_rolled_out_from_a_dry_run_to_the_end(app_with, auth, w
         walk(client, ki, past["id"], ("first_interview", "start"), ("first_interview", "complete"))
         walk(client, abh, past["id"], ("entitlement", "start"), ("entitlement", "complete"))
         walk(client, vhs, past["id"], ("course", "start"), ("course", "complete"))
+        walk(client, auth(*JC), past["id"], ("work", "start"))
+        waiting = chain_in(client, auth, world, key, "Sieben")
+        walk(client, ki, waiting["id"], ("first_interview", "start"), ("first_interview", "complete"))
+        walk(client, abh, waiting["id"], ("entitlement", "start"), ("entitlement", "complete"))
+        walk(client, vhs, waiting["id"], ("course", "start"), ("course", "complete"))
         examined = chain_in(client, auth, world, key, "Vier")
         walk(client, ki, examined["id"], ("first_interview", "start"), ("first_interview", "complete"))
         walk(client, ga, examined["id"], ("health", "start"))
         closed = chain_in(client, auth, world, key, "Fuenf")
         ok(client.post(f"/chains/{closed['id']}/close", json={"reason": "moved_away"}, headers=ki))
-        before = {c["id"]: get_chain(client, ki, c["id"]) for c in (fresh, entitled, past, examined)}
+        before = {c["id"]: get_chain(client, ki, c["id"]) for c in (fresh, entitled, past, waiting, examined)}
         assert step(before[entitled["id"]], "health")["assigned_organisation_id"] \
             == world.organisations["ennetal_gesundheitsamt"]
 
@@ -158,28 +163,29 @@ def test_a_new_version_is_rolled_out_from_a_dry_run_to_the_end(app_with, auth, w
         within_days=42, target_share=0.8))
     with session_factory() as session:
         clocks_before = goal_clocks(session, goal)
-    assert len(clocks_before) == 2
+    assert len(clocks_before) == 3
     events_before = event_count()
     dry = run(dry_run=True)
-    assert dry.counts == {"would_migrate": 3, "refused": 1} and dry.keep_version == 1
+    assert dry.counts == {"would_migrate": 4, "refused": 1} and dry.keep_version == 1
     refused_line = next(line for line in lines if line.startswith(examined["id"]))
-    assert "cannot migrate: step 'health' is in_progress and was started; version 2 removes it" in refused_line
+    assert "cannot migrate: step 'health' was started (it is in_progress); version 2 removes it" in refused_line
     assert any(line.startswith(past["id"]) and "buergergeld: planned -> skipped" in line for line in lines)
+    assert any(line.startswith(waiting["id"]) and "placement: ready -> planned" in line for line in lines)
     assert event_count() == events_before  # a dry run changes nothing
     with session_factory() as session:
         assert set(session.scalars(select(Chain.template_version).where(Chain.template_key == key))) == {1}
 
     lines.clear()
     done = run(dry_run=False)
-    assert done.counts == {"migrated": 3, "refused": 1}
+    assert done.counts == {"migrated": 4, "refused": 1}
     again = run(dry_run=False)  # restartable: what was migrated is never migrated twice
     assert again.counts == {"refused": 1}
     with session_factory() as session:
         rows = dict(session.execute(select(Chain.id, Chain.template_version).where(Chain.template_key == key)).all())
         assert {str(k): v for k, v in rows.items()} == {fresh["id"]: 2, entitled["id"]: 2, past["id"]: 2,
-                                                       examined["id"]: 1, closed["id"]: 1}
+                                                       waiting["id"]: 2, examined["id"]: 1, closed["id"]: 1}
         audited = session.scalars(select(AuditEvent.entity_id).where(AuditEvent.subtype == "chain.migrate")).all()
-        assert sorted(audited) == sorted([fresh["id"], entitled["id"], past["id"]])
+        assert sorted(audited) == sorted([fresh["id"], entitled["id"], past["id"], waiting["id"]])
         keys = session.scalars(select(ChainStep.key).where(ChainStep.chain_id == uuid.UUID(past["id"]))).all()
         assert sorted(keys) == ["buergergeld", "course", "entitlement", "first_interview", "placement"]
         # The migration's events do not move a goal's clock, and the process-mining log knows them.
@@ -216,12 +222,17 @@ def test_a_new_version_is_rolled_out_from_a_dry_run_to_the_end(app_with, auth, w
         skipped = get_chain(client, ki, past["id"])
         assert step(skipped, "buergergeld")["state"] == "skipped"
         assert "der Bescheid lag vor" in step(skipped, "buergergeld")["reason"]
-        assert step(skipped, "placement")["state"] == "ready"
+        # The renamed step keeps its row, its state and its office.
+        assert step(skipped, "placement")["state"] == "in_progress"
         assert step(skipped, "placement")["assigned_organisation_id"] == world.organisations["ennetal_jobcenter"]
+        # Where nobody had begun it, it waits again for the new step.
+        again = get_chain(client, ki, waiting["id"])
+        assert (step(again, "buergergeld")["state"], step(again, "placement")["state"]) == ("ready", "planned")
+        assert step(again, "placement")["assigned_organisation_id"] is None
         assert get_chain(client, ki, examined["id"])["template_version"] == 1  # left as it was
         # The VHS's part in that chain ended before the migration: it reads the chain as it stood
         # then, in the version it had then.
-        then = get_chain(client, auth(*VHS), past["id"])
+        then = get_chain(client, auth(*VHS), waiting["id"])
         assert then["access"] == "former" and then["template_version"] == 1
         assert states(then) == {"first_interview": "completed", "entitlement": "completed", "health": "ready",
                                 "course": "completed", "work": "ready"}
@@ -262,7 +273,7 @@ def test_the_command_line_lists_a_dry_run_and_migrates(app_with, auth, world, cl
     try:
         assert main(["chains", "migrate", "--template", key, "--to", "2", "--dry-run"]) == 0
         out = capsys.readouterr().out
-        assert f"{chain['id']}  v1 -> v2  would migrate: v1 -> v2: health removed" in out
+        assert f"{chain['id']}  v1 -> v2  would migrate: health removed" in out
         assert "1 chains would be migrated, 0 cannot be migrated" in out
         assert main(["chains", "migrate", "--template", key, "--to", "2", "--where", "jurisdiction=wittmar",
                      "--by", "ops.1"]) == 0

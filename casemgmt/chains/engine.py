@@ -56,6 +56,9 @@ class SystemAction(str, enum.Enum):
     # A step that a new template version adds, skipped by the migration plan because the chain
     # is already past it (casemgmt.chains.migration); never offered to users.
     skip_on_migration = "skip_on_migration"
+    # A ready step nobody has started that a new template version makes wait for a new
+    # prerequisite: it is planned again until that has ended.
+    wait_on_migration = "wait_on_migration"
 
 
 class ChainLifecycle(str, enum.Enum):
@@ -208,6 +211,7 @@ def _build_machine(template: ChainTemplate) -> Machine:
         {"trigger": SystemAction.cancel.value, "source": open_, "dest": s.cancelled.value},
         {"trigger": SystemAction.skip_on_migration.value, "source": [s.planned.value, s.ready.value],
          "dest": s.skipped.value},
+        {"trigger": SystemAction.wait_on_migration.value, "source": s.ready.value, "dest": s.planned.value},
     ]
     machine = Machine(
         model=None,

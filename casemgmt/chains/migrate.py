@@ -127,7 +127,7 @@ class MigrationReport:
         moved = (f"{c.get('would_migrate', 0)} chains would be migrated" if self.dry_run
                  else f"{c.get('migrated', 0)} chains migrated")
         return (f"{self.template_key} -> v{self.to_version}{' (dry run)' if self.dry_run else ''}: {moved}, "
-                f"{c.get('refused', 0)} cannot be migrated, {c.get('skipped', 0)} skipped; "
+                f"{c.get('refused', 0)} cannot be migrated, {c.get('skipped', 0)} done or closed meanwhile; "
                 f"{self.keep_version} completed or closed chains keep their version")
 
 
@@ -184,7 +184,7 @@ def _migrate(session: Session, catalog: TemplateCatalog, plans: Mapping[int, Mig
     effective = with_agreed_steps(catalog.get(template_key, to_version), final.agreed)  # type: ignore[arg-type]
     result = chains.LoadedChain(row, loaded.jurisdiction_path, effective, final.steps, {}, dict(final.agreed))
     _assign(session, result)
-    outcome.changes = [hop.describe() for hop in hops]
+    outcome.changes = [hop.describe(head=len(hops) > 1) for hop in hops]
     if dry_run:
         outcome.status = "would_migrate"
         return outcome
@@ -289,7 +289,7 @@ def _write(session: Session, before: chains.LoadedChain, after: chains.LoadedCha
             events.append(chains.chain_event_row(
                 chain_id, chains.EVENT_STEP, actor, now, step_key=c.step_key, action=c.action,
                 from_state=c.from_state, to_state=c.to_state, reason=c.reason,
-                organisation_id=assigned(i, c.step_key)))
+                organisation_id=assigned(i, c.step_key), previous_organisation_id=hop.released.get(c.step_key)))
     session.execute(chains.INSERT_EVENTS, events)
     values: dict = {"template_version": hops[-1].plan.to_version}
     if before.agreed or after.agreed:

@@ -21,7 +21,7 @@ until an operator migrates it with a **migration plan**: data next to the templa
         added:                    # steps of `to` that `from` did not have; unlisted ones are
           buergergeld_bescheid:   #   planned, or ready at once if their prerequisites ended
             skip: when_passed     # always | when_passed: skipped where a step that requires it
-                                  #   has already left "planned" (the chain is past this point)
+                                  #   has begun or ended (the chain is past this point)
             reason: Der Bescheid lag vor, als der Schritt eingeführt wurde
         due:                      # steps whose due rule changed (new, other anchor or days, gone)
           integration_course:
@@ -30,7 +30,8 @@ until an operator migrates it with a **migration plan**: data next to the templa
 
 A migrated chain is a valid chain of the new version (:func:`migrate_steps` refuses it otherwise,
 saying why): every step of the new version exists, nothing is ready, running or completed before
-its prerequisites have ended, and a planned step whose prerequisites have ended becomes ready.
+its prerequisites have ended, and a planned step whose prerequisites have ended becomes ready. A
+ready step nobody has started that now has an open prerequisite is planned again.
 Deadlines of steps that have not ended are recomputed from their anchors where the rule changed;
 one that would move into the past needs the plan to say so.
 
@@ -322,18 +323,21 @@ class ChainMigration:
     changes: list[StepMigration] = field(default_factory=list)
     state_changes: list[StateChange] = field(default_factory=list)
     reassign: list[str] = field(default_factory=list)  # not-started steps given to another kind
+    released: dict[str, int | None] = field(default_factory=dict)  # ready steps planned again: their office
+    notes: list[str] = field(default_factory=list)  # decisions that change nothing (a deadline kept)
     refusals: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.refusals
 
-    def describe(self) -> str:
+    def describe(self, head: bool = True) -> str:
         """One line for the event, the audit trail and the dry run."""
         parts = [c.detail for c in self.changes]
         parts += [f"{c.step_key}: {c.from_state} -> {c.to_state}" for c in self.state_changes]
-        head = f"v{self.plan.from_version} -> v{self.plan.to_version}"
-        return f"{head}: " + "; ".join(parts) if parts else f"{head}: no step changes"
+        parts += self.notes
+        text = "; ".join(parts) if parts else "no step changes"
+        return f"v{self.plan.from_version} -> v{self.plan.to_version}: {text}" if head else text
 
 
 def migrate_steps(
@@ -364,8 +368,8 @@ def migrate_steps(
         step, rule = old[key], plan.removed[key]
         started = step.started_at is not None
         if started and rule.when_started == "refuse":
-            refuse(f"step {key!r} is {step.state} and was started; version {v_to} removes it and the "
-                   "plan does not drop started ones")
+            refuse(f"step {key!r} was started (it is {step.state}); version {v_to} removes it and the plan "
+                   "drops only steps nobody started")
         if key in held_by_handovers:
             refuse(f"a handover of step {key!r} is waiting; version {v_to} removes the step")
         result.removed[key] = step
@@ -432,10 +436,12 @@ def migrate_steps(
     effective = with_agreed_steps(target, result.agreed)
     machine = eng.machines.for_template(effective)
 
-    # New steps the chain is already past are skipped, as the plan says.
+    # New steps the chain is already past (a step that requires it has begun or ended) are
+    # skipped, as the plan says.
     for key, rule in plan.added.items():
         step = result.steps[key]
-        passed = any(result.steps[d].state != StepState.planned.value for d in effective.dependants(key))
+        passed = any(result.steps[d].started_at is not None or result.steps[d].state in _TERMINAL
+                     for d in effective.dependants(key))
         if rule.skip == "always" or passed:
             why = f"skipped on migration to version {v_to}: {rule.reason}"
             before = step.state
@@ -446,6 +452,17 @@ def migrate_steps(
     # Nothing may have begun before its prerequisites; what waited for them only may begin now.
     waiting = {spec.key: [r for r in spec.requires if result.steps[r].state not in _SATISFIES]
                for spec in effective.steps}
+    # A ready step nobody started that now has a prerequisite still open waits for it again.
+    for spec in effective.steps:
+        step, pending = result.steps[spec.key], waiting[spec.key]
+        if step.state == StepState.ready.value and step.started_at is None and pending:
+            why = f"waits for {', '.join(pending)} (version {v_to})"
+            machine.events[eng.SystemAction.wait_on_migration.value].trigger(step, now=now, reason=why)
+            step.reason = None
+            result.released[spec.key] = step.assigned_organisation_id
+            step.assigned_organisation_id = None
+            result.state_changes.append(StateChange(spec.key, eng.SystemAction.wait_on_migration.value,
+                                                    StepState.ready.value, step.state, why))
     for spec in effective.steps:
         step, pending = result.steps[spec.key], waiting[spec.key]
         if step.state in _NEEDS_PREREQUISITES and pending:
@@ -477,6 +494,8 @@ def migrate_steps(
                        "plan says neither keep nor overdue")
                 continue
             if choice == "keep":
+                result.notes.append(f"{spec.key}: deadline {_day(step.due_at)} kept (the new rule gives "
+                                    f"{due_at:%Y-%m-%d}, already past)")
                 continue
         detail = f"{spec.key}: due {_day(step.due_at)} -> {_day(due_at)}"
         step.due_at, step.due_for = due_at, due_for

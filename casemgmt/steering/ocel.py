@@ -81,6 +81,7 @@ STEP_EVENT_TYPES: Mapping[str, str] = {
     "skip": "step skipped",
     "cancel": "step cancelled",
     "skip_on_migration": "step skipped",  # a new template version's step the chain was past
+    "wait_on_migration": "step waits again",  # a new version gave a ready step a new prerequisite
 }
 HANDOVER_EVENT_TYPES: Mapping[str, str] = {
     "request": "handover requested",
