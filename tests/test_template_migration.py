@@ -145,6 +145,8 @@ def test_a_new_version_is_rolled_out_from_a_dry_run_to_the_end(app_with, auth, w
         assert step(before[entitled["id"]], "health")["assigned_organisation_id"] \
             == world.organisations["ennetal_gesundheitsamt"]
 
+    # A service still running with the old policy files while the new version is rolled out.
+    old_service = client_for(app_with, {key: v1}).__enter__()
     clock.advance(days=3)
     with session_factory() as session:
         catalog = register_templates(session, {key: v2}, clock())
@@ -192,6 +194,10 @@ def test_a_new_version_is_rolled_out_from_a_dry_run_to_the_end(app_with, auth, w
         assert goal_clocks(session, goal) == clocks_before
         doc, _ = export_ocel(session, min_variant_chains=1)
         assert {"template migrated", "step migrated", "step skipped"} <= {e["type"] for e in doc["events"]}
+
+    # It reads the migrated chains: the new version is read from the database when first needed.
+    assert get_chain(old_service, auth(*KI), entitled["id"])["template_version"] == 2
+    old_service.__exit__(None, None, None)
 
     with client_for(app_with, {key: v2}, {key: plans}) as client:
         ki = auth(*KI)

@@ -29,6 +29,18 @@ class TemplateCatalog:
     def get(self, key: str, version: int) -> ChainTemplate | None:
         return self._versions.get((key, version))
 
+    def load(self, session: Session, key: str, version: int) -> ChainTemplate | None:
+        """The version, read from the database if this process has not seen it yet: a chain
+        may have been migrated to a version stored by ``casemgmt chains migrate`` after start."""
+        template = self._versions.get((key, version))
+        if template is None:
+            row = session.get(ChainTemplateVersion, (key, version))
+            if row is not None:
+                template = ChainTemplate.from_document(row.document)
+                self._versions[(key, version)] = template
+                self._registered[(key, version)] = row.registered_at
+        return template
+
     def registered_at(self, key: str, version: int) -> datetime | None:
         return self._registered.get((key, version))
 

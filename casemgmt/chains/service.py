@@ -133,8 +133,9 @@ class LoadedChain:
         return ChainScope(self.jurisdiction_path, self.row.case_management_organisation_id)
 
 
-def _template_of(catalog: TemplateCatalog, key: str, version: int) -> ChainTemplate:
-    template = catalog.get(key, version)
+def _template_of(catalog: TemplateCatalog, key: str, version: int, session: Session | None = None
+                 ) -> ChainTemplate:
+    template = catalog.get(key, version) if session is None else catalog.load(session, key, version)
     if template is None:  # only if the database was changed behind the service's back
         raise RuntimeError(f"template {key} v{version} is not in the catalogue")
     return template
@@ -187,7 +188,8 @@ def load_chain(
         )
         ids[s.step_key] = s.step_id
     agreed = agreed_steps(chain.agreed_steps)
-    template = with_agreed_steps(_template_of(catalog, chain.template_key, chain.template_version), agreed)
+    template = with_agreed_steps(_template_of(catalog, chain.template_key, chain.template_version, session),
+                                 agreed)
     return LoadedChain(chain, first.jurisdiction_path, template, steps, ids, agreed)
 
 
@@ -711,7 +713,7 @@ def _history_view(session: Session, catalog: TemplateCatalog, loaded: LoadedChai
         .order_by(events_t.c.id).limit(1))
     version = int(migrated_from) if migrated_from is not None else loaded.row.template_version
     agreed = {k: a for k, a in loaded.agreed.items() if a.added_at <= until}
-    template = with_agreed_steps(_template_of(catalog, loaded.row.template_key, version), agreed)
+    template = with_agreed_steps(_template_of(catalog, loaded.row.template_key, version, session), agreed)
     # Replayed under the key each step had at each event: a migration may have renamed it.
     seen: dict[str, StepInstance] = {}
 
