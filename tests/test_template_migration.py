@@ -10,7 +10,6 @@ import base64
 import dataclasses
 import textwrap
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest

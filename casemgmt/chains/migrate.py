@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from casemgmt.chains import service as chains
 from casemgmt.chains.agreed import with_agreed_steps
 from casemgmt.chains.catalog import TemplateCatalog
-from casemgmt.chains.engine import Actor, ChainLifecycle, StepInstance, StepState
+from casemgmt.chains.engine import Actor, ChainLifecycle, StepState
 from casemgmt.chains.migration import ChainMigration, MigrationPlan, check_plan, migrate_steps
 from casemgmt.chains.spec import CASE_MANAGEMENT_OWNER
 from casemgmt.handovers.lifecycle import PENDING_VALUES

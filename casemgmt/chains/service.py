@@ -570,7 +570,7 @@ def add_agreed_step(session: Session, catalog: TemplateCatalog, privacy: Privacy
     check_free_text(session, privacy, title, "add_step.title", [loaded.row.person_id], actor, now,
                     entity_type="chain", entity_id=str(chain_id))
     if not _serves(session, owner.id, loaded.jurisdiction_path):
-        raise _invalid_step(f"owner_organisation_id", f"{owner.name} does not serve the chain's place")
+        raise _invalid_step("owner_organisation_id", f"{owner.name} does not serve the chain's place")
     if requires is not None:
         prerequisite = loaded.steps.get(requires)
         if prerequisite is None:
