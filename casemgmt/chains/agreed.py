@@ -80,12 +80,14 @@ def with_agreed_steps(template: ChainTemplate, agreed: Mapping[str, AgreedStep])
     return template.with_steps([a.spec() for a in agreed.values()])
 
 
-AGREEMENT_TIMEZONE = ZoneInfo("Europe/Berlin")
+# Days people name (an agreement's due date, the day of an interview, --where dates) are days
+# in German local time.
+LOCAL_TIMEZONE = ZoneInfo("Europe/Berlin")
 
 
 def end_of_day(day: date) -> datetime:
     """An agreement "due on 24 March" is due until the end of that day, local time."""
-    return datetime.combine(day + timedelta(days=1), time(0), tzinfo=AGREEMENT_TIMEZONE) - timedelta(seconds=1)
+    return datetime.combine(day + timedelta(days=1), time(0), tzinfo=LOCAL_TIMEZONE) - timedelta(seconds=1)
 
 
 def next_agreed_key(agreed: Mapping[str, AgreedStep]) -> str:

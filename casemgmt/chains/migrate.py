@@ -21,7 +21,7 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from casemgmt.chains import service as chains
-from casemgmt.chains.agreed import with_agreed_steps
+from casemgmt.chains.agreed import LOCAL_TIMEZONE, with_agreed_steps
 from casemgmt.chains.catalog import TemplateCatalog
 from casemgmt.chains.engine import Actor, ChainLifecycle, StepState
 from casemgmt.chains.migration import ChainMigration, MigrationPlan, check_plan, migrate_steps
@@ -109,9 +109,7 @@ class MigrationFilters:
 
 
 def _midnight(day: date) -> datetime:
-    from casemgmt.chains.agreed import AGREEMENT_TIMEZONE
-
-    return datetime.combine(day, time(0), tzinfo=AGREEMENT_TIMEZONE)
+    return datetime.combine(day, time(0), tzinfo=LOCAL_TIMEZONE)
 
 
 @dataclass

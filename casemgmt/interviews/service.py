@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from casemgmt.chains import service as chains
 from casemgmt.chains.catalog import TemplateCatalog
-from casemgmt.chains.agreed import AGREEMENT_TIMEZONE
+from casemgmt.chains.agreed import LOCAL_TIMEZONE
 from casemgmt.chains.engine import Action, Actor, ChainLifecycle, StepState
 from casemgmt.chains.models import Chain
 from casemgmt.chains.schemas import ChainOut
@@ -90,7 +90,7 @@ def record_interview(session: Session, privacy: Privacy, guide: Guide, catalog: 
     with unit_of_work(session):
         person = person_in_scope(session, actor, person_id)
         _require_case_management(session, case_management_kinds, actor, person)
-        if body.held_on > now.astimezone(AGREEMENT_TIMEZONE).date():
+        if body.held_on > now.astimezone(LOCAL_TIMEZONE).date():
             raise invalid_field("held_on", "an interview cannot have been held in the future")
         values, answers = _parse_answers(privacy, guide, body.answers)
         purpose = resolve_purpose(privacy, actor, body.purpose)
