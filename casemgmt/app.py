@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 from casemgmt import __version__
 from casemgmt.auth.tokens import TokenVerifier
 from casemgmt.chains.catalog import register_templates
+from casemgmt.chains.migrate import check_plans
 from casemgmt.chains.views import router as chains_router
 from casemgmt.chains.views import templates_router
 from casemgmt.clock import utcnow
@@ -23,6 +24,7 @@ from casemgmt.docs import install_docs
 from casemgmt.conferences.views import router as conferences_router
 from casemgmt.handovers.views import admin_router as notifications_router
 from casemgmt.handovers.views import router as handovers_router
+from casemgmt.interviews.views import router as interviews_router
 from casemgmt.jurisdictions.views import router as reference_router
 from casemgmt.limits import RateLimiter, RequestLimits
 from casemgmt.migrations import ensure_at_head
@@ -76,6 +78,8 @@ def create_app(
         app.state.on_problem = _audit_refusals
         with app.state.sessionmaker() as session:
             app.state.catalog = register_templates(session, policies.templates, clock())
+        # A migration plan that does not fit the versions it names stops start-up, like a template.
+        check_plans(app.state.catalog, policies.migrations)
         yield
 
     app = FastAPI(
@@ -97,8 +101,9 @@ def create_app(
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)
     install_handlers(app)
 
-    for router in (reference_router, templates_router, persons_router, chains_router, handovers_router,
-                   conferences_router, steering_router, privacy_router, rights_router, notifications_router):
+    for router in (reference_router, templates_router, persons_router, interviews_router, chains_router,
+                   handovers_router, conferences_router, steering_router, privacy_router, rights_router,
+                   notifications_router):
         app.include_router(router, responses=STANDARD_RESPONSES)
 
     @app.get("/health", tags=["service"])

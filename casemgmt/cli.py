@@ -511,6 +511,41 @@ def _cmd_keys_status(args: argparse.Namespace) -> int:
     return 0 if all(k == keys.key_id for k in status.person_keys) else 1
 
 
+def _cmd_chains_migrate(args: argparse.Namespace) -> int:
+    from casemgmt.chains.catalog import register_templates
+    from casemgmt.chains.migrate import check_plans, parse_where, run_migration
+    from casemgmt.clock import utcnow
+    from casemgmt.policy.loader import load_policies
+
+    settings = get_settings()
+    policies = load_policies(settings.policy_dir)
+    template = policies.templates.get(args.template)
+    if template is None:
+        print(f"casemgmt: no chain template {args.template!r} in {settings.policy_dir}", file=sys.stderr)
+        return 2
+    if not 2 <= args.to <= template.version:
+        print(f"casemgmt: --to must be a version from 2 to {template.version} (the file's version)", file=sys.stderr)
+        return 2
+    factory = _service_sessions(settings)
+    with factory() as session:
+        # A real run stores the new version (as the service does at start); a dry run only reads.
+        catalog = register_templates(session, policies.templates, utcnow(), store=not args.dry_run)
+        check_plans(catalog, policies.migrations)
+        try:
+            filters = parse_where(args.where or [], session)
+        except ValueError as exc:
+            print(f"casemgmt: {exc}", file=sys.stderr)
+            return 2
+    plans = policies.migrations.get(args.template, {})
+    mode = "dry run: nothing is changed" if args.dry_run else "migrating, one transaction per chain"
+    print(f"{args.template} -> version {args.to} ({mode})", flush=True)
+    report = run_migration(factory, catalog, plans, args.template, args.to, filters, dry_run=args.dry_run,
+                           clock=utcnow, batch_size=args.batch_size, user=args.by,
+                           report=lambda outcome: print(outcome.line(), flush=True))
+    print(report.summary())
+    return 1 if report.counts.get("refused") and not args.dry_run else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="casemgmt", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -601,6 +636,23 @@ def build_parser() -> argparse.ArgumentParser:
     k = k_sub.add_parser("status", help="how many person keys under which master key (exit 1 while any is under "
                                         "another than the current one)")
     k.set_defaults(func=_cmd_keys_status)
+
+    p = sub.add_parser("chains", help="running chains")
+    chains_sub = p.add_subparsers(dest="chains_command", required=True)
+    m = chains_sub.add_parser(
+        "migrate", help="move open chains of a template to a newer version by its migration plan "
+                        "(policies/chains/<key>.migrations.yaml)")
+    m.add_argument("--template", required=True, metavar="KEY", help="the template key")
+    m.add_argument("--to", required=True, type=int, metavar="N", help="the version to migrate to")
+    m.add_argument("--dry-run", action="store_true",
+                   help="list per chain what would change and which chains cannot be migrated, change nothing")
+    m.add_argument("--where", action="append", metavar="NAME=VALUE",
+                   help="only some chains (repeatable, all must hold): jurisdiction=KEY|ID (and below), "
+                        "chain=UUID, started_before=YYYY-MM-DD, started_after=YYYY-MM-DD, version=N")
+    m.add_argument("--batch-size", type=int, default=200, metavar="N", help="chains read per batch (default 200)")
+    m.add_argument("--by", default="system:template-migration", metavar="NAME",
+                   help="who runs the migration, for the chain events and the audit trail")
+    m.set_defaults(func=_cmd_chains_migrate)
 
     p = sub.add_parser("openapi", help="write (or --check) the committed OpenAPI document")
     p.add_argument("--output", default="openapi/openapi.json")

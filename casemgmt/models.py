@@ -12,6 +12,7 @@ from casemgmt.conferences.models import (
     FindingVote,
 )
 from casemgmt.handovers.models import Handover, HandoverEvent, OrganisationContact
+from casemgmt.interviews.models import Interview
 from casemgmt.jurisdictions.models import Jurisdiction, Organisation
 from casemgmt.notifications.models import OutboxMessage
 from casemgmt.persons.models import Person
@@ -38,5 +39,5 @@ __all__ = [
     "PersonNameToken", "Conference", "ConferenceAgreement", "ConferenceCase", "ConferenceParticipant",
     "Finding", "FindingCase", "FindingOrganisationKind", "FindingVote", "Proposal", "ProposalEvent",
     "WorkingGroup", "AuditKey", "DataSubjectRequest", "ErasureTombstone", "LegalHold",
-    "PersonRestriction", "SteeringRelease",
+    "PersonRestriction", "SteeringRelease", "Interview",
 ]

@@ -379,3 +379,8 @@ RestrictionState = _define(
     "A restriction (or legal hold) is set once and lifted once: setting one that is set, or "
     "lifting one that is not, changes nothing.",
 )
+InterviewUsed = _define(
+    "interview-used", 409, "The interview already went into a chain",
+    "This Erstgespräch already completed the `first_interview` step of a chain (`chain_id`); an "
+    "interview is taken into one chain only. Record a new interview for another chain.",
+)

@@ -50,7 +50,7 @@ SECRET_TEXT = {
     "other_languages": LANGUAGE["other_languages"],
 }
 INTAKE_CATEGORIES = ["residence", "benefits", "education", "language", "family", "housing",
-                     "case_notes", "feedback"]
+                     "case_notes", "feedback", "own_goals"]
 CONSENT = {
     "consequences_explained": True,
     "evidence_reference": "EW-2026-0042",
@@ -58,7 +58,7 @@ CONSENT = {
     "interpreter_used": True,
 }
 ALL_CATEGORIES = {"identity", "contact", "residence", "benefits", "education", "language", "family",
-                  "housing", "health", "case_notes", "feedback"}
+                  "housing", "health", "case_notes", "feedback", "own_goals"}
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -1059,6 +1059,7 @@ def test_record_of_processing(client, cm, dpo, auth, policies):
     assert categories["benefits"]["retention_rule"] == {"years": 10, "after": "case_closed", "obligation": True}
     assert "SGB X" in categories["benefits"]["retention_source"]
     assert all(c["retention_source"] for c in categories.values())
+    assert categories["own_goals"]["retention"] == "3 years after the case is closed"
 
     activities = {a["purpose"]: a for a in record["processing_activities"]}
     assert set(activities) == set(policies.data.purposes)

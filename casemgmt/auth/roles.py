@@ -49,7 +49,7 @@ class RolePolicy:
 CODE_PERMISSIONS = frozenset({
     "reference.read", "persons.create", "persons.read", "persons.write",
     "chains.start", "chains.read", "chains.close", "steps.act",
-    "consents.record", "consents.read", "agreements.manage", "agreements.read",
+    "consents.record", "consents.read", "interviews.record", "agreements.manage", "agreements.read",
     "audit.read", "processing.read",
     "handovers.read", "handovers.act", "contacts.manage", "notifications.read", "notifications.manage",
     "conferences.read", "conferences.manage", "conferences.participate", "proposals.read",

@@ -18,8 +18,10 @@ from casemgmt.policy.source import PolicyError
 class TemplateCatalog:
     """Template versions by (key, version); ``current`` is what new chains start from."""
 
-    def __init__(self, current: dict[str, ChainTemplate], versions: Iterable[ChainTemplate]):
+    def __init__(self, current: dict[str, ChainTemplate], versions: Iterable[ChainTemplate],
+                 registered: dict[tuple[str, int], datetime] | None = None):
         self.current = dict(current)
+        self._registered = dict(registered or {})
         self._versions = {(t.key, t.version): t for t in versions}
         for t in current.values():
             self._versions[(t.key, t.version)] = t
@@ -27,15 +29,32 @@ class TemplateCatalog:
     def get(self, key: str, version: int) -> ChainTemplate | None:
         return self._versions.get((key, version))
 
+    def load(self, session: Session, key: str, version: int) -> ChainTemplate | None:
+        """The version, read from the database if this process has not seen it yet: a chain
+        may have been migrated to a version stored by ``casemgmt chains migrate`` after start."""
+        template = self._versions.get((key, version))
+        if template is None:
+            row = session.get(ChainTemplateVersion, (key, version))
+            if row is not None:
+                template = ChainTemplate.from_document(row.document)
+                self._versions[(key, version)] = template
+                self._registered[(key, version)] = row.registered_at
+        return template
+
+    def registered_at(self, key: str, version: int) -> datetime | None:
+        return self._registered.get((key, version))
+
     def versions_of(self, key: str) -> list[ChainTemplate]:
         return sorted((t for (k, _), t in self._versions.items() if k == key), key=lambda t: t.version)
 
 
-def register_templates(session: Session, current: dict[str, ChainTemplate], now: datetime) -> TemplateCatalog:
+def register_templates(session: Session, current: dict[str, ChainTemplate], now: datetime,
+                       store: bool = True) -> TemplateCatalog:
     """Store each current template version not yet stored and load all stored versions.
 
     A version number is a promise: if the file's content differs from what was stored under the
-    same version, running chains would silently change meaning, so start-up is refused."""
+    same version, running chains would silently change meaning, so start-up is refused. With
+    ``store=False`` (a dry run) the catalogue is the same but nothing is written."""
     stored = {(row.key, row.version): row for row in session.scalars(select(ChainTemplateVersion))}
     for template in current.values():
         row = stored.get((template.key, template.version))
@@ -62,6 +81,9 @@ def register_templates(session: Session, current: dict[str, ChainTemplate], now:
                 f"version {template.version} of '{template.key}' is already in use with different "
                 "content; raise the version number to publish a change",
             )
-    session.commit()
+    if store:
+        session.commit()
+    else:
+        session.rollback()
     versions = [ChainTemplate.from_document(row.document) for row in stored.values()]
-    return TemplateCatalog(current, versions)
+    return TemplateCatalog(current, versions, {k: row.registered_at for k, row in stored.items()})

@@ -53,6 +53,12 @@ class SystemAction(str, enum.Enum):
 
     make_ready = "make_ready"  # all prerequisites completed or skipped
     cancel = "cancel"  # the chain was closed
+    # A step that a new template version adds, skipped by the migration plan because the chain
+    # is already past it (casemgmt.chains.migration); never offered to users.
+    skip_on_migration = "skip_on_migration"
+    # A ready step nobody has started that a new template version makes wait for a new
+    # prerequisite: it is planned again until that has ended.
+    wait_on_migration = "wait_on_migration"
 
 
 class ChainLifecycle(str, enum.Enum):
@@ -203,6 +209,9 @@ def _build_machine(template: ChainTemplate) -> Machine:
             "conditions": [_is_optional],
         },
         {"trigger": SystemAction.cancel.value, "source": open_, "dest": s.cancelled.value},
+        {"trigger": SystemAction.skip_on_migration.value, "source": [s.planned.value, s.ready.value],
+         "dest": s.skipped.value},
+        {"trigger": SystemAction.wait_on_migration.value, "source": s.ready.value, "dest": s.planned.value},
     ]
     machine = Machine(
         model=None,
@@ -460,6 +469,22 @@ def new_chain_steps(
     for key in template.roots():
         changes.extend(_make_ready_if_due(template, machine, steps, key, now))
     return steps, changes
+
+
+def add_step(
+    template: ChainTemplate,
+    machine: Machine,
+    steps: dict[str, StepInstance],
+    key: str,
+    due_at: datetime | None,
+    now: datetime,
+) -> list[StateChange]:
+    """A step added to a running chain (agreed in a Fallkonferenz; ``template`` already has its
+    spec): planned, with its fixed deadline, and ready at once if its prerequisites have ended."""
+    spec = template.step(key)
+    steps[key] = StepInstance(key=key, owner_kind=spec.owner, optional=spec.optional, due_at=due_at,
+                              due_for=None if due_at is None else "completion", dirty=True)
+    return _make_ready_if_due(template, machine, steps, key, now)
 
 
 def close_steps(

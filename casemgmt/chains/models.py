@@ -90,6 +90,9 @@ class Chain(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # Bumped on every change; clients send it back as expected_version to avoid lost updates.
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # Steps a Fallkonferenz added to this chain (casemgmt.chains.agreed): their definitions,
+    # since the template stays the spec. None for the many chains without any.
+    agreed_steps: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
 
 class ChainStep(Base):
@@ -121,6 +124,9 @@ class ChainStep(Base):
     due_for: Mapped[str | None] = mapped_column(String(16))
     # Who does the step: set when it becomes ready, changed by a handover or the case management.
     assigned_organisation_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"))
+    # Set for a step a Fallkonferenz agreed (its definition is in chains.agreed_steps); None for
+    # the template's steps.
+    agreement_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("conference_agreements.id"))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
@@ -154,4 +160,7 @@ class ChainEvent(Base):
     # handed over). Former organisations read the history up to their last such event.
     organisation_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"))
     previous_organisation_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"))
+    # A migration to a new template version that gave the step another key: its key before, so
+    # the earlier events (kept under that key) can be read as the same step's.
+    previous_step_key: Mapped[str | None] = mapped_column(String(64))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -49,6 +49,41 @@ class TemplateOut(BaseModel):
     steps: list[TemplateStepOut]
 
 
+class TemplateVersionOut(BaseModel):
+    """One version of a template the installation knows (the file's, or stored for running chains)."""
+
+    version: int
+    title: str
+    step_count: int
+    digest: str = Field(description="SHA-256 of the version's canonical content.")
+    registered_at: datetime | None = Field(description="When this installation first loaded it.")
+    current: bool = Field(description="New chains start from this version.")
+    migration_plan_from_previous: bool = Field(
+        description="policies/chains/<key>.migrations.yaml has a plan from the previous version to this one.")
+
+
+class ValueChange(BaseModel):
+    before: Any
+    after: Any
+
+
+class StepDiffOut(BaseModel):
+    key: str = Field(description="The step's key in the later version.")
+    previous_key: str | None = Field(default=None, description="Its key in the earlier version, if renamed.")
+    changes: dict[str, ValueChange] = Field(
+        description="What changed: `owner`, `due` (the due rule), `requires`, `optional`, `title`.")
+
+
+class TemplateDiffOut(BaseModel):
+    template_key: str
+    from_version: int
+    to_version: int
+    added: list[TemplateStepOut]
+    removed: list[TemplateStepOut]
+    renamed: dict[str, str] = Field(description="Old key -> new key, as the migration plans say.")
+    changed: list[StepDiffOut]
+
+
 class ChainStart(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -76,6 +111,15 @@ class ChainCloseIn(BaseModel):
     expected_version: int | None = Field(default=None, ge=1)
 
 
+class AgreedInOut(BaseModel):
+    """Where a step that is not in the template comes from: a Fallkonferenz agreement."""
+
+    conference_id: str
+    conference_title: str
+    conference_scheduled_at: datetime
+    agreement_id: str
+
+
 class StepOut(BaseModel):
     key: str
     title: str
@@ -94,6 +138,9 @@ class StepOut(BaseModel):
                     "organisation of the owner kind serving the chain's place, or the case "
                     "management for its own steps), changed by a handover or by the case management.")
     allowed_actions: list[Action] = Field(description="What you may do to this step now.")
+    agreed_in: AgreedInOut | None = Field(
+        default=None, description="Set for a step a Fallkonferenz added to this chain (not part of "
+                                  "the template): the conference and agreement it comes from.")
 
 
 class ChainOut(BaseModel):
@@ -170,4 +217,8 @@ class ChainEventOut(BaseModel):
     previous_organisation_id: int | None = Field(
         default=None, description="The organisation whose part the event ended (a step given to "
                                   "another office, the case management that handed the chain on).")
+    previous_step_key: str | None = Field(
+        default=None, description="For a step renamed by a migration to a new template version "
+                                  "(`step_migrated`, action `renamed`): its key before; the earlier "
+                                  "events of the step carry that key.")
     occurred_at: datetime

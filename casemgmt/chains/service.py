@@ -12,8 +12,8 @@ import base64
 import binascii
 import json
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, update
@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from casemgmt.chains import engine as eng
+from casemgmt.chains.agreed import AgreedStep, agreed_steps, end_of_day, next_agreed_key, with_agreed_steps
 from casemgmt.chains.catalog import TemplateCatalog
 from casemgmt.chains.engine import (
     Actor,
@@ -32,6 +33,7 @@ from casemgmt.chains.engine import (
 )
 from casemgmt.chains.models import Chain, ChainEvent, ChainStep
 from casemgmt.chains.schemas import (
+    AgreedInOut,
     ChainOut,
     ChainPage,
     ChainSummary,
@@ -77,13 +79,16 @@ EVENT_STEP = "step"
 EVENT_CHAIN_COMPLETED = "chain_completed"
 EVENT_CHAIN_CLOSED = "chain_closed"
 EVENT_STEP_ASSIGNED = "step_assigned"
+EVENT_STEP_ADDED = "step_added"  # a Fallkonferenz agreed a step for this chain
+EVENT_TEMPLATE_MIGRATED = "template_migrated"  # the chain moved to the next template version
+EVENT_STEP_MIGRATED = "step_migrated"  # what that move changed about one step
 
 # Step columns are labelled so they can share a row with the chain's columns.
 _STEP_COLUMNS = (
     steps_t.c.id.label("step_id"), steps_t.c.key.label("step_key"), steps_t.c.owner_kind,
     steps_t.c.optional, steps_t.c.state, steps_t.c.reason.label("step_reason"),
     steps_t.c.started_at.label("step_started_at"), steps_t.c.completed_at.label("step_completed_at"),
-    steps_t.c.due_at, steps_t.c.due_for, steps_t.c.assigned_organisation_id,
+    steps_t.c.due_at, steps_t.c.due_for, steps_t.c.assigned_organisation_id, steps_t.c.agreement_id,
 )
 _CHAIN_FIELDS = tuple(c.name for c in chains_t.columns)
 
@@ -105,6 +110,7 @@ class ChainRow:
     closed_at: datetime | None
     updated_at: datetime
     version: int
+    agreed_steps: list[dict[str, Any]] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _CHAIN_FIELDS}
@@ -112,21 +118,25 @@ class ChainRow:
 
 @dataclass
 class LoadedChain:
-    """A chain row with its steps, as the engine needs them."""
+    """A chain row with its steps, as the engine needs them. ``template`` is the template version
+    with the chain's agreed steps appended (see casemgmt.chains.agreed); ``agreed`` their
+    definitions."""
 
     row: ChainRow
     jurisdiction_path: str
     template: ChainTemplate
     steps: dict[str, StepInstance]
     step_ids: dict[str, int]
+    agreed: dict[str, AgreedStep] = field(default_factory=dict)
 
     @property
     def scope(self) -> ChainScope:
         return ChainScope(self.jurisdiction_path, self.row.case_management_organisation_id)
 
 
-def _template_of(catalog: TemplateCatalog, key: str, version: int) -> ChainTemplate:
-    template = catalog.get(key, version)
+def _template_of(catalog: TemplateCatalog, key: str, version: int, session: Session | None = None
+                 ) -> ChainTemplate:
+    template = catalog.get(key, version) if session is None else catalog.load(session, key, version)
     if template is None:  # only if the database was changed behind the service's back
         raise RuntimeError(f"template {key} v{version} is not in the catalogue")
     return template
@@ -178,8 +188,10 @@ def load_chain(
             due_at=s.due_at, due_for=s.due_for, assigned_organisation_id=s.assigned_organisation_id,
         )
         ids[s.step_key] = s.step_id
-    template = _template_of(catalog, chain.template_key, chain.template_version)
-    return LoadedChain(chain, first.jurisdiction_path, template, steps, ids)
+    agreed = agreed_steps(chain.agreed_steps)
+    template = with_agreed_steps(_template_of(catalog, chain.template_key, chain.template_version, session),
+                                 agreed)
+    return LoadedChain(chain, first.jurisdiction_path, template, steps, ids, agreed)
 
 
 def step_event_rows(
@@ -193,7 +205,7 @@ def step_event_rows(
             "from_state": c.from_state, "to_state": c.to_state, "reason": c.reason,
             "actor_user": actor.user_id, "actor_organisation_id": actor.organisation_id,
             "organisation_id": steps[c.step_key].assigned_organisation_id if steps else None,
-            "previous_organisation_id": None, "occurred_at": now,
+            "previous_organisation_id": None, "previous_step_key": None, "occurred_at": now,
         }
         for c in changes
     ]
@@ -202,12 +214,14 @@ def step_event_rows(
 def chain_event_row(chain_id: uuid.UUID, kind: str, actor: Actor, now: datetime, reason: str | None = None,
                     to_state: str | None = None, step_key: str | None = None,
                     organisation_id: int | None = None, previous_organisation_id: int | None = None,
-                    ) -> dict[str, Any]:
+                    from_state: str | None = None, action: str | None = None,
+                    previous_step_key: str | None = None) -> dict[str, Any]:
     return {
-        "chain_id": chain_id, "kind": kind, "step_key": step_key, "action": None, "from_state": None,
-        "to_state": to_state, "reason": reason, "actor_user": actor.user_id,
+        "chain_id": chain_id, "kind": kind, "step_key": step_key, "action": action,
+        "from_state": from_state, "to_state": to_state, "reason": reason, "actor_user": actor.user_id,
         "actor_organisation_id": actor.organisation_id, "organisation_id": organisation_id,
-        "previous_organisation_id": previous_organisation_id, "occurred_at": now,
+        "previous_organisation_id": previous_organisation_id, "previous_step_key": previous_step_key,
+        "occurred_at": now,
     }
 
 
@@ -223,11 +237,22 @@ def assign_ready_steps(session: Session, loaded: LoadedChain) -> None:
     kinds = {s.owner_kind for s in waiting if s.owner_kind != CASE_MANAGEMENT_OWNER}
     nearest = nearest_serving_organisations(session, kinds, loaded.jurisdiction_path)
     for step in waiting:
+        agreed = loaded.agreed.get(step.key)
         if step.owner_kind == CASE_MANAGEMENT_OWNER:
             step.assigned_organisation_id = loaded.row.case_management_organisation_id
+        elif agreed is not None and _serves(session, agreed.owner_organisation_id, loaded.jurisdiction_path):
+            # The office the conference named, as long as it serves the chain's place (a move
+            # since the agreement sends the step to the new place's office instead).
+            step.assigned_organisation_id = agreed.owner_organisation_id
         else:
             step.assigned_organisation_id = nearest.get(step.owner_kind)
         step.dirty = True
+
+
+def _serves(session: Session, organisation_id: int, jurisdiction_path: str) -> bool:
+    path = session.scalar(select(jur_t.c.path).join(Organisation, Organisation.jurisdiction_id == jur_t.c.id)
+                          .where(Organisation.id == organisation_id))
+    return path is not None and jurisdiction_path.startswith(path)
 
 
 def write_steps(session: Session, loaded: LoadedChain, now: datetime) -> None:
@@ -292,38 +317,56 @@ def transition_step(
     goes into the append-only history, so it is checked for personal data first (with
     ``privacy`` also for the names of the chain's person; without, for the patterns only)."""
     with unit_of_work(session):
-        lock_involved_chain(session, actor, chain_id)
-        loaded = load_chain(session, catalog, chain_id, lock=False)
-        _check_open(loaded, expected_version)
-        if step_key not in loaded.steps:
-            raise NotFound(f"chain {chain_id} has no step '{step_key}'", resource="step", id=step_key)
-        if action == eng.Action.complete.value:
-            waiting = pending_rechtskreiswechsel(session, chain_id, step_key)
-            if waiting is not None:
-                raise HandoverPending(
-                    f"step '{step_key}' completes when the Rechtskreiswechsel is acknowledged; "
-                    "withdraw the handover to complete it yourself", handover_id=str(waiting))
-        machine = eng.machines.for_template(loaded.template)
-        changes = eng.apply_action(
-            loaded.template, machine, loaded.steps, step_key, action, reason, actor,
-            loaded.scope, now,
-        )
-        _check_reason(session, privacy, changes[0].reason, "reason", loaded, actor, now)
-        assign_ready_steps(session, loaded)
-        write_steps(session, loaded, now)
-        events = step_event_rows(chain_id, changes, actor, now, loaded.steps)
-        chain_values: dict[str, Any] = {}
-        if eng.all_steps_ended(loaded.steps.values()):
-            chain_values = {"lifecycle": ChainLifecycle.completed.value, "completed_at": now}
-            events.append(chain_event_row(chain_id, EVENT_CHAIN_COMPLETED, actor, now,
-                                          to_state=ChainLifecycle.completed.value,
-                                          organisation_id=loaded.row.case_management_organisation_id))
-        session.execute(INSERT_EVENTS, events)
-        version = bump_chain(session, loaded, now, **chain_values)
-        write_audit(session, [_audit(actor, loaded.row.id, loaded.row.person_id, "U",
-                                     f"chain.step.{action}", _describe(changes))], now)
-    row = loaded.row.as_dict() | chain_values | {"version": version, "updated_at": now}
-    return _chain_out(row, loaded.template, loaded.steps, actor, loaded.scope, now)
+        loaded, row = act_on_step(session, catalog, actor, chain_id, step_key, action, reason,
+                                  expected_version, now, privacy)
+    return _chain_out(row, loaded.template, loaded.steps, actor, loaded.scope, now, loaded.agreed)
+
+
+def act_on_step(
+    session: Session,
+    catalog: TemplateCatalog,
+    actor: Actor,
+    chain_id: uuid.UUID,
+    step_key: str,
+    action: str,
+    reason: str | None,
+    expected_version: int | None,
+    now: datetime,
+    privacy: Privacy | None = None,
+) -> tuple[LoadedChain, dict[str, Any]]:
+    """:func:`transition_step` in the caller's transaction (no commit): the chain as changed and
+    its new row."""
+    lock_involved_chain(session, actor, chain_id)
+    loaded = load_chain(session, catalog, chain_id, lock=False)
+    _check_open(loaded, expected_version)
+    if step_key not in loaded.steps:
+        raise NotFound(f"chain {chain_id} has no step '{step_key}'", resource="step", id=step_key)
+    if action == eng.Action.complete.value:
+        waiting = pending_rechtskreiswechsel(session, chain_id, step_key)
+        if waiting is not None:
+            raise HandoverPending(
+                f"step '{step_key}' completes when the Rechtskreiswechsel is acknowledged; "
+                "withdraw the handover to complete it yourself", handover_id=str(waiting))
+    machine = eng.machines.for_template(loaded.template)
+    changes = eng.apply_action(
+        loaded.template, machine, loaded.steps, step_key, action, reason, actor,
+        loaded.scope, now,
+    )
+    _check_reason(session, privacy, changes[0].reason, "reason", loaded, actor, now)
+    assign_ready_steps(session, loaded)
+    write_steps(session, loaded, now)
+    events = step_event_rows(chain_id, changes, actor, now, loaded.steps)
+    chain_values: dict[str, Any] = {}
+    if eng.all_steps_ended(loaded.steps.values()):
+        chain_values = {"lifecycle": ChainLifecycle.completed.value, "completed_at": now}
+        events.append(chain_event_row(chain_id, EVENT_CHAIN_COMPLETED, actor, now,
+                                      to_state=ChainLifecycle.completed.value,
+                                      organisation_id=loaded.row.case_management_organisation_id))
+    session.execute(INSERT_EVENTS, events)
+    version = bump_chain(session, loaded, now, **chain_values)
+    write_audit(session, [_audit(actor, loaded.row.id, loaded.row.person_id, "U",
+                                 f"chain.step.{action}", _describe(changes))], now)
+    return loaded, loaded.row.as_dict() | chain_values | {"version": version, "updated_at": now}
 
 
 def start_chain(
@@ -337,61 +380,7 @@ def start_chain(
     """Open a chain for a person from the current version of a template; the actor's
     organisation runs its case management."""
     try:
-        template = catalog.current.get(template_key)
-        if template is None:
-            raise NotFound(f"no chain template '{template_key}'", resource="template", id=template_key)
-        person = person_in_scope(session, actor, person_id)
-        jurisdiction = session.get(Jurisdiction, person.lead_jurisdiction_id)
-        assert jurisdiction is not None
-        if not jurisdiction.path.startswith(actor.jurisdiction_path):
-            raise WrongOrganisation(
-                f"your organisation does not serve {jurisdiction.name}, where the person lives",
-                owner="case management of " + jurisdiction.name,
-            )
-        open_chain = session.scalar(
-            select(Chain.id).where(
-                Chain.person_id == person_id,
-                Chain.template_key == template_key,
-                Chain.lifecycle == ChainLifecycle.open.value,
-            )
-        )
-        if open_chain is not None:
-            raise DuplicateChain(
-                f"the person already has an open '{template_key}' chain", chain_id=str(open_chain)
-            )
-        machine = eng.machines.for_template(template)
-        steps, changes = eng.new_chain_steps(template, machine, now)
-        chain_id = uuid.uuid4()
-        row = {
-            "id": chain_id, "person_id": person_id, "template_key": template.key,
-            "template_version": template.version, "lead_jurisdiction_id": jurisdiction.id,
-            "case_management_organisation_id": actor.organisation_id,
-            "lifecycle": ChainLifecycle.open.value, "closed_reason": None, "started_at": now,
-            "completed_at": None, "closed_at": None, "updated_at": now, "version": 1,
-        }
-        assign_ready_steps(session, LoadedChain(ChainRow(**row), jurisdiction.path, template, steps, {}))
-        session.execute(insert(chains_t).values(**row))
-        session.execute(
-            insert(steps_t),
-            [
-                {
-                    "chain_id": chain_id, "key": s.key, "owner_kind": s.owner_kind,
-                    "optional": s.optional, "state": s.state, "reason": s.reason,
-                    "started_at": None, "completed_at": None, "due_at": s.due_at,
-                    "due_for": s.due_for, "assigned_organisation_id": s.assigned_organisation_id,
-                    "updated_at": now,
-                }
-                for s in steps.values()
-            ],
-        )
-        events = [chain_event_row(chain_id, EVENT_CHAIN_STARTED, actor, now,
-                                  reason=f"{template.key} v{template.version}",
-                                  to_state=ChainLifecycle.open.value,
-                                  organisation_id=actor.organisation_id)]
-        events += step_event_rows(chain_id, changes, actor, now, steps)
-        session.execute(INSERT_EVENTS, events)
-        write_audit(session, [_audit(actor, chain_id, person_id, "C", "chain.start",
-                                     f"{template.key} v{template.version}")], now)
+        row, template, steps, scope = open_chain(session, catalog, actor, person_id, template_key, now)
         session.commit()
     except IntegrityError:
         session.rollback()
@@ -399,10 +388,77 @@ def start_chain(
     except BaseException:
         session.rollback()
         raise
+    return _chain_out(row, template, steps, actor, scope, now)
+
+
+def open_chain(
+    session: Session,
+    catalog: TemplateCatalog,
+    actor: Actor,
+    person_id: uuid.UUID,
+    template_key: str,
+    now: datetime,
+) -> tuple[dict[str, Any], ChainTemplate, dict[str, StepInstance], ChainScope]:
+    """:func:`start_chain` in the caller's transaction (no commit)."""
+    template = catalog.current.get(template_key)
+    if template is None:
+        raise NotFound(f"no chain template '{template_key}'", resource="template", id=template_key)
+    person = person_in_scope(session, actor, person_id)
+    jurisdiction = session.get(Jurisdiction, person.lead_jurisdiction_id)
+    assert jurisdiction is not None
+    if not jurisdiction.path.startswith(actor.jurisdiction_path):
+        raise WrongOrganisation(
+            f"your organisation does not serve {jurisdiction.name}, where the person lives",
+            owner="case management of " + jurisdiction.name,
+        )
+    open_chain_id = session.scalar(
+        select(Chain.id).where(
+            Chain.person_id == person_id,
+            Chain.template_key == template_key,
+            Chain.lifecycle == ChainLifecycle.open.value,
+        )
+    )
+    if open_chain_id is not None:
+        raise DuplicateChain(
+            f"the person already has an open '{template_key}' chain", chain_id=str(open_chain_id)
+        )
+    machine = eng.machines.for_template(template)
+    steps, changes = eng.new_chain_steps(template, machine, now)
+    chain_id = uuid.uuid4()
+    row = {
+        "id": chain_id, "person_id": person_id, "template_key": template.key,
+        "template_version": template.version, "lead_jurisdiction_id": jurisdiction.id,
+        "case_management_organisation_id": actor.organisation_id,
+        "lifecycle": ChainLifecycle.open.value, "closed_reason": None, "started_at": now,
+        "completed_at": None, "closed_at": None, "updated_at": now, "version": 1,
+        "agreed_steps": None,
+    }
+    assign_ready_steps(session, LoadedChain(ChainRow(**row), jurisdiction.path, template, steps, {}))
+    session.execute(insert(chains_t).values(**row))
+    session.execute(
+        insert(steps_t),
+        [
+            {
+                "chain_id": chain_id, "key": s.key, "owner_kind": s.owner_kind,
+                "optional": s.optional, "state": s.state, "reason": s.reason,
+                "started_at": None, "completed_at": None, "due_at": s.due_at,
+                "due_for": s.due_for, "assigned_organisation_id": s.assigned_organisation_id,
+                "updated_at": now,
+            }
+            for s in steps.values()
+        ],
+    )
+    events = [chain_event_row(chain_id, EVENT_CHAIN_STARTED, actor, now,
+                              reason=f"{template.key} v{template.version}",
+                              to_state=ChainLifecycle.open.value,
+                              organisation_id=actor.organisation_id)]
+    events += step_event_rows(chain_id, changes, actor, now, steps)
+    session.execute(INSERT_EVENTS, events)
+    write_audit(session, [_audit(actor, chain_id, person_id, "C", "chain.start",
+                                 f"{template.key} v{template.version}")], now)
     for s in steps.values():
         s.dirty = False
-    scope = ChainScope(jurisdiction.path, actor.organisation_id)
-    return _chain_out(row, template, steps, actor, scope, now)
+    return row, template, steps, ChainScope(jurisdiction.path, actor.organisation_id)
 
 
 def close_chain(
@@ -442,7 +498,7 @@ def close_chain(
         version = bump_chain(session, loaded, now, **values)
         write_audit(session, [_audit(actor, chain_id, loaded.row.person_id, "U", "chain.close", text)], now)
     row = loaded.row.as_dict() | values | {"version": version, "updated_at": now}
-    return _chain_out(row, loaded.template, loaded.steps, actor, loaded.scope, now)
+    return _chain_out(row, loaded.template, loaded.steps, actor, loaded.scope, now, loaded.agreed)
 
 
 def assign_step(
@@ -496,7 +552,68 @@ def assign_step(
         write_audit(session, [_audit(actor, chain_id, loaded.row.person_id, "U", "chain.step.assign",
                                      f"{step_key}: {before} -> {org.id}")], now)
     row = loaded.row.as_dict() | {"version": version, "updated_at": now}
-    return _chain_out(row, loaded.template, loaded.steps, actor, loaded.scope, now)
+    return _chain_out(row, loaded.template, loaded.steps, actor, loaded.scope, now, loaded.agreed)
+
+
+def add_agreed_step(session: Session, catalog: TemplateCatalog, privacy: Privacy, actor: Actor,
+                    chain_id: uuid.UUID, *, title: str, owner: Organisation, due_date: date,
+                    requires: str | None, agreement_id: uuid.UUID, conference_id: uuid.UUID,
+                    conference_title: str, conference_scheduled_at: datetime, now: datetime) -> str:
+    """Add a step a Fallkonferenz agreed to the chain, in the caller's transaction (the
+    agreement's). The step is the owner organisation's (the case management's own when the
+    conference gave it to the case management), due at the end of ``due_date``, and waits for
+    ``requires`` if given. Written like every change: the step row, a ``step_added`` event (and
+    ``make_ready`` if it is ready at once), the chain's new version and an audit row. The title
+    goes into the append-only history, so it is checked for personal data. Returns its key."""
+    lock_involved_chain(session, actor, chain_id)
+    loaded = load_chain(session, catalog, chain_id, lock=False)
+    _check_open(loaded, None)
+    check_free_text(session, privacy, title, "add_step.title", [loaded.row.person_id], actor, now,
+                    entity_type="chain", entity_id=str(chain_id))
+    if not _serves(session, owner.id, loaded.jurisdiction_path):
+        raise _invalid_step("owner_organisation_id", f"{owner.name} does not serve the chain's place")
+    if requires is not None:
+        prerequisite = loaded.steps.get(requires)
+        if prerequisite is None:
+            raise _invalid_step("add_step.requires", f"the chain has no step '{requires}'")
+        if prerequisite.state == StepState.cancelled.value:
+            raise _invalid_step("add_step.requires", f"step '{requires}' was cancelled")
+    due_at = end_of_day(due_date)
+    if due_at < now:
+        raise _invalid_step("due_date", "an agreed step cannot be due in the past")
+    key = next_agreed_key(loaded.agreed)
+    kind = CASE_MANAGEMENT_OWNER if owner.id == loaded.row.case_management_organisation_id else owner.kind
+    agreed = AgreedStep(key=key, title=title, owner=kind, owner_organisation_id=owner.id,
+                        requires=(requires,) if requires else (), due_at=due_at.astimezone(UTC),
+                        agreement_id=str(agreement_id), conference_id=str(conference_id),
+                        conference_title=conference_title, conference_scheduled_at=conference_scheduled_at,
+                        added_at=now)
+    loaded.agreed[key] = agreed
+    loaded.template = loaded.template.with_steps([agreed.spec()])
+    machine = eng.machines.for_template(loaded.template)
+    changes = eng.add_step(loaded.template, machine, loaded.steps, key, agreed.due_at, now)
+    assign_ready_steps(session, loaded)
+    step = loaded.steps[key]
+    session.execute(insert(steps_t).values(
+        chain_id=chain_id, key=key, owner_kind=kind, optional=False, state=step.state, reason=None,
+        started_at=None, completed_at=None, due_at=step.due_at, due_for=step.due_for,
+        assigned_organisation_id=step.assigned_organisation_id, agreement_id=agreement_id, updated_at=now))
+    step.dirty = False
+    events = [chain_event_row(chain_id, EVENT_STEP_ADDED, actor, now, step_key=key,
+                              to_state=StepState.planned.value,
+                              reason=f"{title} (Fallkonferenz „{conference_title}“, fällig {due_date.isoformat()})")]
+    events += step_event_rows(chain_id, changes, actor, now, loaded.steps)
+    session.execute(INSERT_EVENTS, events)
+    bump_chain(session, loaded, now, agreed_steps=[a.to_document() for a in loaded.agreed.values()])
+    write_audit(session, [_audit(actor, chain_id, loaded.row.person_id, "U", "chain.step.add",
+                                 f"{key} agreed in conference {conference_id} (agreement {agreement_id}), "
+                                 f"owner {owner.id}, {step.state}")], now)
+    return key
+
+
+def _invalid_step(field: str, message: str) -> ValidationFailed:
+    return ValidationFailed(f"{field}: {message}",
+                            errors=[{"field": f"body.{field}", "message": message, "type": "value_error"}])
 
 
 def _check_reason(session: Session, privacy: Privacy | None, text: str | None, field: str,
@@ -531,8 +648,9 @@ def get_chain(
                                      None if until is None else f"history until {until.isoformat()}")], now)
         if access is Access.former:
             assert until is not None
-            return _history_view(session, loaded, actor, until)
-    return _chain_out(loaded.row.as_dict(), loaded.template, loaded.steps, actor, loaded.scope, now)
+            return _history_view(session, catalog, loaded, actor, until)
+    return _chain_out(loaded.row.as_dict(), loaded.template, loaded.steps, actor, loaded.scope, now,
+                      loaded.agreed)
 
 
 def _chain_person_gate(session: Session, chain_id: uuid.UUID) -> None:
@@ -592,44 +710,74 @@ def require_chain_access(session: Session, actor: Actor, chain_id: uuid.UUID
     return access
 
 
-def _history_view(session: Session, loaded: LoadedChain, actor: Actor, until: datetime) -> ChainOut:
+def _history_view(session: Session, catalog: TemplateCatalog, loaded: LoadedChain, actor: Actor,
+                  until: datetime) -> ChainOut:
     """The chain as it stood when the organisation's part ended, replayed from its events:
-    step states and times, the lead jurisdiction and the case management of that moment.
-    Nothing that happened later, and no actions."""
+    step states and times, the template version, the agreed steps, the lead jurisdiction and the
+    case management of that moment. Nothing that happened later, and no actions."""
     if until >= loaded.row.updated_at:
         # Nothing changed since (a closed or completed chain, say): the chain as it is.
         return _former(_chain_out(_lead_as_of(session, loaded.row.as_dict(), until), loaded.template,
-                                  loaded.steps, actor, loaded.scope, until), until)
+                                  loaded.steps, actor, loaded.scope, until, loaded.agreed), until)
     events = session.execute(
         select(events_t).where(events_t.c.chain_id == loaded.row.id, events_t.c.occurred_at <= until)
         .order_by(events_t.c.id)).all()
-    steps = {spec.key: StepInstance(key=spec.key, owner_kind=spec.owner, optional=spec.optional)
-             for spec in loaded.template.steps}
+    # A migration after ``until`` started from the version the chain had then.
+    migrated_from = session.scalar(
+        select(events_t.c.from_state).where(events_t.c.chain_id == loaded.row.id,
+                                            events_t.c.kind == EVENT_TEMPLATE_MIGRATED,
+                                            events_t.c.occurred_at > until)
+        .order_by(events_t.c.id).limit(1))
+    version = int(migrated_from) if migrated_from is not None else loaded.row.template_version
+    agreed = {k: a for k, a in loaded.agreed.items() if a.added_at <= until}
+    template = with_agreed_steps(_template_of(catalog, loaded.row.template_key, version, session), agreed)
+    # Replayed under the key each step had at each event: a migration may have renamed it.
+    seen: dict[str, StepInstance] = {}
+
+    def at(key: str) -> StepInstance:
+        return seen.setdefault(key, StepInstance(key=key, owner_kind="", optional=False))
+
     lifecycle, completed_at, closed_at, closed_reason = ChainLifecycle.open.value, None, None, None
     for e in events:
-        if e.kind == EVENT_STEP and e.step_key in steps:
-            step = steps[e.step_key]
+        if e.kind == EVENT_STEP and e.step_key:
+            step = at(e.step_key)
             step.state = e.to_state
             step.assigned_organisation_id = e.organisation_id
-            if e.action in ("block", "skip", "cancel", "complete"):
+            if e.action in ("block", "skip", "cancel", "complete", eng.SystemAction.skip_on_migration.value):
                 step.reason = e.reason
             if e.to_state == StepState.in_progress.value and step.started_at is None:
                 step.started_at = e.occurred_at
             if e.to_state == StepState.completed.value:
                 step.completed_at = e.occurred_at
-        elif e.kind == EVENT_STEP_ASSIGNED and e.step_key in steps:
-            steps[e.step_key].assigned_organisation_id = e.organisation_id
+        elif e.kind == EVENT_STEP_ASSIGNED and e.step_key:
+            at(e.step_key).assigned_organisation_id = e.organisation_id
+        elif e.kind == EVENT_STEP_MIGRATED and e.step_key:
+            if e.previous_step_key is not None and e.previous_step_key in seen:
+                seen[e.step_key] = seen.pop(e.previous_step_key)
+            if e.action == "removed":
+                seen.pop(e.step_key, None)
+            else:
+                at(e.step_key).assigned_organisation_id = e.organisation_id
         elif e.kind == EVENT_CHAIN_COMPLETED:
             lifecycle, completed_at = ChainLifecycle.completed.value, e.occurred_at
         elif e.kind == EVENT_CHAIN_CLOSED:
             lifecycle, closed_at = ChainLifecycle.closed.value, e.occurred_at
             closed_reason = loaded.row.closed_reason
+    steps = {}
+    for spec in template.steps:
+        replayed = seen.get(spec.key)
+        step = StepInstance(key=spec.key, owner_kind=spec.owner, optional=spec.optional)
+        if replayed is not None:
+            step.state, step.reason = replayed.state, replayed.reason
+            step.started_at, step.completed_at = replayed.started_at, replayed.completed_at
+            step.assigned_organisation_id = replayed.assigned_organisation_id
+        steps[spec.key] = step
     row = loaded.row.as_dict() | {
         "lifecycle": lifecycle, "completed_at": completed_at, "closed_at": closed_at,
-        "closed_reason": closed_reason, "updated_at": until,
+        "closed_reason": closed_reason, "updated_at": until, "template_version": version,
     }
-    return _former(_chain_out(_lead_as_of(session, row, until), loaded.template, steps, actor, loaded.scope, until),
-                   until)
+    return _former(_chain_out(_lead_as_of(session, row, until), template, steps, actor, loaded.scope, until,
+                              agreed), until)
 
 
 def _lead_as_of(session: Session, row: dict[str, Any], until: datetime) -> dict[str, Any]:
@@ -681,12 +829,14 @@ def _chain_out(
     actor: Actor,
     scope: ChainScope,
     now: datetime,
+    agreed: dict[str, AgreedStep] | None = None,
 ) -> ChainOut:
     machine = eng.machines.for_template(template)
     lifecycle = row["lifecycle"]
     out_steps = []
     for spec in template.steps:
         s = steps[spec.key]
+        made = (agreed or {}).get(spec.key)
         out_steps.append(
             StepOut(
                 key=s.key, title=spec.title, owner=spec.owner, requires=list(spec.requires),
@@ -695,6 +845,10 @@ def _chain_out(
                 due_for=s.due_for, overdue=eng.is_overdue(s, now),
                 assigned_organisation_id=s.assigned_organisation_id,
                 allowed_actions=eng.allowed_actions(machine, s, actor, scope, lifecycle),
+                agreed_in=None if made is None else AgreedInOut(
+                    conference_id=made.conference_id, conference_title=made.conference_title,
+                    conference_scheduled_at=made.conference_scheduled_at,
+                    agreement_id=made.agreement_id),
             )
         )
     return ChainOut(

@@ -16,7 +16,8 @@ File format (one template per ``*.yaml`` file)::
     description: >                   # optional, default ""
       Free text for case managers.
     steps:                           # at least one; file order is the display order
-      - key: arrival_assignment      # snake_case, unique within the template
+      - key: arrival_assignment      # snake_case, unique within the template; "agreed_..." is
+                                     #   reserved for steps a Fallkonferenz adds to one chain
         title: Ankunft und Zuweisung # German title as used in the field
         owner: sozialamt             # an organisation kind key, or "case_management"
         requires: []                 # optional, default []: prerequisite step keys; a step is
@@ -58,6 +59,7 @@ from casemgmt.policy.source import (
 )
 
 __all__ = [
+    "AGREED_STEP_PREFIX",
     "CASE_MANAGEMENT_OWNER",
     "CHAIN_STARTED",
     "MAX_DUE_DAYS",
@@ -76,6 +78,13 @@ CASE_MANAGEMENT_OWNER = "case_management"
 
 CHAIN_STARTED = "chain_started"
 """Reserved due-rule anchor: the moment the chain itself was started."""
+
+AGREED_STEP_PREFIX = "agreed_"
+"""Reserved for the keys of steps a Fallkonferenz adds to one chain (``agreed_1``, ...), so that
+no template version, now or later, can take a key a running chain already uses."""
+
+MIGRATIONS_SUFFIX = ".migrations.yaml"
+"""Files ``<key>.migrations.yaml`` next to the templates hold migration plans, not templates."""
 
 MIN_DUE_DAYS = 1
 MAX_DUE_DAYS = 3650
@@ -190,6 +199,16 @@ class ChainTemplate:
             raise KeyError(key)
         return self._anchored.get(key, ())
 
+    def with_steps(self, extra: Sequence[StepSpec]) -> ChainTemplate:
+        """This version with steps added to one chain (agreed in a Fallkonferenz) after its own:
+        the engine then treats them like any other step. Key and version stay, so the chain
+        keeps its shared state machine; the added steps are not part of the spec."""
+        if not extra:
+            return self
+        return ChainTemplate(key=self.key, version=self.version, title=self.title,
+                             description=self.description, steps=self.steps + tuple(extra),
+                             source=self.source)
+
     def to_document(self) -> dict[str, Any]:
         """A canonical, JSON-serialisable document of the template (without ``source``).
 
@@ -262,7 +281,8 @@ def load_templates(directory: Path, organisation_kinds: Collection[str]) -> dict
     """
     if not directory.is_dir():
         raise PolicyError(directory, None, "", "chain template directory does not exist")
-    files = sorted(p for p in directory.glob("*.yaml") if p.is_file())
+    files = sorted(p for p in directory.glob("*.yaml")
+                   if p.is_file() and not p.name.endswith(MIGRATIONS_SUFFIX))
     if not files:
         raise PolicyError(directory, None, "", "no chain templates (*.yaml) in this directory")
     kinds = frozenset(organisation_kinds)
@@ -420,6 +440,12 @@ def _check_step_keys(steps: Sequence[_StepModel], report: _Reporter) -> dict[str
             report.fail(
                 ["steps", i, "key"],
                 f"{CHAIN_STARTED!r} is reserved for due rules counted from the start of the chain",
+            )
+        if step.key.startswith(AGREED_STEP_PREFIX):
+            report.fail(
+                ["steps", i, "key"],
+                f"keys starting with {AGREED_STEP_PREFIX!r} are reserved for steps agreed in a "
+                "Fallkonferenz",
             )
         if step.key in index_of:
             report.fail(

@@ -21,11 +21,16 @@ from casemgmt.chains.schemas import (
     DueRuleOut,
     StepActionIn,
     StepAssignmentIn,
+    StepDiffOut,
+    TemplateDiffOut,
     TemplateOut,
     TemplateStepOut,
     TemplateSummary,
+    TemplateVersionOut,
+    ValueChange,
 )
-from casemgmt.chains.spec import ChainTemplate
+from casemgmt.chains.migration import compose_renames, diff_templates, plans_between
+from casemgmt.chains.spec import ChainTemplate, StepSpec
 from casemgmt.clock import request_now
 from casemgmt.problems import NotFound
 from casemgmt.validation import DbId, Key
@@ -39,19 +44,25 @@ def _catalog(request: Request):
     return request.app.state.catalog
 
 
-def _template_out(t: ChainTemplate) -> TemplateOut:
-    return TemplateOut(
-        key=t.key, version=t.version, title=t.title, description=t.description,
-        steps=[
-            TemplateStepOut(
-                key=s.key, title=s.title, description=s.description, owner=s.owner,
-                requires=list(s.requires), optional=s.optional,
-                due=DueRuleOut(after=s.due.anchor, on=s.due.anchor_event, days=s.due.days,
-                               deadline_for=s.due.deadline_for) if s.due else None,
-            )
-            for s in t.steps
-        ],
+def _step_out(s: StepSpec) -> TemplateStepOut:
+    return TemplateStepOut(
+        key=s.key, title=s.title, description=s.description, owner=s.owner,
+        requires=list(s.requires), optional=s.optional,
+        due=DueRuleOut(after=s.due.anchor, on=s.due.anchor_event, days=s.due.days,
+                       deadline_for=s.due.deadline_for) if s.due else None,
     )
+
+
+def _template_out(t: ChainTemplate) -> TemplateOut:
+    return TemplateOut(key=t.key, version=t.version, title=t.title, description=t.description,
+                       steps=[_step_out(s) for s in t.steps])
+
+
+def _known_versions(request: Request, key: str) -> list[ChainTemplate]:
+    found = _catalog(request).versions_of(key)
+    if not found:
+        raise NotFound(f"no chain template {key}", resource="template", id=key)
+    return found
 
 
 @templates_router.get("", response_model=list[TemplateSummary])
@@ -63,6 +74,53 @@ def list_templates(request: Request):
                         versions=[v.version for v in catalog.versions_of(t.key)])
         for t in sorted(catalog.current.values(), key=lambda t: t.key)
     ]
+
+
+@templates_router.get("/{key}/versions", response_model=list[TemplateVersionOut])
+def list_template_versions(request: Request, key: Key):
+    """Every version of the template this installation knows: the file's current one, and the
+    earlier ones running chains may still use until they are migrated."""
+    catalog = _catalog(request)
+    plans = request.app.state.policies.migrations.get(key, {})
+    current = catalog.current.get(key)
+    return [
+        TemplateVersionOut(version=t.version, title=t.title, step_count=len(t.steps), digest=t.digest(),
+                           registered_at=catalog.registered_at(key, t.version),
+                           current=current is not None and current.version == t.version,
+                           migration_plan_from_previous=(t.version - 1) in plans)
+        for t in _known_versions(request, key)
+    ]
+
+
+@templates_router.get("/{key}/diff", response_model=TemplateDiffOut)
+def diff_template_versions(
+    request: Request,
+    key: Key,
+    from_version: int = Query(alias="from", ge=1, le=2**31 - 1),
+    to_version: int = Query(alias="to", ge=1, le=2**31 - 1),
+):
+    """What changed between two versions: steps added and removed, renamed (where the migration
+    plans say so), and per step a changed owner, due rule, prerequisites, optional flag or title."""
+    catalog = _catalog(request)
+    _known_versions(request, key)
+    before, after = catalog.get(key, from_version), catalog.get(key, to_version)
+    for version, found in ((from_version, before), (to_version, after)):
+        if found is None:
+            raise NotFound(f"no chain template {key} v{version}", resource="template", id=f"{key} v{version}")
+    assert before is not None and after is not None
+    plans = request.app.state.policies.migrations.get(key, {})
+    chain = plans_between(plans, from_version, to_version) if from_version < to_version else None
+    diff = diff_templates(before, after, compose_renames(chain) if chain else None)
+    previous = {new: old for old, new in diff.renamed.items()}
+    return TemplateDiffOut(
+        template_key=key, from_version=from_version, to_version=to_version,
+        added=[_step_out(after.step(k)) for k in diff.added],
+        removed=[_step_out(before.step(k)) for k in diff.removed],
+        renamed=dict(diff.renamed),
+        changed=[StepDiffOut(key=k, previous_key=previous.get(k),
+                             changes={name: ValueChange(before=b, after=a) for name, (b, a) in changes.items()})
+                 for k, changes in diff.changed.items()],
+    )
 
 
 @templates_router.get("/{key}", response_model=TemplateOut)

@@ -6,7 +6,7 @@ import uuid
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from casemgmt.validation import DbId, FilledText, Key
 
@@ -44,8 +44,22 @@ class CaseIn(BaseModel):
     chain_id: uuid.UUID
 
 
+class AgreedStepIn(BaseModel):
+    """A step the conference adds to the case's chain (not to its template)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: FilledText = Field(min_length=1, max_length=200, description=(
+        "What is to be done, as the chain shows it. Kept in the chain's history for good, so it "
+        "must not name the person or carry other personal data (checked)."))
+    requires: Key | None = Field(default=None, description=(
+        "A step of the chain that must have ended (completed or skipped) before this one is ready; "
+        "without it the step is ready at once."))
+
+
 class AgreementIn(BaseModel):
-    """An action item for one case; with ``step_key`` the step is handed over to the owner."""
+    """An action item for one case; with ``step_key`` the step is handed over to the owner, with
+    ``add_step`` a new step owned by the owner and due on ``due_date`` is added to the chain."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -54,6 +68,15 @@ class AgreementIn(BaseModel):
     owner_organisation_id: DbId
     due_date: date
     step_key: Key | None = Field(default=None, description="Hand this step of the case's chain to the owner.")
+    add_step: AgreedStepIn | None = Field(default=None, description=(
+        "Add a step to the case's chain: the owner organisation does it (it is assigned to it "
+        "when ready), due at the end of `due_date`."))
+
+    @model_validator(mode="after")
+    def _one_kind_of_step(self) -> AgreementIn:
+        if self.step_key is not None and self.add_step is not None:
+            raise ValueError("an agreement hands over an existing step (step_key) or adds one (add_step), not both")
+        return self
 
 
 class FindingIn(BaseModel):
@@ -97,6 +120,7 @@ class AgreementOut(BaseModel):
     due_date: date
     step_key: str | None
     handover_id: uuid.UUID | None
+    added_step_key: str | None = Field(default=None, description="The step this agreement added to the chain.")
     state: str
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from casemgmt.chains import service as chains
 from casemgmt.chains.catalog import TemplateCatalog
 from casemgmt.chains.engine import Actor
-from casemgmt.chains.models import Chain
+from casemgmt.chains.models import Chain, ChainStep
 from casemgmt.conferences.models import (
     CONFERENCE_PHASES,
     Conference,
@@ -315,9 +315,18 @@ def add_agreement(session: Session, catalog: TemplateCatalog, privacy: Privacy, 
             text_ciphertext=encrypt_field(key, case.person_id, _agreement_aad(agreement_id), body.text.strip()),
             owner_organisation_id=owner.id, due_date=body.due_date, step_key=body.step_key,
             handover_id=handover_id, state="open", created_by_user=actor.user_id, created_at=now))
+        added = None
+        if body.add_step is not None:
+            session.flush()  # the step row refers to the agreement
+            added = chains.add_agreed_step(
+                session, catalog, privacy, actor, case.chain_id, title=body.add_step.title,
+                owner=owner, due_date=body.due_date, requires=body.add_step.requires,
+                agreement_id=agreement_id, conference_id=conference.id, conference_title=conference.title,
+                conference_scheduled_at=conference.scheduled_at, now=now)
         _bump(conference, now)
         write_audit(session, [_audit(actor, conference.id, "C", "conference.agreement", case.person_id,
-                                     detail=f"owner {owner.id}, due {body.due_date}")], now)
+                                     detail=f"owner {owner.id}, due {body.due_date}"
+                                            + (f", added step {added}" if added else ""))], now)
     return _out(session, None, policy, actor, conference_id)
 
 
@@ -450,6 +459,10 @@ def _out(session: Session, privacy: Privacy | None, policy: SteeringPolicy, acto
                             .order_by(ConferenceCase.id)).all()
     person_of = {c.id: c.person_id for c in cases}
     agreements = []
+    added_steps = dict(session.execute(
+        select(ChainStep.agreement_id, ChainStep.key)
+        .join(ConferenceAgreement, ConferenceAgreement.id == ChainStep.agreement_id)
+        .where(ConferenceAgreement.conference_id == conference_id)).all())
     for a in session.scalars(select(ConferenceAgreement).where(ConferenceAgreement.conference_id == conference_id)
                              .order_by(ConferenceAgreement.created_at, ConferenceAgreement.id)):
         if a.conference_case_id not in person_of:
@@ -466,7 +479,7 @@ def _out(session: Session, privacy: Privacy | None, policy: SteeringPolicy, acto
         agreements.append(AgreementOut(
             id=a.id, conference_case_id=a.conference_case_id, text=text,
             owner_organisation_id=a.owner_organisation_id, due_date=a.due_date, step_key=a.step_key,
-            handover_id=a.handover_id, state=a.state))
+            handover_id=a.handover_id, added_step_key=added_steps.get(a.id), state=a.state))
     findings = session.scalars(select(Finding).where(Finding.conference_id == conference_id)
                                .order_by(Finding.created_at, Finding.id)).all()
     dots = dots_by_finding(session, [f.id for f in findings])

@@ -114,7 +114,7 @@ CASE_NOTES = [
     "Kinderbetreuung ist Voraussetzung für den Kursbesuch.",
 ]
 CASE_MANAGEMENT_CATEGORIES = ["residence", "benefits", "education", "language", "family", "housing",
-                              "case_notes", "feedback"]
+                              "case_notes", "feedback", "own_goals"]
 
 DEMO_USERS = [
     ("cm.ennetal", "ennetal_ki", ["case_manager"], "Case-Manager/in, KI Kreis Ennetal"),

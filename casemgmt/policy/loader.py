@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from casemgmt.auth.roles import RolePolicy, load_roles
+from casemgmt.chains.migration import MigrationPlan, load_migration_plans
 from casemgmt.chains.spec import CASE_MANAGEMENT_OWNER, ChainTemplate, load_templates
 from casemgmt.conferences.policy import SteeringPolicy, load_steering_policy
 from casemgmt.handovers.policy import HandoverPolicy, load_handover_policy
+from casemgmt.interviews.guide import Guide, load_guide
 from casemgmt.policy.source import PolicyError, line_of, load_yaml, validate
 from casemgmt.privacy.policy import DataPolicy, load_data_policy
 from casemgmt.steering.goals import Goal, load_goals
@@ -51,6 +53,9 @@ class Policies:
     handovers: HandoverPolicy  # deadlines in working days, calendar, case-management kinds
     steering: SteeringPolicy  # barrier taxonomy, conferences, report anonymity, export
     goals: dict[str, Goal]  # the Zielsystem; measurable goals are checked against the templates
+    # How running chains move to a template's next version: template key -> from-version -> plan
+    migrations: dict[str, dict[int, MigrationPlan]] = field(default_factory=dict)
+    interview: Guide | None = None  # the Gesprächsleitfaden of the Erstgespräch
 
 
 def load_organisation_kinds(path: Path) -> dict[str, OrganisationKind]:
@@ -73,12 +78,20 @@ def load_policies(directory: Path) -> Policies:
     roles = load_roles(directory / "roles.yaml")
     templates = load_templates(directory / "chains", kinds.keys())
     goals = load_goals(directory / "goals.yaml", templates)
+    counted: dict[str, set[str]] = {}
+    for goal in goals.values():
+        if goal.measure is not None:
+            for key in goal.measure.templates:
+                counted.setdefault(key, set()).update(
+                    k for k in (goal.measure.start_step, goal.measure.stop_step) if k is not None)
+    migrations = load_migration_plans(directory / "chains", templates, counted)
     data = load_data_policy(directory / "data.yaml", directory / "legal_bases.yaml", kinds.keys())
     handovers = load_handover_policy(directory / "handovers.yaml", kinds.keys())
     steering = load_steering_policy(directory / "barriers.yaml", directory / "steering.yaml",
                                     data.purposes.keys(), data.categories.keys())
     steering = _with_titles(steering, kinds, templates, directory / "steering.yaml")
-    return Policies(directory, kinds, roles, templates, data, handovers, steering, goals)
+    interview = load_guide(directory / "interview.yaml", data.fields, templates)
+    return Policies(directory, kinds, roles, templates, data, handovers, steering, goals, migrations, interview)
 
 
 def _with_titles(steering: SteeringPolicy, kinds, templates, path: Path) -> SteeringPolicy:

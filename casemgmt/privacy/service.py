@@ -793,6 +793,13 @@ def _record_consent(session: Session, privacy: Privacy, actor: Actor, person: Pe
     return consent
 
 
+def record_signed_consent(session: Session, privacy: Privacy, actor: Actor, person: Person,
+                          body: ConsentIn, now: datetime) -> Consent:
+    """Record a consent in the caller's transaction (signed in an Erstgespräch, say), by the same
+    rules as :func:`record_consent`."""
+    return _record_consent(session, privacy, actor, person, body, now)
+
+
 def _placeholder_evidence(reference: str) -> bool:
     text = " ".join(reference.split()).casefold()
     return text in _PLACEHOLDER_EVIDENCE or not any(ch.isalnum() for ch in text) or len(text) < 3

@@ -73,6 +73,9 @@ CHAIN_EVENT_TYPES: Mapping[str, str] = {
     "chain_completed": "chain completed",
     "chain_closed": "chain closed",
     "lead_moved": "lead moved",
+    "step_added": "step added",  # a Fallkonferenz agreed a step for the chain
+    "template_migrated": "template migrated",
+    "step_migrated": "step migrated",
 }
 # Keyed by the step action, not the target state: "resume" and "start" both end in_progress.
 STEP_EVENT_TYPES: Mapping[str, str] = {
@@ -83,6 +86,8 @@ STEP_EVENT_TYPES: Mapping[str, str] = {
     "resume": "step resumed",
     "skip": "step skipped",
     "cancel": "step cancelled",
+    "skip_on_migration": "step skipped",  # a new template version's step the chain was past
+    "wait_on_migration": "step waits again",  # a new version gave a ready step a new prerequisite
 }
 HANDOVER_EVENT_TYPES: Mapping[str, str] = {
     "request": "handover requested",
