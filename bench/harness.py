@@ -33,6 +33,7 @@ import json
 import multiprocessing as mp
 import os
 import re
+import resource
 import secrets
 import signal
 import statistics
@@ -174,6 +175,7 @@ class OtherLoad:
         self.interval = interval
         self.hz = os.sysconf("SC_CLK_TCK")
         self.ticks = 0
+        self.backend_ticks = 0  # the benchmark's own backends (sampled: a short-lived one is missed)
         self.last: dict[int, int] | None = None
         self.kind: dict[int, str] = {}
         self.marks: list[tuple[str, float, int, int]] = []  # label, time, other ticks, steal
@@ -192,7 +194,7 @@ class OtherLoad:
             return "gone"
         if cmd.startswith("postgres: ") or "/bin/postgres" in cmd:
             if self.db_prefix in cmd:
-                return "ours"
+                return "backend"
             return "other" if ("(" in cmd or "[local]" in cmd) else "server"
         return "other"
 
@@ -214,10 +216,12 @@ class OtherLoad:
                 if delta <= 0:
                     continue
                 kind = self.kind.get(pid)
-                if kind is None or (kind != "ours" and pid not in self.last):
+                if kind is None or (kind not in ("ours", "backend") and pid not in self.last):
                     kind = self.kind[pid] = self._classify(pid, parents)
                 if kind == "other":
                     self.ticks += delta
+                elif kind == "backend":
+                    self.backend_ticks += delta
         self.last = now
 
     def _loop(self) -> None:
@@ -874,6 +878,8 @@ def banner(title: str, results: dict[str, Any]) -> None:
     print(f"{title} - {CPUS} CPUs, {results.get('server', 'PostgreSQL')}")
     if results.get("code"):
         print(f"code under test: {results['code']}")
+    if results.get("package"):
+        print(f"package imported from {results['package']}")
     if results.get("smoke"):
         print("SMOKE RUN: tiny sizes, the figures mean nothing")
     lb = results.get("load_before")
@@ -950,7 +956,7 @@ def smoke_sizes(args: argparse.Namespace, sizes: dict[str, Any]) -> argparse.Nam
     return args
 
 
-RUN_FACTS = {"smoke", "load_before", "code", "other_load", "server", "settings"}
+RUN_FACTS = {"smoke", "load_before", "code", "package", "other_load", "server", "settings", "cpu_used"}
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -976,6 +982,7 @@ def main(label: str, args: argparse.Namespace, run: Callable[[Bench, argparse.Na
             + ("  <-- WARNING: other processes are using the CPUs; figures will be low and noisy"
                if busy > NOISY_CPUS else ""))
     results["code"] = code_under_test()
+    results["package"] = str(Path(casemgmt.models.__file__).resolve().parents[1])
     bench.load.start()
     bench.phase("setup")
     status = 0
@@ -993,11 +1000,16 @@ def main(label: str, args: argparse.Namespace, run: Callable[[Bench, argparse.Na
         for problem in bench.dbs.drop_all():
             log(problem)
             status = status or 1
+        own = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        results["cpu_used"] = {"processes_s": sum(r.ru_utime + r.ru_stime for r in own),
+                               "backends_s": bench.load.backend_ticks / bench.load.hz}
     if set(results) - RUN_FACTS:  # figures to show, not only the facts of the run
         if status:
             print("\n(partial figures: the run did not finish)")
         report(results, args)
         if args.json:
             args.json.write_text(json.dumps(results, indent=2, default=str))
-    log(f"total run time {time.perf_counter() - t_start:.1f} s")
+    used = results.get("cpu_used", {})
+    log(f"total run time {time.perf_counter() - t_start:.1f} s; CPU used: {used.get('processes_s', 0):.1f} s by "
+        f"the benchmark's processes, about {used.get('backends_s', 0):.1f} s by its PostgreSQL backends")
     return status
