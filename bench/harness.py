@@ -586,7 +586,10 @@ class PoolWorker:
         self.cfg = cfg
 
     def warm_up(self) -> None:
-        pass
+        """Before the common start: a few operations, so that the connection exists (its
+        backend's CPU is read from the start) and the statements are prepared."""
+        for _ in range(5):
+            self.one()
 
     def one(self) -> bool:
         raise NotImplementedError
