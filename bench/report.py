@@ -361,31 +361,42 @@ def generate(engine: Engine, app: h.App, now: datetime, args: argparse.Namespace
                                             ELSE a.completes[t.anchor_ord + 1] END AS anchor) x
             ORDER BY ch.id, t.ord  -- in the order of uq_chain_steps_chain_id_key: cheap index inserts
         """)
+        # Who acted: a step's start and complete by its organisation; its make_ready by whoever
+        # completed the step before it (steps run in template order here; the case management at
+        # the chain's start), and the chain's completion by whoever completed its last step.
         run("chain_events", """
             INSERT INTO chain_events (chain_id, kind, step_key, action, from_state, to_state, reason,
                                       actor_user, actor_organisation_id, organisation_id, occurred_at)
-            SELECT chain_id, kind, step_key, action, from_state, to_state, reason, 'bench.user', org, org,
+            SELECT chain_id, kind, step_key, action, from_state, to_state, reason, 'bench.user', actor, org,
                    started + at * interval '1 day'
             FROM (
               SELECT ch.id AS chain_id, ch.c, -1 AS ord, 0 AS phase, 'chain_started' AS kind, NULL AS step_key,
                      NULL AS action, NULL AS from_state, 'open' AS to_state,
-                     ch.template_key || ' v' || ch.version AS reason, ch.cm AS org, ch.started, 0 AS at
+                     ch.template_key || ' v' || ch.version AS reason, ch.cm AS actor, ch.cm AS org, ch.started,
+                     0 AS at
               FROM bench_chain ch
               UNION ALL
               SELECT ch.id, ch.c, t.ord, e.phase, 'step', t.key, e.action, e.from_state, e.to_state, NULL,
-                     CASE WHEN t.cm_acts THEN ch.cm ELSE ko.org_id END, ch.started, e.at
+                     CASE WHEN e.phase > 1 THEN own.org WHEN tp.ord IS NULL OR tp.cm_acts THEN ch.cm
+                          ELSE kp.org_id END,
+                     own.org, ch.started, e.at
               FROM bench_chain ch JOIN bench_tpl t USING (template_key)
               JOIN bench_sched s ON s.c = ch.c AND s.ord = t.ord
               LEFT JOIN bench_kindorg ko ON ko.kind = t.owner_kind AND ko.town = ch.town
+              LEFT JOIN bench_tpl tp ON tp.template_key = t.template_key AND tp.ord = t.ord - 1
+              LEFT JOIN bench_kindorg kp ON kp.kind = tp.owner_kind AND kp.town = ch.town
+              CROSS JOIN LATERAL (SELECT CASE WHEN t.cm_acts THEN ch.cm ELSE ko.org_id END AS org) own
               CROSS JOIN LATERAL (VALUES (1, 'make_ready', 'planned', 'ready', greatest(s.ready, 0)),
                                          (2, 'start', 'ready', 'in_progress', s.start),
                                          (3, 'complete', 'in_progress', 'completed', s.complete))
                          AS e(phase, action, from_state, to_state, at)
               WHERE e.at <= ch.tp
               UNION ALL
-              SELECT ch.id, ch.c, ch.n, 4, 'chain_completed', NULL, NULL, 'open', 'completed', NULL, ch.cm,
-                     ch.started, s.complete
+              SELECT ch.id, ch.c, ch.n, 4, 'chain_completed', NULL, NULL, 'open', 'completed', NULL,
+                     CASE WHEN tl.cm_acts THEN ch.cm ELSE kl.org_id END, ch.cm, ch.started, s.complete
               FROM bench_chain ch JOIN bench_sched s ON s.c = ch.c AND s.ord = ch.n - 1
+              JOIN bench_tpl tl ON tl.template_key = ch.template_key AND tl.ord = ch.n - 1
+              LEFT JOIN bench_kindorg kl ON kl.kind = tl.owner_kind AND kl.town = ch.town
               WHERE s.complete <= ch.tp
             ) e
             ORDER BY started + at * interval '1 day', c, ord, phase
