@@ -2,92 +2,65 @@
 
 Run from the repository root::
 
-    .venv/bin/python bench/handovers.py [--small 10000] [--large 1000000] [--seconds 8]
+    .venv/bin/python bench/handovers.py [--small 10000] [--large 1000000] [--seconds 8] [--smoke]
 
-It creates two throw-away PostgreSQL databases, ``casemgmt_bench_handovers_<random>_small`` and
-``..._large``, on the server of ``CASEMGMT_BENCH_ADMIN_URL`` (default: the tests'
-``CASEMGMT_TEST_ADMIN_URL``, else ``postgresql+psycopg://postgres@127.0.0.1:5432/test``),
-migrates both with ``casemgmt.migrations.upgrade``, builds the synthetic Kreis (``build_world``),
-registers the chain templates, fills ``handovers`` with set-based SQL (same generator, two
-sizes: ``INSERT ... SELECT FROM generate_series``, the minimum columns of persons and chains for
-the foreign keys), measures, and drops both databases again, also after an error, Ctrl-C or
-SIGTERM.
-See the "Handovers" section of bench/README.md for what each figure means.
+Two databases (``small`` and ``large``) are filled with handovers by set-based SQL (same
+generator, two sizes: ``INSERT ... SELECT FROM generate_series``, with the minimum columns of
+persons and chains the handovers refer to), as the databases' owner: the load drops and rebuilds
+indexes, switches foreign-key triggers off (replica mode, a superuser's right; without it they
+stay on) and runs VACUUM, none of which the service role may do. Everything measured runs as the
+service role. See the "Handovers" section of bench/README.md for what each figure means.
 
 1. Inbox latency: ``handovers.service.inbox`` (the full service call: page, summaries and
    counts, a fresh session each time, as a request gets) for the incoming and the outgoing box
    of a busy and a typical organisation, in both databases, interleaved call by call so that
    both sizes see the same machine; median, p95 and the ratio large / small (target <= 3x).
-   Then EXPLAIN (ANALYZE, BUFFERS) of every statement one inbox call issues.
+   Then EXPLAIN (ANALYZE, BUFFERS) of every statement one inbox call issues, and diagnostics
+   (candidate indexes, created by the owner in a transaction that is rolled back).
 2. Acknowledgements per second: persons, chains and handovers made through the services
    (``create_person``, ``start_chain``, ``request_handover``) in the large database, then 1 and
    4 spawned worker processes call ``handovers.service.respond(..., "acknowledge", ...)`` on
-   distinct requested handovers (each worker its own chains).
+   distinct requested handovers (each worker its own chains), as the receiving organisation.
 
-This is a script, not a test: it prints figures and one PASS/FAIL line for the inbox target. It
-uses the application's public service functions and never changes application code.
+A script, not a test: it prints figures and one PASS/FAIL line for the inbox target. It uses the
+application's public service functions and never changes application code.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import contextlib
 import json
-import multiprocessing as mp
-import os
 import random
 import re
-import signal
 import statistics
 import sys
 import time
-import traceback
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-# Run as a script, this file's directory comes first on sys.path and bench/transitions.py would
-# shadow the `transitions` library that casemgmt.chains.engine imports: drop that entry.
+# bench/transitions.py would shadow the `transitions` library that casemgmt.chains.engine imports.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-if str(ROOT) not in sys.path:  # runnable from a clone that was not pip-installed
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE.parent))
 
 from sqlalchemy import create_engine, event, text  # noqa: E402
-from sqlalchemy.engine import Engine, make_url  # noqa: E402
-from sqlalchemy.orm import Session, sessionmaker  # noqa: E402
+from sqlalchemy.engine import Engine  # noqa: E402
 from sqlalchemy.pool import NullPool  # noqa: E402
 
-import casemgmt.models  # noqa: E402,F401  (every table in Base.metadata)
-from casemgmt.chains.catalog import TemplateCatalog, register_templates  # noqa: E402
-from casemgmt.chains.engine import Actor  # noqa: E402
+from bench import harness as h  # noqa: E402
 from casemgmt.chains.service import start_chain  # noqa: E402
-from casemgmt.database import Base, make_engine, make_sessionmaker, session_scope  # noqa: E402
 from casemgmt.demo.seed import _intake, _seed_agreements  # noqa: E402
-from casemgmt.demo.world import TOWNS, World, build_world  # noqa: E402
+from casemgmt.demo.world import TOWNS  # noqa: E402
 from casemgmt.handovers import service as handovers  # noqa: E402
 from casemgmt.handovers.schemas import Box, HandoverIn  # noqa: E402
-from casemgmt.migrations import upgrade  # noqa: E402
-from casemgmt.policy.loader import load_policies  # noqa: E402
-from casemgmt.privacy.crypto import KeyRing  # noqa: E402
-from casemgmt.privacy.service import Privacy, create_person, resolve_purpose  # noqa: E402
+from casemgmt.privacy.service import create_person, resolve_purpose  # noqa: E402
 from casemgmt.problems import Problem  # noqa: E402
-from bench.bench_common import Children, _get, _machine_cpu  # noqa: E402
-from bench.privacy import OtherLoad  # noqa: E402  (CPU of other processes, per phase)
-from bench.transitions import WaitSampler, code_under_test  # noqa: E402
 
-ADMIN_URL = os.environ.get(
-    "CASEMGMT_BENCH_ADMIN_URL",
-    os.environ.get("CASEMGMT_TEST_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
-)
-POLICY_DIR = ROOT / "policies"
 TEMPLATE_KEY = "refugee_recognised"
 TARGET_RATIO = 3.0  # inbox latency with --large handovers / with --small, at most
 PAGE = 50  # the inbox's default page size (the API's `limit` default)
@@ -100,6 +73,7 @@ SLOTS = 1000  # weighted choices in SQL: an array of this many organisation ids
 WARMUP_ACKS = 10  # per worker, before the clock starts
 MIN_CALLS = 30  # timed inbox calls per case at least, whatever --inbox-budget says
 POOL_CREATORS = 2  # processes making persons, chains and handovers through the services
+CALIBRATION_CHAINS = 6  # chains (of 8 handovers each) for the in-process breakdown
 
 # Who receives: the Kreis' Ausländerbehörde and Jobcenter take the largest share, then Hagenau's,
 # the BAMF, schools, course providers; "*_sozialamt": the towns' Sozialämter, shared by inhabitants.
@@ -149,104 +123,9 @@ PACKAGE_REDACTED = json.dumps([
                  ("psychosocial_support", "health"), ("health_notes", "health"))
 ])
 
-session_cm = contextlib.contextmanager(session_scope)  # exactly what a request gets
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-# --------------------------------------------------------------------------------------------
-# Throw-away databases
-
-
-RUN_ID = uuid.uuid4().hex[:10]
-DB_PREFIX = f"casemgmt_bench_handovers_{RUN_ID}"
-CREATED_DATABASES: list[str] = []  # dropped at the end whatever happens
-
-
-def create_database(suffix: str) -> str:
-    name = f"{DB_PREFIX}_{suffix}"
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        CREATED_DATABASES.append(name)
-    finally:
-        admin.dispose()
-    log(f"created database {name}")
-    return make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(name: str) -> None:
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
-
-
-# --------------------------------------------------------------------------------------------
-# The application as the API process sets it up
-
-
-@dataclass(frozen=True)
-class Org:
-    id: int
-    key: str
-    kind: str
-    jurisdiction_id: int
-    path: str
-
-
-def load_orgs(conn: Any) -> dict[str, Org]:
-    rows = conn.execute(text(
-        "SELECT o.id, o.key, o.kind, o.jurisdiction_id, j.path FROM organisations o "
-        "JOIN jurisdictions j ON j.id = o.jurisdiction_id ORDER BY o.id"))
-    return {r.key: Org(*r) for r in rows}
-
-
-def actor_for(org: Org, user: str | None = None) -> Actor:
-    roles = {"case_manager"} if org.kind in ("kommunales_integrationszentrum", "wohlfahrtsverband") \
-        else {"clerk"}
-    return Actor(user_id=user or f"bench.{org.key}", organisation_id=org.id,
-                 organisation_kind=org.kind, jurisdiction_path=org.path, roles=frozenset(roles))
-
-
-@dataclass
-class App:
-    """What the API process holds: engine, sessionmaker, privacy, catalogue, handover policy."""
-
-    url: str
-    engine: Engine
-    factory: sessionmaker[Session]
-    privacy: Privacy
-    catalog: TemplateCatalog
-    policy: Any
-    orgs: dict[str, Org]
-
-    @classmethod
-    def open(cls, url: str, master: bytes, migrate: bool = False) -> App:
-        engine = make_engine(url)  # as the app makes it (pool_pre_ping and all)
-        try:
-            if migrate:
-                upgrade(engine)
-            keys = KeyRing.from_master(master)
-            policies = load_policies(POLICY_DIR)
-            factory = make_sessionmaker(engine, audit_key=keys.audit_key)
-            with factory() as session:
-                if migrate:
-                    build_world(session)
-                catalog = register_templates(session, policies.templates,
-                                             datetime.now(UTC) - timedelta(days=SPAN_DAYS + 60))
-            with engine.connect() as conn:
-                orgs = load_orgs(conn)
-        except BaseException:
-            engine.dispose()
-            raise
-        return cls(url, engine, factory, Privacy(policies.data, keys), catalog, policies.handovers,
-                   orgs)
+SMOKE = {"small": 200, "large": 600, "seconds": 1.0, "iterations": 5, "warmup": 1, "workers": [1]}
+SMOKE_CALIBRATION_CHAINS = 2
+SMOKE_ACKS_PER_WORKER = WARMUP_ACKS + 16  # a smoke run may run out of handovers: that is shown
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,7 +142,7 @@ def _pick(array: str, u: str) -> str:
     return f"(CAST(:{array} AS int[]))[1 + floor({u} * {SLOTS})::int]"
 
 
-def _slots(orgs: dict[str, Org], weights: dict[str, int]) -> list[int]:
+def _slots(orgs: dict[str, h.Org], weights: dict[str, int]) -> list[int]:
     """SLOTS organisation ids, each organisation as often as its weight asks; '*_sozialamt'
     stands for the Sozialämter (Bürgerbüros) of the Kreis' towns, shared by inhabitants."""
     expanded: dict[int, float] = {}
@@ -404,14 +283,7 @@ g AS (
          END AS responded_at
   FROM f
 )
-INSERT INTO handovers (
-  id, kind, state, chain_id, person_id, subject, step_key, to_step_key, benefit_regime_from,
-  benefit_regime_to, sender_organisation_id, sender_organisation_kind, sender_jurisdiction_id,
-  sender_user, receiver_organisation_id, receiver_organisation_kind, receiver_jurisdiction_id,
-  case_management_organisation_id, from_jurisdiction_id, to_jurisdiction_id, purpose,
-  package_fields, package_bases, package_redacted, package_ciphertext, consent_review,
-  working_days, requested_at, due_date, due_at, escalated_at, responded_at, responded_by_user,
-  response_reason, waiting_calendar_days, waiting_working_days, version, updated_at)
+INSERT INTO handovers ({h.columns("handovers")})
 SELECT id, kind, state, chain_id, person_id,
        CASE WHEN kind = 'relocation' THEN 'chain_lead' ELSE 'step:' || step_key END,
        step_key, CASE WHEN kind = 'rechtskreiswechsel' THEN 'sgb2_application' END,
@@ -440,25 +312,25 @@ DECIDED_SQL = _handovers_sql(_DECIDED_SRC, 10)
 PENDING_SQL = _handovers_sql(_PENDING_SRC, 30)
 
 
-def fill(app: App, n: int, now: datetime, label: str) -> dict[str, Any]:
-    """``n`` handovers with the persons and chains they refer to, set-based (secondary indexes
-    dropped and created again, foreign-key triggers off and the references checked afterwards);
-    then VACUUM ANALYZE, as autovacuum would have done on a table that grew this much."""
+def fill(app: h.App, owner_url: str, n: int, now: datetime, label: str) -> dict[str, Any]:
+    """``n`` handovers with the persons and chains they refer to, set-based, as the owner
+    (secondary indexes dropped and created again, foreign-key triggers off and the references
+    checked afterwards); then VACUUM ANALYZE, as autovacuum would have done on a table that grew
+    this much."""
     orgs = app.orgs
-    by_id = {o.id: o for o in orgs.values()}
+    by_id = app.by_id
     purposes = []
     for org_id in range(1, max(by_id) + 1):  # indexed by organisation id
         org = by_id.get(org_id)
         try:
-            purposes.append(resolve_purpose(app.privacy, actor_for(org), None) if org else "none")
+            purposes.append(resolve_purpose(app.privacy, h.actor_for(org), None) if org else "none")
         except Problem:
             purposes.append("case_management")
-    town_ids = _town_jurisdictions(app)
     params: dict[str, Any] = {
         "now": now, "span": SPAN_DAYS, "template_key": TEMPLATE_KEY,
         "template_version": app.catalog.current[TEMPLATE_KEY].version,
         "receivers": _slots(orgs, RECEIVER_WEIGHTS), "senders": _slots(orgs, SENDER_WEIGHTS),
-        "cms": _slots(orgs, CASE_MANAGEMENT_WEIGHTS), "towns": town_ids,
+        "cms": _slots(orgs, CASE_MANAGEMENT_WEIGHTS), "towns": _town_jurisdictions(app),
         "wittmar_ki": orgs["wittmar_ki"].id, "hagenau_ki": orgs["hagenau_ki"].id,
         "wittmar": orgs["wittmar_sozialamt"].jurisdiction_id,
         "hagenau": orgs["hagenau_sozialamt"].jurisdiction_id,
@@ -470,26 +342,17 @@ def fill(app: App, n: int, now: datetime, label: str) -> dict[str, Any]:
     pending = n - decided
     chains = max(-(-n // HANDOVERS_PER_CHAIN), pending)
     t0 = time.perf_counter()
-    bulk = create_engine(app.url, poolclass=NullPool)  # its settings never reach the app's pool
+    bulk = create_engine(owner_url, poolclass=NullPool)  # its settings never reach the app's pool
     try:
-        t_chains, t_insert, size, t_rows, t_index, fk_off = _fill(bulk, params, chains, decided, pending,
-                                                                 n, label, t0)
+        times, size, fk_off = _fill(bulk, params, chains, decided, pending, n, label, t0)
     finally:
         bulk.dispose()
-    return {"handovers": n, "decided": decided, "pending": pending, "chains": chains,
-            "chains_s": t_chains, "rows_s": t_rows, "index_s": t_index, "fk_checked_after": fk_off,
-            "insert_s": t_insert, "total_s": time.perf_counter() - t0,
+    return {"handovers": n, "decided": decided, "pending": pending, "chains": chains, **times,
+            "fk_checked_after": fk_off, "total_s": time.perf_counter() - t0,
             "total_bytes": size[0], "heap_bytes": size[1], "in_db": size[2]}
 
 
 BULK_TABLES = ("persons", "chains", "handovers")
-# Secondary indexes of the bulk tables (not those behind a constraint): dropped before the load
-# and created again after it from their own definitions, which is far faster than maintaining
-# them row by row. Checked afterwards: the same names and definitions.
-_INDEXES_SQL = text(
-    "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
-    "AND tablename IN ('persons', 'chains', 'handovers') "
-    "AND indexname NOT IN (SELECT conname FROM pg_constraint) ORDER BY tablename, indexname")
 # With foreign-key triggers off during the load, the references are checked afterwards.
 _DANGLING_SQL = [
     ("handovers.chain_id", "SELECT count(*) FROM handovers h WHERE NOT EXISTS "
@@ -506,11 +369,10 @@ _DANGLING_SQL = [
 
 
 def _fill(bulk: Engine, params: dict[str, Any], chains: int, decided: int, pending: int, n: int,
-          label: str, t0: float) -> tuple[float, float, Any]:
+          label: str, t0: float) -> tuple[dict[str, float], Any, bool]:
     done = 0
     with bulk.connect() as conn:
         conn.execute(text("SET synchronous_commit = off"))  # this bulk-load connection only
-        conn.execute(text("SET maintenance_work_mem = '256MB'"))
         conn.commit()
         try:  # foreign-key triggers off for this session (needs a superuser; else they stay on)
             conn.execute(text("SET session_replication_role = replica"))
@@ -519,44 +381,26 @@ def _fill(bulk: Engine, params: dict[str, Any], chains: int, decided: int, pendi
         except Exception:
             conn.rollback()
             fk_off = False
-        indexes = conn.execute(_INDEXES_SQL).all()
-        for ix in indexes:
-            conn.exec_driver_sql(f'DROP INDEX "{ix.indexname}"')
-        conn.commit()
-        for sql, total in ((PERSONS_SQL, chains), (CHAINS_SQL, chains)):
-            for lo in range(0, total, BULK_BATCH * 2):
-                conn.execute(text(sql), params | {"lo": lo, "hi": min(total, lo + BULK_BATCH * 2)})
-                conn.commit()
-        t_chains = time.perf_counter() - t0
-        for sql, total, extra in ((DECIDED_SQL, decided, {}),
-                                  (PENDING_SQL, pending,
-                                   {"esc": round(pending * ESCALATED_SHARE_OF_PENDING)})):
-            for lo in range(0, total, BULK_BATCH):
-                hi = min(total, lo + BULK_BATCH)
-                conn.execute(text(sql), params | extra | {"lo": lo, "hi": hi, "count": total,
-                                                          "chains": chains})
-                conn.commit()
-                done += hi - lo
-                if n >= 4 * BULK_BATCH:
-                    el = time.perf_counter() - t0
-                    log(f"  ... {label}: {done:,} handovers ({done / max(el - t_chains, 1e-9):,.0f}/s)")
-        t_rows = time.perf_counter() - t0
-        # From the models' Index objects, i.e. the DDL the migration emitted (pg_get_indexdef's
-        # text of a partial index's predicate parses back to a different expression).
-        model = {ix.name: ix for t in BULK_TABLES for ix in Base.metadata.tables[t].indexes}
-        for ix in indexes:
-            if ix.indexname in model:
-                model[ix.indexname].create(conn)
-            else:
-                conn.exec_driver_sql(ix.indexdef)
-            conn.commit()
-        after = conn.execute(_INDEXES_SQL).all()
-        if [tuple(r) for r in after] != [tuple(r) for r in indexes]:
-            raise RuntimeError("the indexes after the bulk load differ from the migrated schema's: "
-                               f"{sorted(set(after) ^ set(indexes))}")
+        with h.indexes_deferred(conn, BULK_TABLES) as indexes:
+            for sql, total in ((PERSONS_SQL, chains), (CHAINS_SQL, chains)):
+                for lo in range(0, total, BULK_BATCH * 2):
+                    conn.execute(text(sql), params | {"lo": lo, "hi": min(total, lo + BULK_BATCH * 2)})
+                    conn.commit()
+            t_chains = time.perf_counter() - t0
+            for sql, total, extra in ((DECIDED_SQL, decided, {}),
+                                      (PENDING_SQL, pending, {"esc": round(pending * ESCALATED_SHARE_OF_PENDING)})):
+                for lo in range(0, total, BULK_BATCH):
+                    hi = min(total, lo + BULK_BATCH)
+                    conn.execute(text(sql), params | extra | {"lo": lo, "hi": hi, "count": total, "chains": chains})
+                    conn.commit()
+                    done += hi - lo
+                    if n >= 4 * BULK_BATCH:
+                        el = time.perf_counter() - t0
+                        h.log(f"  ... {label}: {done:,} handovers ({done / max(el - t_chains, 1e-9):,.0f}/s)")
+            t_rows = time.perf_counter() - t0
         t_index = time.perf_counter() - t0 - t_rows
         if n >= 4 * BULK_BATCH:
-            log(f"  ... {label}: {len(indexes)} secondary indexes created again in {t_index:.1f} s")
+            h.log(f"  ... {label}: {len(indexes)} secondary indexes created again in {t_index:.1f} s")
         if fk_off:
             conn.execute(text("SET session_replication_role = DEFAULT"))
             for what, sql in _DANGLING_SQL:
@@ -572,13 +416,12 @@ def _fill(bulk: Engine, params: dict[str, Any], chains: int, decided: int, pendi
         size = conn.execute(text(
             "SELECT pg_total_relation_size('handovers'), pg_relation_size('handovers'), "
             "(SELECT count(*) FROM handovers)")).one()
-    return t_chains, t_insert, size, t_rows, t_index, fk_off
+    return ({"chains_s": t_chains, "rows_s": t_rows, "index_s": t_index, "insert_s": t_insert}, size, fk_off)
 
 
-def _town_jurisdictions(app: App) -> list[int]:
+def _town_jurisdictions(app: h.App) -> list[int]:
     """SLOTS town jurisdiction ids of the Kreis, by inhabitants."""
-    with app.engine.connect() as conn:
-        ids = dict(conn.execute(text("SELECT key, id FROM jurisdictions")).all())
+    ids = app.world.jurisdictions
     total = sum(n for _, _, n in TOWNS)
     out: list[int] = []
     acc = 0
@@ -589,7 +432,7 @@ def _town_jurisdictions(app: App) -> list[int]:
     return out
 
 
-def box_sizes(app: App, now: datetime) -> dict[str, dict[str, int]]:
+def box_sizes(app: h.App, now: datetime) -> dict[str, dict[str, int]]:
     """For each timed organisation: handovers in its box (all, waiting, overdue, decided in the
     service's count window)."""
     since = now - timedelta(days=handovers.DECIDED_WINDOW_DAYS)
@@ -607,7 +450,6 @@ def box_sizes(app: App, now: datetime) -> dict[str, dict[str, int]]:
                 {"o": org, "now": now, "since": since}).one()
             out[f"{box.value}:{key}"] = {"all": r[0], "waiting": r[1], "overdue": r[2], "decided_30d": r[3]}
     return out
-
 
 # --------------------------------------------------------------------------------------------
 # 1. Inbox latency
@@ -648,12 +490,7 @@ class StatementClock:
             self.calls[self.current][label] += 1
 
 
-def _pct(values: Sequence[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
-
-
-def measure_inboxes(apps: dict[str, App], iterations: int, warmup: int, budget_s: float) -> dict[str, Any]:
+def measure_inboxes(apps: dict[str, h.App], iterations: int, warmup: int, budget_s: float) -> dict[str, Any]:
     """Every (database, box, organisation) once per round, in a random order per round, so that
     both sizes see the same machine; ``warmup`` rounds are not recorded. A case that has had
     MIN_CALLS timed calls and spent ``budget_s`` seconds in them is left out of later rounds
@@ -668,13 +505,13 @@ def measure_inboxes(apps: dict[str, App], iterations: int, warmup: int, budget_s
         rng.shuffle(cases)
         for name, box, key in cases:
             app = apps[name]
-            actor = actor_for(app.orgs[key])
+            actor = h.actor_for(app.orgs[key])
             case = (name, box.value, key)
             if len(lat[case]) >= MIN_CALLS and sum(lat[case]) > budget_s * 1000:
                 continue
             clocks[name].current = "|".join(case) if it >= warmup else None
             t0 = time.perf_counter()
-            with session_cm(app.factory) as session:
+            with h.session_cm(app.factory) as session:
                 page = handovers.inbox(session, actor, box, filters, limit=PAGE, cursor=None,
                                        now=datetime.now(UTC))
             dt = (time.perf_counter() - t0) * 1000
@@ -688,7 +525,7 @@ def measure_inboxes(apps: dict[str, App], iterations: int, warmup: int, budget_s
         tag = "|".join((name, box, key))
         n = len(values)
         out[tag] = {
-            "p50": statistics.median(values), "p95": _pct(values, 0.95), "mean": statistics.fmean(values),
+            "p50": statistics.median(values), "p95": h.percentile(values, 95), "mean": statistics.fmean(values),
             "n": n, "items": items[(name, box, key)][0], "counts": items[(name, box, key)][1],
             "statements_ms": {k: v / n for k, v in clocks[name].ms[tag].items()},
             "statements_per_call": sum(clocks[name].calls[tag].values()) / n,
@@ -696,7 +533,7 @@ def measure_inboxes(apps: dict[str, App], iterations: int, warmup: int, budget_s
     return out
 
 
-def explain_inbox(app: App, box: Box, key: str) -> list[dict[str, Any]]:
+def explain_inbox(app: h.App, box: Box, key: str) -> list[dict[str, Any]]:
     """EXPLAIN (ANALYZE, BUFFERS) of each statement one inbox call issues, with its parameters,
     run on a connection of the same engine (second run shown: warm)."""
     captured: list[tuple[str, Any]] = []
@@ -706,8 +543,8 @@ def explain_inbox(app: App, box: Box, key: str) -> list[dict[str, Any]]:
 
     event.listen(app.engine, "before_cursor_execute", grab)
     try:
-        with session_cm(app.factory) as session:
-            handovers.inbox(session, actor_for(app.orgs[key]), box, handovers.InboxFilters(),
+        with h.session_cm(app.factory) as session:
+            handovers.inbox(session, h.actor_for(app.orgs[key]), box, handovers.InboxFilters(),
                             limit=PAGE, cursor=None, now=datetime.now(UTC))
     finally:
         event.remove(app.engine, "before_cursor_execute", grab)
@@ -715,14 +552,9 @@ def explain_inbox(app: App, box: Box, key: str) -> list[dict[str, Any]]:
     with app.engine.connect() as conn:
         raw = conn.connection.driver_connection
         for statement, parameters in captured:
-            plan: list[str] = []
-            for _ in range(2):
-                with raw.cursor() as cur:
-                    cur.execute("EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters)
-                    plan = [r[0] for r in cur.fetchall()]
+            with raw.cursor() as cur:
+                plan, ms = h.explain_analyze(cur, statement, parameters, runs=2)
             raw.rollback()
-            ms = next((float(m.group(1)) for line in plan
-                       if (m := re.search(r"Execution Time: ([\d.]+) ms", line))), None)
             out.append({"label": _statement_label(statement), "sql": " ".join(statement.split()),
                         "plan": plan, "ms": ms})
     return out
@@ -804,15 +636,17 @@ ALTERNATIVES: list[tuple[str, list[str], list[tuple[str, str]]]] = [
 ]
 
 
-def explain_alternatives(app: App) -> list[dict[str, Any]]:
+def explain_alternatives(app: h.App, owner_url: str) -> list[dict[str, Any]]:
     """Diagnostics only, not what the application runs: the inbox counts as direct aggregates
     over the indexes (no ``id IN (SELECT ...)`` self-join), with the existing indexes and with
-    candidate covering indexes created inside a transaction that is rolled back."""
+    candidate covering indexes created inside a transaction that is rolled back (as the owner:
+    the service role may not create indexes)."""
     now = datetime.now(UTC)
     params = {"abh": app.orgs["ennetal_abh"].id, "ki": app.orgs["ennetal_ki"].id, "now": now,
               "since": now - timedelta(days=handovers.DECIDED_WINDOW_DAYS)}
     out = []
-    with app.engine.connect() as conn:
+    owner = create_engine(owner_url, poolclass=NullPool)
+    with owner.connect() as conn:
         raw = conn.connection.driver_connection
         raw.rollback()
         for what, setup, queries in ALTERNATIVES:
@@ -824,46 +658,32 @@ def explain_alternatives(app: App) -> list[dict[str, Any]]:
                         cur.execute(ddl)
                     setup_s = time.perf_counter() - t0
                     for label, sql in queries:
-                        plan: list[str] = []
-                        for _ in range(2):  # the second run is shown: warm
-                            cur.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
-                            plan = [r[0] for r in cur.fetchall()]
+                        plan, ms = h.explain_analyze(cur, sql, params, runs=2)  # the second is warm
                         cur.execute(sql, params)
                         result = [tuple(int(x) if isinstance(x, Decimal) else x for x in r)
                                   for r in cur.fetchall()]
-                        ms = next((float(m.group(1)) for line in plan
-                                   if (m := re.search(r"Execution Time: ([\d.]+) ms", line))), None)
                         done.append({"label": label, "sql": sql, "plan": plan, "ms": ms, "result": result})
             finally:
                 raw.rollback()  # the candidate indexes go again
             out.append({"what": what, "setup_s": setup_s if setup else None, "queries": done})
+    owner.dispose()
     return out
+
 
 
 # --------------------------------------------------------------------------------------------
 # 2. Acknowledgements: handovers made through the services, acknowledged by worker processes
 
 
-def _app_from_cfg(cfg: dict[str, Any]) -> tuple[App, set[int]]:
-    app = App.open(cfg["url"], base64.b64decode(cfg["master_key"]))
-    pids: set[int] = set()
-
-    @event.listens_for(app.engine, "connect")
-    def _remember_backend(dbapi_conn: Any, _record: Any) -> None:
-        pids.add(dbapi_conn.info.backend_pid)
-
-    app.engine.dispose()  # the set-up's connection is gone; those used from now on are recorded
-    return app, pids
-
-
-def _make_chains(app: App, n_chains: int, seed: int, steps: Sequence[str]) -> dict[str, Any]:
+def make_chains(cfg: dict[str, Any], n_chains: int, seed: int) -> dict[str, Any]:
     """Persons as the demo registers them (``_intake``), a chain each, and one step handover per
-    step of ``steps`` from the case manager; timed per service call."""
+    step of ACK_STEPS from the case manager; timed per service call. Runs in a process of its
+    own (``h.in_processes``) or in-process."""
+    app = cfg if isinstance(cfg, h.App) else h.App.from_cfg(cfg)
     rng = random.Random(seed)
     towns = [t for t, _, _ in TOWNS]
     weights = [n for _, _, n in TOWNS]
-    managers = [(actor_for(app.orgs[key], user), share) for user, key, share in MANAGERS]
-    world = _world_of(app)
+    managers = [(app.actor(key, user, ["case_manager"]), share) for user, key, share in MANAGERS]
     ms: dict[str, list[float]] = defaultdict(list)
     chains: list[tuple[str, list[tuple[str, int]]]] = []
     errors: Counter[str] = Counter()
@@ -872,99 +692,57 @@ def _make_chains(app: App, n_chains: int, seed: int, steps: Sequence[str]) -> di
         manager = managers[0][0] if rng.random() < managers[0][1] else managers[1][0]
         town = rng.choices(towns, weights=weights)[0]
         at = now - timedelta(days=2)
-        body = _intake(rng, world, manager, town, at, TEMPLATE_KEY, ("protection_granted", "good", "asylblg"))
+        body = _intake(rng, app.world, manager, town, at, TEMPLATE_KEY, ("protection_granted", "good", "asylblg"))
         t0 = time.perf_counter()
-        with session_cm(app.factory) as session:
+        with h.session_cm(app.factory) as session:
             person = create_person(session, app.privacy, manager, body, at)
         t1 = time.perf_counter()
-        with session_cm(app.factory) as session:
+        with h.session_cm(app.factory) as session:
             chain = start_chain(session, app.catalog, manager, person.id, TEMPLATE_KEY, at)
-        t2 = time.perf_counter()
         ms["create_person"].append((t1 - t0) * 1000)
-        ms["start_chain"].append((t2 - t1) * 1000)
+        ms["start_chain"].append((time.perf_counter() - t1) * 1000)
         made = []
-        for step in steps:
+        for step in ACK_STEPS:
             t0 = time.perf_counter()
             try:
-                with session_cm(app.factory) as session:
-                    h = handovers.request_handover(session, app.catalog, app.privacy, app.policy, manager,
-                                                   chain.id, HandoverIn(kind="step", step_key=step),
-                                                   datetime.now(UTC))
+                with h.session_cm(app.factory) as session:
+                    ho = handovers.request_handover(session, app.catalog, app.privacy, app.policies.handovers,
+                                                    manager, chain.id, HandoverIn(kind="step", step_key=step),
+                                                    datetime.now(UTC))
             except Problem as exc:
                 errors[f"{type(exc).__name__}: {exc}"[:120]] += 1
                 continue
             ms["request_handover"].append((time.perf_counter() - t0) * 1000)
-            made.append((str(h.id), h.receiver.id))
+            made.append((str(ho.id), ho.receiver.id))
         chains.append((str(chain.id), made))
+    if app is not cfg:
+        app.dispose()
     return {"chains": chains, "ms": dict(ms), "errors": dict(errors)}
 
 
-def _jurisdiction_ids(app: App) -> dict[str, int]:
-    with app.engine.connect() as conn:
-        return dict(conn.execute(text("SELECT key, id FROM jurisdictions")).all())
-
-
-def creator_main(cfg: dict[str, Any], n_chains: int, seed: int, results: Any) -> None:
-    try:
-        app, _ = _app_from_cfg(cfg)
-        out = _make_chains(app, n_chains, seed, ACK_STEPS)
-        app.engine.dispose()
-        results.put(out)
-    except KeyboardInterrupt:
-        pass
-    except Exception:
-        results.put({"crash": traceback.format_exc()})
-
-
-def make_pool(ctx: Any, children: Children, cfg: dict[str, Any], handovers_wanted: int,
-              seed: int) -> dict[str, Any]:
+def make_pool(bench: h.Bench, cfg: dict[str, Any], handovers_wanted: int, seed: int) -> dict[str, Any]:
     """Enough chains for ``handovers_wanted`` handovers, made by POOL_CREATORS processes."""
     n_chains = -(-handovers_wanted // len(ACK_STEPS))
-    q = ctx.Queue()
-    share = [n_chains // POOL_CREATORS + (1 if i < n_chains % POOL_CREATORS else 0)
-             for i in range(POOL_CREATORS)]
+    share = [n_chains // POOL_CREATORS + (1 if i < n_chains % POOL_CREATORS else 0) for i in range(POOL_CREATORS)]
     t0 = time.perf_counter()
-    procs = [children.add(ctx.Process(target=creator_main, args=(cfg, k, seed * 100 + i, q), daemon=True))
-             for i, k in enumerate(share) if k]
-    for p in procs:
-        p.start()
-    parts = [_get(q, 600 + n_chains * 2, "the handover creators") for _ in procs]
-    for p in procs:
-        p.join(30)
-    for part in parts:
-        if "crash" in part:
-            raise RuntimeError("a creator process failed:\n" + part["crash"])
-    chains = [c for part in parts for c in part["chains"]]
+    parts = h.in_processes(bench, make_chains, [(cfg, k, seed * 100 + i) for i, k in enumerate(share) if k],
+                           600 + n_chains * 2, "handover creators")
     ms: dict[str, list[float]] = defaultdict(list)
     errors: Counter[str] = Counter()
     for part in parts:
         for k, v in part["ms"].items():
             ms[k].extend(v)
         errors.update(part["errors"])
-    return {"chains": chains, "seconds": time.perf_counter() - t0, "processes": len(procs),
+    chains = [c for part in parts for c in part["chains"]]
+    return {"chains": chains, "seconds": time.perf_counter() - t0, "processes": len(parts),
             "ms": {k: statistics.median(v) for k, v in ms.items()}, "errors": dict(errors),
-            "handovers": sum(len(h) for _, h in chains)}
-
-
-def _cpu_seconds_of(pid: int) -> float | None:
-    """utime + stime of a local process (a PostgreSQL backend), from /proc."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _backend_cpu(pids: set[int]) -> float | None:
-    values = [_cpu_seconds_of(p) for p in pids]
-    return None if not values or None in values else sum(v for v in values if v is not None)
+            "handovers": sum(len(hs) for _, hs in chains)}
 
 
 def _interleave(chains: Sequence[tuple[str, list[tuple[str, int]]]]) -> list[tuple[str, int]]:
     """Round-robin over the chains: consecutive acknowledgements touch different chains."""
     out = []
-    lists = [list(h) for _, h in chains]
+    lists = [list(hs) for _, hs in chains]
     while any(lists):
         for hs in lists:
             if hs:
@@ -972,114 +750,46 @@ def _interleave(chains: Sequence[tuple[str, list[tuple[str, int]]]]) -> list[tup
     return out
 
 
-def ack_worker(cfg: dict[str, Any], chains: list[tuple[str, list[tuple[str, int]]]], ready: Any,
-               go: Any, results: Any) -> None:
-    """Warm up, say ready, wait for the common start, acknowledge for cfg['seconds']."""
-    try:
-        app, pids = _app_from_cfg(cfg)
-        actors = {o.id: actor_for(o, f"bench-ack.{o.key}") for o in app.orgs.values()}
-        todo = _interleave(chains)
+class AckWorker(h.PoolWorker):
+    """Acknowledges its own chains' handovers, each as the receiving organisation."""
 
-        def ack(hid: str, org_id: int) -> None:
-            with session_cm(app.factory) as session:
-                out = handovers.respond(session, app.catalog, app.privacy, app.policy, actors[org_id],
-                                        uuid.UUID(hid), "acknowledge", None, None, datetime.now(UTC))
-            assert out.state.value == "acknowledged", out.state
+    def __init__(self, cfg: dict[str, Any], share: list[tuple[str, list[tuple[str, int]]]]):
+        self.app = h.App.from_cfg(cfg)
+        self.backend_pids = self.app.backend_pids
+        self.actors = {o.id: h.actor_for(o, f"bench-ack.{o.key}") for o in self.app.orgs.values()}
+        self.todo = _interleave(share)
+        self.i = 0
 
-        errors: Counter[str] = Counter()
-        samples: list[str] = []
-        for hid, org_id in todo[:WARMUP_ACKS]:
-            ack(hid, org_id)
-        todo = todo[WARMUP_ACKS:]
-        ready.put(os.getpid())
-        go.wait()
-        local = make_url(cfg["url"]).host in (None, "", "localhost", "127.0.0.1", "::1")
-        cpu0, srv0 = time.process_time(), _backend_cpu(pids) if local else None
-        t0 = time.perf_counter()
-        deadline = t0 + cfg["seconds"]
-        lat: list[float] = []
-        i = 0
-        while time.perf_counter() < deadline and i < len(todo):
-            hid, org_id = todo[i]
-            i += 1
-            a = time.perf_counter()
-            try:
-                ack(hid, org_id)
-            except Exception as exc:  # counted and shown, never hidden
-                errors[type(exc).__name__] += 1
-                if len(samples) < 3:
-                    samples.append(f"{type(exc).__name__}: {exc}"[:300])
-                continue
-            lat.append((time.perf_counter() - a) * 1000)
-        elapsed = time.perf_counter() - t0
-        cpu = time.process_time() - cpu0
-        srv1 = _backend_cpu(pids) if local else None
-        app.engine.dispose()
-        results.put({"pid": os.getpid(), "ok": len(lat), "elapsed": elapsed, "latencies": lat,
-                     "exhausted": i >= len(todo), "cpu": cpu,
-                     "server_cpu": srv1 - srv0 if srv0 is not None and srv1 is not None else None,
-                     "errors": dict(errors), "error_samples": samples})
-    except KeyboardInterrupt:
-        pass
-    except Exception:
-        results.put({"pid": os.getpid(), "crash": traceback.format_exc()})
-        ready.put(os.getpid())
+    def _ack(self, hid: str, org_id: int) -> None:
+        with h.session_cm(self.app.factory) as session:
+            out = handovers.respond(session, self.app.catalog, self.app.privacy, self.app.policies.handovers,
+                                    self.actors[org_id], uuid.UUID(hid), "acknowledge", None, None,
+                                    datetime.now(UTC))
+        assert out.state.value == "acknowledged", out.state
+
+    def warm_up(self) -> None:
+        for hid, org_id in self.todo[:WARMUP_ACKS]:
+            self._ack(hid, org_id)
+        self.i = WARMUP_ACKS
+
+    def one(self) -> bool:
+        if self.i >= len(self.todo):
+            return False
+        hid, org_id = self.todo[self.i]
+        self.i += 1
+        self._ack(hid, org_id)
+        return True
+
+    def close(self) -> None:
+        self.app.dispose()
 
 
-def _machine_busy(before: list[int] | None, after: list[int] | None) -> float | None:
-    if not before or not after:
-        return None
-    d = [b - a for a, b in zip(before, after, strict=True)]
-    return 1 - (d[3] + d[4]) / (sum(d) or 1)
-
-
-def measure_acks(ctx: Any, children: Children, cfg: dict[str, Any], workers: int,
-                 chains: list[tuple[str, list[tuple[str, int]]]]) -> dict[str, Any]:
-    """``workers`` spawned processes, each with its own chains (so no two wait for one chain's
-    lock), acknowledging for cfg['seconds'] after a common start."""
-    shares = [chains[i::workers] for i in range(workers)]
-    ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
-    procs = [children.add(ctx.Process(target=ack_worker, args=(cfg, s, ready, go, results), daemon=True))
-             for s in shares]
-    for p in procs:
-        p.start()
-    for _ in procs:
-        _get(ready, 300, "the acknowledgement workers to warm up")
-    cpu0 = _machine_cpu()
-    with WaitSampler(cfg["url"]) as waits:
-        go.set()
-        parts = [_get(results, cfg["seconds"] + 300, "the acknowledgement workers") for _ in procs]
-    busy = _machine_busy(cpu0, _machine_cpu())
-    for p in procs:
-        p.join(30)
-    crashes = [p["crash"] for p in parts if "crash" in p]
-    if crashes:
-        raise RuntimeError("an acknowledgement worker failed:\n" + crashes[0])
-    lat = [x for p in parts for x in p["latencies"]]
-    ok = sum(p["ok"] for p in parts)
-    elapsed = max(p["elapsed"] for p in parts)
-    errors: Counter[str] = Counter()
-    for p in parts:
-        errors.update(p["errors"])
-    server = [p["server_cpu"] for p in parts]
-    return {
-        "workers": workers, "ok": ok, "elapsed": elapsed, "per_s": ok / elapsed if elapsed else 0.0,
-        "per_worker": [p["ok"] for p in parts],
-        "p50": statistics.median(lat) if lat else None, "p95": _pct(lat, 0.95) if lat else None,
-        "exhausted": any(p["exhausted"] for p in parts), "errors": dict(errors),
-        "error_samples": [s for p in parts for s in p["error_samples"]][:3],
-        "cpu_ms": sum(p["cpu"] for p in parts) / ok * 1000 if ok else None,
-        "server_cpu_ms": sum(server) / ok * 1000 if ok and None not in server else None,
-        "machine_busy": busy, "waits": waits.summary(),
-    }
-
-
-def ack_breakdown(app: App, chains: list[tuple[str, list[tuple[str, int]]]]) -> dict[str, Any]:
+def ack_breakdown(app: h.App, chains: list[tuple[str, list[tuple[str, int]]]]) -> dict[str, Any]:
     """In-process, one connection: statements and time per statement of respond(acknowledge);
     the first third is a warm-up. Also the estimate of one acknowledgement's time."""
     todo = _interleave(chains)
     warm = len(todo) // 3
-    actors = {o.id: actor_for(o, f"bench-ack.{o.key}") for o in app.orgs.values()}
+    actors = {o.id: h.actor_for(o, f"bench-ack.{o.key}") for o in app.orgs.values()}
     stats: dict[str, Counter[str]] = {"ms": Counter(), "calls": Counter()}
     on = [False]
     t_stmt = [0.0]
@@ -1101,8 +811,8 @@ def ack_breakdown(app: App, chains: list[tuple[str, list[tuple[str, int]]]]) -> 
         for i, (hid, org_id) in enumerate(todo):
             on[0] = i >= warm
             t0 = time.perf_counter()
-            with session_cm(app.factory) as session:
-                handovers.respond(session, app.catalog, app.privacy, app.policy, actors[org_id],
+            with h.session_cm(app.factory) as session:
+                handovers.respond(session, app.catalog, app.privacy, app.policies.handovers, actors[org_id],
                                   uuid.UUID(hid), "acknowledge", None, None, datetime.now(UTC))
             if i >= warm:
                 timed.append((time.perf_counter() - t0) * 1000)
@@ -1112,8 +822,7 @@ def ack_breakdown(app: App, chains: list[tuple[str, list[tuple[str, int]]]]) -> 
         event.remove(app.engine, "after_cursor_execute", after)
     n = len(timed)
     return {"n": n, "ms": statistics.fmean(timed), "p50": statistics.median(timed),
-            "statements": sum(stats["calls"].values()) / n,
-            "sql_ms": sum(stats["ms"].values()) / n,
+            "statements": sum(stats["calls"].values()) / n, "sql_ms": sum(stats["ms"].values()) / n,
             "by_statement": sorted(((k, stats["calls"][k] / n, v / n) for k, v in stats["ms"].items()),
                                    key=lambda r: -r[2])}
 
@@ -1128,20 +837,8 @@ def fmt_mb(b: int) -> str:
 
 def report(results: dict[str, Any], args: argparse.Namespace) -> None:
     small, large = "small", "large"
-    print()
-    print("=" * 100)
-    print(f"casemgmt handovers - {os.cpu_count()} CPUs, {results.get('server', 'PostgreSQL')} "
-          f"{results.get('settings', '')}")
-    if results.get("code"):
-        print(f"code under test: {results['code']}")
-    if results.get("load_before") is not None:
-        lb = results["load_before"]
-        print(f"CPUs busy before the run: {lb:.2f}" + ("  <-- not a quiet machine" if lb > 0.25 else ""))
-    for phase, v in results.get("other_load", {}).items():
-        print(f"  other processes during '{phase}': {v['other']:.2f} CPUs"
-              + (f", steal {v['steal']:.2f}" if v.get("steal", 0) > 0.01 else "")
-              + ("  <-- noisy" if v["other"] > 0.25 else ""))
-    print("=" * 100)
+    h.banner("casemgmt handovers", results)
+    print("server settings: " + ", ".join(f"{k}={v}" for k, v in results.get("settings", {}).items()))
     for name in (small, large):
         f = results.get("fill", {}).get(name)
         if f:
@@ -1154,9 +851,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
     sizes = results.get("box_sizes", {})
     inbox = results.get("inbox")
     if inbox:
-        print()
-        print(f"1. Inbox latency: handovers.service.inbox(..., InboxFilters(), limit={PAGE}, cursor=None), "
-              f"{args.iterations} calls each, interleaved, after {args.warmup} warm-up rounds")
+        h.heading(f"1. Inbox latency: handovers.service.inbox(..., InboxFilters(), limit={PAGE}, cursor=None), "
+                  f"{args.iterations} calls each, interleaved, after {args.warmup} warm-up rounds")
         print(f"  {'box / organisation':<42} {'waiting':>15} {'decided 30d':>15} "
               f"{'p50 ms':>15} {'p95 ms':>15} {'ratio p50':>9} {'ratio p95':>9}")
         verdicts = []
@@ -1229,14 +925,13 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
                             print(f"         {line}")
     acks = results.get("acks")
     if acks:
-        print()
         pool = acks.get("pool", {})
+        h.heading("2. Acknowledgements (large database)")
         if pool:
-            print(f"2. Acknowledgements (large database). Pool made through the services by "
-                  f"{pool['processes']} processes: {pool['handovers']:,} handovers on {len(pool['chains']):,} "
-                  f"chains in {pool['seconds']:.1f} s; median create_person {pool['ms'].get('create_person', 0):.1f} ms, "
-                  f"start_chain {pool['ms'].get('start_chain', 0):.1f} ms, request_handover "
-                  f"{pool['ms'].get('request_handover', 0):.1f} ms"
+            print(f"  pool made through the services by {pool['processes']} processes: {pool['handovers']:,} handovers "
+                  f"on {len(pool['chains']):,} chains in {pool['seconds']:.1f} s; median create_person "
+                  f"{pool['ms'].get('create_person', 0):.1f} ms, start_chain {pool['ms'].get('start_chain', 0):.1f} ms, "
+                  f"request_handover {pool['ms'].get('request_handover', 0):.1f} ms"
                   + (f"; refused: {pool['errors']}" if pool["errors"] else ""))
         bd = acks.get("breakdown")
         if bd:
@@ -1244,27 +939,18 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
                   f"(p50 {bd['p50']:.2f}), {bd['statements']:.1f} statements + COMMIT, SQL {bd['sql_ms']:.2f} ms:")
             for label, calls, ms in bd["by_statement"]:
                 print(f"    {calls:>4.1f} x {ms:>6.2f} ms  {label}")
-        for w in sorted(acks.get("runs", {})):
-            r = acks["runs"][w]
-            print(f"  {w} worker(s): {r['per_s']:,.1f} acknowledgements/s ({r['ok']:,} in {r['elapsed']:.1f} s, "
-                  f"per worker {r['per_worker']}), p50 {r['p50']:.2f} ms, p95 {r['p95']:.2f} ms; CPU per ack: "
-                  f"worker {r['cpu_ms']:.2f} ms"
-                  + (f", PostgreSQL {r['server_cpu_ms']:.2f} ms" if r["server_cpu_ms"] is not None else "")
-                  + (f"; machine {r['machine_busy']:.0%} busy" if r["machine_busy"] is not None else "")
-                  + (f"; errors {r['errors']}" if r["errors"] else "")
-                  + ("  (RAN OUT OF HANDOVERS)" if r["exhausted"] else ""))
+        runs = acks.get("runs", {})
+        for w in sorted(runs):
+            r = runs[w]
+            print(f"  {w} worker(s): {h.pool_text(r, 'acknowledgement')}")
             for s in r["error_samples"]:
                 print(f"     error: {s}")
-            wt = r["waits"]
-            print(f"     PostgreSQL backends of the run, busy {wt['busy_backends']:.2f} on average; samples: "
-                  + ", ".join(f"{k} {v:.0%}" for k, v in wt["top"])
-                  + (f"; lock waits in: {' | '.join(wt['lock_waits_in'])}" if wt["lock_waits_in"] else ""))
-        runs = acks.get("runs", {})
-        if 1 in runs and 4 in runs and runs[1]["per_s"]:
-            print(f"  ratio 4 workers / 1 worker: {runs[4]['per_s'] / runs[1]['per_s']:.2f}x")
+            print(f"     PostgreSQL backends of the run: {h.waits_text(r['waits'])}")
+        if 1 in runs and 4 in runs:
+            print(f"  ratio 4 workers / 1 worker: {h.ratio(runs[4]['per_s'], runs[1]['per_s']):.2f}x")
         if acks.get("check"):
             print(f"  check: {acks['check']}")
-    print("=" * 100)
+    print(h.LINE)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1280,106 +966,90 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=20, help="untimed rounds of inbox calls first (20)")
     p.add_argument("--inbox-budget", type=float, default=60.0,
                    help=f"seconds of timed calls per case, after at least {MIN_CALLS} calls (60)")
-    p.add_argument("--workers", default="1,4", help="worker counts for the acknowledgement runs (1,4)")
+    p.add_argument("--workers", type=h.int_list, default=[1, 4],
+                   help="worker counts for the acknowledgement runs (1,4)")
     p.add_argument("--skip-inbox", action="store_true")
     p.add_argument("--skip-acks", action="store_true")
-    p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    h.common_args(p)
     args = p.parse_args(argv)
     if min(args.small, args.large) < 100 or args.seconds <= 0 or args.iterations < 1 or args.warmup < 1:
         p.error("sizes >= 100, --seconds > 0, --iterations and --warmup >= 1")
-    try:
-        args.workers = [int(w) for w in args.workers.split(",") if w.strip()]
-    except ValueError:
-        p.error("--workers takes comma-separated integers")
-    return args
+    return h.smoke_sizes(args, SMOKE)
 
 
-def run(args: argparse.Namespace, children: Children, results: dict[str, Any], load: OtherLoad) -> None:
-    ctx = mp.get_context("spawn")
-    master = os.urandom(32)  # this run's master key (audit trail, personal data)
+def run(bench: h.Bench, args: argparse.Namespace) -> None:
+    results = bench.results
     now = datetime.now(UTC)  # the bulk rows' "now": the same in both databases
-    apps: dict[str, App] = {}
-    results["code"] = code_under_test()
+    apps: dict[str, h.App] = {}
+    dbs: dict[str, h.Database] = {}
     try:
-        load.mark("setup")
         for name in ("small", "large"):
-            url = create_database(name)
-            apps[name] = App.open(url, master, migrate=True)
-        with apps["small"].engine.connect() as conn:
-            results["server"] = "PostgreSQL " + conn.execute(text("SHOW server_version")).scalar_one().split()[0]
-            results["settings"] = {k: conn.execute(text(f"SHOW {k}")).scalar_one()
-                                   for k in ("shared_buffers", "work_mem", "jit", "synchronous_commit",
-                                             "effective_cache_size", "random_page_cost")}
-        log(f"{results['server']}, {results['settings']}; {len(apps['small'].orgs)} organisations")
+            dbs[name] = bench.database(name)
+            apps[name] = h.App.open(dbs[name].service_url, bench.master,
+                                    templates_at=now - timedelta(days=SPAN_DAYS + 60))
+        bench.server_facts(dbs["small"].service_url, ("shared_buffers", "work_mem", "jit", "synchronous_commit",
+                                                      "effective_cache_size", "random_page_cost"))
+        h.log(f"{results['server']}, {results['settings']}; {len(apps['small'].orgs)} organisations")
         results["fill"] = {}
         for name, n in (("small", args.small), ("large", args.large)):
-            load.mark(f"fill {name}")
-            log(f"filling the {name} database with {n:,} handovers (set-based INSERT ... SELECT)")
-            f = results["fill"][name] = fill(apps[name], n, now, name)
-            log(f"{name}: {f['in_db']:,} handovers in {f['insert_s']:.1f} s + VACUUM ANALYZE "
-                f"{f['total_s'] - f['insert_s']:.1f} s; {fmt_mb(f['total_bytes'])} with indexes")
+            bench.phase(f"fill {name}")
+            h.log(f"filling the {name} database with {n:,} handovers (set-based INSERT ... SELECT, as the owner)")
+            f = results["fill"][name] = fill(apps[name], dbs[name].owner_url, n, now, name)
+            h.log(f"{name}: {f['in_db']:,} handovers in {f['insert_s']:.1f} s + VACUUM ANALYZE "
+                  f"{f['total_s'] - f['insert_s']:.1f} s; {fmt_mb(f['total_bytes'])} with indexes")
         results["box_sizes"] = {name: box_sizes(app, datetime.now(UTC)) for name, app in apps.items()}
-        for name in apps:
-            log(f"{name}: boxes " + ", ".join(f"{k} {v['waiting']:,} waiting / {v['decided_30d']:,} decided in "
-                                              f"30 days / {v['all']:,} all"
-                                              for k, v in results["box_sizes"][name].items()))
 
         if not args.skip_inbox:
-            load.mark("1. inbox")
-            log(f"1. inbox latency: {len(TARGETS)} boxes x 2 databases, {args.warmup} warm-up + "
-                f"{args.iterations} rounds, interleaved")
+            bench.phase("1. inbox")
+            h.log(f"1. inbox latency: {len(TARGETS)} boxes x 2 databases, {args.warmup} warm-up + "
+                  f"{args.iterations} rounds, interleaved")
             results["inbox"] = measure_inboxes(apps, args.iterations, args.warmup, args.inbox_budget)
             for tag, r in sorted(results["inbox"].items()):
-                log(f"  {tag}: p50 {r['p50']:.2f} ms, p95 {r['p95']:.2f} ms, {r['items']} items, "
-                    f"{r['statements_per_call']:.0f} statements")
-            load.mark("explain")
-            results["explain"] = []
-            for name in ("large", "small"):
-                for box, key, _ in TARGETS:
-                    if key not in ("ennetal_abh", "ennetal_ki"):
-                        continue
-                    results["explain"].append({"db": name, "box": box.value, "org": key,
-                                               "full": name == "large",
-                                               "statements": explain_inbox(apps[name], box, key)})
-            load.mark("alternatives")
-            log("diagnostics: the counts written differently, and a candidate index (rolled back)")
-            results["alternatives"] = {name: explain_alternatives(apps[name]) for name in ("large", "small")}
+                h.log(f"  {tag}: p50 {r['p50']:.2f} ms, p95 {r['p95']:.2f} ms, {r['items']} items, "
+                      f"{r['statements_per_call']:.0f} statements")
+            bench.phase("explain")
+            results["explain"] = [
+                {"db": name, "box": box.value, "org": key, "full": name == "large",
+                 "statements": explain_inbox(apps[name], box, key)}
+                for name in ("large", "small") for box, key, _ in TARGETS if key in ("ennetal_abh", "ennetal_ki")]
+            bench.phase("alternatives")
+            h.log("diagnostics: the counts written differently, and a candidate index (rolled back)")
+            results["alternatives"] = {name: explain_alternatives(apps[name], dbs[name].owner_url)
+                                       for name in ("large", "small")}
 
         if not args.skip_acks and args.workers:
             large = apps["large"]
-            cfg = {"url": large.url, "seconds": args.seconds,
-                   "master_key": base64.b64encode(master).decode()}
+            cfg = large.cfg()
             with large.factory() as session:
-                _seed_agreements(session, large.privacy, _world_of(large), datetime.now(UTC) - timedelta(days=3))
-            load.mark("2. pool")
-            log("2. acknowledgements: calibration chains through the services (in-process)")
-            calib = _make_chains(large, 6, 1, ACK_STEPS)
-            results["acks"] = {"breakdown": ack_breakdown(large, calib["chains"])}
-            bd = results["acks"]["breakdown"]
-            log(f"  one acknowledgement in-process: {bd['ms']:.2f} ms, {bd['statements']:.1f} statements")
+                _seed_agreements(session, large.privacy, large.world, datetime.now(UTC) - timedelta(days=3))
+            bench.phase("2. pool")
+            h.log("2. acknowledgements: calibration chains through the services (in-process)")
+            calib = make_chains(large, SMOKE_CALIBRATION_CHAINS if args.smoke else CALIBRATION_CHAINS, 1)
+            acks = results["acks"] = {"breakdown": ack_breakdown(large, calib["chains"])}
+            bd = acks["breakdown"]
+            h.log(f"  one acknowledgement in-process: {bd['ms']:.2f} ms, {bd['statements']:.1f} statements")
             # Enough for each run at the rate one process managed in-process, with margin: one
             # worker is latency-bound; four share 2 CPUs (at most ~2.5x one, say).
             per_s = 1000 / bd["ms"]
-            need = {w: int(per_s * min(w, 2.5) * args.seconds * 1.4) + w * (WARMUP_ACKS + 8)
+            need = {w: (w * SMOKE_ACKS_PER_WORKER if args.smoke else
+                        int(per_s * min(w, 2.5) * args.seconds * 1.4) + w * (WARMUP_ACKS + 8))
                     for w in args.workers}
-            log(f"  making {sum(need.values()):,} handovers through create_person, start_chain and "
-                f"request_handover ({POOL_CREATORS} processes): {need}")
-            pool = make_pool(ctx, children, cfg, sum(need.values()), seed=2)
-            results["acks"]["pool"] = pool
-            log(f"  made {pool['handovers']:,} handovers on {len(pool['chains']):,} chains in {pool['seconds']:.1f} s")
+            h.log(f"  making {sum(need.values()):,} handovers through create_person, start_chain and "
+                  f"request_handover ({POOL_CREATORS} processes): {need}")
+            pool = acks["pool"] = make_pool(bench, cfg, sum(need.values()), seed=2)
+            h.log(f"  made {pool['handovers']:,} handovers on {len(pool['chains']):,} chains in {pool['seconds']:.1f} s")
             with large.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 conn.execute(text("ANALYZE handovers"))
-            results["acks"]["runs"] = {}
+            acks["runs"] = {}
             chains = list(pool["chains"])
             for w in args.workers:
                 k = -(-need[w] // len(ACK_STEPS))
                 mine, chains = chains[:k], chains[k:]
-                load.mark(f"2. acks x{w}")
-                log(f"  {w} worker(s), {sum(len(h) for _, h in mine):,} handovers, {args.seconds:g} s")
-                r = results["acks"]["runs"][w] = measure_acks(ctx, children, cfg, w, mine)
-                log(f"  {w} worker(s): {r['per_s']:,.1f}/s, p50 {r['p50']:.2f} ms, p95 {r['p95']:.2f} ms"
-                    + (f", errors {r['errors']}" if r["errors"] else "")
-                    + (" (ran out of handovers)" if r["exhausted"] else ""))
+                bench.phase(f"2. acks x{w}")
+                h.log(f"  {w} worker(s), {sum(len(hs) for _, hs in mine):,} handovers, {args.seconds:g} s")
+                r = acks["runs"][w] = h.run_pool(bench, AckWorker, cfg, [mine[i::w] for i in range(w)],
+                                                 args.seconds, "ack")
+                h.log(f"  {w} worker(s): {h.pool_text(r, 'acknowledgement')}")
             with large.engine.connect() as conn:
                 acked = conn.execute(text(
                     "SELECT count(*) FROM handovers WHERE state = 'acknowledged' "
@@ -1387,70 +1057,15 @@ def run(args: argparse.Namespace, children: Children, results: dict[str, Any], l
                 events = conn.execute(text(
                     "SELECT count(*) FROM handover_events WHERE action = 'acknowledge' "
                     "AND actor_user LIKE 'bench-ack.%'")).scalar_one()
-            expected = (sum(len(h) for _, h in calib["chains"])  # the in-process breakdown
-                        + sum(r["ok"] + r["workers"] * WARMUP_ACKS for r in results["acks"]["runs"].values()))
-            results["acks"]["check"] = (f"{acked:,} handovers acknowledged by the benchmark with {events:,} "
-                                        f"'acknowledge' events; expected {expected:,}: "
-                                        + ("OK" if acked == events == expected else "MISMATCH"))
-            log("  " + results["acks"]["check"])
+            expected = (sum(len(hs) for _, hs in calib["chains"])  # the in-process breakdown
+                        + sum(r["ok"] + r["workers"] * WARMUP_ACKS for r in acks["runs"].values()))
+            acks["check"] = (f"{acked:,} handovers acknowledged by the benchmark with {events:,} 'acknowledge' "
+                             f"events; expected {expected:,}: " + ("OK" if acked == events == expected else "MISMATCH"))
+            h.log("  " + acks["check"])
     finally:
         for app in apps.values():
-            app.engine.dispose()
-
-
-def _world_of(app: App) -> World:
-    return World(jurisdictions=_jurisdiction_ids(app), organisations={k: o.id for k, o in app.orgs.items()},
-                 town_population={t: n for t, _, n in TOWNS})
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-
-    def on_sigterm(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    results: dict[str, Any] = {}
-    before = _machine_cpu()
-    time.sleep(1.0)
-    busy = _machine_busy(before, _machine_cpu())
-    if busy is not None:
-        results["load_before"] = busy * (os.cpu_count() or 1)
-        log(f"machine load before starting: {results['load_before']:.2f} of {os.cpu_count()} CPUs busy"
-            + ("  <-- WARNING: other processes are using the CPUs; figures will be noisy"
-               if results["load_before"] > 0.25 else ""))
-    children = Children()
-    load = OtherLoad(DB_PREFIX)
-    load.start()
-    status = 0
-    try:
-        run(args, children, results, load)
-    except KeyboardInterrupt:
-        log("interrupted")
-        status = 130
-    except Exception:
-        traceback.print_exc()
-        status = 1
-    finally:
-        children.stop_all()
-        results["other_load"] = load.stop()
-        for name in CREATED_DATABASES:
-            try:
-                drop_database(name)
-                log(f"dropped database {name}")
-            except Exception as exc:  # reported, never hidden
-                log(f"could not drop database {name}: {exc}")
-                status = status or 1
-    if results.get("fill"):
-        if status:
-            print("\n(partial figures: the run did not finish)")
-        report(results, args)
-        if args.json:
-            for r in results.get("acks", {}).get("runs", {}).values():
-                r.pop("latencies", None)
-            args.json.write_text(json.dumps(results, indent=2, default=str))
-    return status
+            app.dispose()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(h.main("handovers", parse_args(), run, report))

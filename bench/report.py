@@ -6,13 +6,12 @@ Run from the repository root::
     .venv/bin/python bench/report.py [--persons 100000] [--events 1000000] [--findings 20000]
         [--repeat 5]
 
-It creates a throw-away PostgreSQL database ``casemgmt_bench_report_<random>`` on the server of
-``CASEMGMT_BENCH_ADMIN_URL`` (default: the tests' ``CASEMGMT_TEST_ADMIN_URL``, else
-``postgresql+psycopg://postgres@127.0.0.1:5432/test``), migrates it with
-``casemgmt.migrations.upgrade``, builds the synthetic Kreis (``build_world``), registers the chain
-templates, fills it with set-based SQL (persons, chains, chain steps, chain events, handovers and
-their events, Fallkonferenzen with cases, findings with cases and organisation kinds), runs
-VACUUM ANALYZE, measures, and drops the database again, also after an error, Ctrl-C or SIGTERM.
+The database is filled with set-based SQL (persons, chains, chain steps assigned as the service
+assigns them, chain events naming the organisations they concern, handovers and their events,
+Fallkonferenzen with cases, findings with cases and organisation kinds) as the database's owner
+and a superuser: helper tables, dropped and rebuilt indexes, foreign-key triggers off (replica
+mode) and VACUUM ANALYZE are not the service role's to do. Everything measured runs as the
+service role.
 
 1. ``build_report(session, policies.steering, policies.goals, area, now)`` for the Kreis, warm,
    median of ``--repeat`` runs, each in a fresh session as a request gets one.
@@ -20,16 +19,18 @@ VACUUM ANALYZE, measures, and drops the database again, also after an error, Ctr
    steps, conference persons, waiting-time percentiles, goal attainment), measured the same way
    and interleaved run by run with 1., so that both see the same machine. Before timing, every
    raw cell of the hand-written SQL is compared with what the report's query functions return
-   (before suppression). Target: report <= 1.5x hand-written SQL.
-3. Where the report's time goes: each query function of ``casemgmt.steering.report`` timed on
-   its own (SQL execute vs. fetching and Python), an instrumented ``build_report`` (phases:
-   queries, ``attainment``, ``disclosure.protect``, percentiles), a cProfile, and EXPLAIN
-   (ANALYZE, BUFFERS) of every statement ``build_report`` sends.
+   (before suppression), both the aggregates build_report uses on PostgreSQL
+   (``waiting_figures``, ``attainment_in_sql``) and the Python reference (``waiting_times``,
+   ``goal_clocks`` + ``attainment``). Target: report <= 1.5x hand-written SQL.
+3. Where the report's time goes: the query functions build_report calls on PostgreSQL timed on
+   their own, an instrumented ``build_report`` (phases: each query function,
+   ``disclosure.protect``), a cProfile, and EXPLAIN (ANALYZE, BUFFERS) of every statement
+   ``build_report`` sends.
 4. ``export_ocel`` in a child process (time, peak memory, JSON size with Starlette's
    ``json.dumps`` settings), and once more with its input streams materialised first, to split
    reading from building.
 
-This is a script, not a test: it prints figures and one PASS/FAIL line. It never changes
+A script, not a test: it prints figures and one PASS/FAIL line. It never changes
 application code; the phase breakdown wraps functions of ``casemgmt.steering.report`` and
 ``casemgmt.steering.disclosure`` inside this process only.
 """
@@ -45,49 +46,33 @@ import os
 import pstats
 import random
 import resource
-import signal
-import statistics
 import subprocess
 import sys
 import time
-import traceback
-import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-# Run as a script, this file's directory comes first on sys.path and bench/transitions.py would
-# shadow the `transitions` library that casemgmt.chains.engine imports: drop that entry.
+# bench/transitions.py would shadow the `transitions` library that casemgmt.chains.engine imports.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-if str(ROOT) not in sys.path:  # runnable from a clone that was not pip-installed
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE.parent))
 
-from sqlalchemy import create_engine, event, text  # noqa: E402
-from sqlalchemy.engine import Engine, make_url  # noqa: E402
+from sqlalchemy import event, text  # noqa: E402
+from sqlalchemy.engine import Engine  # noqa: E402
 from sqlalchemy.orm import Session, sessionmaker  # noqa: E402
-from sqlalchemy.pool import NullPool  # noqa: E402
 
-import casemgmt.models  # noqa: E402,F401  (every table in Base.metadata)
-from casemgmt.chains.catalog import register_templates  # noqa: E402
+from bench import harness as h  # noqa: E402
 from casemgmt.chains.spec import CASE_MANAGEMENT_OWNER  # noqa: E402
 from casemgmt.database import make_engine, make_sessionmaker  # noqa: E402
-from casemgmt.demo.world import KREIS, TOWNS, build_world  # noqa: E402
-from casemgmt.migrations import upgrade  # noqa: E402
-from casemgmt.policy.loader import Policies, load_policies  # noqa: E402
+from casemgmt.demo.world import KREIS  # noqa: E402
+from casemgmt.policy.loader import Policies  # noqa: E402
 from casemgmt.steering import disclosure  # noqa: E402
 from casemgmt.steering import report as steering_report  # noqa: E402
 from casemgmt.steering.goals import Goal, attainment, goal_clocks, measurable  # noqa: E402
-from bench.bench_common import _machine_cpu  # noqa: E402
 
-ADMIN_URL = os.environ.get(
-    "CASEMGMT_BENCH_ADMIN_URL",
-    os.environ.get("CASEMGMT_TEST_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
-)
-POLICY_DIR = ROOT / "policies"
 TARGET_RATIO = 1.5
 TMAX_DAYS = 730  # chains started within the last two years
 CASES_PER_CONFERENCE = 20
@@ -111,10 +96,8 @@ STEP_DAYS = [("integration_course_entitlement", 14), ("integration_course", 180)
              ("placement", 60), ("housing", 90), ("school", 20), ("kita", 30), ("closure", 5),
              ("handover", 5), ("guardianship", 30), ("clearing", 20)]
 DEFAULT_STEP_DAYS = 7
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+SMOKE = {"persons": 300, "events": 3000, "findings": 100, "repeat": 1}
+OCEL_URL_VARIABLE = "CASEMGMT_BENCH_OCEL_URL"  # the child's database URL (not on its command line)
 
 
 def step_days(key: str) -> int:
@@ -122,98 +105,8 @@ def step_days(key: str) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Throw-away database
-
-RUN_ID = uuid.uuid4().hex[:10]
-CREATED_DATABASES: list[str] = []
-
-
-def admin_engine() -> Engine:
-    return create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-
-
-def create_database() -> tuple[str, str]:
-    name = f"casemgmt_bench_report_{RUN_ID}"
-    admin = admin_engine()
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    CREATED_DATABASES.append(name)
-    log(f"created database {name}")
-    return name, url_of(name)
-
-
-def url_of(name: str) -> str:
-    return make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(name: str) -> None:
-    admin = admin_engine()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-def code_under_test() -> str | None:
-    """Commit and locally changed application files (read-only git commands)."""
-    try:
-        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "casemgmt"],
-                                capture_output=True, text=True, timeout=10, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return os.environ.get("BENCH_CODE_LABEL")  # e.g. a `git archive` copy: say which commit
-    changed = [line[3:] for line in status.splitlines() if line.strip()]
-    return head if not changed else f"{head} + uncommitted changes in {', '.join(changed)}"
-
-
-# --------------------------------------------------------------------------------------------
-# Machine load: CPUs used by other processes while a phase runs
-
-
-class Load:
-    """Busy CPUs of the machine, of this process and of given PostgreSQL backends, over a phase."""
-
-    def __init__(self, backend_pids: Callable[[], set[int]]):
-        self.backend_pids = backend_pids
-
-    def __enter__(self) -> Load:
-        self.t0 = time.perf_counter()
-        self.m0 = _machine_cpu()
-        self.own0 = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
-        self.pids = set(self.backend_pids())
-        self.b0 = {p: _cpu_of(p) for p in self.pids}
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        wall = time.perf_counter() - self.t0
-        m1 = _machine_cpu()
-        own = sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) - self.own0
-        backend = sum((_cpu_of(p) or 0) - (self.b0.get(p) or 0) for p in self.pids)
-        self.result = {"wall": wall, "own_cpus": own / wall, "backend_cpus": backend / wall}
-        if self.m0 and m1:
-            d = [b - a for a, b in zip(self.m0, m1)]
-            total = sum(d) or 1
-            busy = (total - d[3] - d[4]) / total * (os.cpu_count() or 1)
-            self.result["machine_cpus"] = busy
-            self.result["other_cpus"] = max(0.0, busy - (own + backend) / wall)
-
-
-def _cpu_of(pid: int) -> float | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def load_text(r: dict[str, float]) -> str:
-    if "machine_cpus" not in r:
-        return f"bench {r['own_cpus']:.2f} + PostgreSQL {r['backend_cpus']:.2f} CPUs"
-    return (f"machine {r['machine_cpus']:.2f} CPUs busy: bench {r['own_cpus']:.2f}, its PostgreSQL "
-            f"backend {r['backend_cpus']:.2f}, other processes {r['other_cpus']:.2f}")
-
-
-# --------------------------------------------------------------------------------------------
 # Data generation, set-based
+
 
 
 def u(expr: str, salt: int) -> str:
@@ -279,69 +172,32 @@ def town_slots(world_towns: list[tuple[int, int]], slots: int = 1000) -> list[in
     return out
 
 
-_PLAIN_INDEXES = """
-SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid)
-FROM pg_index i
-WHERE i.indrelid = CAST(:table AS regclass)
-  AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)
-ORDER BY 1
-"""
 
-
-def defer_indexes(engine: Engine, tables: Sequence[str]) -> list[tuple[str, str]]:
-    """Drop the plain (non-constraint) indexes of ``tables`` for a bulk load; building them
-    afterwards is much cheaper than maintaining them row by row. Returns their definitions."""
-    with engine.begin() as conn:
-        found = [tuple(r) for t in tables for r in conn.execute(text(_PLAIN_INDEXES), {"table": t})]
-        for name, _ in found:
-            conn.execute(text(f"DROP INDEX {name}"))
-    return found
-
-
-def restore_indexes(engine: Engine, found: list[tuple[str, str]]) -> None:
-    with engine.begin() as conn:
-        conn.execute(text("SET LOCAL maintenance_work_mem = '256MB'"))
-        for _, definition in found:
-            conn.execute(text(definition))
-        tables = sorted({d.split(" ON ")[1].split()[0].removeprefix("public.") for _, d in found})
-        again = [tuple(r) for t in tables for r in conn.execute(text(_PLAIN_INDEXES), {"table": t})]
-    if sorted(again) != sorted(found):
-        raise RuntimeError(f"indexes differ after the bulk load: {sorted(again)} vs {sorted(found)}")
-
-
-def generate(engine: Engine, policies: Policies, catalog: Any, now: datetime,
-             args: argparse.Namespace) -> dict[str, Any]:
-    """Fill the database; every statement is an INSERT ... SELECT over generate_series."""
+def generate(engine: Engine, app: h.App, now: datetime, args: argparse.Namespace) -> dict[str, Any]:
+    """Fill the database as the owner (``engine``); every statement is an INSERT ... SELECT over
+    generate_series."""
+    policies, catalog = app.policies, app.catalog
     P = args.persons
     extras = int(P * EXTRA_CHAIN_SHARE)
     C = P + extras
     a, expected = calibrate_exponent(policies, C, args.events)
-    log(f"chain age T = {TMAX_DAYS} d x U^{a:.2f} (Monte Carlo: {expected:.1f} events per chain)")
+    h.log(f"chain age T = {TMAX_DAYS} d x U^{a:.2f} (Monte Carlo: {expected:.1f} events per chain)")
     figures: dict[str, Any] = {"age_exponent": a}
     timings: dict[str, float] = {}
 
-    with engine.connect() as conn:
-        jur = dict(conn.execute(text("SELECT key, id FROM jurisdictions")).all())
-        orgs = conn.execute(text(
-            "SELECT o.id, o.key, o.kind, o.jurisdiction_id, j.path FROM organisations o "
-            "JOIN jurisdictions j ON j.id = o.jurisdiction_id ORDER BY o.key")).all()
-    towns = [(jur[key], people) for key, _, people in TOWNS]
+    jur = app.world.jurisdictions
+    towns = app.towns()
     kreis_id = jur[KREIS[0]]
-    org_by_key = {o.key: o for o in orgs}
-    ki = org_by_key["ennetal_ki"].id
-    wittmar_ki = org_by_key["wittmar_ki"].id
-    # The most local organisation of each kind that serves each town (as engine.may_act picks).
+    ki = app.orgs["ennetal_ki"].id
+    wittmar_ki = app.orgs["wittmar_ki"].id
+    # The organisation of each kind a step in each town is assigned to: the service's own rule
+    # (casemgmt.jurisdictions.service.nearest_serving_organisations).
     with engine.connect() as conn:
         path_of = dict(conn.execute(text("SELECT id, path FROM jurisdictions")).all())
-    kindorg: list[tuple[str, int, int]] = []
     kinds_in_use = {s.owner for t in policies.templates.values() for s in t.steps} - {CASE_MANAGEMENT_OWNER}
     kinds_in_use |= set(policies.organisation_kinds)
-    for kind in sorted(kinds_in_use):
-        for town, _ in towns:
-            serving = [o for o in orgs if o.kind == kind and path_of[town].startswith(o.path)]
-            if serving:
-                best = min(serving, key=lambda o: (-len(o.path), o.key))
-                kindorg.append((kind, town, best.id))
+    kindorg = [(kind, town, org) for town, _ in towns
+               for kind, org in sorted(app.nearest(kinds_in_use, path_of[town]).items())]
 
     tpl_rows = []
     mix_hi = 0.0
@@ -395,7 +251,7 @@ def generate(engine: Engine, policies: Policies, catalog: Any, now: datetime,
             conn.execute(text("SET LOCAL session_replication_role = replica"))
             n = conn.execute(text(sql), {**params, **extra}).rowcount
         timings[label] = time.perf_counter() - t0
-        log(f"  {label}: {n:,} rows in {timings[label]:.1f} s")
+        h.log(f"  {label}: {n:,} rows in {timings[label]:.1f} s")
         return n
 
     t_all = time.perf_counter()
@@ -462,9 +318,10 @@ def generate(engine: Engine, policies: Policies, catalog: Any, now: datetime,
 
     run("persons", f"""
         INSERT INTO persons (id, residence_status, bleibeperspektive, benefit_regime, lead_jurisdiction_id,
-                             created_by_organisation_id, created_at)
+                             created_by_organisation_id, created_at, plain_field_writers)
         SELECT person_id, CASE template_key {res_case[0]} END, CASE template_key {res_case[1]} END,
-               CASE template_key {res_case[2]} END, town, cm, started
+               CASE template_key {res_case[2]} END, town, cm, started,
+               json_build_object('residence_status', cm, 'bleibeperspektive', cm, 'benefit_regime', cm)
         FROM bench_chain WHERE c < CAST(:P AS int) ORDER BY c
     """)
     run("chains", """
@@ -478,72 +335,80 @@ def generate(engine: Engine, policies: Policies, catalog: Any, now: datetime,
         FROM bench_chain ch JOIN bench_sched s ON s.c = ch.c AND s.ord = ch.n - 1
         ORDER BY ch.started, ch.id
     """)
-    deferred = defer_indexes(engine, ("chain_steps", "chain_events"))
-    run("chain_steps", """
-        INSERT INTO chain_steps (chain_id, key, owner_kind, optional, state, reason, started_at,
-                                 completed_at, due_at, due_for, updated_at)
-        SELECT ch.id, t.key, t.owner_kind, t.optional,
-               CASE WHEN s.complete <= ch.tp THEN 'completed' WHEN s.start <= ch.tp THEN 'in_progress'
-                    WHEN s.ready <= ch.tp THEN 'ready' ELSE 'planned' END,
-               NULL,
-               CASE WHEN s.start <= ch.tp THEN ch.started + s.start * interval '1 day' END,
-               CASE WHEN s.complete <= ch.tp THEN ch.started + s.complete * interval '1 day' END,
-               CASE WHEN anchor <= ch.tp THEN ch.started + (anchor + t.due_days) * interval '1 day' END,
-               CASE WHEN anchor <= ch.tp THEN t.due_for END,
-               ch.started + least(ch.tp, greatest(s.ready, 0)) * interval '1 day'
-        FROM bench_chain ch JOIN bench_tpl t USING (template_key)
-        JOIN bench_sched s ON s.c = ch.c AND s.ord = t.ord
-        JOIN bench_times a ON a.c = ch.c
-        CROSS JOIN LATERAL (SELECT CASE WHEN t.anchor_ord = -1 THEN 0
-                                        WHEN t.anchor_event = 'started' THEN a.starts[t.anchor_ord + 1]
-                                        ELSE a.completes[t.anchor_ord + 1] END AS anchor) x
-        ORDER BY ch.id, t.ord  -- in the order of uq_chain_steps_chain_id_key: cheap index inserts
-    """)
-    run("chain_events", """
-        INSERT INTO chain_events (chain_id, kind, step_key, action, from_state, to_state, reason,
-                                  actor_user, actor_organisation_id, occurred_at)
-        SELECT chain_id, kind, step_key, action, from_state, to_state, reason, 'bench.user', org,
-               started + at * interval '1 day'
-        FROM (
-          SELECT ch.id AS chain_id, ch.c, -1 AS ord, 0 AS phase, 'chain_started' AS kind, NULL AS step_key,
-                 NULL AS action, NULL AS from_state, 'open' AS to_state,
-                 ch.template_key || ' v' || ch.version AS reason, ch.cm AS org, ch.started, 0 AS at
-          FROM bench_chain ch
-          UNION ALL
-          SELECT ch.id, ch.c, t.ord, e.phase, 'step', t.key, e.action, e.from_state, e.to_state, NULL,
-                 CASE WHEN t.cm_acts THEN ch.cm ELSE ko.org_id END, ch.started, e.at
-          FROM bench_chain ch JOIN bench_tpl t USING (template_key)
-          JOIN bench_sched s ON s.c = ch.c AND s.ord = t.ord
-          LEFT JOIN bench_kindorg ko ON ko.kind = t.owner_kind AND ko.town = ch.town
-          CROSS JOIN LATERAL (VALUES (1, 'make_ready', 'planned', 'ready', greatest(s.ready, 0)),
-                                     (2, 'start', 'ready', 'in_progress', s.start),
-                                     (3, 'complete', 'in_progress', 'completed', s.complete))
-                     AS e(phase, action, from_state, to_state, at)
-          WHERE e.at <= ch.tp
-          UNION ALL
-          SELECT ch.id, ch.c, ch.n, 4, 'chain_completed', NULL, NULL, 'open', 'completed', NULL, ch.cm,
-                 ch.started, s.complete
-          FROM bench_chain ch JOIN bench_sched s ON s.c = ch.c AND s.ord = ch.n - 1
-          WHERE s.complete <= ch.tp
-        ) e
-        ORDER BY started + at * interval '1 day', c, ord, phase
-    """)
-    t0 = time.perf_counter()
-    restore_indexes(engine, deferred)
+    # A step is assigned when it becomes ready (the case management for its own steps), and
+    # each step event names the organisation the step is assigned to after it, as the service
+    # writes them (chains.service.assign_ready_steps, step_event_rows).
+    with engine.connect() as idx_conn, h.indexes_deferred(idx_conn, ("chain_steps", "chain_events")) as deferred:
+        run("chain_steps", """
+            INSERT INTO chain_steps (chain_id, key, owner_kind, optional, state, reason, started_at,
+                                     completed_at, due_at, due_for, assigned_organisation_id, updated_at)
+            SELECT ch.id, t.key, t.owner_kind, t.optional,
+                   CASE WHEN s.complete <= ch.tp THEN 'completed' WHEN s.start <= ch.tp THEN 'in_progress'
+                        WHEN s.ready <= ch.tp THEN 'ready' ELSE 'planned' END,
+                   NULL,
+                   CASE WHEN s.start <= ch.tp THEN ch.started + s.start * interval '1 day' END,
+                   CASE WHEN s.complete <= ch.tp THEN ch.started + s.complete * interval '1 day' END,
+                   CASE WHEN anchor <= ch.tp THEN ch.started + (anchor + t.due_days) * interval '1 day' END,
+                   CASE WHEN anchor <= ch.tp THEN t.due_for END,
+                   CASE WHEN s.ready <= ch.tp THEN CASE WHEN t.cm_acts THEN ch.cm ELSE ko.org_id END END,
+                   ch.started + least(ch.tp, greatest(s.ready, 0)) * interval '1 day'
+            FROM bench_chain ch JOIN bench_tpl t USING (template_key)
+            JOIN bench_sched s ON s.c = ch.c AND s.ord = t.ord
+            JOIN bench_times a ON a.c = ch.c
+            LEFT JOIN bench_kindorg ko ON ko.kind = t.owner_kind AND ko.town = ch.town
+            CROSS JOIN LATERAL (SELECT CASE WHEN t.anchor_ord = -1 THEN 0
+                                            WHEN t.anchor_event = 'started' THEN a.starts[t.anchor_ord + 1]
+                                            ELSE a.completes[t.anchor_ord + 1] END AS anchor) x
+            ORDER BY ch.id, t.ord  -- in the order of uq_chain_steps_chain_id_key: cheap index inserts
+        """)
+        # Who acted: a step's start and complete by its organisation; its make_ready by whoever
+        # completed the step before it (steps run in template order here; the case management at
+        # the chain's start), and the chain's completion by whoever completed its last step.
+        run("chain_events", """
+            INSERT INTO chain_events (chain_id, kind, step_key, action, from_state, to_state, reason,
+                                      actor_user, actor_organisation_id, organisation_id, occurred_at)
+            SELECT chain_id, kind, step_key, action, from_state, to_state, reason, 'bench.user', actor, org,
+                   started + at * interval '1 day'
+            FROM (
+              SELECT ch.id AS chain_id, ch.c, -1 AS ord, 0 AS phase, 'chain_started' AS kind, NULL AS step_key,
+                     NULL AS action, NULL AS from_state, 'open' AS to_state,
+                     ch.template_key || ' v' || ch.version AS reason, ch.cm AS actor, ch.cm AS org, ch.started,
+                     0 AS at
+              FROM bench_chain ch
+              UNION ALL
+              SELECT ch.id, ch.c, t.ord, e.phase, 'step', t.key, e.action, e.from_state, e.to_state, NULL,
+                     CASE WHEN e.phase > 1 THEN own.org WHEN tp.ord IS NULL OR tp.cm_acts THEN ch.cm
+                          ELSE kp.org_id END,
+                     own.org, ch.started, e.at
+              FROM bench_chain ch JOIN bench_tpl t USING (template_key)
+              JOIN bench_sched s ON s.c = ch.c AND s.ord = t.ord
+              LEFT JOIN bench_kindorg ko ON ko.kind = t.owner_kind AND ko.town = ch.town
+              LEFT JOIN bench_tpl tp ON tp.template_key = t.template_key AND tp.ord = t.ord - 1
+              LEFT JOIN bench_kindorg kp ON kp.kind = tp.owner_kind AND kp.town = ch.town
+              CROSS JOIN LATERAL (SELECT CASE WHEN t.cm_acts THEN ch.cm ELSE ko.org_id END AS org) own
+              CROSS JOIN LATERAL (VALUES (1, 'make_ready', 'planned', 'ready', greatest(s.ready, 0)),
+                                         (2, 'start', 'ready', 'in_progress', s.start),
+                                         (3, 'complete', 'in_progress', 'completed', s.complete))
+                         AS e(phase, action, from_state, to_state, at)
+              WHERE e.at <= ch.tp
+              UNION ALL
+              SELECT ch.id, ch.c, ch.n, 4, 'chain_completed', NULL, NULL, 'open', 'completed', NULL,
+                     CASE WHEN tl.cm_acts THEN ch.cm ELSE kl.org_id END, ch.cm, ch.started, s.complete
+              FROM bench_chain ch JOIN bench_sched s ON s.c = ch.c AND s.ord = ch.n - 1
+              JOIN bench_tpl tl ON tl.template_key = ch.template_key AND tl.ord = ch.n - 1
+              LEFT JOIN bench_kindorg kl ON kl.kind = tl.owner_kind AND kl.town = ch.town
+              WHERE s.complete <= ch.tp
+            ) e
+            ORDER BY started + at * interval '1 day', c, ord, phase
+        """)
+        t0 = time.perf_counter()
     timings["indexes of chain_steps, chain_events"] = time.perf_counter() - t0
-    log(f"  indexes of chain_steps and chain_events rebuilt in {timings['indexes of chain_steps, chain_events']:.1f} s "
-        f"({', '.join(name for name, _ in deferred)}; definitions checked against the migrated ones)")
+    h.log(f"  indexes of chain_steps and chain_events rebuilt in {timings['indexes of chain_steps, chain_events']:.1f} s "
+          f"({', '.join(name for name, _ in deferred)}; definitions checked against the migrated ones)")
     # Handovers: on a random step of a random main chain (waiting ones each on a chain of its
     # own), from the owner of the step before (or the case management) to the step's owner.
     run("handovers", f"""
-        INSERT INTO handovers (
-          id, kind, state, chain_id, person_id, subject, step_key, to_step_key, benefit_regime_from,
-          benefit_regime_to, sender_organisation_id, sender_organisation_kind, sender_jurisdiction_id,
-          sender_user, receiver_organisation_id, receiver_organisation_kind, receiver_jurisdiction_id,
-          case_management_organisation_id, from_jurisdiction_id, to_jurisdiction_id, purpose,
-          package_fields, package_bases, package_redacted, package_ciphertext, consent_review,
-          working_days, requested_at, due_date, due_at, escalated_at, responded_at, responded_by_user,
-          response_reason, waiting_calendar_days, waiting_working_days, version, updated_at)
+        INSERT INTO handovers ({h.columns("handovers")})
         WITH h AS (
           SELECT n, md5('bench-handover-' || n)::uuid AS id,
                  CASE WHEN n < CAST(:pending AS int) THEN n
@@ -679,7 +544,7 @@ def generate(engine: Engine, policies: Policies, catalog: Any, now: datetime,
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE"))
     timings["VACUUM ANALYZE"] = time.perf_counter() - t0
-    log(f"  VACUUM ANALYZE in {timings['VACUUM ANALYZE']:.1f} s")
+    h.log(f"  VACUUM ANALYZE in {timings['VACUUM ANALYZE']:.1f} s")
     figures["seconds"] = time.perf_counter() - t_all
     figures["timings"] = timings
     with engine.connect() as conn:
@@ -885,6 +750,16 @@ def compare(session: Session, area: Any, goals: Sequence[Goal], now: datetime,
         for name, q_, v in (("working", 50, w50), ("working", 90, w90), ("calendar", 50, c50), ("calendar", 90, c90)):
             mine_w[(*key, name, q_)] = v
     both("waiting", app_w, mine_w)
+    # What build_report uses on PostgreSQL: the same figures aggregated by the database.
+    sql_pairs, sql_quarters = R.waiting_figures(session, area)
+    app_ws: dict[tuple, Any] = {}
+    for label, figures in (("pair", sql_pairs), ("quarter", sql_quarters)):
+        for key, f in figures.items():
+            app_ws[(label, key, "persons")] = f.persons
+            for name, q, v in (("working", 50, f.working_median), ("working", 90, f.working_p90),
+                               ("calendar", 50, f.calendar_median), ("calendar", 90, f.calendar_p90)):
+                app_ws[(label, key, name, q)] = float(v) if v is not None else None
+    both("waiting (SQL)", app_ws, mine_w)
 
     mine_g: dict[tuple, int] = {}
     for goal_key, quarter, town, att, miss, pend in hand["goals"]:
@@ -901,6 +776,13 @@ def compare(session: Session, area: Any, goals: Sequence[Goal], now: datetime,
                 if n:
                     app_g[(goal.key, quarter, towns[town], outcome)] = n
     both("goals", app_g, mine_g)
+    app_gs: dict[tuple, int] = {}
+    for goal in goals:
+        for (quarter, town), cell in R.attainment_in_sql(session, goal, towns, now).items():
+            for outcome in ("attained", "missed", "pending"):
+                if getattr(cell, outcome):
+                    app_gs[(goal.key, quarter, towns[town], outcome)] = getattr(cell, outcome)
+    both("goals (SQL)", app_gs, mine_g)
     return compared, mismatched, problems + samples
 
 
@@ -908,8 +790,7 @@ def compare(session: Session, area: Any, goals: Sequence[Goal], now: datetime,
 # Timing
 
 
-def median(xs: Sequence[float]) -> float:
-    return statistics.median(xs) if xs else float("nan")
+median = h.median
 
 
 class SqlClock:
@@ -944,7 +825,10 @@ class Phases:
     """Wraps functions of the report modules (in this process only) to time the phases of a real
     build_report call. Nested phases are charged to the innermost one."""
 
-    QUERIES = ("barrier_counts", "overdue_counts", "conference_counts", "waiting_times")
+    # The query functions build_report calls: on PostgreSQL waiting_figures and
+    # attainment_in_sql; waiting_times, goal_clocks and attainment on SQLite (shown if called).
+    QUERIES = ("barrier_counts", "overdue_counts", "conference_counts", "waiting_figures", "waiting_times",
+               "attainment_in_sql")
 
     def __init__(self, clock: SqlClock):
         self.clock = clock
@@ -1004,21 +888,22 @@ def build_report_once(factory: sessionmaker[Session], policies: Policies, area_i
 
 def queries_once(factory: sessionmaker[Session], policies: Policies, area_id: int, now: datetime,
                  timer: dict[str, float]) -> None:
-    """The report's query functions alone, no protection: what its SQL costs the report."""
+    """The query functions build_report calls on PostgreSQL, alone, no protection: what its SQL
+    costs the report."""
     R = steering_report
     with factory() as session:
         area = R.resolve_area(session, area_id)
-        for name, call in (("barrier_counts", lambda: R.barrier_counts(session, area)),
-                           ("overdue_counts", lambda: R.overdue_counts(session, area, now)),
-                           ("conference_counts", lambda: R.conference_counts(session, area)),
-                           ("waiting_times", lambda: R.waiting_times(session, area))):
+        calls = [("barrier_counts", lambda: R.barrier_counts(session, area)),
+                 ("overdue_counts", lambda: R.overdue_counts(session, area, now)),
+                 ("conference_counts", lambda: R.conference_counts(session, area)),
+                 ("waiting_figures", lambda: R.waiting_figures(session, area))]
+        calls += [(f"attainment_in_sql:{goal.key}",
+                   lambda goal=goal: R.attainment_in_sql(session, goal, area.towns, now))
+                  for goal in measurable(policies.goals)]
+        for name, call in calls:
             t0 = time.perf_counter()
             call()
             timer[name] = timer.get(name, 0.0) + time.perf_counter() - t0
-        for goal in measurable(policies.goals):
-            t0 = time.perf_counter()
-            goal_clocks(session, goal)
-            timer[f"goal_clocks:{goal.key}"] = timer.get(f"goal_clocks:{goal.key}", 0.0) + time.perf_counter() - t0
         session.rollback()
 
 
@@ -1064,16 +949,11 @@ def profile_report(factory: sessionmaker[Session], policies: Policies, area_id: 
 # OCEL export, in a child process (clean peak memory)
 
 
-def ocel_child(url: str, min_variant_chains: int, mode: str) -> None:
+def ocel_child(min_variant_chains: int, mode: str) -> None:
     from casemgmt.steering import ocel
 
-    engine = make_engine(url)
-    pids: list[int] = []
-
-    @event.listens_for(engine, "connect")
-    def _remember(dbapi_conn: Any, _record: Any) -> None:
-        pids.append(dbapi_conn.info.backend_pid)
-
+    engine = make_engine(os.environ[OCEL_URL_VARIABLE])
+    pids = h.remember_backends(engine)
     factory = make_sessionmaker(engine)
     out: dict[str, Any] = {"mode": mode}
     if mode == "split":
@@ -1095,13 +975,13 @@ def ocel_child(url: str, min_variant_chains: int, mode: str) -> None:
         t0 = time.perf_counter()
         document, stats = ocel.export_ocel(session, min_variant_chains=min_variant_chains)
         out["export_s"] = time.perf_counter() - t0
-        out["backend_cpu_s"] = sum(_cpu_of(p) or 0 for p in pids)  # a new backend: all its CPU
+        out["backend_cpu_s"] = sum(h.cpu_seconds_of(p) or 0 for p in pids)  # a new backend: all its CPU
         session.rollback()
     out["cpu_s"] = sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) - cpu0
     out["stats"] = {"chains_total": stats.chains_total, "chains_exported": stats.chains_exported,
                     "variants_total": stats.variants_total, "variants_exported": stats.variants_exported,
                     "events_exported": stats.events_exported, "objects": len(document["objects"])}
-    out["vmhwm_after_export_mib"] = _vm_kb("VmHWM") / 1024
+    out["vmhwm_after_export_mib"] = (h.vm_kb("VmHWM") or 0) / 1024
     if mode == "plain":
         t0 = time.perf_counter()
         # What Starlette's JSONResponse.render does with the endpoint's dict.
@@ -1109,23 +989,17 @@ def ocel_child(url: str, min_variant_chains: int, mode: str) -> None:
                           separators=(",", ":")).encode("utf-8")
         out["dumps_s"] = time.perf_counter() - t0
         out["json_bytes"] = len(body)
-        out["vmhwm_mib"] = _vm_kb("VmHWM") / 1024
+        out["vmhwm_mib"] = (h.vm_kb("VmHWM") or 0) / 1024
     out["cpu_total_s"] = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])  # the whole child
-    out["backend_cpu_total_s"] = sum(_cpu_of(p) or 0 for p in pids)
+    out["backend_cpu_total_s"] = sum(h.cpu_seconds_of(p) or 0 for p in pids)
     print("OCEL-RESULT " + json.dumps(out), flush=True)
-
-
-def _vm_kb(name: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(name + ":"):
-            return int(line.split()[1])
-    return 0
 
 
 def run_ocel(url: str, k: int, mode: str) -> dict[str, Any]:
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--ocel-child", url, str(k), mode],
-                          capture_output=True, text=True, timeout=3600)
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--ocel-child", str(k), mode],
+                          env=dict(os.environ, **{OCEL_URL_VARIABLE: url}), capture_output=True, text=True,
+                          timeout=3600)
     wall = time.perf_counter() - t0
     line = next((x for x in proc.stdout.splitlines() if x.startswith("OCEL-RESULT ")), None)
     if proc.returncode != 0 or line is None:
@@ -1148,60 +1022,56 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-ocel", action="store_true")
     p.add_argument("--skip-explain", action="store_true")
     p.add_argument("--use-db", metavar="NAME", help="measure an existing database filled by this script "
-                   "(not generated, not dropped)")
-    p.add_argument("--keep-db", action="store_true", help="do not drop the database at the end")
-    p.add_argument("--json", type=Path, help="also write every figure as JSON")
-    return p.parse_args(argv)
+                   "(not generated, not dropped; this run's service role is granted access to it)")
+    p.add_argument("--keep-db", action="store_true", help="keep the database (and its service role) at the end")
+    h.common_args(p)
+    args = p.parse_args(argv)
+    if args.persons < CASES_PER_CONFERENCE:
+        p.error(f"--persons must be at least {CASES_PER_CONFERENCE}")
+    return h.smoke_sizes(args, SMOKE)
 
 
-def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
-    results["code"] = code_under_test()
-    results["package"] = str(Path(casemgmt.models.__file__).resolve().parent.parent)
-    log(f"measuring the casemgmt package in {results['package']} ({results['code']})")
-    policies = load_policies(POLICY_DIR)
-    goals = measurable(policies.goals)
+def run(bench: h.Bench, args: argparse.Namespace) -> None:
+    results = bench.results
+    h.log(f"measuring the casemgmt package in {results['package']} ({results['code']})")
     now = datetime.now(UTC).replace(microsecond=0)
+    bench.dbs.keep = args.keep_db
     if args.use_db:
-        url = url_of(args.use_db)
-        engine = make_engine(url)
-        with engine.connect() as conn:
+        db = bench.dbs.adopt(args.use_db)
+        app = h.App.open(db.service_url, bench.master, templates_at=now)
+        with app.engine.connect() as conn:
             now = conn.execute(text("SELECT max(occurred_at) FROM chain_events")).scalar_one() + timedelta(seconds=1)
     else:
-        _, url = create_database()
-        engine = make_engine(url)
         t0 = time.perf_counter()
-        upgrade(engine)
-        factory0 = make_sessionmaker(engine)
-        with factory0() as session:
-            build_world(session)
-        with factory0() as session:
-            catalog = register_templates(session, policies.templates, now)
-        log(f"migrated, world built, {len(catalog.current)} templates registered ({time.perf_counter() - t0:.1f} s)")
-        log(f"generating: {args.persons:,} persons, about {args.events:,} chain events, {args.findings:,} findings")
-        results["data"] = generate(engine, policies, catalog, now, args)
-        log(f"generated in {results['data']['seconds']:.1f} s: " + ", ".join(
-            f"{t} {n:,}" for t, n in results["data"]["rows"].items()) + f"; database {results['data']['db_size']}")
-        log("shape: " + ", ".join(f"{k} {v:,}" for k, v in results["data"]["shape"].items()))
+        db = bench.database("main")
+        app = h.App.open(db.service_url, bench.master, templates_at=now)
+        h.log(f"migrated, world built, {len(app.catalog.current)} templates registered ({time.perf_counter() - t0:.1f} s)")
+        h.log(f"generating: {args.persons:,} persons, about {args.events:,} chain events, {args.findings:,} findings "
+              "(as the owner)")
+        bench.phase("generating")
+        owner = make_engine(db.owner_url)
+        try:
+            results["data"] = generate(owner, app, now, args)
+        finally:
+            owner.dispose()
+        h.log(f"generated in {results['data']['seconds']:.1f} s: " + ", ".join(
+              f"{t} {n:,}" for t, n in results["data"]["rows"].items()) + f"; database {results['data']['db_size']}")
+        h.log("shape: " + ", ".join(f"{k} {v:,}" for k, v in results["data"]["shape"].items()))
     try:
-        measure(engine, url, policies, goals, now, args, results)
+        measure(bench, app, now, args)
     finally:
-        engine.dispose()
+        app.dispose()
 
 
-def measure(engine: Engine, url: str, policies: Policies, goals: list[Goal], now: datetime,
-            args: argparse.Namespace, results: dict[str, Any]) -> None:
-    factory = make_sessionmaker(engine)
-    backend_pids: set[int] = set()
-
-    @event.listens_for(engine, "connect")
-    def _remember(dbapi_conn: Any, _record: Any) -> None:
-        backend_pids.add(dbapi_conn.info.backend_pid)
-
-    engine.dispose()  # so the listener sees the connection the measurements use
+def measure(bench: h.Bench, app: h.App, now: datetime, args: argparse.Namespace) -> None:
+    """Everything as the service role, on the application's engine."""
+    results = bench.results
+    engine, factory, policies, url = app.engine, app.factory, app.policies, app.url
+    goals = measurable(policies.goals)
+    backend_pids = app.backend_pids
     clock = SqlClock(engine)
+    bench.server_facts(url, ("shared_buffers", "work_mem", "jit", "max_parallel_workers_per_gather"))
     with engine.connect() as conn:
-        results["server"] = {k: conn.execute(text(f"SHOW {k}")).scalar_one() for k in (
-            "server_version", "shared_buffers", "work_mem", "jit", "max_parallel_workers_per_gather")}
         kreis_id = conn.execute(text("SELECT id FROM jurisdictions WHERE key = :k"), {"k": KREIS[0]}).scalar_one()
     with factory() as session:
         area = steering_report.resolve_area(session, kreis_id)
@@ -1213,10 +1083,10 @@ def measure(engine: Engine, url: str, policies: Policies, goals: list[Goal], now
         hand = run_hand(session, statements, towns, now)
         compared, mismatched, lines = compare(session, area, goals, now, hand)
     results["check"] = {"cells": compared, "mismatches": mismatched, "lines": lines}
-    log(f"hand-written SQL vs the report's query functions (raw counts, before suppression): "
-        f"{compared:,} cells compared, {mismatched} differ")
+    h.log(f"hand-written SQL vs the report's query functions (raw counts, before suppression): "
+          f"{compared:,} cells compared, {mismatched} differ")
     for line in lines:
-        log(f"  {line}")
+        h.log(f"  {line}")
 
     # 2. Interleaved timing, warm.
     document = build_report_once(factory, policies, kreis_id, now)
@@ -1230,9 +1100,9 @@ def measure(engine: Engine, url: str, policies: Policies, goals: list[Goal], now
         "by_table": {t["key"]: len(t["cells"]) for t in document["tables"]},
         "waiting_rows": len(document["handover_waiting_times"]) + len(document["handover_waiting_trend"]),
     }
-    log(f"report: {results['report_shape']['tables']} tables, {results['report_shape']['cells']:,} cells, "
-        f"{results['report_shape']['suppressed']:,} suppressed, {results['report_shape']['dropped_breakdowns']} "
-        f"breakdowns dropped, {results['report_shape']['waiting_rows']} waiting-time rows")
+    h.log(f"report: {results['report_shape']['tables']} tables, {results['report_shape']['cells']:,} cells, "
+          f"{results['report_shape']['suppressed']:,} suppressed, {results['report_shape']['dropped_breakdowns']} "
+          f"breakdowns dropped, {results['report_shape']['waiting_rows']} waiting-time rows")
     rep_t: list[float] = []
     hand_t: list[float] = []
     q_t: list[float] = []
@@ -1240,39 +1110,39 @@ def measure(engine: Engine, url: str, policies: Policies, goals: list[Goal], now
 
     def cpu_now() -> tuple[float, float]:
         return (sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),
-                sum(_cpu_of(p) or 0.0 for p in backend_pids))
+                sum(h.cpu_seconds_of(p) or 0.0 for p in backend_pids))
     hand_parts: list[dict[str, float]] = []
     q_parts: list[dict[str, float]] = []
     sql_exec: dict[str, list[float]] = defaultdict(list)
-    log(f"timing, interleaved: build_report / hand-written SQL / the report's query functions alone, "
-        f"{args.repeat} rounds")
-    with Load(lambda: backend_pids) as load:
-        for i in range(args.repeat):
-            order = ["report", "hand", "queries"]
-            order = order[i % 3:] + order[:i % 3]
-            for what in order:
-                clock.reset()
-                clock.phase = what
-                c0 = cpu_now()
-                t0 = time.perf_counter()
-                if what == "report":
-                    build_report_once(factory, policies, kreis_id, now)
-                    rep_t.append(time.perf_counter() - t0)
-                elif what == "hand":
-                    parts: dict[str, float] = {}
-                    hand_once(factory, statements, towns, now, parts)
-                    hand_t.append(time.perf_counter() - t0)
-                    hand_parts.append(parts)
-                else:
-                    parts = {}
-                    queries_once(factory, policies, kreis_id, now, parts)
-                    q_t.append(time.perf_counter() - t0)
-                    q_parts.append(parts)
-                sql_exec[what].append(clock.execute[what])
-                c1 = cpu_now()
-                cpu[what].append((c1[0] - c0[0], c1[1] - c0[1]))
-            log(f"  round {i + 1}: report {rep_t[-1] * 1000:.0f} ms, hand SQL {hand_t[-1] * 1000:.0f} ms, "
-                f"query functions {q_t[-1] * 1000:.0f} ms")
+    bench.phase("timing")
+    h.log(f"timing, interleaved: build_report / hand-written SQL / the report's query functions alone, "
+          f"{args.repeat} rounds")
+    for i in range(args.repeat):
+        order = ["report", "hand", "queries"]
+        order = order[i % 3:] + order[:i % 3]
+        for what in order:
+            clock.reset()
+            clock.phase = what
+            c0 = cpu_now()
+            t0 = time.perf_counter()
+            if what == "report":
+                build_report_once(factory, policies, kreis_id, now)
+                rep_t.append(time.perf_counter() - t0)
+            elif what == "hand":
+                parts: dict[str, float] = {}
+                hand_once(factory, statements, towns, now, parts)
+                hand_t.append(time.perf_counter() - t0)
+                hand_parts.append(parts)
+            else:
+                parts = {}
+                queries_once(factory, policies, kreis_id, now, parts)
+                q_t.append(time.perf_counter() - t0)
+                q_parts.append(parts)
+            sql_exec[what].append(clock.execute[what])
+            c1 = cpu_now()
+            cpu[what].append((c1[0] - c0[0], c1[1] - c0[1]))
+        h.log(f"  round {i + 1}: report {rep_t[-1] * 1000:.0f} ms, hand SQL {hand_t[-1] * 1000:.0f} ms, "
+              f"query functions {q_t[-1] * 1000:.0f} ms")
     results["timing"] = {
         "report_s": median(rep_t), "hand_s": median(hand_t), "queries_s": median(q_t),
         "report_runs": rep_t, "hand_runs": hand_t, "queries_runs": q_t,
@@ -1282,13 +1152,11 @@ def measure(engine: Engine, url: str, policies: Policies, goals: list[Goal], now
         "queries_execute_s": median(sql_exec["queries"]),
         "hand_parts": {k: median([p[k] for p in hand_parts]) for k in hand_parts[0]},
         "query_parts": {k: median([p[k] for p in q_parts]) for k in q_parts[0]},
-        "load": load.result,
         "cpu": {w: {"bench_s": median([x[0] for x in v]), "backend_s": median([x[1] for x in v]),
                     "total_s": median([x[0] + x[1] for x in v])} for w, v in cpu.items()},
     }
     results["timing"]["cpu_ratio"] = (results["timing"]["cpu"]["report"]["total_s"]
                                       / results["timing"]["cpu"]["hand"]["total_s"])
-    log(f"load during timing: {load_text(load.result)}")
 
     # 3. Where the report's time goes: an instrumented build_report.
     phase_runs: list[dict[str, float]] = []
@@ -1325,39 +1193,26 @@ def measure(engine: Engine, url: str, policies: Policies, goals: list[Goal], now
 
     if not args.skip_ocel:
         k = policies.steering.min_variant_chains
-        log("OCEL export in a child process (plain)")
-        with Load(lambda: set()) as load:
-            results["ocel"] = run_ocel(url, k, "plain")
-        o = results["ocel"]
-        r = load.result  # the child and its backend are not this process: count them as ours
-        r["own_cpus"] = o["cpu_total_s"] / r["wall"]
-        r["backend_cpus"] = o["backend_cpu_total_s"] / r["wall"]
-        if "machine_cpus" in r:
-            r["other_cpus"] = max(0.0, r["machine_cpus"] - r["own_cpus"] - r["backend_cpus"])
-        o["load"] = r
-        log(f"  export_ocel {o['export_s']:.1f} s (child CPU {o['cpu_s']:.1f} s, its PostgreSQL backend "
-            f"{o['backend_cpu_s']:.1f} s), json.dumps {o['dumps_s']:.1f} s, JSON {o['json_bytes'] / 2**20:,.0f} MiB, "
-            f"peak RSS {o['vmhwm_after_export_mib']:,.0f} MiB after export, {o['vmhwm_mib']:,.0f} MiB with the JSON; "
-            f"{load_text(load.result)}")
-        log("OCEL export again with its input materialised first (read vs build)")
+        bench.phase("OCEL")
+        h.log("OCEL export in a child process (plain)")
+        o = results["ocel"] = run_ocel(url, k, "plain")
+        h.log(f"  export_ocel {o['export_s']:.1f} s (child CPU {o['cpu_s']:.1f} s, its PostgreSQL backend "
+              f"{o['backend_cpu_s']:.1f} s), json.dumps {o['dumps_s']:.1f} s, JSON {o['json_bytes'] / 2**20:,.0f} MiB, "
+              f"peak RSS {o['vmhwm_after_export_mib']:,.0f} MiB after export, {o['vmhwm_mib']:,.0f} MiB with the JSON")
+        h.log("OCEL export again with its input materialised first (read vs build)")
         results["ocel_split"] = run_ocel(url, k, "split")
         s = results["ocel_split"]
-        log(f"  read (4 queries, streamed, into lists) {s['read_s']:.1f} s, build_ocel {s['build_s']:.1f} s, "
-            f"rows {s['rows']}")
+        h.log(f"  read (4 queries, streamed, into lists) {s['read_s']:.1f} s, build_ocel {s['build_s']:.1f} s, "
+              f"rows {s['rows']}")
 
 
-def report(results: dict[str, Any]) -> None:
-    print("\n" + "=" * 100)
-    print("Steering report benchmark")
-    print("=" * 100)
-    print(f"code: {results.get('code')} (package imported from {results.get('package')})")
-    if "server" in results:
-        print("server: " + ", ".join(f"{k}={v}" for k, v in results["server"].items()))
-    if "load_before" in results:
-        print(f"machine: {os.cpu_count()} CPUs, {results['load_before']:.2f} CPUs busy before the start")
+def report(results: dict[str, Any], args: argparse.Namespace) -> None:
+    h.banner("casemgmt steering report", results)
+    print("server settings: " + ", ".join(f"{k}={v}" for k, v in results.get("settings", {}).items()))
     d = results.get("data")
     if d:
-        print(f"\ndata (generated in {d['seconds']:.1f} s, database {d['db_size']}):")
+        h.heading("Data")
+        print(f"data (generated in {d['seconds']:.1f} s, database {d['db_size']}):")
         for t, n in d["rows"].items():
             print(f"  {t:<28} {n:>10,}")
         for k, v in d["shape"].items():
@@ -1365,7 +1220,8 @@ def report(results: dict[str, Any]) -> None:
         print("  generation: " + ", ".join(f"{k} {v:.1f} s" for k, v in d["timings"].items()))
     c = results.get("check")
     if c:
-        print(f"\nraw cells, hand-written SQL vs report query functions: {c['cells']:,} compared, "
+        h.heading("Report against hand-written SQL")
+        print(f"raw cells, hand-written SQL vs report query functions: {c['cells']:,} compared, "
               f"{c['mismatches']} differ")
     rs = results.get("report_shape")
     if rs:
@@ -1378,14 +1234,13 @@ def report(results: dict[str, Any]) -> None:
               + " ".join(f"{x * 1000:.0f}" for x in t["report_runs"]))
         print(f"{'hand-written SQL (5 statements)':<44}{t['hand_s'] * 1000:>8.0f} ms   "
               + " ".join(f"{x * 1000:.0f}" for x in t["hand_runs"]))
-        print(f"{'report query functions alone (8 queries)':<44}{t['queries_s'] * 1000:>8.0f} ms   "
+        print(f"{'report query functions alone':<44}{t['queries_s'] * 1000:>8.0f} ms   "
               + " ".join(f"{x * 1000:.0f}" for x in t["queries_runs"]))
         print(f"  of which cursor.execute: report {t['report_execute_s'] * 1000:.0f} ms, hand SQL "
               f"{t['hand_execute_s'] * 1000:.0f} ms, query functions {t['queries_execute_s'] * 1000:.0f} ms")
         print("  hand-written SQL per statement: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in t["hand_parts"].items()))
         print("  report query functions: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in t["query_parts"].items()))
         verdict = "PASS" if t["ratio"] <= TARGET_RATIO else "FAIL"
-        print(f"  load: {load_text(t['load'])}")
         print("  CPU per run (median; bench process + its PostgreSQL backend): " + ", ".join(
             f"{w} {v['bench_s'] * 1000:.0f} + {v['backend_s'] * 1000:.0f} = {v['total_s'] * 1000:.0f} ms"
             for w, v in t["cpu"].items()))
@@ -1394,7 +1249,8 @@ def report(results: dict[str, Any]) -> None:
               + ", ".join(f"{x:.2f}" for x in t["ratio_per_round"]) + f"); target <= {TARGET_RATIO}x: {verdict}")
     ph = results.get("phases")
     if ph:
-        print(f"\ninstrumented build_report, median of runs: {ph['total_s'] * 1000:.0f} ms")
+        h.heading("Where the report's time goes")
+        print(f"instrumented build_report, median of runs: {ph['total_s'] * 1000:.0f} ms")
         for k, v in sorted(ph["phases_s"].items(), key=lambda kv: -kv[1]):
             ex = ph["execute_s"].get(k)
             print(f"  {k:<28}{v * 1000:>9.0f} ms  {ph['calls'].get(k, 0):>6} calls"
@@ -1418,62 +1274,20 @@ def report(results: dict[str, Any]) -> None:
         print(f"\nplan of the hand-written goals statement ({goals_plan['ms']:.0f} ms):\n{goals_plan['plan']}")
     o = results.get("ocel")
     if o:
-        print(f"\nOCEL export: {o['export_s']:.1f} s (child CPU {o['cpu_s']:.1f} s, PostgreSQL backend "
+        h.heading("OCEL export")
+        print(f"OCEL export: {o['export_s']:.1f} s (child CPU {o['cpu_s']:.1f} s, PostgreSQL backend "
               f"{o['backend_cpu_s']:.1f} s), json.dumps {o['dumps_s']:.1f} s, JSON {o['json_bytes']:,} bytes "
               f"({o['json_bytes'] / 2**20:,.0f} MiB), peak RSS {o['vmhwm_after_export_mib']:,.0f} MiB after the "
               f"export, {o['vmhwm_mib']:,.0f} MiB with the JSON text; {o['stats']}")
-        print(f"  load: {load_text(o['load'])}")
     s = results.get("ocel_split")
     if s:
         print(f"  split run: reading the 4 streams into lists {s['read_s']:.1f} s, build_ocel {s['build_s']:.1f} s "
               f"(export {s['export_s']:.1f} s), rows {s['rows']}")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--ocel-child":
-        ocel_child(sys.argv[2], int(sys.argv[3]), sys.argv[4])
-        return 0
-    args = parse_args(argv)
-
-    def on_sigterm(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    results: dict[str, Any] = {}
-    before = _machine_cpu()
-    time.sleep(1.0)
-    after = _machine_cpu()
-    if before and after:
-        d = [b - a for a, b in zip(before, after)]
-        busy = (sum(d) - d[3] - d[4]) / (sum(d) or 1) * (os.cpu_count() or 1)
-        results["load_before"] = busy
-        log(f"machine load before starting: {busy:.2f} of {os.cpu_count()} CPUs busy"
-            + ("  <-- other processes are using the CPUs; compare ratios, not milliseconds" if busy > 0.25 else ""))
-    status = 0
-    try:
-        run(args, results)
-    except KeyboardInterrupt:
-        log("interrupted")
-        status = 130
-    except Exception:
-        traceback.print_exc()
-        status = 1
-    finally:
-        if not args.keep_db:
-            for name in CREATED_DATABASES:
-                try:
-                    drop_database(name)
-                    log(f"dropped database {name}")
-                except Exception as exc:
-                    log(f"could not drop database {name}: {exc}")
-                    status = status or 1
-        elif CREATED_DATABASES:
-            log(f"kept database {CREATED_DATABASES[0]} (--keep-db)")
-    report(results)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2, default=str))
-    return status
+    print(h.LINE)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    if len(sys.argv) > 1 and sys.argv[1] == "--ocel-child":
+        ocel_child(int(sys.argv[2]), sys.argv[3])
+        sys.exit(0)
+    sys.exit(h.main("report", parse_args(), run, report))
