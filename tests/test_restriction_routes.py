@@ -32,6 +32,10 @@ BLOCKED = {
     ("POST", "/handovers/{handover_id}/actions"): (ABH, {"action": "acknowledge"}),
     ("POST", "/conferences/{conference_id}/cases"): (MOD, {"chain_id": "{chain_id}"}),
     ("POST", "/conferences/{conference_id}/agreements"): (MOD, "agreement"),
+    ("POST", "/persons/{person_id}/interviews"): (KI, {"held_on": "2026-03-02", "language": "Arabisch",
+                                                      "answers": {"residence_status": "protection_granted"}}),
+    ("GET", "/persons/{person_id}/interviews"): (KI, None),
+    ("POST", "/persons/{person_id}/interviews/{interview_id}/chain"): (KI, {}),
 }
 # Listings that leave the restricted person's case out (stored, not shown).
 LISTINGS = {("GET", "/chains"), ("GET", "/handovers/incoming"), ("GET", "/handovers/outgoing"),
@@ -63,7 +67,12 @@ NO_PERSON = {
     ("GET", "/organisations/{organisation_id}/contacts"), ("POST", "/organisations/{organisation_id}/contacts"),
     ("DELETE", "/organisations/{organisation_id}/contacts/{contact_id}"), ("GET", "/notifications"),
     ("POST", "/notifications/{message_id}/requeue"), ("GET", "/health"), ("GET", "/problems"),
-    ("GET", "/problems/{slug}"),
+    ("GET", "/problems/{slug}"), ("GET", "/templates/{key}/versions"), ("GET", "/templates/{key}/diff"),
+    ("GET", "/reports/steering.xlsx"), ("GET", "/reports/steering/releases"),
+    ("GET", "/reports/steering/releases/{number}"), ("GET", "/reports/steering/releases/{number}.csv"),
+    ("GET", "/reports/steering/releases/{number}.xlsx"), ("GET", "/reports/steering/releases/{number}.html"),
+    ("GET", "/reports/on-demand"), ("GET", "/exports/xes"), ("GET", "/exports/releases/{number}/ocel"),
+    ("GET", "/exports/releases/{number}/xes"),
 }
 
 
@@ -89,10 +98,14 @@ def restricted(client, auth, world):
     other = consenting_case(client, auth, world, "ennetal_ki", "ennetal_abh", family_name="Yilmaz")
     ok(client.post(f"/conferences/{conf['id']}/cases", json={"chain_id": other["id"]}, headers=auth(*MOD)))
     consent_id = ok(client.get(f"/persons/{person_id}/consents", headers=ki))[0]["id"]
+    interview = ok(client.post(f"/persons/{person_id}/interviews", json={
+        "held_on": "2026-03-02", "language": "Arabisch", "answers": {"residence_status": "protection_granted"}},
+        headers=ki), 201)
     ok(client.post(f"/persons/{person_id}/restriction", json={"reason": "Richtigkeit bestritten"},
                    headers=auth(*DPO)), 201)
     return {"person_id": person_id, "chain_id": chain["id"], "handover_id": h["id"], "conference_id": conf["id"],
             "consent_id": consent_id, "step_key": "residence_permit", "case_id": conf["cases"][0]["id"],
+            "interview_id": interview["id"],
             "other_chain": other["id"]}
 
 
