@@ -99,6 +99,13 @@ class Settings(BaseSettings):
         default=None, description="Where `escalate` and `audit checkpoint` append checkpoints.",
     )
 
+    # Operations: logs and metrics.
+    log_format: str = Field(default="json", pattern="^(json|text)$",
+                            description="`json`: one JSON object per line (for a log platform); `text`.")
+    log_level: str = Field(default="INFO", pattern="^(?i:debug|info|warning|error)$")
+    metrics_token: str | None = Field(
+        default=None, description="When set, /metrics needs `Authorization: Bearer <token>`.")
+
     @property
     def migration_url(self) -> str:
         return self.migration_database_url or self.database_url

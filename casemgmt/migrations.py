@@ -31,6 +31,11 @@ def upgrade(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
+def head_revision() -> str:
+    """The migration head of this code."""
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
 def ensure_at_head(engine: Engine) -> None:
     script = ScriptDirectory.from_config(alembic_config(engine.url.render_as_string(hide_password=False)))
     with engine.connect() as conn:

@@ -39,6 +39,7 @@ from casemgmt.chains.schemas import (
 )
 from casemgmt.chains.spec import ChainTemplate
 from casemgmt.database import unit_of_work
+from casemgmt.observability import STEP_TRANSITIONS
 from casemgmt.chains.spec import CASE_MANAGEMENT_OWNER
 from casemgmt.handovers.chain_hooks import pending_rechtskreiswechsel, pending_step_handover, withdraw_for_closed_chain
 from casemgmt.handovers.models import Handover
@@ -321,6 +322,7 @@ def transition_step(
         version = bump_chain(session, loaded, now, **chain_values)
         write_audit(session, [_audit(actor, loaded.row.id, loaded.row.person_id, "U",
                                      f"chain.step.{action}", _describe(changes))], now)
+    STEP_TRANSITIONS.labels(template=loaded.template.key, action=action).inc()
     row = loaded.row.as_dict() | chain_values | {"version": version, "updated_at": now}
     return _chain_out(row, loaded.template, loaded.steps, actor, loaded.scope, now)
 

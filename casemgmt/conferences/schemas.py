@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from casemgmt.validation import DbId, FilledText, Key
+from casemgmt.validation import DbId, FilledText, IsoDate, Key
 
 Phase = Literal["planned", "case_phase", "structural_phase", "closed"]
 Level = Literal["staff", "organisation", "intermunicipal"]
@@ -52,7 +52,7 @@ class AgreementIn(BaseModel):
     conference_case_id: DbId
     text: FilledText = Field(min_length=1, max_length=2000)
     owner_organisation_id: DbId
-    due_date: date
+    due_date: IsoDate
     step_key: Key | None = Field(default=None, description="Hand this step of the case's chain to the owner.")
 
 
@@ -94,7 +94,7 @@ class AgreementOut(BaseModel):
     text: str | None = Field(description="Shown to participants when they read the conference (audited); "
                                          "not echoed by changes.")
     owner_organisation_id: int
-    due_date: date
+    due_date: IsoDate
     step_key: str | None
     handover_id: uuid.UUID | None
     state: str
