@@ -295,6 +295,16 @@ def _audit_refusals(request: Request, exc: Problem) -> None:
                   exc.slug, exc.detail, exc.extra, request.app.state.clock())
 
 
+def app_from_environment() -> FastAPI:
+    """The app of one `casemgmt serve --workers N` worker, configured from the environment."""
+    from casemgmt.dbroles import ensure_service_role as check_role
+
+    settings = get_settings()
+    app = create_app(settings)
+    check_role(app.state.engine, settings.allow_privileged_db_role)
+    return app
+
+
 def openapi_document() -> dict:
     """The API description as committed in openapi/openapi.json (no database needed)."""
     return create_app(Settings(database_url="sqlite://")).openapi()

@@ -121,6 +121,11 @@ class Settings(BaseSettings):
     log_format: str = Field(default="json", pattern="^(json|text)$",
                             description="`json`: one JSON object per line (for a log platform); `text`.")
     log_level: str = Field(default="INFO", pattern="^(?i:debug|info|warning|error)$")
+    workers: int = Field(default=1, ge=1, le=64, description="Worker processes of `casemgmt serve`.")
+    shutdown_grace_seconds: int = Field(
+        default=30, ge=1, description="On SIGTERM, how long `serve` waits for requests in flight.")
+    metrics_job_address: str = Field(
+        default="127.0.0.1", description="Address the --metrics-port of escalate and notify listens on.")
     metrics_token: str | None = Field(
         default=None, description="When set, /metrics needs `Authorization: Bearer <token>`.")
 
