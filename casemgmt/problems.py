@@ -302,9 +302,11 @@ def install_handlers(app: FastAPI) -> None:
         else:
             slug = "http-error"
         title = PROBLEM_TYPES.get(slug, (exc.status_code, "HTTP error", ""))[1]
-        # The exception's headers carry `Allow` on a 405 (RFC 9110 15.5.6).
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
         return problem_response(exc.status_code, slug, title, str(exc.detail), request.url.path,
-                                headers=dict(exc.headers or {}))
+                                headers=headers)
 
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -317,6 +319,21 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         return _internal_error(request, exc)
+
+
+def _allowed_methods(request: Request) -> str:
+    """`Allow` of a 405 (RFC 9110 15.5.6): the methods of every route on this path. Starlette
+    names only those of the first route that matched the path (GET and PATCH of one resource are
+    two routes here)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    scope = {**request.scope, "method": "\x00"}  # no route takes it: every path match is partial
+    for route in request.app.router.routes:
+        match, _ = route.matches(scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
 
 
 def _internal_error(request: Request, exc: BaseException) -> JSONResponse:

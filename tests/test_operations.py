@@ -130,6 +130,10 @@ def test_405_names_the_allowed_methods(client):
     resp = client.delete("/templates")
     problem(resp, 405, "method-not-allowed")
     assert resp.headers["Allow"] == "GET"
+    # Two routes on one path: both methods are named.
+    resp = client.delete("/persons/3f1e0000-0000-4000-8000-000000000000")
+    problem(resp, 405, "method-not-allowed")
+    assert resp.headers["Allow"] == "GET, PATCH"
 
 
 def test_a_body_that_is_not_utf8_is_a_documented_422_after_authentication(client, auth):
