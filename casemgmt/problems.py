@@ -321,18 +321,21 @@ def install_handlers(app: FastAPI) -> None:
         return _internal_error(request, exc)
 
 
+_HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+
+
 def _allowed_methods(request: Request) -> str:
-    """`Allow` of a 405 (RFC 9110 15.5.6): the methods of every route on this path. Starlette
+    """`Allow` of a 405 (RFC 9110 15.5.6): every method the contract gives this path. Starlette
     names only those of the first route that matched the path (GET and PATCH of one resource are
     two routes here)."""
-    from starlette.routing import Match
+    from starlette.routing import compile_path
 
-    methods: set[str] = set()
-    scope = {**request.scope, "method": "\x00"}  # no route takes it: every path match is partial
-    for route in request.app.router.routes:
-        match, _ = route.matches(scope)
-        if match != Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
+    patterns = getattr(request.app.state, "allow_patterns", None)
+    if patterns is None:
+        patterns = [(compile_path(template)[0], {m.upper() for m in ops if m in _HTTP_METHODS})
+                    for template, ops in request.app.openapi().get("paths", {}).items()]
+        request.app.state.allow_patterns = patterns
+    methods = {m for regex, ms in patterns if regex.match(request.url.path) for m in ms}
     return ", ".join(sorted(methods))
 
 
