@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from casemgmt.config import get_settings
 from casemgmt.policy.source import PolicyError
 
@@ -113,9 +115,10 @@ def _preflight(settings) -> None:
             from casemgmt.problems import is_database_outage
 
             if is_database_outage(exc):
+                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
                 raise DatabaseUnreachable(
                     f"cannot reach the database {engine.url.render_as_string(hide_password=True)}: "
-                    f"{type(exc.orig if hasattr(exc, 'orig') else exc).__name__}") from None
+                    f"{(reason[0] if reason else type(exc).__name__)[:200]}") from None
             raise
         ensure_service_role(engine, settings.allow_privileged_db_role)
     finally:
@@ -555,6 +558,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except PolicyError as exc:
         print(f"casemgmt: policy error: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        # A setting from the environment that does not parse: one line per setting.
+        for error in exc.errors():
+            name = "CASEMGMT_" + "_".join(str(p) for p in error["loc"]).upper()
+            print(f"casemgmt: configuration error: {name}: {error['msg']}", file=sys.stderr)
         return 2
     except Exception as exc:
         from casemgmt.auth.tokens import KeyConfigurationError
