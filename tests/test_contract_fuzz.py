@@ -28,7 +28,8 @@ from schemathesis.specs.openapi.checks import (
 from casemgmt.app import openapi_document
 from conftest import MASTER_KEY
 
-EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "4"))
+EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "3"))
+DERANDOMIZE = os.environ.get("HYPOTHESIS_PROFILE", "ci") != "explore"
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance, response_schema_conformance, allow_header_conformance,
           negative_data_rejection]
@@ -75,7 +76,7 @@ def test_every_operation_keeps_its_contract(operation, tokens, fuzz_client):
                       operation.as_strategy(GenerationMode.NEGATIVE))
 
     @given(case=cases)
-    @settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
+    @settings(max_examples=EXAMPLES, derandomize=DERANDOMIZE, deadline=None, database=None,
               suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
     def each(case):
         for headers in tokens:
