@@ -353,9 +353,15 @@ class StopSignal:
     def install(self) -> StopSignal:
         import signal
 
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.event.set())
+        self._previous = {sig: signal.signal(sig, lambda *_: self.event.set())
+                          for sig in (signal.SIGTERM, signal.SIGINT)}
         return self
+
+    def restore(self) -> None:
+        import signal
+
+        for sig, handler in getattr(self, "_previous", {}).items():
+            signal.signal(sig, handler)
 
     def __call__(self) -> bool:
         return self.event.is_set()
@@ -383,15 +389,18 @@ def _repeat(every: float | None, run, stop: StopSignal, job: str) -> int:
             return
         count_outcome(job, ok=True)
 
-    if not every:
-        one()
+    try:
+        if not every:
+            one()
+            return 0
+        while not stop():
+            started = time.monotonic()
+            one()
+            stop.event.wait(max(every - (time.monotonic() - started), 0))
+        print(f"{job}: stopped by signal", flush=True)
         return 0
-    while not stop():
-        started = time.monotonic()
-        one()
-        stop.event.wait(max(every - (time.monotonic() - started), 0))
-    print(f"{job}: stopped by signal", flush=True)
-    return 0
+    finally:
+        stop.restore()
 
 
 def _job_metrics(port: int | None) -> None:

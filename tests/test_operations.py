@@ -120,7 +120,6 @@ def test_logs_carry_request_facts_and_no_person_data(client, auth, world, captur
         assert {"time", "level", "request_id", "method", "route", "status", "duration_ms"} <= line.keys()
     read = next(line for line in access if line["route"] == "/persons/{person_id}" and line["method"] == "GET")
     assert read["user"] == "user-ennetal_ki" and read["organisation"] == "ennetal_ki" and read["status"] == 200
-    everything = "\n".join(captured_logs)
     secrets = [*seeded.values(), "Leyla Mariam", "Unterlagen fehlen", "wartet auf Termin", person["id"],
                ki["Authorization"].split()[1], "EW-TEST-1"]
     assert not [line for line in captured_logs if any(v in line for v in secrets)]
