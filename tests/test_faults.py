@@ -329,3 +329,34 @@ def test_notifier_loop_rides_out_an_hour_of_dead_targets(monkeypatch, tmp_path, 
     assert dict(rows) == {"delivered": 10}
     assert len(box.messages) == 5
     assert len(hook.requests) > 5  # the refused attempts and the five that went through
+
+
+def test_a_stopping_notifier_finishes_its_batch_and_holds_nothing(db, owner_db, world, clock, keys):
+    """SIGTERM during a delivery run: the claimed batch is delivered and recorded, nothing more is
+    claimed, and no outbox row stays locked or waits for a lease."""
+    from casemgmt.database import make_sessionmaker
+    from casemgmt.notifications.service import Notification, deliver_due, enqueue
+
+    with make_sessionmaker(owner_db)() as session, session.begin():
+        enqueue(session, [Notification("handover.escalated", world.organisations["ennetal_abh"], "email",
+                                       f"lead{i}@abh.ennetal.example", f"Übergabe {i}", {"n": i})
+                          for i in range(5)], clock.now)
+    stop = threading.Event()
+
+    class Channel:
+        sent: list[str] = []
+
+        def send(self, address, subject, body):
+            self.sent.append(address)
+            stop.set()  # SIGTERM arrives while the first message of the first batch goes out
+
+    channel = Channel()
+    report = deliver_due(make_sessionmaker(db), {"email": channel}, lambda: clock.now, 8, batch=2,
+                         should_stop=stop.is_set)
+    assert report.delivered == 2 and len(channel.sent) == 2
+    with owner_db.connect() as conn:
+        rows = conn.execute(text("SELECT state, attempts, next_attempt_at FROM notification_outbox ORDER BY id")).all()
+        assert [r.state for r in rows] == ["delivered"] * 2 + ["pending"] * 3
+        assert all(r.attempts == 0 and r.next_attempt_at == clock.now for r in rows[2:])  # never claimed
+        conn.execute(text("SET lock_timeout = '1s'"))
+        assert len(conn.execute(text("SELECT id FROM notification_outbox FOR UPDATE NOWAIT")).all()) == 5
