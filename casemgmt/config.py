@@ -37,7 +37,7 @@ class Settings(BaseSettings):
         default=None, description="Issuer URL (e.g. https://sso.kreis.example/realms/kommune); "
                                   "replaces the key files and CASEMGMT_JWT_ISSUER.")
     oidc_jwks_min_refresh_seconds: float = Field(
-        default=60, ge=0, description="A token naming an unknown key refetches the JWKS at most once per this interval.")
+        default=30, ge=0, description="A token naming an unknown key refetches the JWKS at most once per this interval.")
     oidc_jwks_default_cache_seconds: float = Field(
         default=300, ge=0, description="How long keys are kept when the JWKS answer has no Cache-Control max-age.")
     oidc_jwks_max_cache_seconds: float = Field(default=86400, ge=0)
