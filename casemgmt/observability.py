@@ -268,8 +268,29 @@ class RequestObservability:
                 message = {**message, "headers": headers}
             await send(message)
 
+        started_response = False
+
+        async def send_tracked(message: dict[str, Any]) -> None:
+            nonlocal started_response
+            started_response = started_response or message["type"] == "http.response.start"
+            await send_with_id(message)
+
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send_tracked)
+        except Exception as exc:
+            # An error no handler took: answered here, so that the 500 carries the request id
+            # too (Starlette's outermost handler would answer after the id is gone).
+            if started_response:
+                raise
+            from casemgmt.problems import InternalError, problem_response
+
+            logging.getLogger("casemgmt.problems").error(
+                "unhandled error on %s %s", scope.get("method"),
+                getattr(scope.get("route"), "path", None) or "<unmatched>", exc_info=exc)
+            response = problem_response(500, InternalError.slug, "Internal error",
+                                        "The request failed on the server; nothing was changed.",
+                                        scope.get("path", ""))
+            await response(scope, receive, send_tracked)
         finally:
             self._record(scope, status, time.perf_counter() - started, request_id)
             REQUEST_ID.reset(token)

@@ -166,3 +166,16 @@ def test_policy_values_are_enums_in_the_contract():
     assert "refugee_recognised" in schemas["ChainStart"]["properties"]["template_key"]["enum"]
     doc = openapi_document()["paths"]["/problems/{slug}"]["get"]["responses"]
     assert "404" in doc
+
+
+def test_an_unexpected_error_is_a_500_problem_with_the_request_id(client, auth, app, monkeypatch, captured_logs):
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("Qarawani 1987-11-23")  # a message that quotes a value
+
+    monkeypatch.setattr("casemgmt.chains.views._template_out", broken)
+    resp = client.get("/templates/refugee_recognised", headers=auth(*KI))
+    body = problem(resp, 500, "internal-error")
+    assert body["request_id"] == resp.headers["X-Request-ID"]
+    logged = [json.loads(line) for line in captured_logs if "RuntimeError" in line]
+    assert logged and logged[0]["request_id"] == body["request_id"]
+    assert not [line for line in captured_logs if "Qarawani" in line]
