@@ -80,7 +80,8 @@ def _serve(app, host: str, port: int, settings=None) -> None:
     settings = settings or get_settings()
     configure_logging(settings.log_format, settings.log_level)
     uvicorn.run(app, host=host, port=port, log_config=uvicorn_log_config(settings.log_format, settings.log_level),
-                access_log=False, timeout_graceful_shutdown=settings.shutdown_grace_seconds)
+                access_log=False, timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+                timeout_keep_alive=settings.keep_alive_seconds)
 
 
 def _checked_app(settings):
@@ -166,7 +167,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # restarts a worker that dies and, on SIGTERM, lets every worker finish its requests.
     uvicorn.run("casemgmt.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
                 log_config=uvicorn_log_config(settings.log_format, settings.log_level), access_log=False,
-                timeout_graceful_shutdown=settings.shutdown_grace_seconds)
+                timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+                timeout_keep_alive=settings.keep_alive_seconds)
     return 0
 
 

@@ -122,6 +122,10 @@ class Settings(BaseSettings):
                             description="`json`: one JSON object per line (for a log platform); `text`.")
     log_level: str = Field(default="INFO", pattern="^(?i:debug|info|warning|error)$")
     workers: int = Field(default=1, ge=1, le=64, description="Worker processes of `casemgmt serve`.")
+    keep_alive_seconds: int = Field(
+        default=75, ge=1, description="How long `serve` keeps an idle connection open; longer than the "
+                                      "reverse proxy's upstream keep-alive, or the proxy may send on a "
+                                      "connection the service is closing.")
     shutdown_grace_seconds: int = Field(
         default=30, ge=1, description="On SIGTERM, how long `serve` waits for requests in flight.")
     metrics_job_address: str = Field(
