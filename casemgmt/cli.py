@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from casemgmt.config import get_settings
 from casemgmt.policy.source import PolicyError
 
@@ -70,10 +72,16 @@ def _cmd_db_grant(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(app, host: str, port: int) -> None:
+def _serve(app, host: str, port: int, settings=None) -> None:
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    from casemgmt.observability import configure_logging, uvicorn_log_config
+
+    settings = settings or get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    uvicorn.run(app, host=host, port=port, log_config=uvicorn_log_config(settings.log_format, settings.log_level),
+                access_log=False, timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+                timeout_keep_alive=settings.keep_alive_seconds)
 
 
 def _checked_app(settings):
@@ -87,9 +95,80 @@ def _checked_app(settings):
     return app
 
 
+def _preflight(settings) -> None:
+    """Everything the app's start-up would refuse, checked once before any worker starts, so a
+    configuration error is one line (exit 2) and not a traceback per worker."""
+    from casemgmt.auth.tokens import TokenVerifier
+    from casemgmt.database import make_engine
+    from casemgmt.dbroles import ensure_service_role
+    from casemgmt.migrations import ensure_at_head
+    from casemgmt.policy.loader import load_policies
+    from casemgmt.privacy.crypto import load_master_key
+
+    load_policies(settings.policy_dir)
+    load_master_key(settings.master_key_file, settings.master_key)
+    TokenVerifier(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        try:
+            ensure_at_head(engine)
+        except Exception as exc:
+            from casemgmt.problems import is_database_outage
+
+            if is_database_outage(exc):
+                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+                raise DatabaseUnreachable(
+                    f"cannot reach the database {engine.url.render_as_string(hide_password=True)}: "
+                    f"{(reason[0] if reason else type(exc).__name__)[:200]}") from None
+            raise
+        ensure_service_role(engine, settings.allow_privileged_db_role)
+    finally:
+        engine.dispose()
+
+
+class DatabaseUnreachable(Exception):
+    """The database does not answer at start."""
+
+
+def _metrics_dir() -> None:
+    """Several workers share their metrics through files; must be set before prometheus_client
+    is first imported. An operator's directory is emptied: files of an earlier run would count."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        for stale in Path(directory).glob("*.db"):
+            stale.unlink()
+    else:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="casemgmt-metrics-")
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
+    workers = args.workers if args.workers is not None else get_settings().workers
+    if workers < 1:
+        print("casemgmt: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if workers > 1:
+        _metrics_dir()
     settings = get_settings()
-    _serve(_checked_app(settings), args.host or settings.host, args.port or settings.port)
+    host, port = args.host or settings.host, args.port or settings.port
+    _preflight(settings)
+    if workers == 1:
+        _serve(_checked_app(settings), host, port, settings)
+        return 0
+    import uvicorn
+
+    from casemgmt.observability import configure_logging, uvicorn_log_config
+
+    configure_logging(settings.log_format, settings.log_level)
+    # Each worker builds its own app (own engine and pool) from the environment; the master
+    # restarts a worker that dies and, on SIGTERM, lets every worker finish its requests.
+    uvicorn.run("casemgmt.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
+                log_config=uvicorn_log_config(settings.log_format, settings.log_level), access_log=False,
+                timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+                timeout_keep_alive=settings.keep_alive_seconds)
     return 0
 
 
@@ -112,7 +191,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print("Note: the demo serves as the database role that seeded it; in production run "
               "`casemgmt serve` as the restricted service role (see README, Database roles).\n")
         settings = settings.model_copy(update={"allow_privileged_db_role": True})
-    _serve(_checked_app(settings), host, port)
+    _serve(_checked_app(settings), host, port, settings)
     return 0
 
 
@@ -297,20 +376,73 @@ def _service_sessions(settings):
     return make_sessionmaker(engine, audit_key=keys.audit_key, audit_key_id=keys.key_id)
 
 
-def _repeat(every: float | None, run) -> int:
-    """Run once, or every ``every`` seconds until interrupted (for a container without cron)."""
+class StopSignal:
+    """Set by SIGTERM or SIGINT: a periodic job finishes the batch it is in and ends."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.event = threading.Event()
+
+    def install(self) -> StopSignal:
+        import signal
+
+        self._previous = {sig: signal.signal(sig, lambda *_: self.event.set())
+                          for sig in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def restore(self) -> None:
+        import signal
+
+        for sig, handler in getattr(self, "_previous", {}).items():
+            signal.signal(sig, handler)
+
+    def __call__(self) -> bool:
+        return self.event.is_set()
+
+
+def _repeat(every: float | None, run, stop: StopSignal, job: str) -> int:
+    """Run once, or every ``every`` seconds until SIGTERM/SIGINT (for a container without cron).
+    A signal ends the loop between batches: the run in progress finishes what it claimed."""
     import time
 
-    if not every:
-        run()
-        return 0
-    try:
-        while True:
-            started = time.monotonic()
+    from casemgmt.observability import count_outcome
+
+    def one() -> None:
+        try:
             run()
-            time.sleep(max(every - (time.monotonic() - started), 0))
-    except KeyboardInterrupt:
+        except Exception as exc:
+            from casemgmt.problems import is_database_outage
+
+            count_outcome(job, ok=False)
+            if not every or not is_database_outage(exc):
+                raise
+            # The loop outlives a database restart; the next run tries again.
+            print(f"{job}: database unavailable ({type(exc).__name__}); trying again in {every:g} s",
+                  file=sys.stderr, flush=True)
+            return
+        count_outcome(job, ok=True)
+
+    try:
+        if not every:
+            one()
+            return 0
+        while not stop():
+            started = time.monotonic()
+            one()
+            stop.event.wait(max(every - (time.monotonic() - started), 0))
+        print(f"{job}: stopped by signal", flush=True)
         return 0
+    finally:
+        stop.restore()
+
+
+def _job_metrics(port: int | None) -> None:
+    """A periodic job is no HTTP server: with --metrics-port it serves its own /metrics."""
+    if port:
+        from prometheus_client import start_http_server
+
+        start_http_server(port, addr=get_settings().metrics_job_address)
 
 
 def _cmd_escalate(args: argparse.Namespace) -> int:
@@ -319,17 +451,20 @@ def _cmd_escalate(args: argparse.Namespace) -> int:
     from casemgmt.policy.loader import load_policies
 
     settings = get_settings()
+    _job_logging(settings)
     policies = load_policies(settings.policy_dir)
     policy = policies.handovers
     factory = _service_sessions(settings)
     checkpoint = _periodic_checkpoint(settings, factory.kw["bind"])
+    stop = StopSignal().install()
+    _job_metrics(args.metrics_port)
     failed = []
 
     def run() -> None:
         from casemgmt.rights.reminders import remind_overdue
 
         with factory() as session:
-            report = escalate_overdue(session, policy, utcnow(), settings.public_base_url)
+            report = escalate_overdue(session, policy, utcnow(), settings.public_base_url, should_stop=stop)
             reminders = remind_overdue(session, utcnow(), settings.public_base_url)
         if policies.steering.release_automatic:
             from casemgmt.steering.releases import run_releases
@@ -347,7 +482,7 @@ def _cmd_escalate(args: argparse.Namespace) -> int:
         if checkpoint is not None and checkpoint():
             failed.append(True)
 
-    return _repeat(args.every, run) or (1 if failed else 0)
+    return _repeat(args.every, run, stop, "escalate") or (1 if failed else 0)
 
 
 def _cmd_report_release(args: argparse.Namespace) -> int:
@@ -394,7 +529,10 @@ def _cmd_notify(args: argparse.Namespace) -> int:
     from casemgmt.notifications.service import deliver_due, requeue
 
     settings = get_settings()
+    _job_logging(settings)
     factory = _service_sessions(settings)
+    stop = StopSignal().install()
+    _job_metrics(args.metrics_port)
     if args.requeue_failed:
         with factory() as session:
             print(f"re-queued {requeue(session, None, utcnow())} failed notifications")
@@ -407,11 +545,17 @@ def _cmd_notify(args: argparse.Namespace) -> int:
     }
 
     def run() -> None:
-        report = deliver_due(factory, channels, utcnow, settings.notify_max_attempts)
+        report = deliver_due(factory, channels, utcnow, settings.notify_max_attempts, should_stop=stop)
         print(f"delivered {report.delivered}, will retry {report.retried}, failed {report.failed}",
               flush=True)
 
-    return _repeat(args.every, run)
+    return _repeat(args.every, run, stop, "notify")
+
+
+def _job_logging(settings) -> None:
+    from casemgmt.observability import configure_logging
+
+    configure_logging(settings.log_format, settings.log_level)
 
 
 def _privacy(settings):
@@ -567,6 +711,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve the API (the database must be migrated)")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes (default CASEMGMT_WORKERS, 1); SIGTERM lets requests finish")
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("demo", help="migrate, seed a synthetic Kreis, print tokens and serve")
@@ -603,10 +749,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("escalate", help="escalate overdue handovers and queue notifications (idempotent)")
     p.add_argument("--every", type=float, metavar="SECONDS", help="keep running, once every SECONDS")
+    p.add_argument("--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics on PORT")
     p.set_defaults(func=_cmd_escalate)
 
     p = sub.add_parser("notify", help="deliver queued notifications by email and webhook, with retries")
     p.add_argument("--every", type=float, metavar="SECONDS", help="keep running, once every SECONDS")
+    p.add_argument("--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics on PORT")
     p.add_argument("--requeue-failed", action="store_true",
                    help="first put notifications that failed for good back in the queue")
     p.set_defaults(func=_cmd_notify)
@@ -678,6 +826,12 @@ def main(argv: list[str] | None = None) -> int:
     except PolicyError as exc:
         print(f"casemgmt: policy error: {exc}", file=sys.stderr)
         return 2
+    except ValidationError as exc:
+        # A setting from the environment that does not parse: one line per setting.
+        for error in exc.errors():
+            name = "CASEMGMT_" + "_".join(str(p) for p in error["loc"]).upper()
+            print(f"casemgmt: configuration error: {name}: {error['msg']}", file=sys.stderr)
+        return 2
     except Exception as exc:
         from casemgmt.auth.tokens import KeyConfigurationError
         from casemgmt.dbroles import DatabaseRoleError
@@ -686,7 +840,7 @@ def main(argv: list[str] | None = None) -> int:
         from casemgmt.privacy.crypto import MasterKeyError
 
         if isinstance(exc, (KeyConfigurationError, DatabaseNotMigrated, MasterKeyError, DatabaseRoleError,
-                            CheckpointError)):
+                            CheckpointError, DatabaseUnreachable)):
             print(f"casemgmt: {exc}", file=sys.stderr)
             return 2
         raise

@@ -32,6 +32,24 @@ class Settings(BaseSettings):
     jwt_jwks_file: Path | None = Field(
         default=None, description="JWKS document (as exported by Keycloak and the like)."
     )
+    # OpenID Connect: with an issuer set, keys come from its discovery document's JWKS URL.
+    oidc_issuer: str | None = Field(
+        default=None, description="Issuer URL (e.g. https://sso.kreis.example/realms/kommune); "
+                                  "replaces the key files and CASEMGMT_JWT_ISSUER.")
+    oidc_jwks_min_refresh_seconds: float = Field(
+        default=30, ge=0, description="A token naming an unknown key refetches the JWKS at most once per this interval.")
+    oidc_jwks_default_cache_seconds: float = Field(
+        default=300, ge=0, description="How long keys are kept when the JWKS answer has no Cache-Control max-age.")
+    oidc_jwks_max_cache_seconds: float = Field(default=86400, ge=0)
+    oidc_http_timeout_seconds: float = Field(default=5, gt=0)
+    # Where the token carries the user's roles and organisation (dotted paths into the claims).
+    jwt_roles_claim: str = Field(default="roles", description="e.g. realm_access.roles for Keycloak realm roles.")
+    jwt_organisation_claim: str = Field(default="org", description="e.g. org, or groups with a group prefix.")
+    jwt_organisation_group_prefix: str | None = Field(
+        default=None, description="With a list claim (groups): the organisation is the one entry under "
+                                  "this prefix, e.g. /organisationen/ (exactly one must match).")
+    jwt_role_map: dict[str, str] = Field(
+        default_factory=dict, description="Identity-provider role -> role of policies/roles.yaml (JSON object).")
     dev_key_dir: Path = Field(
         default=Path(".casemgmt/dev-keys"),
         description="Where `casemgmt token` keeps its generated development key pair.",
@@ -116,6 +134,22 @@ class Settings(BaseSettings):
     @property
     def tombstone_dir(self) -> Path | None:
         return self.erasure_tombstone_dir or self.audit_checkpoint_dir
+
+    # Operations: logs and metrics.
+    log_format: str = Field(default="json", pattern="^(json|text)$",
+                            description="`json`: one JSON object per line (for a log platform); `text`.")
+    log_level: str = Field(default="INFO", pattern="^(?i:debug|info|warning|error)$")
+    workers: int = Field(default=1, ge=1, le=64, description="Worker processes of `casemgmt serve`.")
+    keep_alive_seconds: int = Field(
+        default=75, ge=1, description="How long `serve` keeps an idle connection open; longer than the "
+                                      "reverse proxy's upstream keep-alive, or the proxy may send on a "
+                                      "connection the service is closing.")
+    shutdown_grace_seconds: int = Field(
+        default=30, ge=1, description="On SIGTERM, how long `serve` waits for requests in flight.")
+    metrics_job_address: str = Field(
+        default="127.0.0.1", description="Address the --metrics-port of escalate and notify listens on.")
+    metrics_token: str | None = Field(
+        default=None, description="When set, /metrics needs `Authorization: Bearer <token>`.")
 
     @property
     def migration_url(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import os
 
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -83,7 +84,21 @@ def make_engine(url: str, **kwargs) -> Engine:
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(url, **kwargs)
+    # Statement parameters are personal data (encrypted, but still): never in an error message
+    # that could reach a log.
+    kwargs.setdefault("hide_parameters", True)
+    connect_args = kwargs.setdefault("connect_args", {})
+    # Without a timeout a connection attempt to an unreachable server waits for the kernel's
+    # TCP timeout (minutes); requests should get their 503 in seconds.
+    connect_args.setdefault("connect_timeout", 5)
+    engine = create_engine(url, **kwargs)
+
+    @event.listens_for(engine, "do_connect")
+    def _name_the_process(_dialect, _conn_rec, _cargs, cparams):
+        # pg_stat_activity then shows which process (which worker) holds a connection.
+        cparams.setdefault("application_name", f"casemgmt pid {os.getpid()}")
+
+    return engine
 
 
 def make_sessionmaker(engine: Engine, audit_key: bytes | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from alembic import command
@@ -10,7 +11,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
-ROOT = Path(__file__).resolve().parent.parent
+# alembic.ini and migrations/ live beside the package in a checkout; an installed package (the
+# container image) is told where they are.
+ROOT = Path(os.environ.get("CASEMGMT_APP_DIR") or Path(__file__).resolve().parent.parent)
 
 
 class DatabaseNotMigrated(RuntimeError):
@@ -29,6 +32,11 @@ def upgrade(engine: Engine) -> None:
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+def head_revision() -> str:
+    """The migration head of this code."""
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 
 
 def ensure_at_head(engine: Engine) -> None:

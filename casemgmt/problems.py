@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from casemgmt.requestcontext import REQUEST_ID
+
 log = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -145,6 +147,17 @@ NoRelease = _define(
     "Nothing has been released for this area yet: the steering group reads releases of closed quarters "
     "(`casemgmt report release`, or the escalation loop when releases.automatic is set).",
 )
+DatabaseUnavailable = _define(
+    "database-unavailable", 503, "Database unavailable",
+    "The database could not be reached, or the connection to it broke while the request ran. "
+    "Nothing was changed: the request's transaction was rolled back as a whole. Try again after "
+    "the seconds in the `Retry-After` header.",
+)
+NotReady = _define(
+    "not-ready", 503, "Service not ready",
+    "The service cannot answer requests yet or any more (`failing` names the checks that fail: "
+    "database, migrations, policies, master_key). Try again after the seconds in `Retry-After`.",
+)
 InternalError = _define(
     "internal-error", 500, "Internal error",
     "Something failed on the server. Nothing was changed. The incident is logged.",
@@ -170,7 +183,9 @@ def _bounded(value: Any, depth: int = 0) -> Any:
     return value
 
 
-def problem_response(status: int, slug: str, title: str, detail: str, instance: str, **extra: Any) -> JSONResponse:
+def problem_response(status: int, slug: str, title: str, detail: str, instance: str, *,
+                     headers: dict[str, str] | None = None, retry_after: int | None = None,
+                     **extra: Any) -> JSONResponse:
     errors = extra.get("errors")
     if isinstance(errors, list) and len(errors) > MAX_ERRORS:
         extra["errors"] = errors[:MAX_ERRORS]
@@ -183,8 +198,49 @@ def problem_response(status: int, slug: str, title: str, detail: str, instance: 
         "instance": _bounded(instance),
     }
     body.update({name: _bounded(value) for name, value in extra.items()})
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+    request_id = REQUEST_ID.get()
+    if request_id is not None:
+        body["request_id"] = request_id  # quoted by a user, it finds the log lines of the request
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+        body["retry_after"] = retry_after
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers or None)
+
+
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """The database is unreachable or the connection broke (killed backend, restart, network),
+    as opposed to an error of the statement itself. Such a request is answered 503."""
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, sa_exc.TimeoutError):  # no pooled connection came free in time
+        return True
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        # No SQLSTATE: the client library lost or never got the connection. 08: connection
+        # exception, 57: operator intervention (terminated, shutting down), 53: too many clients.
+        return sqlstate is None or sqlstate[:2] in ("08", "57", "53")
+    return False
+
+
+def database_unavailable(instance: str) -> JSONResponse:
+    from casemgmt.observability import DB_UNAVAILABLE
+
+    DB_UNAVAILABLE.inc()
+    log.warning("database unavailable; answered 503")
+    return problem_response(
+        503, DatabaseUnavailable.slug, "Database unavailable",
+        "the database is not reachable or the connection broke; nothing was changed",
+        instance, retry_after=DATABASE_RETRY_AFTER_SECONDS)
 
 
 def _jsonable_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -198,25 +254,62 @@ def _jsonable_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _needs_token_first(request: Request) -> JSONResponse | None:
+    """Authentication comes before everything else about a request: a route that needs a token
+    answers 401 to a request without a valid one, whatever is wrong with its body."""
+    from casemgmt.querycheck import authenticate_if_needed
+
+    try:
+        authenticate_if_needed(request)
+    except Problem as problem:
+        return problem_response(problem.status, problem.slug, problem.title, problem.detail,
+                                request.url.path, **problem.extra)
+    return None
+
+
+def _validation_answer(request: Request, errors: list[dict[str, Any]]) -> JSONResponse:
+    first = errors[0] if errors else {"field": "", "message": "invalid"}
+    return problem_response(
+        422, ValidationFailed.slug, "Invalid request",
+        f"{first['field']}: {first['message']}", request.url.path, errors=errors,
+    )
+
+
+BODY_PARSE_ERROR = "There was an error parsing the body"
+
+
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
         hook = getattr(request.app.state, "on_problem", None)
         if hook is not None:
-            await run_in_threadpool(hook, request, exc)
+            try:
+                await run_in_threadpool(hook, request, exc)
+            except Exception as hook_error:
+                # The refusal could not be audited because the database went away: the request
+                # is not answered as if it had been.
+                if is_database_outage(hook_error):
+                    return database_unavailable(request.url.path)
+                raise
         return problem_response(exc.status, exc.slug, exc.title, exc.detail, request.url.path, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = _jsonable_errors(list(exc.errors()))
-        first = errors[0] if errors else {"field": "", "message": "invalid"}
-        return problem_response(
-            422, ValidationFailed.slug, "Invalid request",
-            f"{first['field']}: {first['message']}", request.url.path, errors=errors,
-        )
+        refused = await run_in_threadpool(_needs_token_first, request)
+        if refused is not None:
+            return refused
+        return _validation_answer(request, _jsonable_errors(list(exc.errors())))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == BODY_PARSE_ERROR:
+            # FastAPI's answer to a body that is not UTF-8: to the client it is invalid JSON like
+            # any other, a documented 422 (after authentication).
+            refused = await run_in_threadpool(_needs_token_first, request)
+            if refused is not None:
+                return refused
+            return _validation_answer(request, [{
+                "field": "body", "message": "the body is not valid UTF-8 JSON", "type": "json_invalid"}])
         if exc.status_code == 404:
             slug = RouteNotFound.slug
         elif exc.status_code == 405:
@@ -224,15 +317,55 @@ def install_handlers(app: FastAPI) -> None:
         else:
             slug = "http-error"
         title = PROBLEM_TYPES.get(slug, (exc.status_code, "HTTP error", ""))[1]
-        return problem_response(exc.status_code, slug, title, str(exc.detail), request.url.path)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
+        return problem_response(exc.status_code, slug, title, str(exc.detail), request.url.path,
+                                headers=headers)
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    @app.exception_handler(SQLAlchemyError)
+    async def _database(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        if is_database_outage(exc):
+            return database_unavailable(request.url.path)
+        return _internal_error(request, exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(
-            500, InternalError.slug, "Internal error",
-            "The request failed on the server; nothing was changed.", request.url.path,
-        )
+        return _internal_error(request, exc)
+
+
+_HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+
+
+def _allowed_methods(request: Request) -> str:
+    """`Allow` of a 405 (RFC 9110 15.5.6): every method the contract gives this path. Starlette
+    names only those of the first route that matched the path (GET and PATCH of one resource are
+    two routes here)."""
+    from starlette.routing import compile_path
+
+    patterns = getattr(request.app.state, "allow_patterns", None)
+    if patterns is None:
+        patterns = [(compile_path(template)[0], {m.upper() for m in ops if m in _HTTP_METHODS})
+                    for template, ops in request.app.openapi().get("paths", {}).items()]
+        request.app.state.allow_patterns = patterns
+    methods = {m for regex, ms in patterns if regex.match(request.url.path) for m in ms}
+    return ", ".join(sorted(methods))
+
+
+def _internal_error(request: Request, exc: BaseException) -> JSONResponse:
+    log.error("unhandled error on %s %s", request.method, _route_template(request), exc_info=exc)
+    return problem_response(
+        500, InternalError.slug, "Internal error",
+        "The request failed on the server; nothing was changed.", request.url.path,
+    )
+
+
+def _route_template(request: Request) -> str:
+    """The matched route's path template (no ids, no query): what logs may name."""
+    route = request.scope.get("route")
+    return getattr(route, "path", None) or "<unmatched>"
 
 
 class ProblemDetails(BaseModel):
@@ -245,6 +378,9 @@ class ProblemDetails(BaseModel):
     status: int
     detail: str
     instance: str
+    request_id: str | None = Field(
+        default=None, description="The request's id (`X-Request-ID`): quote it to the operator, it "
+                                  "finds the request in the service's logs.")
 
 
 def _response(description: str) -> dict[str, Any]:

@@ -76,6 +76,14 @@ def reject_unknown_query(request: Request) -> None:
     raise ValidationFailed(f"query.{unknown[0]}: unknown query parameter", errors=errors)
 
 
+def authenticate_if_needed(request: Request) -> None:
+    """401 (``NotAuthenticated``) when the matched route needs a token and the request has no
+    valid one; nothing otherwise. Used where FastAPI would report the body before the token."""
+    dependant = _route_dependant(request)
+    if dependant is not None and _declared(dependant)[1]:
+        _authenticate(request)
+
+
 def _authenticate(request: Request) -> None:
     """What the route's own authentication would say first: 401 without a valid token."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")

@@ -5,9 +5,11 @@ otherwise surface as database errors (500) instead of a clear validation problem
 
 from __future__ import annotations
 
+import re
+from datetime import date, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field
 
 
 def _no_nul(value: str) -> str:
@@ -34,3 +36,32 @@ Key = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_
 
 DbId = Annotated[int, Field(ge=1, le=2**31 - 1)]
 """An integer primary key."""
+
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_ISO_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+def _iso_datetime_text(value: object) -> object:
+    # Pydantic's lax mode reads a number (or "0.5") as seconds since 1970; the contract says
+    # RFC 3339 date-time, so only that text is a date-time here.
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _ISO_DATETIME.match(value):
+        raise ValueError("must be an RFC 3339 date-time with a time zone, e.g. 2026-03-02T09:00:00Z")
+    return value
+
+
+def _iso_date_text(value: object) -> object:
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _ISO_DATE.fullmatch(value):
+        raise ValueError("must be a date as YYYY-MM-DD")
+    return value
+
+
+IsoDateTime = Annotated[AwareDatetime, BeforeValidator(_iso_datetime_text)]
+"""An aware date-time given as RFC 3339 text (never a number of seconds)."""
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date_text)]
+"""A calendar date given as YYYY-MM-DD (never a number)."""

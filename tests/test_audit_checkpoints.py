@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import stat
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -412,15 +411,28 @@ def test_escalate_writes_a_checkpoint_per_run_when_a_directory_is_configured(cli
     code, out, err = cli("escalate")
     assert code == 0, err
     assert "escalated 0 overdue handovers" in out and "audit checkpoint n=1 written" in out
-    # --every: one checkpoint per run, until stopped
+    # --every: one checkpoint per run, until SIGTERM (sent, for real, after the second run)
+    import signal
+
+    import casemgmt.cli as cli_module
+
     sleeps = []
+    install = cli_module.StopSignal.install
 
-    def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-        if len(sleeps) == 2:
-            raise KeyboardInterrupt
+    def install_and_count(self):
+        install(self)
+        wait = self.event.wait
 
-    monkeypatch.setattr(time, "sleep", sleep)
+        def counted(seconds: float) -> bool:
+            sleeps.append(seconds)
+            if len(sleeps) == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return wait(0.01)
+
+        self.event.wait = counted
+        return self
+
+    monkeypatch.setattr(cli_module.StopSignal, "install", install_and_count)
     code, out, err = cli("escalate", "--every", "60")
     assert code == 0, err
     assert "audit checkpoint n=2 written" in out and "audit checkpoint n=3 written" in out

@@ -9,6 +9,7 @@ shows that the service needs nothing more."""
 
 from __future__ import annotations
 
+import base64
 import os
 import threading
 import uuid
@@ -228,6 +229,8 @@ def fresh(monkeypatch, tmp_path):
     monkeypatch.setenv("CASEMGMT_DATABASE_URL", urls["app"])
     monkeypatch.setenv("CASEMGMT_POLICY_DIR", str(conftest.ROOT / "policies"))
     monkeypatch.setenv("CASEMGMT_DEV_KEY_DIR", str(tmp_path / "dev-keys"))
+    # serve checks the master key before it starts (as everything else it needs).
+    monkeypatch.setenv("CASEMGMT_MASTER_KEY", base64.b64encode(conftest.MASTER_KEY).decode())
     monkeypatch.delenv("CASEMGMT_ALLOW_PRIVILEGED_DB_ROLE", raising=False)
     get_settings.cache_clear()
     owner_engine = create_engine(urls["owner"])
@@ -268,7 +271,7 @@ def served(monkeypatch) -> list:
     import casemgmt.cli
 
     calls: list = []
-    monkeypatch.setattr(casemgmt.cli, "_serve", lambda app, host, port: calls.append(app))
+    monkeypatch.setattr(casemgmt.cli, "_serve", lambda app, *_args: calls.append(app))
     return calls
 
 

@@ -38,6 +38,7 @@ def current_actor(
     # one COMMIT per request instead of two of each).
     if row is None:
         raise UnknownOrganisation(f"organisation '{claims.organisation_key}' is not known here")
+    request.state.organisation_key = claims.organisation_key  # for the access log
     policy = request.app.state.policies.roles
     roles = policy.known(list(claims.roles))
     request.state.actor = Actor(

@@ -41,6 +41,7 @@ from casemgmt.chains.schemas import (
 )
 from casemgmt.chains.spec import ChainTemplate
 from casemgmt.database import unit_of_work
+from casemgmt.observability import STEP_TRANSITIONS
 from casemgmt.chains.spec import CASE_MANAGEMENT_OWNER
 from casemgmt.handovers.chain_hooks import pending_rechtskreiswechsel, pending_step_handover, withdraw_for_closed_chain
 from casemgmt.handovers.models import Handover
@@ -319,6 +320,7 @@ def transition_step(
     with unit_of_work(session):
         loaded, row = act_on_step(session, catalog, actor, chain_id, step_key, action, reason,
                                   expected_version, now, privacy)
+    STEP_TRANSITIONS.labels(template=loaded.template.key, action=action).inc()
     return _chain_out(row, loaded.template, loaded.steps, actor, loaded.scope, now, loaded.agreed)
 
 

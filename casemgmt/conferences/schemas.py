@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from casemgmt.validation import DbId, FilledText, Key
+from casemgmt.validation import DbId, FilledText, IsoDate, Key
 
 Phase = Literal["planned", "case_phase", "structural_phase", "closed"]
 Level = Literal["staff", "organisation", "intermunicipal"]
@@ -66,7 +66,7 @@ class AgreementIn(BaseModel):
     conference_case_id: DbId
     text: FilledText = Field(min_length=1, max_length=2000)
     owner_organisation_id: DbId
-    due_date: date
+    due_date: IsoDate
     step_key: Key | None = Field(default=None, description="Hand this step of the case's chain to the owner.")
     add_step: AgreedStepIn | None = Field(default=None, description=(
         "Add a step to the case's chain: the owner organisation does it (it is assigned to it "
@@ -117,7 +117,7 @@ class AgreementOut(BaseModel):
     text: str | None = Field(description="Shown to participants when they read the conference (audited); "
                                          "not echoed by changes.")
     owner_organisation_id: int
-    due_date: date
+    due_date: IsoDate
     step_key: str | None
     handover_id: uuid.UUID | None
     added_step_key: str | None = Field(default=None, description="The step this agreement added to the chain.")

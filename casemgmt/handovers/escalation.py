@@ -9,6 +9,8 @@ and running again finds nothing to do.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -68,10 +70,11 @@ def _message(h, policy: HandoverPolicy, names: dict[int, str], base_url: str) ->
 
 
 def escalate_overdue(session: Session, policy: HandoverPolicy, now: datetime, base_url: str,
-                     batch: int = 500) -> EscalationReport:
-    """Escalate every handover overdue at ``now``; one transaction per batch."""
+                     batch: int = 500, should_stop: Callable[[], bool] = lambda: False) -> EscalationReport:
+    """Escalate every handover overdue at ``now``; one transaction per batch. ``should_stop`` is
+    asked between batches (a stopping job ends after a committed batch, holding no row lock)."""
     report = EscalationReport()
-    while True:
+    while not should_stop():
         with unit_of_work(session):
             due = (
                 select(handovers_t)
@@ -85,8 +88,12 @@ def escalate_overdue(session: Session, policy: HandoverPolicy, now: datetime, ba
             if not rows:
                 return report
             _escalate_batch(session, policy, rows, now, base_url, report)
+        from casemgmt.observability import ESCALATIONS
+
+        ESCALATIONS.inc(len(rows))
         if len(rows) < batch:
             return report
+    return report
 
 
 def _escalate_batch(session: Session, policy: HandoverPolicy, rows, now: datetime, base_url: str,

@@ -112,10 +112,14 @@ def _claim(factory: sessionmaker, now: datetime, batch: int) -> list[Any]:
 
 
 def deliver_due(factory: sessionmaker, channels: Mapping[str, Channel], clock: Callable[[], datetime],
-                max_attempts: int, batch: int = 50) -> DeliveryReport:
-    """Deliver every message that is due now, batch by batch; returns what happened."""
+                max_attempts: int, batch: int = 50, should_stop: Callable[[], bool] = lambda: False
+                ) -> DeliveryReport:
+    """Deliver every message that is due now, batch by batch; returns what happened.
+    ``should_stop`` is asked between batches: a claimed batch is always finished, so a stopping
+    notifier leaves no message waiting for its lease to run out (and no row lock: the claim's
+    lock ends with the claim's own short transaction)."""
     report = DeliveryReport()
-    while True:
+    while not should_stop():
         now = clock()
         claimed = _claim(factory, now, batch)
         if not claimed:
@@ -124,6 +128,7 @@ def deliver_due(factory: sessionmaker, channels: Mapping[str, Channel], clock: C
             report += _deliver_one(factory, channels, message, clock, max_attempts)
         if len(claimed) < batch:
             return report
+    return report
 
 
 def _deliver_one(factory: sessionmaker, channels: Mapping[str, Channel], message: Any,
@@ -153,6 +158,10 @@ def _deliver_one(factory: sessionmaker, channels: Mapping[str, Channel], message
         outcome = DeliveryReport(retried=1)
     with factory() as session, session.begin():
         session.execute(update(outbox_t).where(outbox_t.c.id == message.id).values(updated_at=now, **values))
+    from casemgmt.observability import NOTIFICATIONS
+
+    NOTIFICATIONS.labels(channel=message.channel,
+                         outcome="delivered" if outcome.delivered else "failed" if outcome.failed else "retry").inc()
     return outcome
 
 

@@ -173,6 +173,13 @@ def _append_rows(session: Session, key: bytes, staged: list[tuple[AuditEntry, da
                  key_id: str | None = None) -> None:
     if not staged:
         return
+    from casemgmt.observability import AUDIT_APPEND
+
+    with AUDIT_APPEND.time():
+        _lock_and_append(session, key, staged)
+
+
+def _lock_and_append(session: Session, key: bytes, staged: list[tuple[AuditEntry, datetime]]) -> None:
     streams = sorted({stream_of(e) for e, _ in staged})
     # Heads are locked in stream order, so two transactions never wait for each other crosswise.
     heads = {

@@ -6,9 +6,9 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from casemgmt.validation import DbId, Key, Text
+from casemgmt.validation import DbId, IsoDateTime, Key, Text
 
 
 class Redaction(BaseModel):
@@ -68,12 +68,12 @@ class ConsentIn(BaseModel):
     evidence_reference: Text = Field(min_length=1, max_length=200, description="Reference of the signed form.")
     language: Text = Field(min_length=2, max_length=50)
     interpreter_used: bool = False
-    signed_at: AwareDatetime | None = Field(
+    signed_at: IsoDateTime | None = Field(
         default=None, description="When the person signed the form (evidence). The consent still "
                                   "takes effect only when it is recorded.")
-    valid_from: AwareDatetime | None = Field(
+    valid_from: IsoDateTime | None = Field(
         default=None, description="Defaults to now; may not lie before now (no backdating).")
-    valid_until: AwareDatetime | None = None
+    valid_until: IsoDateTime | None = None
 
 
 class ConsentOut(BaseModel):
@@ -151,8 +151,8 @@ class AgreementIn(BaseModel):
     organisation_ids: list[DbId] = Field(min_length=2, max_length=50)
     categories: list[Key] = Field(min_length=1, max_length=20)
     purpose: Key
-    valid_from: AwareDatetime
-    valid_until: AwareDatetime | None = None
+    valid_from: IsoDateTime
+    valid_until: IsoDateTime | None = None
     document_reference: Text = Field(min_length=1, max_length=200)
 
 

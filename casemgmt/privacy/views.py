@@ -6,7 +6,6 @@ import uuid
 from datetime import datetime
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import AwareDatetime
 from sqlalchemy.orm import Session
 
 from casemgmt.auth.dependencies import get_session, require
@@ -21,7 +20,7 @@ from casemgmt.privacy.schemas import (
     ConsentOut,
     WithdrawalIn,
 )
-from casemgmt.validation import DbId, Text
+from casemgmt.validation import DbId, IsoDateTime, Text
 
 router = APIRouter(tags=["data protection"])
 
@@ -89,8 +88,8 @@ def search_audit(
     person_id: uuid.UUID | None = None,
     user: Text | None = Query(default=None, max_length=200),
     organisation_id: DbId | None = None,
-    since: AwareDatetime | None = Query(default=None, alias="from"),
-    until: AwareDatetime | None = Query(default=None, alias="to"),
+    since: IsoDateTime | None = Query(default=None, alias="from"),
+    until: IsoDateTime | None = Query(default=None, alias="to"),
     outcome: str | None = Query(default=None, pattern="^(success|denied)$"),
     cursor: int | None = Query(default=None, ge=1, le=2**62, description="`next_cursor` of the previous page."),
     limit: int = Query(default=100, ge=1, le=1000),

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from casemgmt.conferences.schemas import FindingOut
 from casemgmt.steering.proposals import ProposalAction, ProposalState
-from casemgmt.validation import DbId, FilledText, Text
+from casemgmt.validation import DbId, FilledText, IsoDate, Text
 
 
 class ProposalIn(BaseModel):
@@ -28,7 +28,7 @@ class ProposalActionIn(BaseModel):
     working_group_name: Text | None = Field(default=None, max_length=200, description="accept: the new group.")
     lead_organisation_id: DbId | None = Field(default=None, description="accept: who leads the new group.")
     working_group_id: DbId | None = Field(default=None, description="delegate: an existing group.")
-    due_date: date | None = None
+    due_date: IsoDate | None = None
     expected_version: int | None = Field(default=None, ge=1, le=2**31 - 1)
 
 

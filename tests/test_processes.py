@@ -1,0 +1,175 @@
+"""`casemgmt serve --workers 2` as a real process tree on PostgreSQL: metrics summed over the
+workers, SIGTERM lets a request in flight finish, a worker killed with SIGKILL in the middle of a
+request leaves nothing half-done and the service goes on answering.
+
+A request is held in the middle of its transaction by locking the audit heads from the test (a
+transition has written its step states and events and waits to append its audit rows)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import pytest
+from sqlalchemy import text
+from test_api import new_person, started
+from test_handover_escalation import free_port
+from test_handovers_api import KI, SOZ
+
+from casemgmt.privacy.audit import verify
+from conftest import MASTER_KEY, ROOT
+
+
+class Server:
+    def __init__(self, settings, service_url: str, workers: int = 2) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "CASEMGMT_DATABASE_URL": service_url,
+               "CASEMGMT_MASTER_KEY": base64.b64encode(MASTER_KEY).decode(),
+               "CASEMGMT_DEV_KEY_DIR": str(settings.dev_key_dir), "CASEMGMT_POLICY_DIR": str(ROOT / "policies"),
+               "CASEMGMT_SHUTDOWN_GRACE_SECONDS": "20"}
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "casemgmt.cli", "serve", "--workers", str(workers), "--port", str(self.port)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.process.stdout.read().decode()
+            try:
+                if httpx.get(self.base + "/health/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError("serve did not become ready")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def server(settings, service_url, world, catalog) -> Iterator[Server]:
+    """One process tree for the module; the SIGTERM test, which ends it, runs last."""
+    s = Server(settings, service_url)
+    yield s
+    s.stop()
+
+
+@contextmanager
+def audit_heads_locked(owner) -> Iterator[None]:
+    with owner.connect() as conn:
+        trans = conn.begin()
+        conn.execute(text("SELECT stream FROM audit_head FOR UPDATE"))
+        try:
+            yield
+        finally:
+            trans.rollback()
+
+
+def waiting_worker(owner, timeout: float = 20) -> tuple[int, int]:
+    """(backend pid, worker pid) of the service connection waiting for the audit heads."""
+    deadline = time.monotonic() + timeout
+    with owner.connect() as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(text(
+                "SELECT pid, application_name FROM pg_stat_activity "
+                "WHERE application_name LIKE 'casemgmt pid %' AND wait_event_type = 'Lock'")).first()
+            if row:
+                return row.pid, int(row.application_name.rsplit(" ", 1)[1])
+            time.sleep(0.05)
+    raise AssertionError("no request waited for the lock")
+
+
+def backend_gone(owner, pid: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    with owner.connect() as conn:
+        while time.monotonic() < deadline:
+            if not conn.execute(text("SELECT 1 FROM pg_stat_activity WHERE pid = :p"), {"p": pid}).first():
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"backend {pid} is still there")
+
+
+def prepared_chain(server: Server, auth, world) -> tuple[dict, dict]:
+    with httpx.Client(base_url=server.base, timeout=30) as http:
+        ki = auth(*KI)
+        chain = started(http, ki, new_person(http, ki, world.jurisdictions["wittmar"]))
+    return chain, auth(*SOZ)
+
+
+def start_step(server: Server, chain: dict, headers: dict, out: list) -> threading.Thread:
+    def run() -> None:
+        try:
+            out.append(httpx.post(f"{server.base}/chains/{chain['id']}/steps/arrival_assignment/actions",
+                                  json={"action": "start", "expected_version": chain["version"]},
+                                  headers=headers, timeout=30))
+        except httpx.HTTPError as exc:
+            out.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t
+
+
+def test_metrics_are_summed_over_the_workers(server, auth, db):
+    headers = auth(*KI)
+    for _ in range(6):
+        assert httpx.get(server.base + "/templates", headers=headers, timeout=10).status_code == 200
+    text_ = httpx.get(server.base + "/metrics", timeout=10).text
+    line = next(line for line in text_.splitlines()
+                if line.startswith("casemgmt_http_requests_total{") and 'route="/templates"' in line)
+    assert float(line.rsplit(" ", 1)[1]) == 6.0
+
+
+def test_worker_killed_mid_request_leaves_nothing_half_done(server, auth, world, owner_db, keys):
+    chain, soz = prepared_chain(server, auth, world)
+    out: list = []
+    with audit_heads_locked(owner_db):
+        t = start_step(server, chain, soz, out)
+        backend, worker = waiting_worker(owner_db)
+        os.kill(worker, signal.SIGKILL)
+        t.join(30)
+    # The killed worker's transaction (step state and event written, audit waiting) was never
+    # committed: PostgreSQL rolls it back when the connection's other end is gone.
+    backend_gone(owner_db, backend)
+    assert out and (isinstance(out[0], Exception) or out[0].status_code >= 500)
+    with owner_db.connect() as conn:
+        assert conn.execute(text("SELECT version FROM chains WHERE id = :c"), {"c": chain["id"]}).scalar_one() == \
+            chain["version"]
+        assert conn.execute(text("SELECT state FROM chain_steps WHERE chain_id = :c AND key = 'arrival_assignment'"),
+                            {"c": chain["id"]}).scalar_one() == "ready"
+        assert verify(conn, keys.audit_key).ok
+    # The service goes on: the other worker (or the one the master starts anew) answers.
+    deadline = time.monotonic() + 30
+    while True:
+        resp = httpx.post(f"{server.base}/chains/{chain['id']}/steps/arrival_assignment/actions",
+                          json={"action": "start", "expected_version": chain["version"]}, headers=soz, timeout=30)
+        if resp.status_code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert resp.status_code == 200, resp.text
+
+
+def test_sigterm_lets_the_request_in_flight_finish(server, auth, world, db, owner_db):
+    chain, soz = prepared_chain(server, auth, world)
+    out: list = []
+    with audit_heads_locked(owner_db):
+        t = start_step(server, chain, soz, out)
+        waiting_worker(owner_db)
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert server.process.poll() is None  # still finishing the request
+    t.join(30)
+    assert out and not isinstance(out[0], Exception), out
+    assert out[0].status_code == 200, out[0].text
+    assert server.process.wait(30) == 0
