@@ -176,10 +176,11 @@ def _append_rows(session: Session, key: bytes, staged: list[tuple[AuditEntry, da
     from casemgmt.observability import AUDIT_APPEND
 
     with AUDIT_APPEND.time():
-        _lock_and_append(session, key, staged)
+        _lock_and_append(session, key, staged, key_id)
 
 
-def _lock_and_append(session: Session, key: bytes, staged: list[tuple[AuditEntry, datetime]]) -> None:
+def _lock_and_append(session: Session, key: bytes, staged: list[tuple[AuditEntry, datetime]],
+                     key_id: str | None) -> None:
     streams = sorted({stream_of(e) for e, _ in staged})
     # Heads are locked in stream order, so two transactions never wait for each other crosswise.
     heads = {
