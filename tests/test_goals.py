@@ -520,5 +520,5 @@ def test_goal_clocks_and_attainment_from_hand_built_chains(session_factory, cata
 
 
 def test_goal_without_measure_has_no_clocks(session_factory, policies):
-    with pytest.raises(ValueError, match="no measure"):
-        goal_clocks(session_factory(), policies.goals["kursangebot_transparent"])
+    with session_factory() as session, pytest.raises(ValueError, match="no measure"):
+        goal_clocks(session, policies.goals["kursangebot_transparent"])

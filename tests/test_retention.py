@@ -116,7 +116,8 @@ def test_retention_run_deletes_what_is_due_and_nothing_else(client, auth, world,
     _age_case(owner_db, everything["id"], datetime(2014, 2, 20, 12, tzinfo=UTC))
     ok(client.post(f"/persons/{held['id']}/legal-hold", json={"reason": "Klageverfahren"}, headers=dpo), 201)
 
-    soon = upcoming(session_factory(), privacy, conference_category, clock.now, 30)
+    with session_factory() as session:
+        soon = upcoming(session, privacy, conference_category, clock.now, 30)
     entries = {(e["person_id"], e["category"]): e for e in soon["persons"]}
     assert entries[(boundary["id"], "case_notes")]["due"] == (today + timedelta(days=1)).isoformat()
     assert entries[(held["id"], "case_notes")]["stopped_by"] == "legal_hold"
