@@ -15,6 +15,7 @@ from casemgmt import __version__
 from casemgmt.auth.tokens import TokenVerifier
 from casemgmt.chains.catalog import register_templates
 from casemgmt.chains.migrate import check_plans
+from casemgmt.auth.views import router as session_router
 from casemgmt.chains.views import router as chains_router
 from casemgmt.chains.views import templates_router
 from casemgmt.clock import utcnow
@@ -112,7 +113,7 @@ def create_app(
     install_handlers(app)
     watch_pool(engine)
 
-    for router in (reference_router, templates_router, persons_router, interviews_router, chains_router,
+    for router in (session_router, reference_router, templates_router, persons_router, interviews_router, chains_router,
                    handovers_router, conferences_router, steering_router, privacy_router, rights_router,
                    notifications_router):
         app.include_router(router, responses=STANDARD_RESPONSES)

@@ -27,6 +27,7 @@ BLOCKED = {
     ("POST", "/chains/{chain_id}/steps/{step_key}/assignment"): (KI, {"organisation_id": 1}),
     ("POST", "/chains/{chain_id}/close"): (KI, {"reason": "other"}),
     ("GET", "/chains/{chain_id}/events"): (KI, None),
+    ("GET", "/chains/{chain_id}/handovers"): (KI, None),
     ("POST", "/chains/{chain_id}/handovers"): (KI, {"kind": "step", "step_key": "first_interview"}),
     ("GET", "/handovers/{handover_id}"): (ABH, None),
     ("POST", "/handovers/{handover_id}/actions"): (ABH, {"action": "acknowledge"}),
@@ -38,7 +39,7 @@ BLOCKED = {
     ("POST", "/persons/{person_id}/interviews/{interview_id}/chain"): (KI, {}),
 }
 # Listings that leave the restricted person's case out (stored, not shown).
-LISTINGS = {("GET", "/chains"), ("GET", "/handovers/incoming"), ("GET", "/handovers/outgoing"),
+LISTINGS = {("GET", "/chains"), ("GET", "/persons"), ("GET", "/handovers/incoming"), ("GET", "/handovers/outgoing"),
             ("GET", "/conferences/{conference_id}")}
 # The data protection officer's own work on the person goes on while it is restricted; so does the
 # withdrawal of a consent (GDPR Art. 7(3): as easy as giving it; it only narrows processing).
@@ -67,7 +68,7 @@ NO_PERSON = {
     ("GET", "/organisations/{organisation_id}/contacts"), ("POST", "/organisations/{organisation_id}/contacts"),
     ("DELETE", "/organisations/{organisation_id}/contacts/{contact_id}"), ("GET", "/notifications"),
     ("POST", "/notifications/{message_id}/requeue"), ("GET", "/health"), ("GET", "/health/live"),
-    ("GET", "/health/ready"), ("GET", "/problems"),
+    ("GET", "/health/ready"), ("GET", "/problems"), ("GET", "/me"), ("GET", "/catalogue"),
     ("GET", "/problems/{slug}"), ("GET", "/templates/{key}/versions"), ("GET", "/templates/{key}/diff"),
     ("GET", "/reports/steering.xlsx"), ("GET", "/reports/steering/releases"),
     ("GET", "/reports/steering/releases/{number}"), ("GET", "/reports/steering/releases/{number}.csv"),
@@ -138,6 +139,9 @@ def test_restriction_blocks_every_route_touching_the_person(client, auth, world,
     assert ids["chain_id"] not in {c["id"] for c in ok(client.get("/chains", headers=auth(*KI)))["items"]}
     assert ids["other_chain"] in {c["id"] for c in ok(client.get("/chains", headers=auth(*KI)))["items"]}
     assert ids["handover_id"] not in {h["id"] for h in ok(client.get("/handovers/incoming", headers=auth(*ABH)))["items"]}
+    listed = {p["id"] for p in ok(client.get("/persons", headers=auth(*KI)))["items"]}
+    assert ids["person_id"] not in listed and ok(client.get(f"/chains/{ids['other_chain']}", headers=auth(*KI)))[
+        "person_id"] in listed
     assert ids["handover_id"] not in {h["id"] for h in ok(client.get("/handovers/outgoing", headers=auth(*KI)))["items"]}
     conf = ok(client.get(f"/conferences/{ids['conference_id']}", headers=auth(*MOD)))
     assert [c["chain_id"] for c in conf["cases"]] == [ids["other_chain"]]

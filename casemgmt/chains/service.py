@@ -924,7 +924,7 @@ def encode_cursor(started_at: datetime, chain_id: uuid.UUID) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _status_clause(status: eng.ChainStatus, now: datetime):
+def status_clause(status: eng.ChainStatus, now: datetime):
     if status is eng.ChainStatus.closed:
         return chains_t.c.lifecycle == ChainLifecycle.closed.value
     if status is eng.ChainStatus.completed:
@@ -945,7 +945,7 @@ def list_chains(
     conds = [chains_t.c.id.in_(listed_chain_ids(actor.organisation_id)),
              active_person(chains_t.c.person_id)] if actor is not None else []
     if filters.status is not None:
-        conds.append(_status_clause(filters.status, now))
+        conds.append(status_clause(filters.status, now))
     if filters.overdue is not None:
         has_overdue = and_(
             chains_t.c.lifecycle == ChainLifecycle.open.value,

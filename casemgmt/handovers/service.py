@@ -771,6 +771,26 @@ def _involved_with_person(session: Session, actor: Actor, person_id: uuid.UUID) 
     return session.scalar(select(Person.id).where(Person.id == person_id, scope_clause(actor))) is not None
 
 
+def chain_handovers(session: Session, actor: Actor, chain_id: uuid.UUID, now: datetime) -> list[HandoverSummary]:
+    """Every handover of the chain in every state, oldest first: those the actor's organisation
+    sends, receives or manages (the ones ``GET /handovers/{id}`` opens for it). Record scope
+    first: a chain the organisation is not and was not involved with is 404 like a random id.
+    The read is audited like the chain's timeline."""
+    with unit_of_work(session):
+        chains.require_chain_access(session, actor, chain_id)
+        rows = session.execute(
+            _with_orgs(select(*_LIST_COLUMNS))
+            .where(handovers_t.c.chain_id == chain_id, _visible_clause(actor))
+            .order_by(handovers_t.c.requested_at, handovers_t.c.id)).all()
+        items = [HandoverSummary(**_summary(r, actor, now)) for r in rows]
+        person_id = session.scalar(select(chains.chains_t.c.person_id).where(chains.chains_t.c.id == chain_id))
+        write_audit(session, [AuditEntry(
+            agent_user=actor.user_id, agent_organisation_id=actor.organisation_id, action="R",
+            subtype="chain.handovers", entity_type="chain", entity_id=str(chain_id), person_id=person_id,
+            detail=f"{len(items)} handovers")], now)
+    return items
+
+
 # --- inboxes -------------------------------------------------------------------------------------
 
 

@@ -23,6 +23,7 @@ from casemgmt.handovers.schemas import (
     HandoverIn,
     HandoverOut,
     HandoverPage,
+    HandoverSummary,
     StateFilter,
 )
 from casemgmt.notifications import service as outbox
@@ -51,6 +52,18 @@ def request_handover(
     organisation. The receiver's data package is decided and frozen now."""
     catalog, privacy, policy = _state(request)
     return service.request_handover(session, catalog, privacy, policy, actor, chain_id, body, now)
+
+
+@router.get("/chains/{chain_id}/handovers", response_model=list[HandoverSummary])
+def list_chain_handovers(
+    chain_id: uuid.UUID,
+    actor: Actor = Depends(require("handovers.read")),
+    session: Session = Depends(get_session),
+    now: datetime = Depends(request_now),
+):
+    """All handovers of the chain in every state, oldest first: those your organisation sent,
+    received or manages. The chain's record scope is checked first (404 for outsiders)."""
+    return service.chain_handovers(session, actor, chain_id, now)
 
 
 def _inbox(box: Box):

@@ -11,6 +11,8 @@ from sqlalchemy.orm import Session
 from casemgmt.auth.dependencies import get_session, require
 from casemgmt.chains.engine import Actor
 from casemgmt.clock import request_now
+from casemgmt.persons import service as persons
+from casemgmt.persons.schemas import CaseStatus, PersonPage
 from casemgmt.privacy import service
 from casemgmt.privacy.schemas import (
     PersonCreateIn,
@@ -19,7 +21,7 @@ from casemgmt.privacy.schemas import (
     PersonUpdateIn,
 )
 from casemgmt.problems import invalid_field
-from casemgmt.validation import Key
+from casemgmt.validation import DbId, Key
 
 router = APIRouter(prefix="/persons", tags=["persons"])
 PURPOSE = Query(default=None, description="Purpose of the access; defaults to your organisation kind's.")
@@ -49,6 +51,25 @@ def create_person(
     """Register a person; consents signed at intake are recorded before the fields are written."""
     _at_most_catalogue(request, body.fields)
     return service.create_person(session, _privacy(request), actor, body, now)
+
+
+@router.get("", response_model=PersonPage)
+def list_persons(
+    request: Request,
+    jurisdiction_id: DbId | None = Query(default=None, description="The town (or jurisdiction) and those below it."),
+    status: CaseStatus | None = Query(default=None, description="Persons with a chain you list in this status, "
+                                                                "or `no_chain`."),
+    purpose: Key | None = PURPOSE,
+    limit: int = Query(default=20, ge=1, le=100),
+    cursor: str | None = Query(default=None, max_length=200),
+    actor: Actor = Depends(require("persons.read")),
+    session: Session = Depends(get_session),
+    now: datetime = Depends(request_now),
+):
+    """The persons your organisation is involved with now, newest registration first. Each is
+    shown as `GET /persons/{id}` would show it to you, and each is audited as a read."""
+    filters = persons.PersonFilters(jurisdiction_id=jurisdiction_id, status=status)
+    return persons.list_persons(session, _privacy(request), actor, filters, limit, cursor, purpose, now)
 
 
 @router.post("/search", response_model=list[PersonRecordOut])

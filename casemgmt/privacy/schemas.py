@@ -191,3 +191,40 @@ class AuditEventOut(BaseModel):
 class AuditPage(BaseModel):
     items: list[AuditEventOut]
     next_cursor: int | None
+
+
+class CategoryOut(BaseModel):
+    """A category of personal data; access is decided per category."""
+
+    key: str
+    title: str
+    description: str
+    special: bool = Field(description="GDPR Art. 9: only an explicit consent opens it.")
+    portable: bool = Field(description="Provided by the person; handed over on request (GDPR Art. 20).")
+    retention: str = Field(description="How long the category is kept, in words.")
+
+
+class FieldOut(BaseModel):
+    """A field of the person record as a form would need it."""
+
+    key: str
+    category: str
+    type: str = Field(description="text, date, enum, integer or boolean.")
+    title: str
+    max_length: int | None = None
+    values: list[str] | None = Field(default=None, description="The allowed values of an enum field.")
+    min: int | None = None
+    max: int | None = None
+
+
+class PurposeOut(BaseModel):
+    key: str
+    title: str
+
+
+class CatalogueOut(BaseModel):
+    """The field catalogue of this installation (``policies/data.yaml``), in the file's order."""
+
+    categories: list[CategoryOut]
+    fields: list[FieldOut]
+    purposes: list[PurposeOut]

@@ -48,6 +48,10 @@ from casemgmt.rights.gate import refuse_unless_active
 from casemgmt.rights.models import DataSubjectRequest
 from casemgmt.privacy.schemas import (
     AgreementIn,
+    CatalogueOut,
+    CategoryOut,
+    FieldOut,
+    PurposeOut,
     ConsentIn,
     ConsentOut,
     PersonCreateIn,
@@ -276,6 +280,21 @@ def resolve_purpose(privacy: Privacy, actor: Actor, purpose: str | None) -> str:
                      "type": "enum"}],
         )
     return purpose
+
+
+def data_catalogue(policy: DataPolicy) -> CatalogueOut:
+    """The catalogue of personal data as clients show it: categories, fields and purposes with
+    their titles, so no client hard-codes the policy file."""
+    return CatalogueOut(
+        categories=[CategoryOut(key=c.key, title=c.title, description=c.description, special=c.special,
+                                portable=c.portable,
+                                retention=c.retention.describe() if c.retention else f"{c.retention_years} years")
+                    for c in policy.categories.values()],
+        fields=[FieldOut(key=f.key, category=f.category, type=f.type, title=f.title, max_length=f.max_length,
+                         values=list(f.values) if f.values is not None else None, min=f.min, max=f.max)
+                for f in policy.fields.values()],
+        purposes=[PurposeOut(key=k, title=t) for k, t in policy.purposes.items()],
+    )
 
 
 @dataclass

@@ -16,6 +16,7 @@ from casemgmt.privacy.schemas import (
     AgreementIn,
     AgreementOut,
     AuditPage,
+    CatalogueOut,
     ConsentIn,
     ConsentOut,
     WithdrawalIn,
@@ -109,3 +110,10 @@ def record_of_processing(
 ):
     """The record of processing activities (GDPR Art. 30), generated from the policy files."""
     return officer.record_of_processing(request.app.state.policies)
+
+
+@router.get("/catalogue", response_model=CatalogueOut, tags=["reference"])
+def data_catalogue(request: Request, actor: Actor = Depends(require("reference.read"))):
+    """The catalogue of personal data: categories (with retention), the fields of the person
+    record with their German titles, types and allowed values, and the purposes of access."""
+    return service.data_catalogue(request.app.state.privacy.policy)
