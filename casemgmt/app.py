@@ -112,6 +112,10 @@ def create_app(
     app.add_middleware(RequestObservability)
     install_handlers(app)
     watch_pool(engine)
+    # The web interface (casemgmt/web): German screens on the same services, below /ui.
+    from casemgmt.web import install_web
+
+    install_web(app)
 
     for router in (session_router, reference_router, templates_router, persons_router, interviews_router, chains_router,
                    handovers_router, conferences_router, steering_router, privacy_router, rights_router,

@@ -182,7 +182,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     _demo_releases(settings)
     checkpoint_failed = demo_checkpoint(settings)
     host, port = args.host or settings.host, args.port or settings.port
-    print(f"\nAPI docs: http://{host}:{port}/docs  (click 'Authorize' and paste a token above)\n")
+    print(f"\nWeb interface: http://{host}:{port}/  (the login page lists the demo users)")
+    print(f"API docs: http://{host}:{port}/docs  (click 'Authorize' and paste a token above)\n")
     if args.no_serve:
         return checkpoint_failed
     if make_url_dialect(settings.database_url) == "postgresql" and not settings.allow_privileged_db_role:
@@ -191,6 +192,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print("Note: the demo serves as the database role that seeded it; in production run "
               "`casemgmt serve` as the restricted service role (see README, Database roles).\n")
         settings = settings.model_copy(update={"allow_privileged_db_role": True})
+    # Only the demo lists its users on the login page.
+    settings = settings.model_copy(update={"demo_login": True})
     _serve(_checked_app(settings), host, port, settings)
     return 0
 

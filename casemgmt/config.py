@@ -60,6 +60,17 @@ class Settings(BaseSettings):
         description="Tokens valid for longer (exp - iat, or exp - now without iat) are refused.",
     )
 
+    # The web interface (casemgmt/web): sign-in through the identity provider (authorization code
+    # flow with PKCE) as this client; the demo's own login page only when `casemgmt demo` serves.
+    oidc_client_id: str = Field(default="casemgmt", description="Client id of the web interface at the identity provider.")
+    oidc_client_secret: str | None = Field(
+        default=None, description="Client secret, for a confidential client (a public client uses PKCE alone).")
+    oidc_scope: str = "openid profile"
+    web_session_minutes: int = Field(default=8 * 60, ge=5, le=24 * 60,
+                                     description="How long a web sign-in lasts.")
+    demo_login: bool = Field(
+        default=False, description="Set by `casemgmt demo`: the login page lists the demo users. Never in production.")
+
     # Personal data: AES-256 master key (base64), from the environment or a key file.
     master_key: str | None = Field(default=None, description="Base64 master key (32 bytes).")
     master_key_file: Path = Field(

@@ -30,9 +30,11 @@ from casemgmt.privacy.models import (
 from casemgmt.rights.models import DataSubjectRequest, ErasureTombstone, LegalHold, PersonRestriction
 from casemgmt.steering.models import Proposal, ProposalEvent, WorkingGroup
 from casemgmt.steering.releases import SteeringRelease
+from casemgmt.web.models import WebSession
 
 
 __all__ = [
+    "WebSession",
     "Chain", "ChainEvent", "ChainStep", "ChainTemplateVersion", "Jurisdiction", "Organisation",
     "Person", "AuditEvent", "AuditHead", "Consent", "ConsentWithdrawal", "DataExchangeAgreement",
     "PersonField", "PersonKey", "Handover", "HandoverEvent", "OrganisationContact", "OutboxMessage",

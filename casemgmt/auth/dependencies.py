@@ -9,6 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from casemgmt.auth.tokens import TokenClaims
 from casemgmt.chains.engine import Actor
 from casemgmt.database import session_scope
 from casemgmt.jurisdictions.models import Jurisdiction, Organisation
@@ -29,6 +30,12 @@ def current_actor(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise NotAuthenticated("send a bearer token: Authorization: Bearer <token>")
     claims = request.app.state.verifier.verify(credentials.credentials)
+    return actor_for_claims(request, session, claims)
+
+
+def actor_for_claims(request: Request, session: Session, claims: TokenClaims) -> Actor:
+    """The :class:`Actor` of verified claims (an API token's, or those a web session was opened
+    with), set on the request for the access log and the audit of refusals."""
     row = session.execute(
         select(Organisation.id, Organisation.kind, Jurisdiction.path)
         .join(Jurisdiction, Jurisdiction.id == Organisation.jurisdiction_id)
