@@ -3,28 +3,11 @@ login only in the demo, headers, and record scope by URL (404 for another organi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from fastapi.testclient import TestClient
-from web_helpers import csrf_of, demo_sign_in
+from web_helpers import csrf_of, demo_app, demo_sign_in, web  # noqa: F401 (fixtures)
 
 from casemgmt.web.sessions import SESSION_COOKIE
-
-
-@pytest.fixture
-def demo_app(settings, db, policies, clock):
-    from casemgmt.app import create_app
-    from conftest import MASTER_KEY
-
-    return create_app(settings.model_copy(update={"demo_login": True}), engine=db, policies=policies,
-                      clock=clock, master_key=MASTER_KEY)
-
-
-@pytest.fixture
-def web(demo_app) -> Iterator[TestClient]:
-    with TestClient(demo_app, raise_server_exceptions=False) as c:
-        yield c
 
 
 def test_root_opens_the_login_page_and_pages_need_sign_in(web):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+
+import pytest
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -20,3 +23,60 @@ def demo_sign_in(client, user: str) -> None:
     resp = client.post("/ui/anmelden/demo", data={"csrf_token": csrf_of(page.text), "benutzer": user,
                                                   "weiter": "/ui/"}, follow_redirects=False)
     assert resp.status_code == 303, resp.text
+
+
+def form_post(client, page_path: str, action: str, data: dict, expect: int = 303):
+    """Open ``page_path``, post ``data`` with the page's CSRF token to ``action``."""
+    page = client.get(page_path)
+    assert page.status_code == 200, page.text[:2000]
+    resp = client.post(action, data={"csrf_token": csrf_of(page.text), **data}, follow_redirects=False)
+    assert resp.status_code == expect, resp.text[:3000]
+    return resp
+
+
+INTAKE = {
+    "family_name": "Beispiel", "given_names": "Nora", "birth_date": "01.04.1990",
+    "residence_status": "protection_granted", "benefit_regime": "asylblg",
+    "recipients": ["kommunales_integrationszentrum", "sozialamt", "jobcenter", "auslaenderbehoerde"],
+    "categories": ["identity", "residence", "benefits"], "purpose": "case_management",
+    "consequences_explained": "ja", "language": "Arabisch", "interpreter_used": "ja",
+    "evidence_reference": "EW-2026-001",
+}
+
+
+@pytest.fixture
+def demo_app(settings, db, policies, clock):
+    """The application as `casemgmt demo` serves it (the demo login page is on)."""
+    from conftest import MASTER_KEY
+
+    from casemgmt.app import create_app
+
+    return create_app(settings.model_copy(update={"demo_login": True}), engine=db, policies=policies,
+                      clock=clock, master_key=MASTER_KEY)
+
+
+@pytest.fixture
+def web(demo_app) -> Iterator:
+    from fastapi.testclient import TestClient
+
+    with TestClient(demo_app, raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture
+def browser_of(demo_app):
+    """``browser_of("cm.ennetal")`` -> a TestClient signed in as that demo user."""
+    from fastapi.testclient import TestClient
+
+    opened = []
+
+    def make(user: str):
+        c = TestClient(demo_app, raise_server_exceptions=False)
+        c.__enter__()
+        opened.append(c)
+        demo_sign_in(c, user)
+        return c
+
+    yield make
+    for c in opened:
+        c.__exit__(None, None, None)

@@ -103,7 +103,7 @@ async def demo_login(request: Request, db: Session = Depends(get_session)) -> Re
             weiter = form.get("weiter")
             return _sign_in(request, db, TokenClaims(user_id=user, organisation_key=org, roles=tuple(roles)),
                             weiter if isinstance(weiter, str) else "")
-    return render(request, "anmelden.html", status=422, csrf_token=token, weiter=PREFIX + "/",
+    return render(request, "anmelden.html", http_status=422, csrf_token=token, weiter=PREFIX + "/",
                   oidc=bool(request.app.state.settings.oidc_issuer), demo=True, demo_users=_demo_users(request),
                   errors=[{"field": "benutzer", "message": "Bitte wählen Sie einen Demo-Zugang."}])
 

@@ -112,7 +112,7 @@ async def checked_form(request: Request, user: WebUser = Depends(signed_in)) -> 
     return form
 
 
-def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+def render(request: Request, template: str, http_status: int = 200, **context: Any) -> HTMLResponse:
     user: WebUser | None = getattr(request.state, "web_user", None)
     policy = request.app.state.policies.roles
     notice_key = request.query_params.get("hinweis")
@@ -122,7 +122,7 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
         notice=NOTICES.get(notice_key) if notice_key else None,
         role_titles=[policy.titles.get(r, r) for r in sorted(user.actor.roles)] if user else [],
         **context)
-    return HTMLResponse(page, status_code=status, headers={"Cache-Control": "no-store"})
+    return HTMLResponse(page, status_code=http_status, headers={"Cache-Control": "no-store"})
 
 
 def redirect(path: str, notice: str | None = None, **params: str) -> RedirectResponse:
@@ -141,6 +141,9 @@ def field_errors(exc: ValidationError | Problem) -> list[dict[str, str]]:
             loc = [str(p) for p in err.get("loc", ())]
             found.append({"field": loc[-1] if loc else "", "message": err.get("msg", "ungültig")})
         return found
+    if exc.slug in _PROBLEM_FIELDS:
+        field, message = _PROBLEM_FIELDS[exc.slug]
+        return [{"field": field, "message": message}]
     errors = exc.extra.get("errors") if isinstance(exc.extra, dict) else None
     if isinstance(errors, list) and errors:
         return [{"field": str(e.get("field", "")).rsplit(".", 1)[-1], "message": str(e.get("message", exc.detail))}
@@ -148,6 +151,11 @@ def field_errors(exc: ValidationError | Problem) -> list[dict[str, str]]:
     field = exc.extra.get("field") if isinstance(exc.extra, dict) else None
     return [{"field": str(field).rsplit(".", 1)[-1] if field else "", "message": exc.detail}]
 
+
+# Refusals of the services that concern one form field, in German.
+_PROBLEM_FIELDS = {
+    "reason-required": ("reason", "Bitte geben Sie eine Begründung an."),
+}
 
 _STATUS_TITLES = {
     401: "Bitte melden Sie sich an",
@@ -162,7 +170,7 @@ _STATUS_TITLES = {
 
 def error_page(request: Request, status: int, detail: str | None = None) -> HTMLResponse:
     # 404 says nothing about whether the record exists (outsiders see the same page for any id).
-    return render(request, "fehler.html", status=status, status_code=status,
+    return render(request, "fehler.html", http_status=status, status_code=status,
                   title=_STATUS_TITLES.get(status, "Fehler"), detail=detail if status != 404 else None)
 
 
