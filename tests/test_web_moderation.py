@@ -6,42 +6,14 @@ personal value reaches any page of the steering role."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import pytest
 from fastapi.testclient import TestClient
 from http_helpers import ok
 from test_conferences_api import consenting_case
-from web_helpers import csrf_of, demo_sign_in
+from web_helpers import browser_of, csrf_of, demo_app  # noqa: F401 (fixtures)
 
 KI = ("ennetal_ki", "case_manager")
-
-
-@pytest.fixture
-def demo_app(settings, db, policies, clock):
-    from casemgmt.app import create_app
-    from conftest import MASTER_KEY
-
-    return create_app(settings.model_copy(update={"demo_login": True}), engine=db, policies=policies,
-                      clock=clock, master_key=MASTER_KEY)
-
-
-@pytest.fixture
-def browser_of(demo_app) -> Iterator:
-    """``browser_of("mod.ennetal")`` -> a TestClient signed in as that demo user (own cookies)."""
-    clients: list[TestClient] = []
-
-    def make(user: str) -> TestClient:
-        c = TestClient(demo_app, raise_server_exceptions=False)
-        c.__enter__()
-        clients.append(c)
-        demo_sign_in(c, user)
-        return c
-
-    yield make
-    for c in clients:
-        c.__exit__(None, None, None)
 
 
 def post(c: TestClient, page_path: str, target: str, **data) -> object:

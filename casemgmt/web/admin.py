@@ -54,7 +54,7 @@ def _contacts_page(request: Request, user: WebUser, db: Session, organisation_id
     org = db.get(Organisation, organisation_id)
     if org is None:  # pragma: no cover - list_contacts found it
         raise NotFound(f"no organisation {organisation_id}", resource="organisation", id=str(organisation_id))
-    return render(request, "admin_kontakte.html", status=status, org=org, contacts=contacts, roles=ROLES,
+    return render(request, "admin_kontakte.html", http_status=status, org=org, contacts=contacts, roles=ROLES,
                   channels=CHANNELS, errors=errors or [], values=values or {})
 
 

@@ -132,7 +132,7 @@ def conference_list(request: Request, user: WebUser = Depends(need("conferences.
 
 def _list_page(request: Request, user: WebUser, db: Session, errors=None, values=None, status: int = 200):
     conferences = service.list_conferences(db, user.actor, 100)
-    return render(request, "konferenzen.html", status=status, conferences=conferences, phases=PHASES,
+    return render(request, "konferenzen.html", http_status=status, conferences=conferences, phases=PHASES,
                   jurisdictions=_jurisdiction_choices(db), organisations=_organisation_choices(db),
                   may_manage=user.may(request, "conferences.manage"), errors=errors or [], values=values or {})
 
@@ -191,7 +191,7 @@ def _page(request: Request, user: WebUser, db: Session, conference_id: uuid.UUID
                  if any(f.conference_id == conference.id for f in p.findings)] \
         if user.may(request, "proposals.read") else []
     return render(
-        request, "konferenz.html", status=status, c=conference, phases=PHASES, next_phase=NEXT_PHASE.get(conference.phase),
+        request, "konferenz.html", http_status=status, c=conference, phases=PHASES, next_phase=NEXT_PHASE.get(conference.phase),
         weather=WEATHER, levels=LEVELS, agreement_states=AGREEMENT_STATES, moderating=moderating,
         may_vote=user.may(request, "conferences.participate"), may_propose=user.may(request, "proposals.manage"),
         organisation_names=names, organisations=sorted(names.items(), key=lambda o: o[1]),

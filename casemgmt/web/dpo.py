@@ -97,7 +97,7 @@ def audit_search(request: Request,
                                        since, until, ergebnis if ergebnis in OUTCOMES else None)
         page = officer.search_audit(db, user.actor, filters, weiter, 50, request.app.state.clock())
     query = {k: v for k, v in values.items() if v}
-    return render(request, "dpo_protokoll.html", status=422 if errors else 200, page=page, values=values,
+    return render(request, "dpo_protokoll.html", http_status=422 if errors else 200, page=page, values=values,
                   errors=errors, organisations=_organisations(db), actions=ACTIONS, outcomes=OUTCOMES,
                   next_query="&".join(f"{k}={v}" for k, v in query.items()))
 
@@ -115,7 +115,7 @@ def consent_history(request: Request, person_id: str | None = Query(default=None
             consents = privacy_service.list_consents(db, user.actor, person, request.app.state.clock(),
                                                      officer=user.may(request, "audit.read"))
     categories = request.app.state.policies.data.categories
-    return render(request, "dpo_einwilligungen.html", status=422 if errors else 200, consents=consents,
+    return render(request, "dpo_einwilligungen.html", http_status=422 if errors else 200, consents=consents,
                   person_id=person_id or "", errors=errors, states=CONSENT_STATES,
                   category_titles={k: c.title for k, c in categories.items()},
                   purposes=request.app.state.policies.data.purposes)

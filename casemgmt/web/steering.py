@@ -163,7 +163,7 @@ def _proposal_page(request: Request, user: WebUser, db: Session, proposal_id: uu
     organisations = _organisations(db)
     db.rollback()
     actions = [a for a in proposal.allowed_actions if _may(request, user, a)]
-    return render(request, "vorschlag.html", status=status, p=proposal, states=STATES, actions=actions,
+    return render(request, "vorschlag.html", http_status=status, p=proposal, states=STATES, actions=actions,
                   action_titles=ACTIONS, event_titles=EVENTS, groups=groups, organisations=organisations, weather=WEATHER, levels=LEVELS,
                   barriers=s.policies.steering.barrier_categories, fields_of_action=s.policies.steering.fields_of_action,
                   errors=form_state.pop("errors", []), action=form_state.pop("action", None),
