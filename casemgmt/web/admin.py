@@ -20,9 +20,9 @@ from casemgmt.jurisdictions.models import Jurisdiction, Organisation
 from casemgmt.netguard import OutboundPolicy
 from casemgmt.problems import NotFound, Problem
 from casemgmt.validation import DbId
-from casemgmt.web.conferences import _one, form_refusal
+from casemgmt.web.conferences import _one, form_errors, form_refusal
 from casemgmt.web.navigation import nav_entry
-from casemgmt.web.routing import PREFIX, WebUser, checked_form, field_errors, need, redirect, render, web_router
+from casemgmt.web.routing import PREFIX, WebUser, checked_form, need, redirect, render, web_router
 
 router = web_router()
 nav_entry("Organisationen", f"{PREFIX}/verwaltung/organisationen", "contacts.manage", 70)
@@ -77,7 +77,7 @@ def add_contact(request: Request, organisation_id: DbId, user: WebUser = Depends
         if not form_refusal(exc):
             raise
         db.rollback()
-        return _contacts_page(request, user, db, organisation_id, status=422, errors=field_errors(exc), values=values)
+        return _contacts_page(request, user, db, organisation_id, status=422, errors=form_errors(exc), values=values)
     return redirect(f"{PREFIX}/verwaltung/organisationen/{organisation_id}", "gespeichert")
 
 

@@ -64,6 +64,8 @@ WEATHER = {
     "gewitter": ("Gewitter: muss sich ändern", "fehler"),
     "wind": ("Wind: gute Idee", "neutral"),
 }
+# The kind of legal basis a participant has for a case (the basis's own id stays in the audit).
+BASIS_KINDS = {"consent": "Einwilligung", "statute": "gesetzliche Aufgabe", "agreement": "Vereinbarung zum Datenaustausch"}
 LEVELS = {"staff": "Mitarbeitende", "organisation": "Organisation", "intermunicipal": "Interkommunal"}
 AGREEMENT_STATES = {"open": "offen", "done": "erledigt", "dropped": "entfallen"}
 
@@ -75,6 +77,52 @@ def form_refusal(exc: Exception) -> bool:
     """A refusal the form shows next to its fields (bad input, changed meanwhile). Everything
     else (403, 404, 423) goes to the error page, audited as the API audits it."""
     return isinstance(exc, ValidationError) or (isinstance(exc, Problem) and exc.status in (409, 422))
+
+
+_GERMAN = {
+    "missing": "Bitte ausfüllen.",
+    "string_too_short": "Bitte ausfüllen.",
+    "too_short": "Bitte mindestens eine Angabe wählen.",
+    "int_parsing": "Bitte eine ganze Zahl angeben.",
+    "int_type": "Bitte eine ganze Zahl angeben.",
+    "uuid_parsing": "Keine gültige Kennung.",
+    "uuid_type": "Keine gültige Kennung.",
+    "datetime_from_date_parsing": "Bitte Datum und Uhrzeit angeben.",
+    "datetime_parsing": "Bitte Datum und Uhrzeit angeben.",
+    "datetime_type": "Bitte Datum und Uhrzeit angeben.",
+    "literal_error": "Bitte einen der angebotenen Werte wählen.",
+    "enum": "Bitte einen der angebotenen Werte wählen.",
+    "less_than_equal": "Der Wert ist zu groß.",
+    "greater_than_equal": "Der Wert ist zu klein.",
+    "string_too_long": "Der Text ist zu lang.",
+}
+_DATE_FIELDS = {"due_date", "datum"}
+
+
+def form_errors(exc: ValidationError | Problem) -> list[dict[str, str]]:
+    """The errors for the form's error summary, in German where the input model's message is
+    Pydantic's English (the services' own refusals stay as they are)."""
+    if isinstance(exc, Problem) and exc.slug == "personal-data-in-text":
+        field = str(exc.extra.get("field") or "text")
+        hits = [h.get("message", "") for h in exc.extra.get("hits", []) if isinstance(h, dict)]
+        return [{"field": field, "message": "Der Text enthält personenbezogene Daten: " + " ".join(hits)}]
+    found = field_errors(exc)
+    if not isinstance(exc, ValidationError):
+        return found
+    for entry, err in zip(found, exc.errors(), strict=False):
+        german = _GERMAN.get(err.get("type", ""))
+        if entry["field"] in _DATE_FIELDS and err.get("type") not in ("missing",):
+            german = "Bitte ein Datum angeben (TT.MM.JJJJ)."
+        if german:
+            entry["message"] = german
+    return found
+
+
+def iso_day(value: str | None) -> str | None:
+    """A day as the form sent it: JJJJ-MM-TT from a date picker, or TT.MM.JJJJ typed by hand."""
+    if value and len(value) == 10 and value[2] == "." and value[5] == ".":
+        return f"{value[6:]}-{value[3:5]}-{value[:2]}"
+    return value
 
 
 def text_with_objections(text: str, exc: Exception) -> list[dict[str, Any]] | None:
@@ -140,7 +188,7 @@ def _list_page(request: Request, user: WebUser, db: Session, errors=None, values
 @router.post("/konferenzen")
 def create_conference(request: Request, user: WebUser = Depends(need("conferences.manage")),
                       form: FormData = Depends(checked_form), db: Session = Depends(get_session)) -> Response:
-    values = {"title": _one(form, "title") or "", "datum": _one(form, "datum") or "",
+    values = {"title": _one(form, "title") or "", "datum": iso_day(_one(form, "datum")) or "",
               "uhrzeit": _one(form, "uhrzeit") or "09:00", "jurisdiction_id": _one(form, "jurisdiction_id"),
               "participant_organisation_ids": _ids(form, "participant_organisation_ids")}
     privacy, policy = _ctx(request)
@@ -152,7 +200,7 @@ def create_conference(request: Request, user: WebUser = Depends(need("conference
     except (ValidationError, Problem) as exc:
         if not form_refusal(exc):
             raise
-        return _list_page(request, user, db, errors=_rename(field_errors(exc), scheduled_at="datum"),
+        return _list_page(request, user, db, errors=_rename(form_errors(exc), scheduled_at="datum"),
                           values=values, status=422)
     return redirect(f"{PREFIX}/konferenzen/{made.id}", "gespeichert")
 
@@ -192,7 +240,7 @@ def _page(request: Request, user: WebUser, db: Session, conference_id: uuid.UUID
         if user.may(request, "proposals.read") else []
     return render(
         request, "konferenz.html", http_status=status, c=conference, phases=PHASES, next_phase=NEXT_PHASE.get(conference.phase),
-        weather=WEATHER, levels=LEVELS, agreement_states=AGREEMENT_STATES, moderating=moderating,
+        weather=WEATHER, levels=LEVELS, basis_kinds=BASIS_KINDS, agreement_states=AGREEMENT_STATES, moderating=moderating,
         may_vote=user.may(request, "conferences.participate"), may_propose=user.may(request, "proposals.manage"),
         organisation_names=names, organisations=sorted(names.items(), key=lambda o: o[1]),
         barriers=policy.barrier_categories, fields_of_action=policy.fields_of_action,
@@ -215,7 +263,7 @@ def _after(request: Request, user: WebUser, db: Session, conference_id: uuid.UUI
     except (ValidationError, Problem) as exc:
         if not form_refusal(exc):
             raise
-        return _page(request, user, db, conference_id, status=422, errors=field_errors(exc), section=section,
+        return _page(request, user, db, conference_id, status=422, errors=form_errors(exc), section=section,
                      values=values, **{k: (v(exc) if callable(v) else v) for k, v in extra.items()})
     return redirect(f"{PREFIX}/konferenzen/{conference_id}", notice)
 
@@ -255,7 +303,7 @@ def add_agreement(request: Request, conference_id: uuid.UUID, user: WebUser = De
                   form: FormData = Depends(checked_form), db: Session = Depends(get_session)) -> Response:
     s = request.app.state
     values = {"conference_case_id": _one(form, "conference_case_id"), "text": _one(form, "text") or "",
-              "owner_organisation_id": _one(form, "owner_organisation_id"), "due_date": _one(form, "due_date")}
+              "owner_organisation_id": _one(form, "owner_organisation_id"), "due_date": iso_day(_one(form, "due_date"))}
     return _after(request, user, db, conference_id, "vereinbarungen", lambda: service.add_agreement(
         db, s.catalog, s.privacy, s.policies.steering, s.policies.handovers, user.actor, conference_id,
         AgreementIn(**values), s.clock()), values,
@@ -300,7 +348,7 @@ def propose(request: Request, conference_id: uuid.UUID, user: WebUser = Depends(
     except (ValidationError, Problem) as exc:
         if not form_refusal(exc):
             raise
-        return _page(request, user, db, conference_id, status=422, errors=field_errors(exc), section="vorschlag",
+        return _page(request, user, db, conference_id, status=422, errors=form_errors(exc), section="vorschlag",
                      values=values, summary_objections=text_with_objections(
                          values["summary"] if getattr(exc, "extra", {}).get("field") == "summary" else values["title"],
                          exc), objection_field=getattr(exc, "extra", {}).get("field"))

@@ -28,9 +28,9 @@ from casemgmt.steering.proposals import ProposalState
 from casemgmt.steering.schemas import ProposalActionIn
 from casemgmt.steering.views import _area_id, _csv, _ocel, _release, _xlsx
 from casemgmt.steering.report import resolve_area
-from casemgmt.web.conferences import LEVELS, WEATHER, _one, form_refusal, text_with_objections
+from casemgmt.web.conferences import LEVELS, WEATHER, _one, form_errors, form_refusal, iso_day, text_with_objections
 from casemgmt.web.navigation import nav_entry
-from casemgmt.web.routing import PREFIX, WebUser, checked_form, field_errors, need, redirect, render, web_router
+from casemgmt.web.routing import PREFIX, WebUser, checked_form, need, redirect, render, web_router
 
 router = web_router()
 nav_entry("Steuerungsbericht", f"{PREFIX}/lenkung", "reports.read", 50)
@@ -178,6 +178,7 @@ def proposal_action(request: Request, proposal_id: uuid.UUID, user: WebUser = De
     roles = s.policies.roles
     values = {name: _one(form, name) for name in ("action", "reason", "working_group_name", "lead_organisation_id",
                                                    "working_group_id", "due_date", "expected_version")}
+    values["due_date"] = iso_day(values["due_date"])
     try:
         body = ProposalActionIn(**{k: v for k, v in values.items() if v is not None})
         service.act(db, s.privacy, s.policies.steering, user.actor, roles.allows(user.actor.roles, "proposals.decide"),
@@ -186,7 +187,7 @@ def proposal_action(request: Request, proposal_id: uuid.UUID, user: WebUser = De
         if not form_refusal(exc):
             raise
         field = getattr(exc, "extra", {}).get("field") if isinstance(exc, Problem) else None
-        return _proposal_page(request, user, db, proposal_id, status=422, errors=field_errors(exc),
+        return _proposal_page(request, user, db, proposal_id, status=422, errors=form_errors(exc),
                               action=values["action"], values=values, objection_field=field,
                               objections=text_with_objections(values.get(field or "reason") or "", exc))
     return redirect(f"{PREFIX}/vorschlaege/{proposal_id}", "gespeichert")

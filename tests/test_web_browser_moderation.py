@@ -1,0 +1,216 @@
+"""The moderator's, the Lenkungsgruppe's, the data protection officer's and the administrator's
+screens in real Chromium (Debian's chromium and chromedriver, driven by Selenium): a finding with
+a name is refused and corrected, the Lenkungsgruppe opens the report and decides a proposal, and
+axe-core finds no WCAG 2.1 A/AA violation on any of these screens. Screenshots of the screens go
+to docs/screenshots/ for reviewers. Skipped, saying why, where the browser is missing."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from http_helpers import ok
+from test_conferences_api import MOD, conference, consenting_case, finding, phase
+from web_helpers import demo_app  # noqa: F401 (fixture)
+
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+WCAG_21_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
+
+selenium = pytest.importorskip("selenium", reason="selenium is a test dependency")
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.options import Options  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import Select  # noqa: E402
+
+
+@pytest.fixture
+def live_url(demo_app) -> Iterator[str]:  # noqa: F811 (the fixture imported above)
+    """The demo application served by uvicorn on a free local port, in a thread."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(demo_app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "the live server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+@pytest.fixture(scope="module")
+def chrome() -> Iterator[webdriver.Chrome]:
+    """One browser for the module (each test signs in afresh)."""
+    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not browser or not driver:
+        pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
+    options = Options()
+    options.binary_location = browser
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1280,1400", "--lang=de-DE"):
+        options.add_argument(arg)
+    d = webdriver.Chrome(service=Service(driver), options=options)
+    d.implicitly_wait(2)
+    yield d
+    d.quit()
+
+
+def submit(d, button) -> None:
+    """Click a link or a form's button and wait until the next page has replaced this one."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    page = d.find_element(By.TAG_NAME, "html")
+    button.click()
+    WebDriverWait(d, 20).until(expected_conditions.staleness_of(page))
+
+
+def sign_in(d, base: str, user: str) -> None:
+    d.get(f"{base}/ui/anmelden")
+    d.delete_all_cookies()
+    d.get(f"{base}/ui/anmelden")
+    submit(d, d.find_element(By.ID, f"demo-{user}"))
+    assert "/ui/" in d.current_url and "Abmelden" in d.page_source
+
+
+def accessible(d, name: str) -> None:
+    """axe-core (the copy selenium-axe-python installs: axe-core 4 with the WCAG 2.1 rules) on the
+    page as it stands; a screenshot for reviewers."""
+    axe_core = pytest.importorskip("selenium_axe_python", reason="selenium-axe-python is a test dependency")
+    from selenium_axe_python import Axe
+
+    axe = Axe(d)
+    d.execute_script((Path(axe_core.__file__).parent / "axe-core" / "axe.min.js").read_text(encoding="utf-8"))
+    d.set_script_timeout(120)
+    started = time.monotonic()
+    results = d.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "axe.run(document, {runOnly: {type: 'tag', values: arguments[0]}})"
+        ".then(r => done({violations: r.violations}), e => done({error: String(e)}));", WCAG_21_AA)
+    print(f"axe {name}: {time.monotonic() - started:.1f} s")
+    assert "error" not in results, results
+    assert not results["violations"], f"{name}: {axe.report(results['violations'])}"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    size = d.get_window_size()
+    height = d.execute_script("return document.documentElement.scrollHeight")
+    d.set_window_size(size["width"], min(max(height, size["height"]), 4000))  # the whole page
+    d.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+    d.set_window_size(size["width"], size["height"])
+
+
+def structural_conference(client, auth, world) -> str:
+    chain = consenting_case(client, auth, world, "ennetal_ki", "ennetal_abh")
+    conf = conference(client, auth, world, "ennetal_abh")
+    phase(client, auth, conf["id"], "case_phase")
+    ok(client.post(f"/conferences/{conf['id']}/cases", json={"chain_id": chain["id"]}, headers=auth(*MOD)))
+    phase(client, auth, conf["id"], "structural_phase")
+    return conf["id"]
+
+
+def test_moderator_corrects_a_finding_the_scrubber_refused(client, auth, world, live_url, chrome):
+    conf_id = structural_conference(client, auth, world)
+    d = chrome
+    sign_in(d, live_url, "mod.ennetal")
+    d.get(f"{live_url}/ui/konferenzen")
+    accessible(d, "moderation-konferenzen")
+    submit(d, d.find_element(By.LINK_TEXT, "Fallkonferenz Wittmar November"))
+    for name, value in (("barrier_category", "waiting_times"), ("field_of_action", "language"),
+                        ("level", "intermunicipal"), ("weather", "gewitter")):
+        Select(d.find_element(By.ID, f"feld-{name}")).select_by_value(value)
+    d.find_element(By.ID, "feld-organisation_kinds-course_provider").click()
+    d.find_element(By.CSS_SELECTOR, "input[name=conference_case_ids]").click()
+    text = d.find_element(By.ID, "feld-text")
+    text.send_keys("Frau Haddad wartet seit vier Monaten auf einen Kurs.")
+    submit(d, d.find_element(By.CSS_SELECTOR, "#befund-formular button[type=submit]"))
+
+    # Refused: the objection marks the name where it stands, the text waits in the field.
+    marked = d.find_element(By.CSS_SELECTOR, "#einwaende-text mark")
+    assert marked.text.startswith("Haddad")
+    assert "Haddad" in d.find_element(By.ID, "feld-text").get_attribute("value")
+    accessible(d, "moderation-befund-einwand")
+    text = d.find_element(By.ID, "feld-text")
+    text.clear()
+    text.send_keys("Wartezeit auf Integrationskurse über vier Monate.")
+    submit(d, d.find_element(By.CSS_SELECTOR, "#befund-formular button[type=submit]"))
+    errors = d.find_elements(By.CSS_SELECTOR, ".fehler-zusammenfassung")
+    assert not errors, errors[0].text
+    assert "Die Änderung ist gespeichert." in d.page_source
+    assert "Wartezeit auf Integrationskurse über vier Monate." in d.page_source and "Haddad" not in d.page_source
+    assert f"/ui/konferenzen/{conf_id}" in d.current_url
+    accessible(d, "moderation-konferenz")
+
+
+def test_lenkungsgruppe_opens_the_report_and_decides_a_proposal(client, auth, world, live_url, chrome, release):
+    conf_id = structural_conference(client, auth, world)
+    conf = ok(client.get(f"/conferences/{conf_id}", headers=auth(*MOD)))
+    made = ok(client.post(f"/conferences/{conf_id}/findings", json=finding(
+        conference_case_ids=[conf["cases"][0]["id"]]), headers=auth(*MOD)))
+    proposal = ok(client.post("/proposals", json={
+        "title": "Kursplätze mit Kinderbetreuung", "summary": "Kursträger und Kitas planen gemeinsam.",
+        "finding_ids": [made["findings"][0]["id"]]}, headers=auth(*MOD)), 201)
+    ok(client.post(f"/proposals/{proposal['id']}/actions", json={"action": "submit"}, headers=auth(*MOD)))
+    release("2026-Q1", datetime(2026, 7, 1, 8, tzinfo=UTC), area="kreis_ennetal")
+
+    d = chrome
+    sign_in(d, live_url, "lg.ennetal")
+    submit(d, d.find_element(By.LINK_TEXT, "Steuerungsbericht"))
+    assert "Zielerreichung" in d.page_source and "Wartezeiten bei Übergaben" in d.page_source
+    assert "unterdrücktes Feld" in d.find_element(By.ID, "unterdrueckt").text
+    accessible(d, "lenkung-bericht")
+    submit(d, d.find_element(By.LINK_TEXT, "Vorschläge"))
+    accessible(d, "lenkung-vorschlaege")
+    submit(d, d.find_element(By.LINK_TEXT, "Kursplätze mit Kinderbetreuung"))
+    accessible(d, "lenkung-vorschlag")
+    d.find_element(By.ID, "feld-working_group_name").send_keys("AG Kurse mit Kinderbetreuung")
+    Select(d.find_element(By.ID, "feld-lead_organisation_id")).select_by_visible_text("VHS Ennetal")
+    # The date picker's typing order follows the browser's locale; the value is what it submits.
+    d.execute_script("arguments[0].value = '2026-06-30'", d.find_element(By.ID, "feld-due_date"))
+    submit(d, d.find_element(By.XPATH, "//button[normalize-space()='Annehmen und Arbeitsgruppe gründen']"))
+    errors = d.find_elements(By.CSS_SELECTOR, ".fehler-zusammenfassung")
+    assert not errors, errors[0].text
+    assert "Die Änderung ist gespeichert." in d.page_source
+    assert "Angenommen" in d.page_source and "AG Kurse mit Kinderbetreuung" in d.page_source
+    submit(d, d.find_element(By.LINK_TEXT, "Arbeitsgruppen"))
+    assert "AG Kurse mit Kinderbetreuung" in d.page_source
+    accessible(d, "lenkung-arbeitsgruppen")
+
+
+def test_dpo_and_admin_screens_have_no_accessibility_violations(client, auth, world, live_url, chrome):
+    chain = consenting_case(client, auth, world, "ennetal_ki", "ennetal_abh")
+    d = chrome
+    sign_in(d, live_url, "dsb.ennetal")
+    for path, name in ((f"/ui/datenschutz/protokoll?person_id={chain['person_id']}", "datenschutz-protokoll"),
+                       (f"/ui/datenschutz/einwilligungen?person_id={chain['person_id']}", "datenschutz-einwilligungen"),
+                       ("/ui/datenschutz/verzeichnis", "datenschutz-verzeichnis"),
+                       ("/ui/datenschutz/anfragen", "datenschutz-anfragen"),
+                       ("/ui/datenschutz/loeschfristen", "datenschutz-loeschfristen")):
+        d.get(live_url + path)
+        assert d.find_element(By.TAG_NAME, "h1").text
+        accessible(d, name)
+    d.get(f"{live_url}/ui/datenschutz/protokoll?von=gestern")  # the form with its error summary
+    assert d.find_elements(By.CSS_SELECTOR, ".fehler-zusammenfassung a[href='#feld-von']")
+    accessible(d, "datenschutz-protokoll-fehler")
+    submit(d, d.find_element(By.XPATH, "//button[normalize-space()='Abmelden']"))
+
+    sign_in(d, live_url, "admin.ennetal")
+    submit(d, d.find_element(By.LINK_TEXT, "Organisationen"))
+    accessible(d, "verwaltung-organisationen")
+    submit(d, d.find_element(By.LINK_TEXT, "Ausländerbehörde Kreis Ennetal"))
+    Select(d.find_element(By.ID, "feld-role")).select_by_value("lead")
+    d.find_element(By.ID, "feld-address").send_keys("leitung.abh@ennetal.example")
+    submit(d, d.find_element(By.XPATH, "//button[normalize-space()='Hinzufügen']"))
+    assert "leitung.abh@ennetal.example" in d.page_source
+    accessible(d, "verwaltung-kontakte")
