@@ -49,7 +49,7 @@ from casemgmt.web.routing import (
 )
 
 router = web_router()
-nav_entry("Fallkonferenzen", f"{PREFIX}/konferenzen", "conferences.manage", 40)
+nav_entry("Fallkonferenzen", f"{PREFIX}/konferenzen", "conferences.read", 40)
 
 PHASES = {
     "planned": ("Geplant", "neutral"),
