@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 
 from fastapi.testclient import TestClient
 from http_helpers import ok
-from test_conferences_api import consenting_case
+from test_api import new_person, started
+from test_conferences_api import conference, consenting_case
 from web_helpers import browser_of, csrf_of, demo_app  # noqa: F401 (fixtures)
 
 KI = ("ennetal_ki", "case_manager")
@@ -169,3 +170,18 @@ def test_dpo_and_admin_screens(client, auth, world, browser_of):
     # Without the CSRF token nothing changes.
     assert admin.post(f"{org_path}/kontakte", data={"role": "lead", "channel": "email",
                                                     "address": "x@ennetal.example"}).status_code == 403
+
+
+def test_agenda_refusals_are_answered_at_the_field(client, auth, world, browser_of):
+    conf = conference(client, auth, world, "ennetal_abh")
+    ki = auth(*KI)
+    # A case without a Schweigepflichtentbindung for the conference: the ABH has no basis.
+    chain = started(client, ki, new_person(client, ki, world.jurisdictions["wittmar"]))
+    mod = browser_of("mod.ennetal")
+    path = f"/ui/konferenzen/{conf['id']}"
+    refused = post(mod, path, f"{path}/faelle", chain_id=chain["id"])
+    assert refused.status_code == 422 and 'href="#feld-chain_id"' in refused.text
+    assert "Ausländerbehörde Kreis Ennetal liegt keine Einwilligung" in refused.text
+    unknown = post(mod, path, f"{path}/faelle", chain_id="00000000-0000-0000-0000-000000000000")
+    assert unknown.status_code == 422 and "Keine Integrationskette mit dieser Kennung" in unknown.text
+    assert "Noch keine Fälle auf der Tagesordnung." in mod.get(path).text

@@ -33,7 +33,7 @@ from casemgmt.conferences.schemas import (
     VoteIn,
 )
 from casemgmt.jurisdictions.models import Jurisdiction, Organisation
-from casemgmt.problems import Problem
+from casemgmt.problems import NoLegalBasis, NotFound, Problem, invalid_field
 from casemgmt.steering import service as steering
 from casemgmt.steering.schemas import ProposalIn
 from casemgmt.web.navigation import nav_entry
@@ -291,11 +291,30 @@ def change_phase(request: Request, conference_id: uuid.UUID, user: WebUser = Dep
 @router.post("/konferenzen/{conference_id}/faelle")
 def add_case(request: Request, conference_id: uuid.UUID, user: WebUser = Depends(need("conferences.manage")),
              form: FormData = Depends(checked_form), db: Session = Depends(get_session)) -> Response:
+    """Put a case on the agenda. A chain outside the moderator's scope, and a case some
+    participant has no legal basis to discuss, are answered at the field (the 404 audited as
+    the API audits it, and the same for a real and a random id)."""
     privacy, policy = _ctx(request)
     values = {"chain_id": _one(form, "chain_id")}
-    return _after(request, user, db, conference_id, "faelle", lambda: service.add_case(
-        db, privacy, policy, user.actor, conference_id, CaseIn(**values).chain_id, request.app.state.clock()),
-        values)
+
+    def call() -> None:
+        try:
+            service.add_case(db, privacy, policy, user.actor, conference_id, CaseIn(**values).chain_id,
+                             request.app.state.clock())
+        except NotFound as exc:
+            if exc.extra.get("resource") != "chain":
+                raise
+            hook = getattr(request.app.state, "on_problem", None)
+            if hook is not None:
+                hook(request, exc)
+            raise invalid_field("chain_id", "Keine Integrationskette mit dieser Kennung, die Sie sehen dürfen.") from None
+        except NoLegalBasis as exc:
+            names = dict(_organisation_choices(db))
+            without = [names.get(f.get("organisation_id"), "") for f in exc.extra.get("fields", [])]
+            raise invalid_field("chain_id", "Der Fall darf nicht besprochen werden: Für " + ", ".join(without)
+                                + " liegt keine Einwilligung oder gesetzliche Grundlage vor.") from None
+
+    return _after(request, user, db, conference_id, "faelle", call, values)
 
 
 @router.post("/konferenzen/{conference_id}/vereinbarungen")
