@@ -27,6 +27,7 @@ from casemgmt.privacy import service as privacy
 from casemgmt.privacy.schemas import PersonCreateIn, WithdrawalIn
 from casemgmt.problems import Problem
 from casemgmt.web import texte
+from casemgmt.web.texte import N_
 from casemgmt.web.navigation import nav_entry
 from casemgmt.web.routing import (
     WebUser,
@@ -39,8 +40,8 @@ from casemgmt.web.routing import (
 )
 
 router = web_router()
-nav_entry("Meine Fälle", "/ui/faelle", "chains.start", 10)
-nav_entry("Person registrieren", "/ui/personen/neu", "persons.create", 20)
+nav_entry(N_("Meine Fälle"), "/ui/faelle", "chains.start", 10)
+nav_entry(N_("Person registrieren"), "/ui/personen/neu", "persons.create", 20)
 
 PAGE = 25
 
@@ -314,6 +315,7 @@ def chain_context(request: Request, db: Session, user: WebUser, chain_id: uuid.U
         "chain": chain, "events": list(reversed(events)), "handovers": chain_handovers,
         "org_names": organisation_names(db, org_ids), "texte": texte,
         "places": jurisdiction_names(db, {chain.lead_jurisdiction_id}),
+        "kind_titles": {k: v.title for k, v in request.app.state.policies.organisation_kinds.items()},
         "step_options": [(s.key, s.title) for s in chain.steps],
         "step_titles": {s.key: s.title for s in chain.steps},
         "benefit_options": [(v, texte.value_title("benefit_regime", v))
