@@ -9,6 +9,7 @@ from http_helpers import ok, problem
 from test_conferences_api import MOD, conference, consenting_case, phase
 from test_handovers_api import handover
 from test_unknown_query import OPERATIONS
+from web_helpers import browser_of, demo_app  # noqa: F401 (fixtures)
 
 KI = ("ennetal_ki", "case_manager")
 ABH = ("ennetal_abh", "clerk")
@@ -151,3 +152,50 @@ def test_restriction_blocks_every_route_touching_the_person(client, auth, world,
     # Lifted, the chain moves again.
     ok(client.post(f"/persons/{ids['person_id']}/restriction/lift", json={"reason": "geklärt"}, headers=auth(*DPO)))
     ok(client.get(f"/chains/{ids['chain_id']}", headers=auth(*KI)))
+
+
+# The screens of the web interface (casemgmt/web) call the services of these API operations with
+# the same Actor, so a restriction reaches them there; None: the screen touches no single person.
+WEB_SCREENS = {
+    ("GET", "/"): None, ("GET", "/ui/"): None, ("GET", "/ui/anmelden"): None, ("POST", "/ui/anmelden/demo"): None,
+    ("GET", "/ui/anmelden/oidc"): None, ("GET", "/ui/anmelden/oidc/rueckkehr"): None, ("POST", "/ui/abmelden"): None,
+    ("GET", "/ui/faelle"): ("GET", "/chains"),
+    ("GET", "/ui/personen/neu"): None, ("POST", "/ui/personen/neu"): ("POST", "/persons"),
+    ("GET", "/ui/personen/{person_id}"): ("GET", "/persons/{person_id}"),
+    ("POST", "/ui/personen/{person_id}/einwilligungen/{consent_id}/widerruf"): ("POST", "/consents/{consent_id}/withdraw"),
+    ("POST", "/ui/personen/{person_id}/ketten"): ("POST", "/chains"),
+    ("GET", "/ui/ketten/{chain_id}"): ("GET", "/chains/{chain_id}"),
+    ("POST", "/ui/ketten/{chain_id}/schritte/{step_key}"): ("POST", "/chains/{chain_id}/steps/{step_key}/actions"),
+    ("POST", "/ui/ketten/{chain_id}/uebergaben"): ("POST", "/chains/{chain_id}/handovers"),
+    ("POST", "/ui/ketten/{chain_id}/schliessen"): ("POST", "/chains/{chain_id}/close"),
+    ("GET", "/ui/posteingang"): ("GET", "/handovers/incoming"), ("GET", "/ui/ausgang"): ("GET", "/handovers/outgoing"),
+    ("GET", "/ui/uebergaben/{handover_id}"): ("GET", "/handovers/{handover_id}"),
+    ("POST", "/ui/uebergaben/{handover_id}"): ("POST", "/handovers/{handover_id}/actions"),
+    ("GET", "/ui/schritte"): ("GET", "/chains"),
+}
+
+
+def test_every_screen_is_classified():
+    import importlib
+
+    from fastapi.routing import APIRoute
+
+    from casemgmt.web import SCREEN_MODULES
+
+    screens = {("GET", "/")} | {
+        (m, r.path) for name in SCREEN_MODULES for r in importlib.import_module(f"casemgmt.web.{name}").router.routes
+        if isinstance(r, APIRoute) for m in r.methods}
+    assert screens == set(WEB_SCREENS), f"unclassified: {screens - set(WEB_SCREENS)}; gone: {set(WEB_SCREENS) - screens}"
+    api = {(m, p) for m, p, _ in OPERATIONS}
+    assert {op for op in WEB_SCREENS.values() if op} <= api
+
+
+def test_restriction_reaches_the_screens(browser_of, restricted):
+    cm = browser_of("cm.ennetal")
+    for path in (f"/ui/personen/{restricted['person_id']}", f"/ui/ketten/{restricted['chain_id']}"):
+        resp = cm.get(path)
+        assert resp.status_code == 423 and "eingeschränkt" in resp.text and "bestritten" not in resp.text, path
+    listed = cm.get("/ui/faelle").text
+    assert restricted["chain_id"] not in listed and restricted["other_chain"] in listed
+    abh = browser_of("abh.ennetal")
+    assert restricted["handover_id"] not in abh.get("/ui/posteingang").text

@@ -1,11 +1,11 @@
 """Security of the web interface without a browser: CSRF, session fixation, sign-out, the demo
-login only in the demo, headers, and record scope by URL (404 for another organisation's pages)."""
+login only in the demo, cookie flags and headers. Record scope by URL (404 for another
+organisation's pages) is in test_web_screens.py."""
 
 from __future__ import annotations
 
-import pytest
 from fastapi.testclient import TestClient
-from web_helpers import csrf_of, demo_app, demo_sign_in, web  # noqa: F401 (fixtures)
+from web_helpers import browser_of, csrf_of, demo_app, demo_sign_in, web  # noqa: F401 (fixtures)
 
 from casemgmt.web.sessions import SESSION_COOKIE
 
@@ -79,3 +79,27 @@ def test_navigation_shows_only_what_the_roles_allow(web):
     demo_sign_in(web, "lg.ennetal")
     page = web.get("/ui/").text
     assert "Meine Fälle" not in page and "Posteingang" not in page
+
+
+def test_a_case_form_without_the_sessions_csrf_token_changes_nothing(browser_of, world, db):
+    from sqlalchemy import func, select
+    from web_helpers import INTAKE
+
+    from casemgmt.persons.models import Person
+
+    def persons() -> int:
+        with db.connect() as conn:
+            return conn.execute(select(func.count()).select_from(Person)).scalar_one()
+
+    cm = browser_of("cm.ennetal")
+    data = {**INTAKE, "lead_jurisdiction_id": str(world.jurisdictions["wittmar"])}
+    for token in (None, "a-token-of-another-session-0123456789abcdef"):
+        sent = data if token is None else {**data, "csrf_token": token}
+        resp = cm.post("/ui/personen/neu", data=sent, follow_redirects=False)
+        assert resp.status_code == 403 and "CSRF" in resp.text
+    assert persons() == 0
+    # The same form with the page's token goes through.
+    page = cm.get("/ui/personen/neu")
+    assert cm.post("/ui/personen/neu", data={**data, "csrf_token": csrf_of(page.text)},
+                   follow_redirects=False).status_code == 303
+    assert persons() == 1

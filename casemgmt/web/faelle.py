@@ -27,6 +27,7 @@ from casemgmt.privacy import service as privacy
 from casemgmt.privacy.schemas import PersonCreateIn, WithdrawalIn
 from casemgmt.problems import Problem
 from casemgmt.web import texte
+from casemgmt.web.texte import N_
 from casemgmt.web.navigation import nav_entry
 from casemgmt.web.routing import (
     WebUser,
@@ -39,8 +40,8 @@ from casemgmt.web.routing import (
 )
 
 router = web_router()
-nav_entry("Meine Fälle", "/ui/faelle", "chains.start", 10)
-nav_entry("Person registrieren", "/ui/personen/neu", "persons.create", 20)
+nav_entry(N_("Meine Fälle"), "/ui/faelle", "chains.start", 10)
+nav_entry(N_("Person registrieren"), "/ui/personen/neu", "persons.create", 20)
 
 PAGE = 25
 
@@ -229,21 +230,23 @@ def create_person(request: Request, user: WebUser = Depends(need("persons.create
 # --- the person page --------------------------------------------------------------------------
 
 
-@router.get("/personen/{person_id}")
-def person_page(request: Request, person_id: uuid.UUID, user: WebUser = Depends(need("persons.read")),
-                db: Session = Depends(get_session)) -> Response:
-    """What I may see of the person, what is withheld and why; consents; chains."""
+def _person_context(request: Request, db: Session, user: WebUser, person_id: uuid.UUID) -> dict[str, Any]:
     now = request.app.state.clock()
     record = privacy.read_person(db, request.app.state.privacy, user.actor, person_id, None, now)
     consents = (privacy.list_consents(db, user.actor, person_id, now)
                 if user.may(request, "consents.read") else None)
     person_chains = chains.list_chains(db, chains.ChainFilters(person_id=person_id), 50, None, now, actor=user.actor)
-    data = request.app.state.policies.data
-    return render(request, "person.html", record=record, consents=consents, chains=person_chains.items,
-                  data=data, texte=texte, templates=template_titles(request),
-                  places=jurisdiction_names(db, {record.lead_jurisdiction_id}),
-                  org_names=organisation_names(db, {o for c in consents or [] for o in
-                                                    [c.recorded_by_organisation_id]}))
+    return {"record": record, "consents": consents, "chains": person_chains.items,
+            "data": request.app.state.policies.data, "texte": texte, "templates": template_titles(request),
+            "places": jurisdiction_names(db, {record.lead_jurisdiction_id}),
+            "org_names": organisation_names(db, {c.recorded_by_organisation_id for c in consents or []})}
+
+
+@router.get("/personen/{person_id}")
+def person_page(request: Request, person_id: uuid.UUID, user: WebUser = Depends(need("persons.read")),
+                db: Session = Depends(get_session)) -> Response:
+    """What I may see of the person, what is withheld and why; consents; chains."""
+    return render(request, "person.html", **_person_context(request, db, user, person_id))
 
 
 @router.post("/personen/{person_id}/einwilligungen/{consent_id}/widerruf")
@@ -276,14 +279,8 @@ def start_chain(request: Request, person_id: uuid.UUID, user: WebUser = Depends(
 
 def person_page_with_errors(request: Request, person_id: uuid.UUID, user: WebUser, db: Session,
                             errors: list[dict[str, str]]) -> Response:
-    response = person_page(request, person_id, user, db)
-    page = response.body.decode()
-    # Re-render with the errors: the same page, status 422.
-    from casemgmt.web.rendering import environment
-
-    summary = environment().get_template("_macros.html").module.error_summary(errors)
-    return Response(page.replace('<main id="inhalt" tabindex="-1">', '<main id="inhalt" tabindex="-1">' + str(summary), 1),
-                    status_code=422, media_type="text/html", headers={"Cache-Control": "no-store"})
+    return render(request, "person.html", http_status=422, errors=errors,
+                  **_person_context(request, db, user, person_id))
 
 
 # --- the chain page ---------------------------------------------------------------------------
@@ -314,6 +311,7 @@ def chain_context(request: Request, db: Session, user: WebUser, chain_id: uuid.U
         "chain": chain, "events": list(reversed(events)), "handovers": chain_handovers,
         "org_names": organisation_names(db, org_ids), "texte": texte,
         "places": jurisdiction_names(db, {chain.lead_jurisdiction_id}),
+        "kind_titles": {k: v.title for k, v in request.app.state.policies.organisation_kinds.items()},
         "step_options": [(s.key, s.title) for s in chain.steps],
         "step_titles": {s.key: s.title for s in chain.steps},
         "benefit_options": [(v, texte.value_title("benefit_regime", v))

@@ -13,6 +13,7 @@ form is CSRF-protected through the pre-sign-in cookie.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from urllib.parse import urlsplit
 
@@ -21,7 +22,7 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from casemgmt.auth.dependencies import get_session
-from casemgmt.auth.tokens import TokenClaims, fetch_json
+from casemgmt.auth.tokens import KeyConfigurationError, TokenClaims, _check_url, fetch_json
 from casemgmt.problems import NotAuthenticated
 from casemgmt.web.routing import PREFIX, error_page, redirect, render, web_router
 from casemgmt.web.sessions import (
@@ -40,6 +41,7 @@ from casemgmt.web.sessions import (
     unsign,
 )
 
+log = logging.getLogger(__name__)
 router = web_router()
 
 
@@ -120,6 +122,14 @@ def _provider(request: Request) -> dict:
                                    request.app.state.settings.oidc_http_timeout_seconds)
         if not isinstance(doc, dict) or doc.get("issuer") != issuer:
             raise NotAuthenticated("the identity provider's discovery document names another issuer")
+        for name in ("authorization_endpoint", "token_endpoint"):
+            if not isinstance(doc.get(name), str):
+                raise ValueError(f"the discovery document names no {name}")
+            try:
+                # The code and the verifier travel only over TLS (plain http only on loopback).
+                _check_url(doc[name], f"the provider's {name}")
+            except KeyConfigurationError as exc:
+                raise ValueError(str(exc)) from None
         request.app.state.oidc_discovery = doc
     return doc
 
@@ -146,7 +156,10 @@ def oidc_start(request: Request, weiter: str | None = None) -> Response:
         return error_page(request, 404)
     from authlib.common.security import generate_token
 
-    doc = _provider(request)
+    try:
+        doc = _provider(request)
+    except (OSError, ValueError):
+        return error_page(request, 503, "Der Identitätsanbieter ist gerade nicht erreichbar. Bitte versuchen Sie es später.")
     verifier = generate_token(64)
     state = generate_token(32)
     nonce = generate_token(32)
@@ -172,10 +185,15 @@ def oidc_return(request: Request, code: str | None = None, state: str | None = N
     if error or not code or pending is None or not tokens_equal(state, pending.get("state")):
         return error_page(request, 401, "Die Anmeldung beim Identitätsanbieter ist nicht gelungen oder "
                                         "abgelaufen. Bitte melden Sie sich erneut an.")
-    doc = _provider(request)
-    with _client(request) as client:
-        token = client.fetch_token(doc["token_endpoint"], code=code, code_verifier=pending["verifier"],
-                                   grant_type="authorization_code")
+    try:
+        doc = _provider(request)
+        with _client(request) as client:
+            token = client.fetch_token(doc["token_endpoint"], code=code, code_verifier=pending["verifier"],
+                                       grant_type="authorization_code")
+    except Exception:  # the provider refused the code or could not be reached; nothing is signed in
+        log.warning("the identity provider did not exchange the authorization code", exc_info=False)
+        return error_page(request, 401, "Die Anmeldung beim Identitätsanbieter ist nicht gelungen oder "
+                                        "abgelaufen. Bitte melden Sie sich erneut an.")
     access = token.get("access_token")
     if not isinstance(access, str):
         return error_page(request, 401, "Der Identitätsanbieter hat kein Zugangstoken geliefert.")

@@ -22,14 +22,15 @@ from casemgmt.handovers.lifecycle import HandoverKind
 from casemgmt.handovers.schemas import Box, HandoverActionIn, StateFilter
 from casemgmt.problems import Problem
 from casemgmt.web import texte
+from casemgmt.web.texte import N_
 from casemgmt.web.faelle import german_errors, jurisdiction_names, organisation_names, template_titles
 from casemgmt.web.navigation import nav_entry
 from casemgmt.web.routing import WebUser, checked_form, need, redirect, render, web_router
 
 router = web_router()
-nav_entry("Posteingang", "/ui/posteingang", "handovers.read", 30)
-nav_entry("Meine Schritte", "/ui/schritte", "steps.act", 40)
-nav_entry("Ausgang", "/ui/ausgang", "handovers.read", 50)
+nav_entry(N_("Posteingang"), "/ui/posteingang", "handovers.read", 30)
+nav_entry(N_("Meine Schritte"), "/ui/schritte", "steps.act", 40)
+nav_entry(N_("Ausgang"), "/ui/ausgang", "handovers.read", 50)
 
 PAGE = 25
 STATE_OPTIONS = [("pending", "Wartend"), ("requested", "Angefragt"), ("escalated", "Eskaliert"),

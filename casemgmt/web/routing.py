@@ -26,6 +26,7 @@ from casemgmt.auth.dependencies import actor_for_claims, get_session
 from casemgmt.chains.engine import Actor
 from casemgmt.problems import Problem, is_database_outage
 from casemgmt.web.navigation import entries_for
+from casemgmt.web.texte import N_
 from casemgmt.web.rendering import environment
 from casemgmt.web.sessions import (
     CSRF_FIELD,
@@ -41,19 +42,19 @@ PREFIX = "/ui"
 
 # Notices shown once after a redirect (post-redirect-get): only these fixed texts, never a value.
 NOTICES = {
-    "angemeldet": "Sie sind angemeldet.",
-    "abgemeldet": "Sie sind abgemeldet.",
-    "person": "Die Person ist registriert.",
-    "kette": "Die Integrationskette ist gestartet.",
-    "schritt": "Der Schritt ist geändert.",
-    "uebergabe": "Die Übergabe ist angefragt.",
-    "bestaetigt": "Die Übergabe ist bestätigt.",
-    "abgelehnt": "Die Übergabe ist abgelehnt.",
-    "zurueckgezogen": "Die Übergabe ist zurückgezogen.",
-    "geschlossen": "Die Integrationskette ist geschlossen.",
-    "widerrufen": "Die Einwilligung ist widerrufen.",
-    "einwilligung": "Die Einwilligung ist erfasst.",
-    "gespeichert": "Die Änderung ist gespeichert.",
+    "angemeldet": N_("Sie sind angemeldet."),
+    "abgemeldet": N_("Sie sind abgemeldet."),
+    "person": N_("Die Person ist registriert."),
+    "kette": N_("Die Integrationskette ist gestartet."),
+    "schritt": N_("Der Schritt ist geändert."),
+    "uebergabe": N_("Die Übergabe ist angefragt."),
+    "bestaetigt": N_("Die Übergabe ist bestätigt."),
+    "abgelehnt": N_("Die Übergabe ist abgelehnt."),
+    "zurueckgezogen": N_("Die Übergabe ist zurückgezogen."),
+    "geschlossen": N_("Die Integrationskette ist geschlossen."),
+    "widerrufen": N_("Die Einwilligung ist widerrufen."),
+    "einwilligung": N_("Die Einwilligung ist erfasst."),
+    "gespeichert": N_("Die Änderung ist gespeichert."),
 }
 
 
@@ -158,13 +159,13 @@ _PROBLEM_FIELDS = {
 }
 
 _STATUS_TITLES = {
-    401: "Bitte melden Sie sich an",
-    403: "Nicht erlaubt",
-    404: "Nicht gefunden",
-    409: "Inzwischen geändert",
-    422: "Eingabe nicht gültig",
-    423: "Verarbeitung eingeschränkt",
-    503: "Vorübergehend nicht erreichbar",
+    401: N_("Bitte melden Sie sich an"),
+    403: N_("Nicht erlaubt"),
+    404: N_("Nicht gefunden"),
+    409: N_("Inzwischen geändert"),
+    422: N_("Eingabe nicht gültig"),
+    423: N_("Verarbeitung eingeschränkt"),
+    503: N_("Vorübergehend nicht erreichbar"),
 }
 
 

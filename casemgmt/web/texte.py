@@ -5,25 +5,31 @@ from __future__ import annotations
 
 from datetime import date
 
-CHAIN_STATUS = {"active": ("Aktiv", "aktiv"), "stalled": ("Stockt", "warnung"),
-                "completed": ("Abgeschlossen", "ok"), "closed": ("Geschlossen", "neutral")}
-STEP_STATE = {"planned": ("Geplant", "neutral"), "ready": ("Bereit", "aktiv"),
-              "in_progress": ("In Bearbeitung", "aktiv"), "completed": ("Erledigt", "ok"),
-              "blocked": ("Blockiert", "fehler"), "skipped": ("Übersprungen", "neutral"),
-              "cancelled": ("Abgebrochen", "neutral")}
-ACTION = {"start": "Beginnen", "complete": "Erledigt melden", "block": "Blockieren", "resume": "Fortsetzen",
-          "skip": "Überspringen"}
+
+def N_(message: str) -> str:
+    """Marks a text for the catalogue; the template translates it where it is shown."""
+    return message
+
+
+CHAIN_STATUS = {"active": (N_("Aktiv"), "aktiv"), "stalled": (N_("Stockt"), "warnung"),
+                "completed": (N_("Abgeschlossen"), "ok"), "closed": (N_("Geschlossen"), "neutral")}
+STEP_STATE = {"planned": (N_("Geplant"), "neutral"), "ready": (N_("Bereit"), "aktiv"),
+              "in_progress": (N_("In Bearbeitung"), "aktiv"), "completed": (N_("Erledigt"), "ok"),
+              "blocked": (N_("Blockiert"), "fehler"), "skipped": (N_("Übersprungen"), "neutral"),
+              "cancelled": (N_("Abgebrochen"), "neutral")}
+ACTION = {"start": N_("Beginnen"), "complete": N_("Erledigt melden"), "block": N_("Blockieren"), "resume": N_("Fortsetzen"),
+          "skip": N_("Überspringen")}
 REASON_ACTIONS = frozenset({"block", "skip"})
-HANDOVER_STATE = {"requested": ("Angefragt", "aktiv"), "escalated": ("Eskaliert", "fehler"),
-                  "acknowledged": ("Bestätigt", "ok"), "rejected": ("Abgelehnt", "warnung"),
-                  "withdrawn": ("Zurückgezogen", "neutral")}
-HANDOVER_KIND = {"step": "Schrittübergabe", "rechtskreiswechsel": "Rechtskreiswechsel", "relocation": "Umzug"}
-HANDOVER_ACTION = {"acknowledge": "Bestätigen", "reject": "Ablehnen", "withdraw": "Zurückziehen"}
-CLOSE_REASON = {"moved_away": "Weggezogen", "ended_by_person": "Von der Person beendet",
-                "naturalised": "Eingebürgert", "deceased": "Verstorben",
-                "opened_in_error": "Irrtümlich angelegt", "other": "Anderer Grund"}
-CONSENT_STATUS = {"active": ("Gültig", "ok"), "not_yet_valid": ("Noch nicht gültig", "neutral"),
-                  "expired": ("Abgelaufen", "neutral"), "withdrawn": ("Widerrufen", "warnung")}
+HANDOVER_STATE = {"requested": (N_("Angefragt"), "aktiv"), "escalated": (N_("Eskaliert"), "fehler"),
+                  "acknowledged": (N_("Bestätigt"), "ok"), "rejected": (N_("Abgelehnt"), "warnung"),
+                  "withdrawn": (N_("Zurückgezogen"), "neutral")}
+HANDOVER_KIND = {"step": N_("Schrittübergabe"), "rechtskreiswechsel": N_("Rechtskreiswechsel"), "relocation": N_("Umzug")}
+HANDOVER_ACTION = {"acknowledge": N_("Bestätigen"), "reject": N_("Ablehnen"), "withdraw": N_("Zurückziehen")}
+CLOSE_REASON = {"moved_away": N_("Weggezogen"), "ended_by_person": N_("Von der Person beendet"),
+                "naturalised": N_("Eingebürgert"), "deceased": N_("Verstorben"),
+                "opened_in_error": N_("Irrtümlich angelegt"), "other": N_("Anderer Grund")}
+CONSENT_STATUS = {"active": (N_("Gültig"), "ok"), "not_yet_valid": (N_("Noch nicht gültig"), "neutral"),
+                  "expired": (N_("Abgelaufen"), "neutral"), "withdrawn": (N_("Widerrufen"), "warnung")}
 
 
 def redaction_reason(reason: str) -> str:
@@ -35,10 +41,10 @@ def redaction_reason(reason: str) -> str:
     if "expired" in reason:
         return "Die Einwilligung, auf der der Zugriff beruhte, ist abgelaufen."
     return reason
-EVENT_KIND = {"chain_started": "Kette gestartet", "step": "Schritt geändert", "step_added": "Schritt vereinbart",
-              "template_migrated": "Neue Vorlagenversion", "step_migrated": "Schritt übernommen",
-              "chain_completed": "Kette abgeschlossen", "chain_closed": "Kette geschlossen",
-              "step_assigned": "Schritt zugewiesen", "lead_moved": "Fallführung gewechselt"}
+EVENT_KIND = {"chain_started": N_("Kette gestartet"), "step": N_("Schritt geändert"), "step_added": N_("Schritt vereinbart"),
+              "template_migrated": N_("Neue Vorlagenversion"), "step_migrated": N_("Schritt übernommen"),
+              "chain_completed": N_("Kette abgeschlossen"), "chain_closed": N_("Kette geschlossen"),
+              "step_assigned": N_("Schritt zugewiesen"), "lead_moved": N_("Fallführung gewechselt")}
 
 
 def parse_date(text: str) -> str | None:
@@ -101,3 +107,18 @@ def value_title(field: str, value: object) -> str:
         except ValueError:
             return text
     return text
+
+
+def legal_basis(basis: str | None) -> str:
+    """A legal basis as the decision point names it (``statute:<id>``, ``agreement:<id>``,
+    ``consent:<id>``), in words."""
+    if not basis:
+        return "–"
+    kind, _, ref = basis.partition(":")
+    if kind == "statute":
+        return f"Gesetz ({ref})"
+    if kind == "agreement":
+        return "Datenaustauschvereinbarung"
+    if kind == "consent":
+        return "Einwilligung der Person"
+    return basis
