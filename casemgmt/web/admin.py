@@ -22,13 +22,14 @@ from casemgmt.problems import NotFound, Problem
 from casemgmt.validation import DbId
 from casemgmt.web.conferences import _one, form_errors, form_refusal
 from casemgmt.web.navigation import nav_entry
+from casemgmt.web.texte import N_
 from casemgmt.web.routing import PREFIX, WebUser, checked_form, need, redirect, render, web_router
 
 router = web_router()
-nav_entry("Organisationen", f"{PREFIX}/verwaltung/organisationen", "contacts.manage", 70)
+nav_entry(N_("Organisationen"), f"{PREFIX}/verwaltung/organisationen", "contacts.manage", 70)
 
-ROLES = {"lead": "Leitung (Eskalationen)", "inbox": "Team-Postfach", "dpo": "Datenschutz"}
-CHANNELS = {"email": "E-Mail", "webhook": "Webhook"}
+ROLES = {"lead": N_("Leitung (Eskalationen)"), "inbox": N_("Team-Postfach"), "dpo": N_("Datenschutz")}
+CHANNELS = {"email": N_("E-Mail"), "webhook": N_("Webhook")}
 
 
 def _area(user: WebUser):

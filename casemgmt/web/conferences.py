@@ -37,6 +37,7 @@ from casemgmt.problems import NoLegalBasis, NotFound, Problem, invalid_field
 from casemgmt.steering import service as steering
 from casemgmt.steering.schemas import ProposalIn
 from casemgmt.web.navigation import nav_entry
+from casemgmt.web.texte import N_
 from casemgmt.web.routing import (
     PREFIX,
     WebUser,
@@ -49,25 +50,25 @@ from casemgmt.web.routing import (
 )
 
 router = web_router()
-nav_entry("Fallkonferenzen", f"{PREFIX}/konferenzen", "conferences.read", 40)
+nav_entry(N_("Fallkonferenzen"), f"{PREFIX}/konferenzen", "conferences.read", 40)
 
 PHASES = {
-    "planned": ("Geplant", "neutral"),
-    "case_phase": ("Phase 1: Fallarbeit", "aktiv"),
-    "structural_phase": ("Phase 2: Strukturelle Befunde", "aktiv"),
-    "closed": ("Abgeschlossen", "ok"),
+    "planned": (N_("Geplant"), "neutral"),
+    "case_phase": (N_("Phase 1: Fallarbeit"), "aktiv"),
+    "structural_phase": (N_("Phase 2: Strukturelle Befunde"), "aktiv"),
+    "closed": (N_("Abgeschlossen"), "ok"),
 }
 NEXT_PHASE = {"planned": "case_phase", "case_phase": "structural_phase", "structural_phase": "closed"}
 WEATHER = {
-    "sonne": ("Sonne: läuft gut", "ok"),
-    "wolke": ("Wolke: bedenklich", "warnung"),
-    "gewitter": ("Gewitter: muss sich ändern", "fehler"),
-    "wind": ("Wind: gute Idee", "neutral"),
+    "sonne": (N_("Sonne: läuft gut"), "ok"),
+    "wolke": (N_("Wolke: bedenklich"), "warnung"),
+    "gewitter": (N_("Gewitter: muss sich ändern"), "fehler"),
+    "wind": (N_("Wind: gute Idee"), "neutral"),
 }
 # The kind of legal basis a participant has for a case (the basis's own id stays in the audit).
-BASIS_KINDS = {"consent": "Einwilligung", "statute": "gesetzliche Aufgabe", "agreement": "Vereinbarung zum Datenaustausch"}
-LEVELS = {"staff": "Mitarbeitende", "organisation": "Organisation", "intermunicipal": "Interkommunal"}
-AGREEMENT_STATES = {"open": "offen", "done": "erledigt", "dropped": "entfallen"}
+BASIS_KINDS = {"consent": N_("Einwilligung"), "statute": N_("gesetzliche Aufgabe"), "agreement": N_("Vereinbarung zum Datenaustausch")}
+LEVELS = {"staff": N_("Mitarbeitende"), "organisation": N_("Organisation"), "intermunicipal": N_("Interkommunal")}
+AGREEMENT_STATES = {"open": N_("offen"), "done": N_("erledigt"), "dropped": N_("entfallen")}
 
 
 # --- helpers shared with the steering screens --------------------------------------------------

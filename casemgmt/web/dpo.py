@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime, time, timedelta
+from urllib.parse import urlencode
 
 from fastapi import Depends, Query, Request
 from fastapi.responses import Response
@@ -24,25 +25,26 @@ from casemgmt.rights import retention
 from casemgmt.rights import service as rights
 from casemgmt.rights.lifecycle import RequestKind
 from casemgmt.web.navigation import nav_entry
+from casemgmt.web.texte import N_
 from casemgmt.web.routing import PREFIX, WebUser, need, render, web_router
 
 router = web_router()
-nav_entry("Protokoll", f"{PREFIX}/datenschutz/protokoll", "audit.read", 60)
-nav_entry("Einwilligungen", f"{PREFIX}/datenschutz/einwilligungen", "consents.read", 61)
-nav_entry("Verarbeitungsverzeichnis", f"{PREFIX}/datenschutz/verzeichnis", "processing.read", 62)
-nav_entry("Betroffenenanfragen", f"{PREFIX}/datenschutz/anfragen", "requests.manage", 63)
-nav_entry("Löschfristen", f"{PREFIX}/datenschutz/loeschfristen", "retention.read", 64)
+nav_entry(N_("Protokoll"), f"{PREFIX}/datenschutz/protokoll", "audit.read", 60)
+nav_entry(N_("Einwilligungen"), f"{PREFIX}/datenschutz/einwilligungen", "consents.read", 61)
+nav_entry(N_("Verarbeitungsverzeichnis"), f"{PREFIX}/datenschutz/verzeichnis", "processing.read", 62)
+nav_entry(N_("Betroffenenanfragen"), f"{PREFIX}/datenschutz/anfragen", "requests.manage", 63)
+nav_entry(N_("Löschfristen"), f"{PREFIX}/datenschutz/loeschfristen", "retention.read", 64)
 
-ACTIONS = {"C": "angelegt", "R": "gelesen", "U": "geändert", "D": "gelöscht", "E": "ausgeführt"}
-OUTCOMES = {"success": "erfolgreich", "denied": "verweigert"}
-CONSENT_STATES = {"active": ("gültig", "ok"), "not_yet_valid": ("noch nicht gültig", "neutral"),
-                  "expired": ("abgelaufen", "warnung"), "withdrawn": ("widerrufen", "fehler")}
-REQUEST_KINDS = {"access": "Auskunft (Art. 15)", "rectification": "Berichtigung (Art. 16)",
-                 "erasure": "Löschung (Art. 17)", "restriction": "Einschränkung (Art. 18)",
-                 "portability": "Datenübertragbarkeit (Art. 20)", "objection": "Widerspruch (Art. 21)"}
-REQUEST_STATES = {"received": ("eingegangen", "neutral"), "in_progress": ("in Bearbeitung", "aktiv"),
-                  "extended": ("verlängert", "warnung"), "answered": ("beantwortet", "ok"),
-                  "refused": ("abgelehnt", "fehler")}
+ACTIONS = {"C": N_("angelegt"), "R": N_("gelesen"), "U": N_("geändert"), "D": N_("gelöscht"), "E": N_("ausgeführt")}
+OUTCOMES = {"success": N_("erfolgreich"), "denied": N_("verweigert")}
+CONSENT_STATES = {"active": (N_("gültig"), "ok"), "not_yet_valid": (N_("noch nicht gültig"), "neutral"),
+                  "expired": (N_("abgelaufen"), "warnung"), "withdrawn": (N_("widerrufen"), "fehler")}
+REQUEST_KINDS = {"access": N_("Auskunft (Art. 15)"), "rectification": N_("Berichtigung (Art. 16)"),
+                 "erasure": N_("Löschung (Art. 17)"), "restriction": N_("Einschränkung (Art. 18)"),
+                 "portability": N_("Datenübertragbarkeit (Art. 20)"), "objection": N_("Widerspruch (Art. 21)")}
+REQUEST_STATES = {"received": (N_("eingegangen"), "neutral"), "in_progress": (N_("in Bearbeitung"), "aktiv"),
+                  "extended": (N_("verlängert"), "warnung"), "answered": (N_("beantwortet"), "ok"),
+                  "refused": (N_("abgelehnt"), "fehler")}
 
 
 def _organisations(db: Session) -> dict[int, str]:
@@ -99,7 +101,7 @@ def audit_search(request: Request,
     query = {k: v for k, v in values.items() if v}
     return render(request, "dpo_protokoll.html", http_status=422 if errors else 200, page=page, values=values,
                   errors=errors, organisations=_organisations(db), actions=ACTIONS, outcomes=OUTCOMES,
-                  next_query="&".join(f"{k}={v}" for k, v in query.items()))
+                  next_query=urlencode(query))
 
 
 @router.get("/datenschutz/einwilligungen")

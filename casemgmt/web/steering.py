@@ -30,40 +30,38 @@ from casemgmt.steering.views import _area_id, _csv, _ocel, _release, _xlsx
 from casemgmt.steering.report import resolve_area
 from casemgmt.web.conferences import LEVELS, WEATHER, _one, form_errors, form_refusal, iso_day, text_with_objections
 from casemgmt.web.navigation import nav_entry
+from casemgmt.web.texte import N_
 from casemgmt.web.routing import PREFIX, WebUser, checked_form, need, redirect, render, web_router
 
 router = web_router()
-nav_entry("Steuerungsbericht", f"{PREFIX}/lenkung", "reports.read", 50)
-nav_entry("Vorschläge", f"{PREFIX}/vorschlaege", "proposals.read", 55)
-nav_entry("Arbeitsgruppen", f"{PREFIX}/arbeitsgruppen", "proposals.read", 56)
+nav_entry(N_("Steuerungsbericht"), f"{PREFIX}/lenkung", "reports.read", 50)
+nav_entry(N_("Vorschläge"), f"{PREFIX}/vorschlaege", "proposals.read", 55)
+nav_entry(N_("Arbeitsgruppen"), f"{PREFIX}/arbeitsgruppen", "proposals.read", 56)
 
 STATES = {
-    "bundled": ("Gebündelt", "neutral"),
-    "submitted": ("Eingereicht", "aktiv"),
-    "accepted": ("Angenommen", "ok"),
-    "delegated": ("Delegiert", "ok"),
-    "rejected": ("Abgelehnt", "fehler"),
-    "deferred": ("Zurückgestellt", "warnung"),
-    "in_implementation": ("In Umsetzung", "aktiv"),
-    "implemented": ("Umgesetzt", "ok"),
-    "made_permanent": ("Verstetigt", "ok"),
+    "bundled": (N_("Gebündelt"), "neutral"),
+    "submitted": (N_("Eingereicht"), "aktiv"),
+    "accepted": (N_("Angenommen"), "ok"),
+    "delegated": (N_("Delegiert"), "ok"),
+    "rejected": (N_("Abgelehnt"), "fehler"),
+    "deferred": (N_("Zurückgestellt"), "warnung"),
+    "in_implementation": (N_("In Umsetzung"), "aktiv"),
+    "implemented": (N_("Umgesetzt"), "ok"),
+    "made_permanent": (N_("Verstetigt"), "ok"),
 }
 ACTIONS = {
-    "submit": "An die Lenkungsgruppe einreichen",
-    "accept": "Annehmen und Arbeitsgruppe gründen",
-    "delegate": "An bestehende Arbeitsgruppe delegieren",
-    "reject": "Ablehnen",
-    "defer": "Zurückstellen",
-    "start": "Umsetzung beginnen",
-    "complete": "Als umgesetzt melden",
-    "make_permanent": "Verstetigen",
+    "submit": N_("An die Lenkungsgruppe einreichen"),
+    "accept": N_("Annehmen und Arbeitsgruppe gründen"),
+    "delegate": N_("An bestehende Arbeitsgruppe delegieren"),
+    "reject": N_("Ablehnen"),
+    "defer": N_("Zurückstellen"),
+    "start": N_("Umsetzung beginnen"),
+    "complete": N_("Als umgesetzt melden"),
+    "make_permanent": N_("Verstetigen"),
 }
-EVENTS = {"bundle": "gebündelt", "submit": "eingereicht", "accept": "angenommen", "delegate": "delegiert",
-          "reject": "abgelehnt", "defer": "zurückgestellt", "start": "Umsetzung begonnen",
-          "complete": "umgesetzt", "make_permanent": "verstetigt"}
-SUPPRESSED_NOTE = ("„.“ steht für ein unterdrücktes Feld: weniger als {k} Personen, oder ein Feld, aus dem sich "
-                   "eine so kleine Zahl berechnen ließe. So bleibt niemand erkennbar.")
-
+EVENTS = {"bundle": N_("gebündelt"), "submit": N_("eingereicht"), "accept": N_("angenommen"), "delegate": N_("delegiert"),
+          "reject": N_("abgelehnt"), "defer": N_("zurückgestellt"), "start": N_("Umsetzung begonnen"),
+          "complete": N_("umgesetzt"), "make_permanent": N_("verstetigt")}
 
 # --- the report ------------------------------------------------------------------------------------
 
@@ -106,7 +104,7 @@ def report_page(request: Request, nr: int | None = Query(default=None, ge=1, le=
     except NoRelease:
         return render(request, "lenkung_bericht.html", report=None, area=area.name, releases=listed)
     return render(request, "lenkung_bericht.html", report=_dashboard(row.document), number=row.number,
-                  releases=listed, note=SUPPRESSED_NOTE.format(k=row.document["k"]),
+                  releases=listed,
                   may_export=user.may(request, "export.read"))
 
 
