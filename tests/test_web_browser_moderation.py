@@ -95,12 +95,10 @@ def accessible(d, name: str) -> None:
     axe = Axe(d)
     d.execute_script((Path(axe_core.__file__).parent / "axe-core" / "axe.min.js").read_text(encoding="utf-8"))
     d.set_script_timeout(120)
-    started = time.monotonic()
     results = d.execute_async_script(
         "const done = arguments[arguments.length - 1];"
         "axe.run(document, {runOnly: {type: 'tag', values: arguments[0]}})"
         ".then(r => done({violations: r.violations}), e => done({error: String(e)}));", WCAG_21_AA)
-    print(f"axe {name}: {time.monotonic() - started:.1f} s")
     assert "error" not in results, results
     assert not results["violations"], f"{name}: {axe.report(results['violations'])}"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
