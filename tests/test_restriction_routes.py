@@ -4,6 +4,8 @@ cannot slip past the restriction unnoticed."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from http_helpers import ok, problem
 from test_conferences_api import MOD, conference, consenting_case, phase
@@ -172,6 +174,34 @@ WEB_SCREENS = {
     ("GET", "/ui/uebergaben/{handover_id}"): ("GET", "/handovers/{handover_id}"),
     ("POST", "/ui/uebergaben/{handover_id}"): ("POST", "/handovers/{handover_id}/actions"),
     ("GET", "/ui/schritte"): ("GET", "/chains"),
+    # Moderation, Lenkungsgruppe, data protection officer, administration.
+    ("GET", "/ui/konferenzen"): ("GET", "/conferences"), ("POST", "/ui/konferenzen"): ("POST", "/conferences"),
+    ("GET", "/ui/konferenzen/{conference_id}"): ("GET", "/conferences/{conference_id}"),
+    ("POST", "/ui/konferenzen/{conference_id}/teilnehmende"): ("POST", "/conferences/{conference_id}/participants"),
+    ("POST", "/ui/konferenzen/{conference_id}/phase"): ("POST", "/conferences/{conference_id}/phase"),
+    ("POST", "/ui/konferenzen/{conference_id}/faelle"): ("POST", "/conferences/{conference_id}/cases"),
+    ("POST", "/ui/konferenzen/{conference_id}/vereinbarungen"): ("POST", "/conferences/{conference_id}/agreements"),
+    ("POST", "/ui/konferenzen/{conference_id}/befunde"): ("POST", "/conferences/{conference_id}/findings"),
+    ("POST", "/ui/konferenzen/{conference_id}/befunde/{finding_id}/punkte"):
+        ("PUT", "/conferences/{conference_id}/findings/{finding_id}/vote"),
+    ("POST", "/ui/konferenzen/{conference_id}/vorschlag"): ("POST", "/proposals"),
+    ("GET", "/ui/lenkung"): ("GET", "/reports/steering"),
+    ("GET", "/ui/lenkung/bericht-{number}.csv"): ("GET", "/reports/steering/releases/{number}.csv"),
+    ("GET", "/ui/lenkung/bericht-{number}.xlsx"): ("GET", "/reports/steering/releases/{number}.xlsx"),
+    ("GET", "/ui/lenkung/prozessprotokoll-{number}.ocel.json"): ("GET", "/exports/releases/{number}/ocel"),
+    ("GET", "/ui/vorschlaege"): ("GET", "/proposals"), ("GET", "/ui/vorschlaege/{proposal_id}"): ("GET", "/proposals/{proposal_id}"),
+    ("POST", "/ui/vorschlaege/{proposal_id}/aktion"): ("POST", "/proposals/{proposal_id}/actions"),
+    ("GET", "/ui/arbeitsgruppen"): ("GET", "/working-groups"),
+    ("GET", "/ui/datenschutz/protokoll"): ("GET", "/audit"),
+    ("GET", "/ui/datenschutz/einwilligungen"): ("GET", "/persons/{person_id}/consents"),
+    ("GET", "/ui/datenschutz/verzeichnis"): ("GET", "/record-of-processing"),
+    ("GET", "/ui/datenschutz/anfragen"): ("GET", "/data-subject-requests"),
+    ("GET", "/ui/datenschutz/loeschfristen"): ("GET", "/retention/due"),
+    ("GET", "/ui/verwaltung/organisationen"): ("GET", "/organisations"),
+    ("GET", "/ui/verwaltung/organisationen/{organisation_id}"): ("GET", "/organisations/{organisation_id}/contacts"),
+    ("POST", "/ui/verwaltung/organisationen/{organisation_id}/kontakte"): ("POST", "/organisations/{organisation_id}/contacts"),
+    ("POST", "/ui/verwaltung/organisationen/{organisation_id}/kontakte/{contact_id}/entfernen"):
+        ("DELETE", "/organisations/{organisation_id}/contacts/{contact_id}"),
 }
 
 
@@ -199,3 +229,8 @@ def test_restriction_reaches_the_screens(browser_of, restricted):
     assert restricted["chain_id"] not in listed and restricted["other_chain"] in listed
     abh = browser_of("abh.ennetal")
     assert restricted["handover_id"] not in abh.get("/ui/posteingang").text
+    # The conference shows the other case only; the restricted person's case is stored, not shown.
+    mod = browser_of("mod.ennetal")
+    page = mod.get(f"/ui/konferenzen/{restricted['conference_id']}").text
+    agenda = re.findall(r"<td>Fall (\d+)</td>", page)
+    assert len(agenda) == 1 and agenda != [str(restricted["case_id"])]
