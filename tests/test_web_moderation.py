@@ -96,6 +96,9 @@ def test_lenkungsgruppe_decides_a_proposal_and_sees_no_personal_value(client, au
     assert post(mod, path, f"{path}/befunde", text="Kinderbetreuung während der Sprachkurse fehlt.",
                 conference_case_ids=[case_id], **FINDING).status_code == 303
     finding_id = re.search(r'name="finding_ids" value="([0-9a-f-]{36})"', mod.get(path).text).group(1)
+    named = post(mod, path, f"{path}/vorschlag", finding_ids=[finding_id], title="Kinderbetreuung an Kursorten",
+                 summary="Wie bei Frau Haddad fehlt Kinderbetreuung.")
+    assert named.status_code == 422 and "<mark>Haddad" in named.text and 'id="einwaende-summary"' in named.text
     made = post(mod, path, f"{path}/vorschlag", finding_ids=[finding_id], title="Kinderbetreuung an Kursorten",
                 summary="Kursträger und Kitas richten betreute Zeiten ein.")
     assert made.status_code == 303
