@@ -18,10 +18,14 @@ KI = ("ennetal_ki", "case_manager")
 
 
 def post(c: TestClient, page_path: str, target: str, **data) -> object:
-    """Open the page (for its CSRF token) and send its form to ``target``, as a browser does."""
-    page = c.get(page_path)
-    assert page.status_code == 200, page.text
-    return c.post(target, data={"csrf_token": csrf_of(page.text), **data}, follow_redirects=False)
+    """Send the form of ``page_path`` to ``target`` with the session's CSRF token (the token is
+    the session's, so one page read per signed-in client gives it)."""
+    token = getattr(c, "csrf_token", None)
+    if token is None:
+        page = c.get(page_path)
+        assert page.status_code == 200, page.text
+        token = c.csrf_token = csrf_of(page.text)
+    return c.post(target, data={"csrf_token": token, **data}, follow_redirects=False)
 
 
 def moderated_conference(mod: TestClient, world, chain_id: str) -> str:
