@@ -109,14 +109,14 @@ def value_title(field: str, value: object) -> str:
     return text
 
 
-def legal_basis(basis: str | None) -> str:
+def legal_basis(basis: str | None, laws: dict[str, str] | None = None) -> str:
     """A legal basis as the decision point names it (``statute:<id>``, ``agreement:<id>``,
-    ``consent:<id>``), in words."""
+    ``consent:<id>``), in words; a statute by its law (``laws``: statute id -> law)."""
     if not basis:
         return "–"
     kind, _, ref = basis.partition(":")
     if kind == "statute":
-        return f"Gesetz ({ref})"
+        return (laws or {}).get(ref) or f"Gesetz ({ref})"
     if kind == "agreement":
         return "Datenaustauschvereinbarung"
     if kind == "consent":
