@@ -34,6 +34,8 @@ CONSENT_STATUS = {"active": (N_("Gültig"), "ok"), "not_yet_valid": (N_("Noch ni
 
 def redaction_reason(reason: str) -> str:
     """Why a field is withheld, in German (the decision point's reasons are technical)."""
+    if "part in this case has ended" in reason:
+        return "Der Teil Ihrer Organisation an diesem Fall ist beendet: sie sieht nur, was sie selbst erfasst hat."
     if reason.startswith("no legal basis"):
         return "Für Ihre Organisation und diesen Zweck gibt es keine Rechtsgrundlage (kein Gesetz, keine Vereinbarung, keine Einwilligung)."
     if "withdrawn" in reason:
