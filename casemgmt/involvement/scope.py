@@ -110,7 +110,11 @@ def person_involvement(organisation_id: int):
 def involved_chain_ids(organisation_id: int):
     """Ids of the chains the organisation is involved with, for listings: one index scan per
     way of being involved instead of a check per chain."""
-    return union(
+    return union(*_involvement_selects(organisation_id))
+
+
+def _involvement_selects(organisation_id: int) -> list:
+    return [
         select(chains_t.c.id).where(chains_t.c.case_management_organisation_id == organisation_id,
                                     chains_t.c.lifecycle == _OPEN),
         select(steps_t.c.chain_id)
@@ -124,15 +128,16 @@ def involved_chain_ids(organisation_id: int):
         .join(participants_t, participants_t.c.conference_id == cases_t.c.conference_id)
         .where(participants_t.c.organisation_id == organisation_id,
                conferences_t.c.phase != _CLOSED_CONFERENCE),
-    )
+    ]
 
 
 def listed_chain_ids(organisation_id: int):
     """What an organisation's chain list shows: the chains it is involved with, and the ended
     (completed or closed) chains whose case management it ran to the end, so a case manager finds
     its own finished cases. The rest of its former chains it opens by id."""
+    # One flat UNION: SQLite refuses a parenthesised UNION inside another ("near UNION").
     return union(
-        involved_chain_ids(organisation_id),
+        *_involvement_selects(organisation_id),
         select(chains_t.c.id).where(chains_t.c.case_management_organisation_id == organisation_id,
                                     chains_t.c.lifecycle != _OPEN),
     )

@@ -233,10 +233,17 @@ def create_person(request: Request, user: WebUser = Depends(need("persons.create
 def _person_context(request: Request, db: Session, user: WebUser, person_id: uuid.UUID) -> dict[str, Any]:
     now = request.app.state.clock()
     record = privacy.read_person(db, request.app.state.privacy, user.actor, person_id, None, now)
-    consents = (privacy.list_consents(db, user.actor, person_id, now)
-                if user.may(request, "consents.read") else None)
+    consents, consents_note = None, None
+    if user.may(request, "consents.read"):
+        try:
+            consents = privacy.list_consents(db, user.actor, person_id, now)
+        except Problem as exc:
+            if exc.status != 403:
+                raise
+            # The API refuses the history to an organisation whose part has ended; the page says so.
+            consents_note = exc.slug
     person_chains = chains.list_chains(db, chains.ChainFilters(person_id=person_id), 50, None, now, actor=user.actor)
-    return {"record": record, "consents": consents, "chains": person_chains.items,
+    return {"record": record, "consents": consents, "consents_note": consents_note, "chains": person_chains.items,
             "data": request.app.state.policies.data, "texte": texte, "templates": template_titles(request),
             "places": jurisdiction_names(db, {record.lead_jurisdiction_id}),
             "org_names": organisation_names(db, {c.recorded_by_organisation_id for c in consents or []})}

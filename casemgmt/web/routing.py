@@ -122,6 +122,7 @@ def render(request: Request, template: str, http_status: int = 200, **context: A
         navigation=entries_for(policy, user.actor.roles) if user else [],
         notice=NOTICES.get(notice_key) if notice_key else None,
         role_titles=[policy.titles.get(r, r) for r in sorted(user.actor.roles)] if user else [],
+        laws={s.id: s.law for s in request.app.state.policies.data.statutes},
         **context)
     return HTMLResponse(page, status_code=http_status, headers={"Cache-Control": "no-store"})
 

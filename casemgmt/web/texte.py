@@ -34,6 +34,8 @@ CONSENT_STATUS = {"active": (N_("Gültig"), "ok"), "not_yet_valid": (N_("Noch ni
 
 def redaction_reason(reason: str) -> str:
     """Why a field is withheld, in German (the decision point's reasons are technical)."""
+    if "part in this case has ended" in reason:
+        return "Der Teil Ihrer Organisation an diesem Fall ist beendet: sie sieht nur, was sie selbst erfasst hat."
     if reason.startswith("no legal basis"):
         return "Für Ihre Organisation und diesen Zweck gibt es keine Rechtsgrundlage (kein Gesetz, keine Vereinbarung, keine Einwilligung)."
     if "withdrawn" in reason:
@@ -109,14 +111,14 @@ def value_title(field: str, value: object) -> str:
     return text
 
 
-def legal_basis(basis: str | None) -> str:
+def legal_basis(basis: str | None, laws: dict[str, str] | None = None) -> str:
     """A legal basis as the decision point names it (``statute:<id>``, ``agreement:<id>``,
-    ``consent:<id>``), in words."""
+    ``consent:<id>``), in words; a statute by its law (``laws``: statute id -> law)."""
     if not basis:
         return "–"
     kind, _, ref = basis.partition(":")
     if kind == "statute":
-        return f"Gesetz ({ref})"
+        return (laws or {}).get(ref) or f"Gesetz ({ref})"
     if kind == "agreement":
         return "Datenaustauschvereinbarung"
     if kind == "consent":
