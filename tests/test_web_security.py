@@ -103,3 +103,15 @@ def test_a_case_form_without_the_sessions_csrf_token_changes_nothing(browser_of,
     assert cm.post("/ui/personen/neu", data={**data, "csrf_token": csrf_of(page.text)},
                    follow_redirects=False).status_code == 303
     assert persons() == 1
+
+
+def test_a_form_posted_after_the_session_ended_leads_back_to_its_page_after_sign_in(web):
+    chain_page = "/ui/ketten/00000000-0000-4000-8000-000000000000"
+    resp = web.post(chain_page + "/schliessen", data={"reason": "other"}, headers={"referer": "http://testserver" + chain_page},
+                    follow_redirects=False)
+    assert resp.status_code == 303
+    assert resp.headers["location"] == "/ui/anmelden?weiter=%2Fui%2Fketten%2F00000000-0000-4000-8000-000000000000"
+    # An unknown page below /ui is an HTML page, the API keeps problem+json.
+    page = web.get("/ui/gibt-es-nicht")
+    assert page.status_code == 404 and page.headers["content-type"].startswith("text/html") and "Nicht gefunden" in page.text
+    assert web.get("/gibt-es-nicht").headers["content-type"].startswith("application/problem+json")

@@ -78,6 +78,21 @@ def install_web(app: FastAPI) -> None:
         app.include_router(module.router)
     app.mount("/ui/static", StaticFiles(directory=Path(__file__).resolve().parent / "static"), name="web-static")
 
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    api_answer = app.exception_handlers.get(StarletteHTTPException)
+
+    async def web_or_api(request, exc):
+        """An unknown page or method below /ui is an HTML page too; the API keeps problem+json."""
+        if request.url.path.startswith("/ui/") and exc.status_code in (404, 405):
+            from casemgmt.web.routing import error_page
+
+            return error_page(request, 404)
+        return await api_answer(request, exc)
+
+    if api_answer is not None:
+        app.add_exception_handler(StarletteHTTPException, web_or_api)
+
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:
         """The web interface opens at the root."""

@@ -41,7 +41,7 @@ def _box(request: Request, user: WebUser, db: Session, box: Box, state: StateFil
          weiter: str | None, title: str, path: str) -> Response:
     page = handovers.inbox(db, user.actor, box, handovers.InboxFilters(state=state, kind=kind), PAGE, weiter,
                            request.app.state.clock())
-    return render(request, "posteingang.html", page=page, texte=texte, state=state.value,
+    return render(request, "posteingang.html", page=page, texte=texte, state=state.value, step_titles=step_titles(request),
                   kind=kind.value if kind else "", state_options=STATE_OPTIONS, heading=title, path=path,
                   box=box.value)
 
@@ -62,10 +62,16 @@ def outgoing(request: Request, stand: StateFilter = StateFilter.pending, art: Ha
     return _box(request, user, db, Box.outgoing, stand, art, weiter, "Ausgang", "/ui/ausgang")
 
 
+def step_titles(request: Request) -> dict[str, str]:
+    """Step key -> title over the current templates (a handover names its steps by key)."""
+    return {step.key: step.title for template in request.app.state.policies.templates.values()
+            for step in template.steps}
+
+
 def _handover_context(request: Request, db: Session, user: WebUser, handover_id: uuid.UUID) -> dict[str, Any]:
     h = handovers.get_handover(db, request.app.state.privacy, user.actor, handover_id, request.app.state.clock())
     data = request.app.state.policies.data
-    return {"h": h, "data": data, "texte": texte,
+    return {"h": h, "data": data, "texte": texte, "step_titles": step_titles(request),
             "org_names": organisation_names(db, {e.actor_organisation_id for e in h.events}
                                             | {h.case_management_organisation_id}),
             "places": jurisdiction_names(db, {i for i in (h.from_jurisdiction_id, h.to_jurisdiction_id) if i})}

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from fastapi import Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -188,6 +188,12 @@ class WebRoute(APIRoute):
                 return await handler(request)
             except SignInNeeded:
                 target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                if request.method != "GET":
+                    # A form posted after the session ended: back to the page it came from.
+                    referer = urlsplit(request.headers.get("referer", ""))
+                    same_site = not referer.netloc or referer.netloc == request.url.netloc
+                    target = (referer.path + (f"?{referer.query}" if referer.query else "")
+                              if same_site and referer.path.startswith(PREFIX + "/") else PREFIX + "/")
                 return RedirectResponse(f"{PREFIX}/anmelden?weiter={quote(target, safe='')}", status_code=303)
             except CsrfRefused:
                 return error_page(request, 403, "Das Formular ist abgelaufen oder kam nicht von dieser Seite "
