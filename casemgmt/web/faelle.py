@@ -21,8 +21,9 @@ from casemgmt.chains import service as chains
 from casemgmt.chains.engine import ChainStatus
 from casemgmt.chains.schemas import ChainCloseIn, StepActionIn
 from casemgmt.handovers import service as handovers
-from casemgmt.handovers.schemas import Box, HandoverIn, StateFilter
+from casemgmt.handovers.schemas import HandoverIn
 from casemgmt.jurisdictions.models import Jurisdiction, Organisation
+from casemgmt.persons import service as persons
 from casemgmt.privacy import service as privacy
 from casemgmt.privacy.schemas import PersonCreateIn, WithdrawalIn
 from casemgmt.problems import Problem
@@ -133,9 +134,30 @@ def my_cases(
     page = chains.list_chains(db, filters, PAGE, weiter, now, actor=user.actor)
     shown = (stalled.items if stalled else []) + page.items
     return render(request, "faelle.html", stalled=stalled, page=page, templates=templates,
+                  names=person_names(request, db, user, {c.person_id for c in shown}),
                   towns=towns(db, user), status=status.value if status else "", ort=ort, vorlage=vorlage or "",
                   places=jurisdiction_names(db, {c.lead_jurisdiction_id for c in shown}),
                   texte=texte, weiter=weiter)
+
+
+WITHHELD = N_("(nicht freigegeben)")
+
+
+def person_names(request: Request, db: Session, user: WebUser, ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The names the user may see of these persons: one call of the service behind
+    ``GET /persons`` (the privacy exit point, one audited read per person shown). A person whose
+    name is withheld, or who is not listed (restricted processing), is missing from the result."""
+    if not ids or not user.may(request, "persons.read"):
+        return {}
+    page = persons.list_persons(db, request.app.state.privacy, user.actor,
+                                persons.PersonFilters(person_ids=frozenset(ids)), len(ids), None, None,
+                                request.app.state.clock())
+    names = {}
+    for record in page.items:
+        parts = [record.fields.get(k) for k in ("family_name", "given_names")]
+        if any(parts):
+            names[record.id] = ", ".join(str(p) for p in parts if p)
+    return names
 
 
 # --- register a person ------------------------------------------------------------------------
@@ -294,15 +316,9 @@ def person_page_with_errors(request: Request, person_id: uuid.UUID, user: WebUse
 
 
 def _chain_handovers(db: Session, user: WebUser, chain_id: uuid.UUID, now) -> list:
-    """Every handover of the chain the user's organisation sends, receives or manages."""
-    seen: dict[uuid.UUID, Any] = {}
-    for box in (Box.outgoing, Box.incoming):
-        for state in (StateFilter.pending, StateFilter.acknowledged, StateFilter.rejected, StateFilter.withdrawn):
-            page = handovers.inbox(db, user.actor, box, handovers.InboxFilters(state=state, chain_id=chain_id),
-                                   50, None, now)
-            for item in page.items:
-                seen.setdefault(item.id, item)
-    return sorted(seen.values(), key=lambda h: h.requested_at, reverse=True)
+    """Every handover of the chain the user's organisation sends, receives or manages, newest
+    first: one call of the service behind ``GET /chains/{id}/handovers`` (its scope and audit)."""
+    return list(reversed(handovers.chain_handovers(db, user.actor, chain_id, now)))
 
 
 def chain_context(request: Request, db: Session, user: WebUser, chain_id: uuid.UUID) -> dict[str, Any]:
