@@ -5,6 +5,8 @@ request register and legal hold as forms, and refusals in German."""
 from __future__ import annotations
 
 import re
+import uuid
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 from test_web_screens import _id_from, register_and_start
@@ -39,3 +41,33 @@ def test_chain_page_lists_its_handovers_in_one_audited_read(browser_of, world, d
     # The ABH (receiver) sees it on the chain page too; another office's page stays 404.
     assert f"/ui/uebergaben/{handover_id}" in abh.get(f"/ui/ketten/{chain_id}").text
     assert browser_of("jc.ennetal").get(f"/ui/ketten/{chain_id}").status_code == 404
+
+
+def test_my_cases_show_the_name_the_case_manager_may_see(browser_of, world, db):
+    cm = browser_of("cm.ennetal")
+    _person_id, chain_id = register_and_start(cm, world)
+    before = audited(db, "person.list")
+    page = cm.get("/ui/faelle").text
+    row = re.search(rf'<tr>\s*<td>([^<]*)</td>\s*<td><a href="/ui/ketten/{chain_id}"', page)
+    assert row and row.group(1) == "Beispiel, Nora", page[-3000:]
+    # Read through the exit point as GET /persons reads, once for the page (the chain is in both
+    # tables, stalled and all), and only the name fields are read and audited.
+    with db.connect() as conn:
+        rows = conn.execute(select(AuditEvent.fields, AuditEvent.outcome).where(
+            AuditEvent.subtype == "person.list").order_by(AuditEvent.id)).all()[before:]
+    assert [(r.fields, r.outcome) for r in rows] == [('["family_name","given_names"]', "success")]
+
+
+def test_a_withheld_name_reads_as_not_released():
+    from casemgmt.privacy.schemas import PersonRecordOut, Redaction
+    from casemgmt.web.faelle import shown_name
+
+    def record(**fields):
+        return PersonRecordOut(id=uuid.uuid4(), lead_jurisdiction_id=4, created_at=datetime.now(UTC),
+                               purpose="case_management", fields=fields, legal_bases={}, redacted=[
+                                   Redaction(field=f, category="identity", reason="no legal basis")
+                                   for f in ("family_name", "given_names") if f not in fields])
+
+    assert shown_name(record(family_name="Haddad", given_names="Rana")) == "Haddad, Rana"
+    assert shown_name(record(family_name="Haddad")) == "Haddad"
+    assert shown_name(record()) is None and shown_name(None) is None

@@ -3,6 +3,7 @@ the page leaves through the exit point (casemgmt.privacy.service.disclose), whic
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,6 +29,8 @@ persons_t = Person.__table__
 class PersonFilters:
     jurisdiction_id: int | None = None  # the town (or any jurisdiction) and those below it
     status: CaseStatus | None = None
+    # Only these persons (e.g. those of the chains on a screen's page); the scope still applies.
+    person_ids: frozenset[uuid.UUID] | None = None
 
 
 def _status_clause(actor: Actor, status: CaseStatus, now: datetime):
@@ -41,9 +44,11 @@ def _status_clause(actor: Actor, status: CaseStatus, now: datetime):
 
 
 def list_persons(session: Session, privacy: Privacy, actor: Actor, filters: PersonFilters, limit: int,
-                 cursor: str | None, purpose: str | None, now: datetime) -> PersonPage:
+                 cursor: str | None, purpose: str | None, now: datetime,
+                 only: tuple[str, ...] | None = None) -> PersonPage:
     """Persons the actor's organisation is involved with now, newest registration first,
-    keyset-paginated. A restricted or erased person is stored, not listed (casemgmt.rights)."""
+    keyset-paginated. A restricted or erased person is stored, not listed (casemgmt.rights).
+    ``only``: decide, show and audit just these fields (a screen that shows only the names)."""
     with unit_of_work(session):
         purpose = resolve_purpose(privacy, actor, purpose)
         conds = [scope_clause(actor), persons_t.c.processing == ACTIVE]
@@ -54,6 +59,8 @@ def list_persons(session: Session, privacy: Privacy, actor: Actor, filters: Pers
                                id=str(filters.jurisdiction_id))
             inside = select(Jurisdiction.id).where(Jurisdiction.path.startswith(area.path))
             conds.append(persons_t.c.lead_jurisdiction_id.in_(inside))
+        if filters.person_ids is not None:
+            conds.append(persons_t.c.id.in_(filters.person_ids))
         if filters.status is not None:
             conds.append(_status_clause(actor, filters.status, now))
         if cursor:
@@ -64,7 +71,7 @@ def list_persons(session: Session, privacy: Privacy, actor: Actor, filters: Pers
             select(Person).where(*conds).order_by(Person.created_at.desc(), Person.id.desc()).limit(limit + 1)))
         more = len(page) > limit
         page = page[:limit]
-        items = [disclose(session, privacy, actor, p, purpose, now, subtype="person.list") for p in page]
+        items = [disclose(session, privacy, actor, p, purpose, now, subtype="person.list", only=only) for p in page]
         next_cursor = chains.encode_cursor(page[-1].created_at, page[-1].id) if more else None
     return PersonPage(items=items, next_cursor=next_cursor)
 

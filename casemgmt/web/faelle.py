@@ -25,7 +25,7 @@ from casemgmt.handovers.schemas import HandoverIn
 from casemgmt.jurisdictions.models import Jurisdiction, Organisation
 from casemgmt.persons import service as persons
 from casemgmt.privacy import service as privacy
-from casemgmt.privacy.schemas import PersonCreateIn, WithdrawalIn
+from casemgmt.privacy.schemas import PersonCreateIn, PersonRecordOut, WithdrawalIn
 from casemgmt.problems import Problem
 from casemgmt.web import texte
 from casemgmt.web.texte import N_
@@ -140,24 +140,29 @@ def my_cases(
                   texte=texte, weiter=weiter)
 
 
-WITHHELD = N_("(nicht freigegeben)")
+NAME_FIELDS = ("family_name", "given_names")
 
 
 def person_names(request: Request, db: Session, user: WebUser, ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
     """The names the user may see of these persons: one call of the service behind
-    ``GET /persons`` (the privacy exit point, one audited read per person shown). A person whose
+    ``GET /persons`` (the privacy exit point, an audited read of just the name fields per person
+    shown). A person whose
     name is withheld, or who is not listed (restricted processing), is missing from the result."""
     if not ids or not user.may(request, "persons.read"):
         return {}
     page = persons.list_persons(db, request.app.state.privacy, user.actor,
                                 persons.PersonFilters(person_ids=frozenset(ids)), len(ids), None, None,
-                                request.app.state.clock())
-    names = {}
-    for record in page.items:
-        parts = [record.fields.get(k) for k in ("family_name", "given_names")]
-        if any(parts):
-            names[record.id] = ", ".join(str(p) for p in parts if p)
-    return names
+                                request.app.state.clock(), only=NAME_FIELDS)
+    return {record.id: name for record in page.items if (name := shown_name(record)) is not None}
+
+
+def shown_name(record: PersonRecordOut | None) -> str | None:
+    """"Familienname, Vornamen" as far as the user may see them; ``None`` when both are withheld
+    (or the person is not listed): the screen then says "(nicht freigegeben)"."""
+    if record is None:
+        return None
+    parts = [str(record.fields[k]) for k in NAME_FIELDS if record.fields.get(k)]
+    return ", ".join(parts) or None
 
 
 # --- register a person ------------------------------------------------------------------------
