@@ -71,3 +71,46 @@ def test_a_withheld_name_reads_as_not_released():
     assert shown_name(record(family_name="Haddad", given_names="Rana")) == "Haddad, Rana"
     assert shown_name(record(family_name="Haddad")) == "Haddad"
     assert shown_name(record()) is None and shown_name(None) is None
+
+
+def test_dpo_registers_a_request_moves_it_and_sets_and_lifts_a_legal_hold(browser_of, world, db):
+    person_id, _chain_id = register_and_start(browser_of("cm.ennetal"), world)
+    dsb = browser_of("dsb.ennetal")
+    register = {"person_id": person_id, "kind": "access", "received_at": "",
+                "identity_checked_by": "Bürgerbüro Wittmar", "identity_check_method": "Personalausweis vorgelegt"}
+    # The scrubber refuses the person's name in a text that stays in the register for years:
+    # the error summary links to the field, nothing is registered.
+    refused = form_post(dsb, "/ui/datenschutz/anfragen", "/ui/datenschutz/anfragen",
+                        {**register, "identity_checked_by": "Nora Beispiel selbst"}, expect=422)
+    assert 'href="#feld-identity_checked_by"' in refused.text and 'id="feld-identity_checked_by"' in refused.text
+    assert audited(db, "request.register") == 0
+    missing = form_post(dsb, "/ui/datenschutz/anfragen", "/ui/datenschutz/anfragen",
+                        {**register, "kind": "", "person_id": "00000000-0000-4000-8000-000000000000"}, expect=422)
+    assert 'href="#feld-kind"' in missing.text and 'href="#feld-person_id"' not in missing.text  # kind first
+    resp = form_post(dsb, "/ui/datenschutz/anfragen", "/ui/datenschutz/anfragen", register)
+    request_id = _id_from(resp.headers["location"], "/ui/datenschutz/anfragen")
+    page = f"/ui/datenschutz/anfragen/{request_id}"
+    assert "eingegangen" in dsb.get(page).text
+
+    form_post(dsb, page, page, {"action": "start", "expected_version": "1"})
+    # Extending needs the reason, at its field.
+    no_reason = form_post(dsb, page, page, {"action": "extend", "expected_version": "2", "reason": ""}, expect=422)
+    assert 'href="#feld-extend-reason"' in no_reason.text
+    form_post(dsb, page, page, {"action": "extend", "expected_version": "2",
+                                "reason": "Umfangreiche Akten bei drei Stellen"})
+    form_post(dsb, page, page, {"action": "answer", "expected_version": "3", "reason": "Auskunft versandt"})
+    done = dsb.get(page).text
+    assert "beantwortet" in done and "Auskunft versandt" in done and "Umfangreiche Akten" in done
+    assert "Bearbeitung beginnen" not in done  # an answered request has no actions left
+
+    hold = f"/ui/datenschutz/loeschsperre?person_id={person_id}"
+    assert "Keine Löschsperre" in dsb.get(hold).text
+    form_post(dsb, hold, f"/ui/datenschutz/loeschsperre/{person_id}",
+              {"action": "set", "reason": "Verfahren VG Arnsberg 3 K 12/26"})
+    assert "Löschsperre gesetzt" in dsb.get(hold).text
+    form_post(dsb, hold, f"/ui/datenschutz/loeschsperre/{person_id}", {"action": "lift", "reason": "Verfahren beendet"})
+    lifted = dsb.get(hold).text
+    assert "Keine Löschsperre" in lifted and "Verfahren beendet" in lifted
+    # A person outside the officer's area is answered at the field, as for a random id.
+    other = dsb.get("/ui/datenschutz/loeschsperre?person_id=00000000-0000-4000-8000-000000000000")
+    assert other.status_code == 422 and 'href="#feld-person_id"' in other.text

@@ -55,6 +55,9 @@ NOTICES = {
     "widerrufen": N_("Die Einwilligung ist widerrufen."),
     "einwilligung": N_("Die Einwilligung ist erfasst."),
     "gespeichert": N_("Die Änderung ist gespeichert."),
+    "anfrage": N_("Die Anfrage ist registriert."),
+    "sperre_gesetzt": N_("Die Löschsperre ist gesetzt."),
+    "sperre_aufgehoben": N_("Die Löschsperre ist aufgehoben."),
 }
 
 
