@@ -83,6 +83,7 @@ def test_dpo_registers_a_request_moves_it_and_sets_and_lifts_a_legal_hold(browse
     refused = form_post(dsb, "/ui/datenschutz/anfragen", "/ui/datenschutz/anfragen",
                         {**register, "identity_checked_by": "Nora Beispiel selbst"}, expect=422)
     assert 'href="#feld-identity_checked_by"' in refused.text and 'id="feld-identity_checked_by"' in refused.text
+    assert "Der Text enthält personenbezogene Daten" in refused.text and "remove personal data" not in refused.text
     assert audited(db, "request.register") == 0
     missing = form_post(dsb, "/ui/datenschutz/anfragen", "/ui/datenschutz/anfragen",
                         {**register, "kind": "", "person_id": "00000000-0000-4000-8000-000000000000"}, expect=422)
@@ -108,9 +109,30 @@ def test_dpo_registers_a_request_moves_it_and_sets_and_lifts_a_legal_hold(browse
     form_post(dsb, hold, f"/ui/datenschutz/loeschsperre/{person_id}",
               {"action": "set", "reason": "Verfahren VG Arnsberg 3 K 12/26"})
     assert "Löschsperre gesetzt" in dsb.get(hold).text
+    # The same form posted again (a second tab): the service's refusal, said in German.
+    again = dsb.post(f"/ui/datenschutz/loeschsperre/{person_id}", follow_redirects=False,
+                     data={"csrf_token": csrf_of(dsb.get(hold).text), "action": "set", "reason": "Zweites Verfahren"})
+    assert again.status_code == 409 and "bereits gesetzt" in again.text and "already set" not in again.text
     form_post(dsb, hold, f"/ui/datenschutz/loeschsperre/{person_id}", {"action": "lift", "reason": "Verfahren beendet"})
     lifted = dsb.get(hold).text
     assert "Keine Löschsperre" in lifted and "Verfahren beendet" in lifted
     # A person outside the officer's area is answered at the field, as for a random id.
     other = dsb.get("/ui/datenschutz/loeschsperre?person_id=00000000-0000-4000-8000-000000000000")
     assert other.status_code == 422 and 'href="#feld-person_id"' in other.text
+
+
+def test_every_refusal_of_the_services_has_a_german_text():
+    import inspect
+
+    from casemgmt import problems
+    from casemgmt.web.routing import problem_text
+    from casemgmt.web.texte import PROBLEM_TEXTS
+
+    slugs = {c.slug for c in vars(problems).values()
+             if inspect.isclass(c) and issubclass(c, problems.Problem) and c is not problems.Problem}
+    # Every stable type has its German text (add one with a new problem type), none is invented.
+    assert slugs - set(PROBLEM_TEXTS) == {"route-not-found", "method-not-allowed"}
+    assert set(PROBLEM_TEXTS) <= slugs
+    assert problem_text(problems.VersionConflict("the chain is at version 4")).startswith("Der Datensatz")
+    # A refusal whose type has no German text keeps the service's own words.
+    assert problem_text(problems.RouteNotFound("no such endpoint /x")) == "no such endpoint /x"

@@ -26,8 +26,8 @@ from casemgmt.auth.dependencies import actor_for_claims, get_session
 from casemgmt.chains.engine import Actor
 from casemgmt.problems import Problem, is_database_outage
 from casemgmt.web.navigation import entries_for
-from casemgmt.web.texte import N_
-from casemgmt.web.rendering import environment
+from casemgmt.web.texte import FIELD_ERROR_TEXTS, N_, PROBLEM_TEXTS
+from casemgmt.web.rendering import environment, translations
 from casemgmt.web.sessions import (
     CSRF_FIELD,
     SESSION_COOKIE,
@@ -146,21 +146,32 @@ def field_errors(exc: ValidationError | Problem) -> list[dict[str, str]]:
             loc = [str(p) for p in err.get("loc", ())]
             found.append({"field": loc[-1] if loc else "", "message": err.get("msg", "ungültig")})
         return found
-    if exc.slug in _PROBLEM_FIELDS:
-        field, message = _PROBLEM_FIELDS[exc.slug]
-        return [{"field": field, "message": message}]
+    field = exc.extra.get("field") if isinstance(exc.extra, dict) else None
+    field = str(field).rsplit(".", 1)[-1] if field else ""
+    if exc.slug == "personal-data-in-text":
+        hits = [str(h.get("message", "")) for h in exc.extra.get("hits", []) if isinstance(h, dict)]
+        return [{"field": field, "message": " ".join([problem_text(exc), *hits])}]
+    if exc.slug == "reason-required":
+        return [{"field": field or "reason", "message": problem_text(exc)}]
     errors = exc.extra.get("errors") if isinstance(exc.extra, dict) else None
     if isinstance(errors, list) and errors:
-        return [{"field": str(e.get("field", "")).rsplit(".", 1)[-1], "message": str(e.get("message", exc.detail))}
+        return [{"field": str(e.get("field", "")).rsplit(".", 1)[-1],
+                 "message": _field_error_text(e, str(e.get("message", exc.detail)))}
                 for e in errors if isinstance(e, dict)]
-    field = exc.extra.get("field") if isinstance(exc.extra, dict) else None
-    return [{"field": str(field).rsplit(".", 1)[-1] if field else "", "message": exc.detail}]
+    return [{"field": field, "message": problem_text(exc)}]
 
 
-# Refusals of the services that concern one form field, in German.
-_PROBLEM_FIELDS = {
-    "reason-required": ("reason", "Bitte geben Sie eine Begründung an."),
-}
+def problem_text(exc: Problem) -> str:
+    """A service's refusal as the screens say it: the German text of its stable ``type`` from
+    the catalogue, or the service's own text where the catalogue has none."""
+    german = PROBLEM_TEXTS.get(exc.slug)
+    return translations("de").gettext(german) if german else exc.detail
+
+
+def _field_error_text(error: dict, fallback: str) -> str:
+    german = FIELD_ERROR_TEXTS.get(str(error.get("type", "")))
+    return translations("de").gettext(german) if german else fallback
+
 
 _STATUS_TITLES = {
     401: N_("Bitte melden Sie sich an"),
@@ -221,13 +232,7 @@ class WebRoute(APIRoute):
 
 
 def _german_detail(exc: Problem) -> str:
-    if exc.status == 403:
-        return "Ihre Rolle oder Organisation erlaubt diese Aktion nicht."
-    if exc.status == 423:
-        return "Die Verarbeitung der Daten dieser Person ist eingeschränkt (Art. 18 DSGVO)."
-    if exc.status == 409:
-        return "Der Datensatz wurde inzwischen geändert. Bitte laden Sie die Seite neu."
-    return exc.detail
+    return problem_text(exc)
 
 
 def web_router() -> APIRouter:

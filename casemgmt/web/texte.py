@@ -124,3 +124,58 @@ def legal_basis(basis: str | None, laws: dict[str, str] | None = None) -> str:
     if kind == "consent":
         return "Einwilligung der Person"
     return basis
+
+
+# Refusals of the services (problem details) as the screens say them, by their stable ``type``
+# (casemgmt/problems.py). A type without an entry is shown with the service's own text.
+PROBLEM_TEXTS = {
+    "not-authenticated": N_("Bitte melden Sie sich an."),
+    "forbidden": N_("Ihre Rolle erlaubt diese Aktion nicht."),
+    "wrong-organisation": N_("Dieser Schritt gehört einer anderen Organisation; Ihre Organisation kann ihn nicht bearbeiten."),
+    "unknown-organisation": N_("Ihre Organisation ist in dieser Installation nicht bekannt."),
+    "not-found": N_("Nicht gefunden."),
+    "validation-error": N_("Die Eingabe ist nicht gültig. Bitte prüfen Sie die markierten Angaben."),
+    "illegal-transition": N_("Diese Aktion ist im jetzigen Stand nicht möglich."),
+    "transition-guard-failed": N_("Diese Aktion ist hier nicht möglich, zum Beispiel weil der Schritt nicht übersprungen werden darf."),
+    "reason-required": N_("Bitte geben Sie eine Begründung an."),
+    "version-conflict": N_("Der Datensatz wurde inzwischen geändert. Bitte laden Sie die Seite neu."),
+    "chain-not-active": N_("Die Integrationskette ist abgeschlossen oder geschlossen; ihre Schritte ändern sich nicht mehr."),
+    "duplicate-chain": N_("Für diese Person läuft bereits eine Integrationskette nach dieser Vorlage."),
+    "no-legal-basis": N_("Für diese Angaben hat Ihre Organisation keine Rechtsgrundlage (kein Gesetz, keine Vereinbarung, keine Einwilligung)."),
+    "invalid-consent": N_("Die Einwilligung kann so nicht erfasst werden. Bitte prüfen Sie die Angaben."),
+    "consent-already-withdrawn": N_("Die Einwilligung ist bereits widerrufen."),
+    "release-exists": N_("Dieses Quartal ist bereits freigegeben."),
+    "period-not-closed": N_("Das Quartal ist noch nicht abgeschlossen und kann noch nicht freigegeben werden."),
+    "no-release": N_("Für diesen Bereich ist noch kein Bericht freigegeben."),
+    "database-unavailable": N_("Die Datenbank ist vorübergehend nicht erreichbar. Es wurde nichts geändert."),
+    "not-ready": N_("Der Dienst ist vorübergehend nicht bereit. Bitte versuchen Sie es später erneut."),
+    "internal-error": N_("Ein Fehler ist aufgetreten. Es wurde nichts geändert."),
+    "handover-not-pending": N_("Die Übergabe ist bereits entschieden (bestätigt, abgelehnt oder zurückgezogen)."),
+    "handover-pending": N_("Für diesen Schritt oder diese Kette wartet noch eine Übergabe. Bitte schließen Sie sie zuerst ab oder ziehen Sie sie zurück."),
+    "invalid-handover": N_("Die Übergabe ist so nicht möglich, zum Beispiel weil der Empfänger für diesen Schritt oder Ort nicht zuständig ist."),
+    "handover-step-state": N_("Ein Rechtskreiswechsel übergibt nur einen Schritt, der in Bearbeitung ist."),
+    "conference-phase": N_("Das ist in dieser Phase der Fallkonferenz nicht möglich."),
+    "personal-data-in-text": N_("Der Text enthält personenbezogene Daten. Bitte entfernen Sie sie."),
+    "too-many-dots": N_("Sie haben nicht mehr genug Punkte."),
+    "duplicate-name": N_("Dieser Name ist bereits vergeben."),
+    "involvement-ended": N_("Der Teil Ihrer Organisation an diesem Fall ist beendet."),
+    "rechtskreis-by-handover": N_("Der Rechtskreis ändert sich nur durch einen Rechtskreiswechsel, den das aufnehmende Amt bestätigt."),
+    "consent-recorder": N_("Einwilligungen erfasst die Stelle, die das Case Management der Person führt."),
+    "webhook-secret-missing": N_("Für Webhooks ist kein Signaturschlüssel eingerichtet; bitte wählen Sie E-Mail."),
+    "payload-too-large": N_("Die Eingabe ist zu groß."),
+    "rate-limited": N_("Zu viele Anfragen in kurzer Zeit. Bitte warten Sie einen Moment."),
+    "person-erased": N_("Die Daten dieser Person sind gelöscht."),
+    "person-restricted": N_("Die Verarbeitung der Daten dieser Person ist eingeschränkt (Art. 18 DSGVO)."),
+    "erasure-refused": N_("Die Daten können jetzt nicht gelöscht werden (Löschsperre oder laufende Aufbewahrungspflicht)."),
+    "request-mismatch": N_("Dazu fehlt eine offene Betroffenenanfrage der passenden Art für diese Person."),
+    "request-state": N_("Im jetzigen Stand der Anfrage ist das nicht möglich; eine beantwortete oder abgelehnte Anfrage ändert sich nicht mehr."),
+    "restriction-state": N_("Eine Löschsperre oder Einschränkung ist bereits gesetzt, oder es ist keine gesetzt, die aufgehoben werden könnte."),
+    "interview-used": N_("Dieses Erstgespräch ist bereits in eine Integrationskette eingegangen."),
+}
+
+# Errors of single fields in a service's ``validation-error`` by their type.
+FIELD_ERROR_TEXTS = {
+    "missing": N_("Bitte füllen Sie dieses Feld aus."),
+    "string_too_long": N_("Der Text ist zu lang."),
+    "string_too_short": N_("Bitte füllen Sie dieses Feld aus."),
+}
