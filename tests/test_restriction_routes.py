@@ -196,6 +196,12 @@ WEB_SCREENS = {
     ("GET", "/ui/datenschutz/einwilligungen"): ("GET", "/persons/{person_id}/consents"),
     ("GET", "/ui/datenschutz/verzeichnis"): ("GET", "/record-of-processing"),
     ("GET", "/ui/datenschutz/anfragen"): ("GET", "/data-subject-requests"),
+    ("POST", "/ui/datenschutz/anfragen"): ("POST", "/data-subject-requests"),
+    ("GET", "/ui/datenschutz/anfragen/{request_id}"): ("GET", "/data-subject-requests/{request_id}"),
+    ("POST", "/ui/datenschutz/anfragen/{request_id}"): ("POST", "/data-subject-requests/{request_id}/actions"),
+    ("GET", "/ui/datenschutz/loeschsperre"): ("GET", "/persons/{person_id}/legal-hold"),
+    # One form sets or lifts (its "action"): the set operation stands for both here.
+    ("POST", "/ui/datenschutz/loeschsperre/{person_id}"): ("POST", "/persons/{person_id}/legal-hold"),
     ("GET", "/ui/datenschutz/loeschfristen"): ("GET", "/retention/due"),
     ("GET", "/ui/verwaltung/organisationen"): ("GET", "/organisations"),
     ("GET", "/ui/verwaltung/organisationen/{organisation_id}"): ("GET", "/organisations/{organisation_id}/contacts"),
