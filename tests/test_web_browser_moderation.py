@@ -201,6 +201,28 @@ def test_dpo_and_admin_screens_have_no_accessibility_violations(client, auth, wo
     d.get(f"{live_url}/ui/datenschutz/protokoll?von=gestern")  # the form with its error summary
     assert d.find_elements(By.CSS_SELECTOR, ".fehler-zusammenfassung a[href='#feld-von']")
     accessible(d, "datenschutz-protokoll-fehler")
+    # A request registered from the screen: the scrubber's objection at its field first.
+    d.get(f"{live_url}/ui/datenschutz/anfragen")
+    d.find_element(By.ID, "feld-person_id").send_keys(chain["person_id"])
+    Select(d.find_element(By.ID, "feld-kind")).select_by_value("access")
+    d.find_element(By.ID, "feld-identity_checked_by").send_keys("Bürgerbüro, Rückfragen an info@example.org")
+    d.find_element(By.ID, "feld-identity_check_method").send_keys("Personalausweis vorgelegt")
+    submit(d, d.find_element(By.XPATH, "//button[normalize-space()='Anfrage registrieren']"))
+    assert d.find_elements(By.CSS_SELECTOR, ".fehler-zusammenfassung a[href='#feld-identity_checked_by']")
+    accessible(d, "datenschutz-anfragen-fehler")
+    field = d.find_element(By.ID, "feld-identity_checked_by")
+    field.clear()
+    field.send_keys("Bürgerbüro Wittmar")
+    submit(d, d.find_element(By.XPATH, "//button[normalize-space()='Anfrage registrieren']"))
+    assert "Die Anfrage ist registriert." in d.page_source
+    submit(d, d.find_element(By.XPATH, "//button[normalize-space()='Bearbeitung beginnen']"))
+    assert "in Bearbeitung" in d.page_source
+    accessible(d, "datenschutz-anfrage")
+    d.get(f"{live_url}/ui/datenschutz/loeschsperre?person_id={chain['person_id']}")
+    d.find_element(By.ID, "feld-reason").send_keys("Verfahren VG Arnsberg 3 K 12/26")
+    submit(d, d.find_element(By.XPATH, "//button[normalize-space()='Löschsperre setzen']"))
+    assert "Die Löschsperre ist gesetzt." in d.page_source
+    accessible(d, "datenschutz-loeschsperre")
     submit(d, d.find_element(By.XPATH, "//button[normalize-space()='Abmelden']"))
 
     sign_in(d, live_url, "admin.ennetal")
