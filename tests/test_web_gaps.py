@@ -104,6 +104,16 @@ def test_dpo_registers_a_request_moves_it_and_sets_and_lifts_a_legal_hold(browse
     assert "beantwortet" in done and "Auskunft versandt" in done and "Umfangreiche Akten" in done
     assert "Bearbeitung beginnen" not in done  # an answered request has no actions left
 
+    # A second request, refused with its reason; a stale form is refused in German, nothing changed.
+    resp = form_post(dsb, "/ui/datenschutz/anfragen", "/ui/datenschutz/anfragen", {**register, "kind": "erasure"})
+    second = _id_from(resp.headers["location"], "/ui/datenschutz/anfragen")
+    page = f"/ui/datenschutz/anfragen/{second}"
+    stale = form_post(dsb, page, page, {"action": "refuse", "expected_version": "7", "reason": "Aufbewahrungspflicht"},
+                      expect=409)
+    assert "inzwischen geändert" in stale.text and "eingegangen" in stale.text
+    form_post(dsb, page, page, {"action": "refuse", "expected_version": "1", "reason": "Aufbewahrungspflicht SGB X"})
+    assert "Aufbewahrungspflicht SGB X" in dsb.get(page).text and "abgelehnt" in dsb.get(page).text
+
     hold = f"/ui/datenschutz/loeschsperre?person_id={person_id}"
     assert "Keine Löschsperre" in dsb.get(hold).text
     form_post(dsb, hold, f"/ui/datenschutz/loeschsperre/{person_id}",
