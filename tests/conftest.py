@@ -46,7 +46,8 @@ CASE_TABLES = (
     "finding_cases", "finding_organisation_kinds", "findings", "conference_agreements",
     "conference_cases", "conference_participants", "conferences", "proposal_events", "proposals",
     "working_groups", "person_restrictions", "legal_holds", "erasure_tombstones",
-    "data_subject_requests", "audit_keys", "steering_releases", "interviews",
+    "data_subject_requests", "audit_keys", "steering_releases", "interviews", "language_pass_entries",
+    "offer_bookings", "good_practices", "offer_versions", "offers",
 )
 MASTER_KEY = os.urandom(32)
 
