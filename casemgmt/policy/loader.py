@@ -94,6 +94,8 @@ def load_policies(directory: Path) -> Policies:
     steering = _with_titles(steering, kinds, templates, directory / "steering.yaml")
     interview = load_guide(directory / "interview.yaml", data.fields, templates)
     offers = load_offer_policy(directory / "offers.yaml", templates)
+    steering = replace(steering, offer_kind_titles={k: v.title for k, v in offers.kinds.items()},
+                       offer_steps={k: tuple(sorted(v.serves_steps)) for k, v in offers.kinds.items() if v.serves_steps})
     return Policies(directory, kinds, roles, templates, data, handovers, steering, goals, migrations, interview,
                     offers)
 
