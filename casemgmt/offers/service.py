@@ -184,7 +184,7 @@ def _may_manage(actor: Actor, offer_provider: int, towns: Iterable[int], names: 
 
 
 def _check_body(session: Session, privacy: Privacy, policy: OfferPolicy, names: _Names, actor: Actor,
-                body: OfferIn, now: datetime, offer_id: uuid.UUID | None) -> int:
+                body: OfferIn, now: datetime, offer_id: uuid.UUID | None, current_provider: int | None = None) -> int:
     """The provider organisation of a valid entry; 422 naming the first bad part, 403 when the
     actor may not enter offers for that provider."""
     if body.offer_kind not in policy.kinds:
@@ -195,7 +195,7 @@ def _check_body(session: Session, privacy: Privacy, policy: OfferPolicy, names: 
     for i, town in enumerate(body.towns):
         if names.level.get(town) not in TOWN_LEVELS:
             raise _invalid(f"towns[{i}]", f"no town, Kreis or kreisfreie Stadt {town}")
-    provider = body.provider_organisation_id or actor.organisation_id
+    provider = body.provider_organisation_id or current_provider or actor.organisation_id
     if session.get(Organisation, provider) is None:
         raise _invalid("provider_organisation_id", f"no organisation {provider}")
     if not _may_manage(actor, provider, body.towns, names):
@@ -266,7 +266,8 @@ def update_offer(session: Session, privacy: Privacy, policy: OfferPolicy, k: int
         if body.expected_version != offer.version:
             raise VersionConflict(f"you changed version {body.expected_version}, the offer is at {offer.version}",
                                   current_version=offer.version)
-        provider = _check_body(session, privacy, policy, names, actor, body, now, offer.id)
+        provider = _check_body(session, privacy, policy, names, actor, body, now, offer.id,
+                               offer.provider_organisation_id)
         free = offer.free_places
         _apply(offer, body, provider)
         if body.free_places is None:
