@@ -301,3 +301,21 @@ def test_demand_of_waiting_persons_is_in_the_steering_report(client, auth, world
     assert cells[("integration_course", "_total")] is None  # 4 persons: under k
     assert rows[("integration_course", "_total")]["waiting_days_median"] is None
     assert rows[("integration_course", "_total")]["demand_exceeds_supply"] is None
+
+
+def test_a_broken_offer_taxonomy_stops_start_naming_file_and_line(tmp_path, policies):
+    import shutil
+
+    import pytest
+
+    from casemgmt.policy.loader import load_policies
+    from casemgmt.policy.source import PolicyError
+
+    shutil.copytree(policies.directory, tmp_path / "p")
+    path = tmp_path / "p" / "offers.yaml"
+    text = path.read_text()
+    path.write_text(text.replace("serves_steps: [job_related_german]", "serves_steps: [job_related_germna]"))
+    with pytest.raises(PolicyError) as caught:
+        load_policies(tmp_path / "p")
+    line = next(i for i, row in enumerate(path.read_text().splitlines(), 1) if "job_related_germna" in row)
+    assert str(caught.value).startswith(f"{path}:{line}:") and "job_related_germna" in str(caught.value)
