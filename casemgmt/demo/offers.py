@@ -173,7 +173,6 @@ def _language_passes(session: Session, privacy: Privacy, policies, rng: random.R
             session.add(OfferBooking(offer_id=offer.id, chain_id=chain_id, step_key=step_key, person_id=person_id,
                                      state="enrolled", enrolled_at=started_at or completed_at,
                                      organisation_id=provider_id, updated_at=completed_at or now))
-            session.commit()
         level = rng.choice(LEVEL_BY_STEP[step_key])
         skills = {s: level for s in ("listening", "reading", "speaking")} | {"writing": rng.choice(["A2", level])}
         certificates = []
