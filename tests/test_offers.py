@@ -159,6 +159,11 @@ def test_case_manager_books_a_matching_course_and_the_provider_writes_the_langua
                         headers=auth(*KI)), 409, "already-enrolled")
     timeline = ok(client.get(f"/chains/{chain['id']}/events", headers=auth(*KI)))
     assert [e["kind"] for e in timeline if e["kind"].startswith("offer_")] == ["offer_referred", "offer_enrolled"]
+    # The step goes to the provider of the course it was booked on (recorded as an assignment).
+    assigned = [e for e in timeline if e["kind"] == "step_assigned" and e["step_key"] == STEP]
+    assert assigned[-1]["organisation_id"] == world.organisations["ennetal_vhs"]
+    course = next(s for s in ok(client.get(f"/chains/{chain['id']}", headers=auth(*KI)))["steps"] if s["key"] == STEP)
+    assert course["assigned_organisation_id"] == world.organisations["ennetal_vhs"]
     # A step no offer kind serves, and an offer of a kind that does not serve the step.
     sports = ok(client.get("/offers", headers=auth(*SCHULE)))[0]
     problem(client.post(f"/chains/{chain['id']}/steps/{STEP}/offers/{sports['id']}", json={"action": "refer"},

@@ -23,6 +23,7 @@ from casemgmt.chains.agreed import LOCAL_TIMEZONE
 from casemgmt.chains.engine import TERMINAL, Actor
 from casemgmt.chains.models import Chain
 from casemgmt.database import unit_of_work
+from casemgmt.handovers.chain_hooks import pending_step_handover
 from casemgmt.jurisdictions.models import Jurisdiction, Organisation
 from casemgmt.offers import matching
 from casemgmt.offers.models import GoodPractice, Offer, OfferBooking, OfferVersion
@@ -463,6 +464,24 @@ def matching_offers(session: Session, catalog, privacy: Privacy, policy: OfferPo
     return out
 
 
+def _give_step_to_provider(session: Session, loaded, step, offer: Offer, actor: Actor, now: datetime) -> list[dict]:
+    """An enrolment by the case management in another provider's course gives the step to that
+    provider (a ``step_assigned`` event), as ``POST .../assignment`` would: when the provider is
+    of the step's owner kind, serves the chain's place and no handover of the step waits."""
+    provider = session.get(Organisation, offer.provider_organisation_id)
+    if (provider is None or step.assigned_organisation_id == provider.id or step.owner_kind != provider.kind
+            or not loaded.jurisdiction_path.startswith(provider.jurisdiction.path)
+            or pending_step_handover(session, loaded.row.id, step.key) is not None):
+        return []
+    before = step.assigned_organisation_id
+    step.assigned_organisation_id, step.dirty = provider.id, True
+    chains.write_steps(session, loaded, now)
+    return [chains.chain_event_row(
+        loaded.row.id, chains.EVENT_STEP_ASSIGNED, actor, now, step_key=step.key, organisation_id=provider.id,
+        previous_organisation_id=before,
+        reason=f"assigned to organisation {provider.id}" + (f" (was {before})" if before else "") + " by enrolment")]
+
+
 def book_offer(session: Session, catalog, policy: OfferPolicy, actor: Actor, chain_id: uuid.UUID, step_key: str,
                offer_id: uuid.UUID, body: BookingIn, now: datetime) -> BookingOut:
     """Refer the step's person to an offer, or enrol them (a place taken). The chain is locked
@@ -512,9 +531,14 @@ def book_offer(session: Session, catalog, policy: OfferPolicy, actor: Actor, cha
             event = EVENT_OFFER_REFERRED
         booking.organisation_id, booking.updated_at = actor.organisation_id, now
         session.flush()
-        session.execute(chains.INSERT_EVENTS, [chains.chain_event_row(
-            chain_id, event, actor, now, step_key=step_key, organisation_id=offer.provider_organisation_id,
-            action=body.action, reason=f"offer {offer.id}")])
+        # The event concerns the step's assignee, not the provider: owning an offer is no
+        # involvement in a case (the provider becomes involved when the step is given to it).
+        events = [chains.chain_event_row(chain_id, event, actor, now, step_key=step_key,
+                                         organisation_id=step.assigned_organisation_id, action=body.action,
+                                         reason=f"offer {offer.id}")]
+        if body.action == "enrol" and actor.organisation_id == loaded.row.case_management_organisation_id:
+            events += _give_step_to_provider(session, loaded, step, offer, actor, now)
+        session.execute(chains.INSERT_EVENTS, events)
         version = chains.bump_chain(session, loaded, now)
         write_audit(session, [chains._audit(actor, chain_id, loaded.row.person_id, "U", f"chain.step.offer.{body.action}",
                                             f"{step_key}: offer {offer.id}")], now)
