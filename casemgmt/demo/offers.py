@@ -113,18 +113,19 @@ def seed_offers(session: Session, catalog: TemplateCatalog, privacy: Privacy, po
 def _enrol_waiting(session: Session, catalog: TemplateCatalog, privacy: Privacy, policies, rng: random.Random,
                    now: datetime) -> None:
     """About half of the waiting course steps are enrolled in the best matching offer with a
-    place, by the chain's case management, through the service (events, places taken)."""
+    place of the provider doing the step, by the chain's case management, through the service
+    (events, places taken)."""
     from casemgmt.demo.seed import actor_of
 
     rows = session.execute(
-        select(Chain.id, Chain.case_management_organisation_id, ChainStep.key)
+        select(Chain.id, Chain.case_management_organisation_id, ChainStep.key, ChainStep.assigned_organisation_id)
         .join(ChainStep, ChainStep.chain_id == Chain.id)
         .join(Person, Person.id == Chain.person_id)
         .where(Chain.lifecycle == ChainLifecycle.open.value, ChainStep.key.in_(COURSE_STEPS),
                ChainStep.state.in_(("ready", "in_progress")), Person.processing == "active")
         .order_by(Chain.started_at, Chain.id)).all()
     managers: dict[int, object] = {}
-    for chain_id, manager_id, step_key in rows:
+    for chain_id, manager_id, step_key, assigned in rows:
         if rng.random() > ENROL_SHARE:
             continue
         if manager_id not in managers:
@@ -132,7 +133,9 @@ def _enrol_waiting(session: Session, catalog: TemplateCatalog, privacy: Privacy,
                                             frozenset({"case_manager"}))
         found = offers.matching_offers(session, catalog, privacy, policies.offers, policies.steering.k,
                                        managers[manager_id], chain_id, step_key, None, now)
-        choice = next((m for m in found.offers if m.has_place), None)
+        # A course of the provider doing the step: booking another provider's course would give
+        # the step to it, and the demo keeps one course provider without cases (it has offers only).
+        choice = next((m for m in found.offers if m.has_place and m.offer.provider_organisation_id == assigned), None)
         if choice is None:
             continue
         try:
