@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session
 from casemgmt.chains import service as chains
 from casemgmt.chains.agreed import LOCAL_TIMEZONE
 from casemgmt.chains.engine import TERMINAL, Actor
-from casemgmt.chains.models import Chain
 from casemgmt.database import unit_of_work
 from casemgmt.handovers.chain_hooks import pending_step_handover
 from casemgmt.jurisdictions.models import Jurisdiction, Organisation
@@ -49,7 +48,6 @@ from casemgmt.privacy.service import (
     check_free_text,
     decide_category,
     person_data_key,
-    resolve_purpose,
     write_audit,
 )
 from casemgmt.privacy.models import PersonField
