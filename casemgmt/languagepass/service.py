@@ -222,8 +222,9 @@ def render_html(record: LanguagePassOut, today: date) -> str:
                     f"<td>{certs}</td></tr>")
     body = "\n".join(rows) if rows else '<tr><td colspan="6">Noch keine Einträge.</td></tr>'
     level = record.german_level or "noch nicht festgestellt"
-    withheld = (f"<p class=\"hinweis\">Einträge zurückgehalten: {e(record.redacted)}</p>"
-                if record.redacted else "")
+    withheld = ("<p class=\"hinweis\">Dieser Ausdruck zeigt nur die Einträge, die die ausdruckende Stelle sehen "
+                "darf. Eine vollständige Auskunft über alle Ihre Daten erhalten Sie bei der oder dem "
+                "Datenschutzbeauftragten (Art. 15 DSGVO).</p>" if record.redacted else "")
     return f"""<!DOCTYPE html>
 <html lang="de"><head><meta charset="utf-8"><title>Sprachenpass</title>
 <style>

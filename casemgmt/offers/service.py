@@ -355,7 +355,7 @@ def search_public(session: Session, policy: OfferPolicy, k: int, now: datetime, 
         if kind is not None:
             stmt = stmt.where(Offer.kind == kind)
         if starts_within_days is not None:
-            stmt = stmt.where(Offer.starts_on.is_not(None),
+            stmt = stmt.where(Offer.starts_on >= today,
                               Offer.starts_on <= date.fromordinal(today.toordinal() + starts_within_days))
         if free_places:
             stmt = stmt.where(or_(Offer.free_places.is_(None), Offer.free_places > 0))
