@@ -227,6 +227,38 @@ def test_offers_are_maintained_by_their_provider_and_the_ki_with_history(client,
         "text": "Eltern nehmen teil, weil die Kinder nebenan betreut werden."}, headers=auth(*VHS)), 201)
     public = ok(client.get(f"/public/offers/{offer['id']}"))
     assert public["good_practices"][0]["id"] == practice["id"] and public["cost"] == "kostenfrei"
+    assert [g["id"] for g in ok(client.get("/public/good-practices"))] == [practice["id"]]
+    # Without an offer, an example is the KI's, for a working group that exists.
+    problem(client.post("/good-practices", json={"working_group_id": 99999, "title": "Lotsen", "text": "Gut."},
+                        headers=auth(*KI)), 422, "validation-error")
+    problem(client.post("/good-practices", json={"working_group_id": 1, "title": "Lotsen", "text": "Gut."},
+                        headers=auth(*VHS)), 403, "wrong-organisation")
+
+
+def test_erasure_and_retention_of_language_take_the_sprachenpass(client, auth, world, session_factory, clock,
+                                                                  privacy, policies):
+    from casemgmt.rights.erasure import delete_categories, destroy
+
+    offer = ok(client.post("/offers", json=offer_body(world), headers=auth(*VHS)), 201)
+    person, chain = _person_with_chain(client, auth, world)
+    ok(client.post(f"/chains/{chain['id']}/steps/{STEP}/offers/{offer['id']}", json={"action": "enrol"},
+                   headers=auth(*KI)))
+    ok(client.post(f"/persons/{person['id']}/language-pass", json={
+        "offer_id": offer["id"], "from_date": "2026-03-16", "levels": {"speaking": "A2"}}, headers=auth(*VHS)), 201)
+    from casemgmt.languagepass.models import LanguagePassEntry
+
+    with session_factory() as s:
+        count = select(func.count()).select_from(LanguagePassEntry)
+        assert s.scalar(count) == 1
+        destroy(s, uuid.UUID(person["id"]), clock())
+        assert s.scalar(count) == 0
+        s.rollback()
+        subject = s.get(Person, uuid.UUID(person["id"]))
+        kept = delete_categories(s, privacy, policies.steering.conference_category, subject, {"housing"}, clock(), "t")
+        assert s.scalar(count) == 1 and "language_pass" not in kept
+        gone = delete_categories(s, privacy, policies.steering.conference_category, subject, {"language"}, clock(), "t")
+        assert s.scalar(count) == 0 and "language_pass" in gone and "german_level" in gone
+        s.rollback()
 
 
 def test_twenty_concurrent_enrolments_into_five_places_give_five(session_factory, catalog, world, clock, policies,

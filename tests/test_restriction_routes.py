@@ -84,6 +84,7 @@ NO_PERSON = {
     # The Angebotsdatenbank: offers hold no person data (bookings are read through the chain).
     ("GET", "/public/offers"), ("GET", "/public/offers/{offer_id}"), ("GET", "/offers"), ("POST", "/offers"),
     ("PUT", "/offers/{offer_id}"), ("GET", "/offers/{offer_id}/history"), ("POST", "/good-practices"),
+    ("GET", "/public/good-practices"),
 }
 
 

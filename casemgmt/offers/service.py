@@ -383,6 +383,16 @@ def public_offer(session: Session, policy: OfferPolicy, k: int, offer_id: uuid.U
     return out
 
 
+def public_good_practices(session: Session, working_group_id: int | None) -> list[GoodPracticeOut]:
+    """Every good-practice example (optionally those of one working group), newest first."""
+    with unit_of_work(session):
+        stmt = select(GoodPractice).order_by(GoodPractice.created_at.desc(), GoodPractice.id)
+        if working_group_id is not None:
+            stmt = stmt.where(GoodPractice.working_group_id == working_group_id)
+        out = [_practice_out(g) for g in session.scalars(stmt)]
+    return out
+
+
 # --- offers on a chain step -----------------------------------------------------------------------
 
 

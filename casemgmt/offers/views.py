@@ -67,6 +67,14 @@ def public_offer(request: Request, offer_id: uuid.UUID, session: Session = Depen
     return service.public_offer(session, policy, k, offer_id, now)
 
 
+@public_router.get("/good-practices", response_model=list[GoodPracticeOut])
+def good_practices(working_group_id: DbId | None = Query(default=None, description="Only those of this working group."),
+                   session: Session = Depends(get_session)):
+    """Good-practice examples of the directory (no token), linked to offers and to working
+    groups of the Lenkungsgruppe; their texts were checked for personal data."""
+    return service.public_good_practices(session, working_group_id)
+
+
 @router.post("/offers", response_model=OfferOut, status_code=201)
 def create_offer(request: Request, body: OfferIn, actor: Actor = Depends(require("offers.manage")),
                  session: Session = Depends(get_session), now: datetime = Depends(request_now)):
