@@ -28,9 +28,12 @@ from casemgmt.handovers.views import admin_router as notifications_router
 from casemgmt.handovers.views import router as handovers_router
 from casemgmt.interviews.views import router as interviews_router
 from casemgmt.jurisdictions.views import router as reference_router
+from casemgmt.languagepass.views import router as languagepass_router
 from casemgmt.limits import RateLimiter, RequestLimits
 from casemgmt.migrations import ensure_at_head, head_revision
 from casemgmt.observability import BacklogCollector, RequestObservability, watch_pool
+from casemgmt.offers.views import public_router as public_offers_router
+from casemgmt.offers.views import router as offers_router
 from casemgmt.persons.views import router as persons_router
 from casemgmt.policy.loader import Policies, load_policies
 from casemgmt.privacy.crypto import keyring_from_settings
@@ -119,7 +122,7 @@ def create_app(
 
     for router in (session_router, reference_router, templates_router, persons_router, interviews_router, chains_router,
                    handovers_router, conferences_router, steering_router, privacy_router, rights_router,
-                   notifications_router):
+                   notifications_router, offers_router, public_offers_router, languagepass_router):
         app.include_router(router, responses=STANDARD_RESPONSES)
 
     @app.get("/health", tags=["service"], summary="Liveness (kept for existing probes)")
@@ -246,6 +249,8 @@ def _policy_values(policies: Policies) -> dict[str, list[str]]:
         "field_of_action": sorted(policies.steering.fields_of_action),
         "organisation_kind": sorted(policies.organisation_kinds),
         "template_key": sorted(policies.templates),
+        "offer_kind": sorted(policies.offers.kinds) if policies.offers else [],
+        "languages": list(policies.offers.languages) if policies.offers else [],
     }
 
 

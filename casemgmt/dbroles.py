@@ -30,7 +30,7 @@ AUDIT_GRANTS: dict[str, tuple[str, ...]] = {
     "audit_head": ("SELECT", "UPDATE"),  # only forward: trigger audit_head_forward
 }
 APPEND_ONLY_TABLES = ("chain_events", "handover_events", "proposal_events", "consents",
-                      "consent_withdrawals", "steering_releases")
+                      "consent_withdrawals", "steering_releases", "offer_versions")
 # The service checks the schema version, never sets it; the audit keys of earlier master keys are
 # written by `casemgmt keys rotate` as the schema owner and only read by the service.
 READ_ONLY_TABLES = ("alembic_version", "audit_keys")
@@ -61,7 +61,7 @@ class GrantPlan:
             groups.setdefault(privileges, []).append(table)
         lines = [f"granted role {self.role} on schema {self.schema} (everything else revoked):"]
         for privileges, tables in sorted(groups.items(), key=lambda g: -len(g[1])):
-            names = ", ".join(tables) if len(tables) <= 8 else f"{len(tables)} tables"
+            names = ", ".join(tables) if len(tables) <= 12 else f"{len(tables)} tables"
             lines.append(f"  {', '.join(privileges)}: {names}")
         lines.append(f"  USAGE: {len(self.sequences)} sequences")
         return "\n".join(lines)

@@ -14,7 +14,9 @@ from casemgmt.conferences.models import (
 from casemgmt.handovers.models import Handover, HandoverEvent, OrganisationContact
 from casemgmt.interviews.models import Interview
 from casemgmt.jurisdictions.models import Jurisdiction, Organisation
+from casemgmt.languagepass.models import LanguagePassEntry
 from casemgmt.notifications.models import OutboxMessage
+from casemgmt.offers.models import GoodPractice, Offer, OfferBooking, OfferVersion
 from casemgmt.persons.models import Person
 from casemgmt.privacy.models import (
     AuditEvent,
@@ -41,5 +43,6 @@ __all__ = [
     "PersonNameToken", "Conference", "ConferenceAgreement", "ConferenceCase", "ConferenceParticipant",
     "Finding", "FindingCase", "FindingOrganisationKind", "FindingVote", "Proposal", "ProposalEvent",
     "WorkingGroup", "AuditKey", "DataSubjectRequest", "ErasureTombstone", "LegalHold",
-    "PersonRestriction", "SteeringRelease", "Interview",
+    "PersonRestriction", "SteeringRelease", "Interview", "Offer", "OfferVersion", "GoodPractice",
+    "OfferBooking", "LanguagePassEntry",
 ]

@@ -520,3 +520,19 @@ InterviewUsed = _define(
     "This Erstgespräch already completed the `first_interview` step of a chain (`chain_id`); an "
     "interview is taken into one chain only. Record a new interview for another chain.",
 )
+OfferFull = _define(
+    "offer-full", 409, "No free place left",
+    "The offer has no free place left (`free_places` is 0): the enrolment was not recorded and "
+    "nothing changed. Choose another matching offer, or refer the person to this one and enrol "
+    "when a place is free.",
+)
+AlreadyEnrolled = _define(
+    "already-enrolled", 409, "Already enrolled",
+    "The step is already enrolled in this offer; a place is taken once.",
+)
+OfferDoesNotFit = _define(
+    "offer-does-not-fit", 422, "The offer does not fit the step",
+    "The offer cannot be booked on this step: its kind does not serve the step (see "
+    "`policies/offers.yaml`), it is not valid today, it is not open to the chain's town, or the "
+    "step has ended. `reason` says which.",
+)

@@ -47,6 +47,7 @@ CASE_TABLES = (
     "conference_cases", "conference_participants", "conferences", "proposal_events", "proposals",
     "working_groups", "person_restrictions", "legal_holds", "erasure_tombstones",
     "data_subject_requests", "audit_keys", "steering_releases", "interviews", "web_sessions",
+    "language_pass_entries", "offer_bookings", "good_practices", "offer_versions", "offers",
 )
 MASTER_KEY = os.urandom(32)
 

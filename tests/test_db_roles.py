@@ -282,7 +282,7 @@ def test_migrate_then_grant_as_the_owner_and_serve_as_the_service_role(fresh, mo
     code, out, err = run(monkeypatch, capsys, "db", "grant", "--service-role", fresh["app"])
     assert code == 0, err
     assert "SELECT, INSERT: audit_events, chain_events, consent_withdrawals, consents, erasure_tombstones, " \
-           "handover_events, proposal_events" in out
+           "handover_events, offer_versions, proposal_events" in out
     assert "SELECT, UPDATE: audit_head" in out
     with fresh["owner_engine"].connect() as conn:
         first = acl_snapshot(conn)

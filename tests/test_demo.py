@@ -21,7 +21,9 @@ from casemgmt.handovers.schemas import Box
 from casemgmt.jurisdictions.models import Organisation
 from casemgmt.conferences.models import Finding
 from casemgmt.jurisdictions.models import Jurisdiction
+from casemgmt.languagepass.models import LanguagePassEntry
 from casemgmt.notifications.models import OutboxMessage
+from casemgmt.offers.models import Offer
 from casemgmt.policy.loader import load_policies
 from casemgmt.steering.models import Proposal, WorkingGroup
 from casemgmt.steering.proposals import ProposalState
@@ -62,7 +64,18 @@ def test_demo_seeds_a_kreis_with_chains_in_every_state(tmp_path):
             policies = load_policies(ROOT / "policies")
             area = resolve_area(s, s.scalar(select(Jurisdiction.id).where(Jurisdiction.key == "kreis_ennetal")))
             document = build_report(s, policies.steering, policies.goals, area, now)
+            directory = s.scalars(select(Offer)).all()
+            passes = s.scalar(select(func.count(func.distinct(LanguagePassEntry.person_id))))
+            enrolled = s.scalar(select(func.count()).select_from(ChainEvent).where(ChainEvent.kind == "offer_enrolled"))
         engine.dispose()
+        # The Angebotsdatenbank: about 60 offers over the towns, some full, some starting within
+        # two weeks, some in other languages; enrolments made on chains, Sprachenpass entries.
+        assert len(directory) == 60 and len({t for o in directory for t in o.towns}) >= 6
+        assert any(o.free_places == 0 for o in directory)
+        assert any(o.starts_on and 0 <= (o.starts_on - now.date()).days <= 14 for o in directory)
+        assert any(set(o.languages) - {"Deutsch"} for o in directory)
+        assert enrolled > 0 and passes > 0
+        assert any(t["key"] == "offer_demand" and t["cells"] for t in document["tables"])
         assert {"planned", "ready", "in_progress", "completed", "skipped"} <= set(states)
         assert overdue > 0
         assert {"requested", "escalated", "acknowledged", "rejected"} <= set(handovers)

@@ -5,6 +5,7 @@ cannot slip past the restriction unnoticed."""
 from __future__ import annotations
 
 import re
+import uuid
 
 import pytest
 from http_helpers import ok, problem
@@ -40,6 +41,11 @@ BLOCKED = {
                                                       "answers": {"residence_status": "protection_granted"}}),
     ("GET", "/persons/{person_id}/interviews"): (KI, None),
     ("POST", "/persons/{person_id}/interviews/{interview_id}/chain"): (KI, {}),
+    ("GET", "/chains/{chain_id}/steps/{step_key}/offers"): (KI, None),
+    ("POST", "/chains/{chain_id}/steps/{step_key}/offers/{offer_id}"): (KI, {"action": "refer"}),
+    ("POST", "/persons/{person_id}/language-pass"): (ABH, {"from_date": "2026-03-02", "course_title": "Kurs"}),
+    ("GET", "/persons/{person_id}/language-pass"): (KI, None),
+    ("GET", "/persons/{person_id}/language-pass.html"): (KI, None),
 }
 # Listings that leave the restricted person's case out (stored, not shown).
 LISTINGS = {("GET", "/chains"), ("GET", "/persons"), ("GET", "/handovers/incoming"), ("GET", "/handovers/outgoing"),
@@ -78,6 +84,10 @@ NO_PERSON = {
     ("GET", "/reports/steering/releases/{number}.xlsx"), ("GET", "/reports/steering/releases/{number}.html"),
     ("GET", "/reports/on-demand"), ("GET", "/exports/xes"), ("GET", "/exports/releases/{number}/ocel"),
     ("GET", "/exports/releases/{number}/xes"),
+    # The Angebotsdatenbank: offers hold no person data (bookings are read through the chain).
+    ("GET", "/public/offers"), ("GET", "/public/offers/{offer_id}"), ("GET", "/offers"), ("POST", "/offers"),
+    ("PUT", "/offers/{offer_id}"), ("GET", "/offers/{offer_id}/history"), ("POST", "/good-practices"),
+    ("GET", "/public/good-practices"),
 }
 
 
@@ -110,7 +120,7 @@ def restricted(client, auth, world):
                    headers=auth(*DPO)), 201)
     return {"person_id": person_id, "chain_id": chain["id"], "handover_id": h["id"], "conference_id": conf["id"],
             "consent_id": consent_id, "step_key": "residence_permit", "case_id": conf["cases"][0]["id"],
-            "interview_id": interview["id"],
+            "interview_id": interview["id"], "offer_id": str(uuid.uuid4()),
             "other_chain": other["id"]}
 
 

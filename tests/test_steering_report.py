@@ -402,6 +402,27 @@ def truth_overdue(session_factory, world, now: datetime) -> dict[tuple[str], dic
     return dict(out)
 
 
+def truth_offer_demand(session_factory, world, policies) -> dict[tuple[str], dict[str, int]]:
+    """Persons waiting for an offer kind: a step the kind serves (policies/offers.yaml) is ready
+    on an open chain and not enrolled in an offer; written here in SQL of its own."""
+    town_key = {v: k for k, v in world.jurisdictions.items()}
+    out: dict[tuple[str], dict[str, int]] = defaultdict(dict)
+    with session_factory() as s:
+        for kind in policies.offers.kinds.values():
+            if not kind.serves_steps:
+                continue
+            rows = s.execute(text(
+                "SELECT p.lead_jurisdiction_id, count(DISTINCT c.person_id) "
+                "FROM chain_steps st JOIN chains c ON c.id = st.chain_id JOIN persons p ON p.id = c.person_id "
+                "WHERE c.lifecycle = 'open' AND st.state = 'ready' AND st.key = ANY(:keys) "
+                "AND NOT EXISTS (SELECT 1 FROM offer_bookings b WHERE b.chain_id = st.chain_id "
+                "AND b.step_key = st.key AND b.state = 'enrolled') "
+                "GROUP BY p.lead_jurisdiction_id"), {"keys": sorted(kind.serves_steps)}).all()
+            for town, n in rows:
+                out[(kind.key,)][town_key[town]] = n
+    return dict(out)
+
+
 def truth_goal(kreis: Kreis, goal, now: datetime) -> dict[tuple[str, str, str], int]:
     """(quarter, town, outcome) -> persons, by the clock that started first for each person;
     outcome "pending" for clocks still running within the limit."""
@@ -586,7 +607,8 @@ def truth_tables(kreis: Kreis, report: Mapping[str, Any], session_factory, world
     """Inner cells of every table, keyed by the labels of the table's dimensions."""
     out: dict[str, dict] = {}
     for key, rows in (("barriers", truth_barriers(kreis)), ("conference_persons", truth_conference_persons(kreis)),
-                      ("overdue_steps", truth_overdue(session_factory, world, NOW))):
+                      ("overdue_steps", truth_overdue(session_factory, world, NOW)),
+                      ("offer_demand", truth_offer_demand(session_factory, world, policies))):
         out[key] = {(*row, town): n for row, towns in rows.items() for town, n in towns.items()}
     for table in report["tables"]:
         if table["key"].startswith("goal:"):
@@ -710,6 +732,9 @@ def test_attacker_recovers_no_suppressed_cell(seed, client, auth, clock, session
     true = true_cells(report, truth_tables(kreis, report, session_factory, world, policies))
     check_against_truth(report, true, kreis, policies)
     check_waiting_times(report, kreis, session_factory)
+    # The Bestands- und Bedarfsanalyse is among the attacked tables, with small cells of its own.
+    demand = [(key, n) for key, n in true.items() if key[0] == "offer_demand"]
+    assert demand and any(0 < n < K for _, n in demand), "the data should have waiting persons per offer kind"
 
     published, relations = publication(report)
     suppressed = [k for k, v in published.items() if v is None]

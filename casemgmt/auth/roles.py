@@ -55,6 +55,7 @@ CODE_PERMISSIONS = frozenset({
     "conferences.read", "conferences.manage", "conferences.participate", "proposals.read",
     "proposals.manage", "proposals.decide", "reports.read", "export.read",
     "requests.manage", "rights.exercise", "holds.manage", "retention.read",
+    "offers.manage", "languagepass.write",
 })
 
 

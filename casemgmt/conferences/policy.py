@@ -97,6 +97,9 @@ class SteeringPolicy:
     step_titles: dict[str, str] = field(default_factory=dict)
     template_titles: dict[str, str] = field(default_factory=dict)
     step_order: tuple[str, ...] = ()  # every step key once: templates by key, steps in file order
+    # Filled in from policies/offers.yaml: offer kind -> title, and -> the step keys it serves.
+    offer_kind_titles: dict[str, str] = field(default_factory=dict)
+    offer_steps: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def _check_keys(path: Path, raw, section: str, keys) -> None:

@@ -24,6 +24,7 @@ from casemgmt.chains.models import Chain
 from casemgmt.chains.spec import CASE_MANAGEMENT_OWNER
 from casemgmt.config import Settings
 from casemgmt.database import make_engine, make_sessionmaker
+from casemgmt.demo.offers import seed_offers
 from casemgmt.demo.world import World, build_world
 from casemgmt.conferences import service as conferences_service
 from casemgmt.conferences.schemas import AgreementIn, ConferenceIn, FindingIn
@@ -586,6 +587,7 @@ def seed_demo(settings: Settings, persons: int = 400, seed: int = 2017,
             _seed_agreements(session, privacy, world, now)
             _seed_contacts(session, world)
             _seed_cases(session, catalog, privacy, policies, world, rng, persons, now)
+            seed_offers(session, catalog, privacy, policies, world, seed, now)
         summary = DemoSummary(
             database=engine.url.render_as_string(hide_password=True),
             persons=session.scalar(select(func.count()).select_from(Person)) or 0,

@@ -13,6 +13,7 @@ from casemgmt.chains.spec import CASE_MANAGEMENT_OWNER, ChainTemplate, load_temp
 from casemgmt.conferences.policy import SteeringPolicy, load_steering_policy
 from casemgmt.handovers.policy import HandoverPolicy, load_handover_policy
 from casemgmt.interviews.guide import Guide, load_guide
+from casemgmt.offers.policy import OfferPolicy, load_offer_policy
 from casemgmt.policy.source import PolicyError, line_of, load_yaml, validate
 from casemgmt.privacy.policy import DataPolicy, load_data_policy
 from casemgmt.steering.goals import Goal, load_goals
@@ -56,6 +57,7 @@ class Policies:
     # How running chains move to a template's next version: template key -> from-version -> plan
     migrations: dict[str, dict[int, MigrationPlan]] = field(default_factory=dict)
     interview: Guide | None = None  # the Gesprächsleitfaden of the Erstgespräch
+    offers: OfferPolicy | None = None  # the Angebotsdatenbank's kinds and the steps they serve
 
 
 def load_organisation_kinds(path: Path) -> dict[str, OrganisationKind]:
@@ -91,7 +93,11 @@ def load_policies(directory: Path) -> Policies:
                                     data.purposes.keys(), data.categories.keys())
     steering = _with_titles(steering, kinds, templates, directory / "steering.yaml")
     interview = load_guide(directory / "interview.yaml", data.fields, templates)
-    return Policies(directory, kinds, roles, templates, data, handovers, steering, goals, migrations, interview)
+    offers = load_offer_policy(directory / "offers.yaml", templates)
+    steering = replace(steering, offer_kind_titles={k: v.title for k, v in offers.kinds.items()},
+                       offer_steps={k: tuple(sorted(v.serves_steps)) for k, v in offers.kinds.items() if v.serves_steps})
+    return Policies(directory, kinds, roles, templates, data, handovers, steering, goals, migrations, interview,
+                    offers)
 
 
 def _with_titles(steering: SteeringPolicy, kinds, templates, path: Path) -> SteeringPolicy:

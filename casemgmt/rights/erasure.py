@@ -27,6 +27,7 @@ from casemgmt.handovers.models import Handover
 from casemgmt.persons.models import Person
 from casemgmt.privacy.audit import AuditEntry
 from casemgmt.privacy.crypto import decrypt_field, encrypt_field
+from casemgmt.languagepass.models import LanguagePassEntry
 from casemgmt.privacy.models import Consent, PersonField, PersonKey, PersonNameToken
 from casemgmt.privacy.policy import DataPolicy
 from casemgmt.privacy.service import PLAIN_FIELDS, Privacy, person_data_key, write_audit
@@ -109,6 +110,8 @@ def held_categories(session: Session, policy: DataPolicy, conference_category: s
     held = {policy.fields[f].category for f in session.scalars(
         select(fields_t.c.field).where(fields_t.c.person_id == person.id)) if f in policy.fields}
     held |= {policy.fields[f].category for f in PLAIN_FIELDS if getattr(person, f) is not None}
+    if session.scalar(select(LanguagePassEntry.id).where(LanguagePassEntry.person_id == person.id).limit(1)):
+        held.add("language")
     for package in session.scalars(select(handovers_t.c.package_fields).where(
             handovers_t.c.person_id == person.id, handovers_t.c.package_ciphertext.is_not(None))):
         held |= {policy.fields[f].category for f in package if f in policy.fields}
@@ -179,6 +182,7 @@ def destroy(session: Session, person_id: uuid.UUID, now: datetime) -> None:
     session.execute(delete(PersonKey).where(PersonKey.person_id == person_id))
     session.execute(delete(fields_t).where(fields_t.c.person_id == person_id))
     session.execute(delete(PersonNameToken).where(PersonNameToken.person_id == person_id))
+    session.execute(delete(LanguagePassEntry).where(LanguagePassEntry.person_id == person_id))
     session.execute(update(persons_t).where(persons_t.c.id == person_id).values(
         blind_index=None, residence_status=None, bleibeperspektive=None, benefit_regime=None,
         plain_field_writers={}, processing="erased"))
@@ -206,6 +210,9 @@ def delete_categories(session: Session, privacy: Privacy, conference_category: s
         writers = {k: v for k, v in (person.plain_field_writers or {}).items() if k not in plain}
         session.execute(update(persons_t).where(persons_t.c.id == person.id).values(**plain, plain_field_writers=writers))
         deleted += list(plain)
+    if "language" in categories:  # the Sprachenpass is of the category language
+        if session.execute(delete(LanguagePassEntry).where(LanguagePassEntry.person_id == person.id)).rowcount:
+            deleted.append("language_pass")
     if "identity" in categories:
         session.execute(update(persons_t).where(persons_t.c.id == person.id).values(blind_index=None))
         session.execute(delete(PersonNameToken).where(PersonNameToken.person_id == person.id))

@@ -76,6 +76,8 @@ CHAIN_EVENT_TYPES: Mapping[str, str] = {
     "step_added": "step added",  # a Fallkonferenz agreed a step for the chain
     "template_migrated": "template migrated",
     "step_migrated": "step migrated",
+    "offer_referred": "offer referred",  # the step's person was referred to an offer of the directory
+    "offer_enrolled": "offer enrolled",  # ... and took a place in it
 }
 # Keyed by the step action, not the target state: "resume" and "start" both end in_progress.
 STEP_EVENT_TYPES: Mapping[str, str] = {

@@ -326,6 +326,25 @@ def to_html(report: Mapping[str, Any]) -> str:
                          f'{html.escape(_label("receiver_kind", w, report))}</td><td>{_number(w["persons"])}</td>'
                          f'<td>{_number(w["working_days_median"])}</td><td>{_number(w["working_days_p90"])}</td></tr>')
         parts.append("</tbody></table></div>")
+    supply = report.get("offer_supply_demand") or []
+    if supply:
+        parts.append("<h2>Bestand und Bedarf: wartende Personen und freie Plätze je Angebotsart</h2>")
+        parts.append('<p class="note">Wartende: Schritt bereit, noch in keinem Angebot angemeldet. Freie Plätze und '
+                     "nächster Beginn: Stand der Angebotsdatenbank bei Erstellung.</p>")
+        parts.append("<div class=\"box\"><table><thead><tr><th class=\"l\">Angebotsart</th><th class=\"l\">Gemeinde</th>"
+                     "<th>Wartende</th><th>Median Wartetage</th><th>Angebote</th><th>Freie Plätze</th>"
+                     "<th>Nächster Beginn</th><th>Bedarf über Bestand</th></tr></thead><tbody>")
+        for row in supply:
+            free = _number(row["free_places"]) + (f" + {row['unlimited_offers']} offen" if row["unlimited_offers"] else "")
+            start = row["next_start"] or "–"
+            if row["next_start"]:
+                start = ".".join(reversed(row["next_start"].split("-")))
+            exceeds = {True: "ja", False: "nein", None: SUPPRESSED}[row["demand_exceeds_supply"]]
+            parts.append(f'<tr><td class="l">{html.escape(row.get("offer_kind_title", row["offer_kind"]))}</td>'
+                         f'<td class="l">{html.escape(row.get("town_title", row["town"]))}</td>'
+                         f'<td>{_number(row["waiting_persons"])}</td><td>{_number(row["waiting_days_median"])}</td>'
+                         f'<td>{row["offers"]}</td><td>{free}</td><td>{start}</td><td>{exceeds}</td></tr>')
+        parts.append("</tbody></table></div>")
     if report.get("process"):
         parts += _process_html(report["process"], k)
     for table in report["tables"]:

@@ -46,7 +46,7 @@ from casemgmt.handovers.models import Handover
 from casemgmt.jurisdictions.models import Jurisdiction, JurisdictionLevel
 from casemgmt.persons.models import Person
 from casemgmt.problems import NotFound, ValidationFailed
-from casemgmt.steering import disclosure
+from casemgmt.steering import disclosure, supply
 from casemgmt.steering.goals import (
     REPORT_TIMEZONE,
     Goal,
@@ -63,7 +63,7 @@ OUTCOME_TITLES = {"attained": "erreicht", "missed": "verfehlt", TOTAL: "entschie
 DIMENSION_TITLES = {
     "barrier_category": "Barriere", "field_of_action": "Handlungsfeld", "organisation_kind": "Organisationsart",
     "step_key": "Schritt", "quarter": "Quartal", "town": "Gemeinde", "outcome": "Ergebnis",
-    "sender_kind": "Abgebende Stelle", "receiver_kind": "Aufnehmende Stelle",
+    "sender_kind": "Abgebende Stelle", "receiver_kind": "Aufnehmende Stelle", "offer_kind": "Angebotsart",
 }
 
 
@@ -469,6 +469,19 @@ def build_report(session: Session, policy: SteeringPolicy, goals: Mapping[str, G
     goal_tables = [_goal_table(session, goal, area, towns, protection, now, period) for goal in measurable(goals)]
     tables.extend(goal_tables)
 
+    # The Bestands- und Bedarfsanalyse (casemgmt.steering.supply): a person may wait for several
+    # kinds (a step several kinds serve), so there is no total over kinds, only over towns.
+    demand = Table("offer_demand", "Wartende Personen je Angebotsart (Schritt bereit, noch nicht angemeldet)"
+                   if period is None else "Personen, deren Schritt im Quartal bereit wurde und die am Quartalsende "
+                                          "noch auf ein Angebot warteten, je Angebotsart", ["offer_kind", "town"], ["town"])
+    demand_counts, waits = supply.waiting(session, area.towns, policy.offer_steps, now, period)
+    for kind, counts in sorted(demand_counts.items()):
+        _add_town_rows(demand, {"offer_kind": kind}, towns, counts, protection)
+    tables.append(demand)
+    supply_day = now.astimezone(REPORT_TIMEZONE).date()
+    offers = supply.supply(session, area.towns, list(policy.offer_steps), supply_day)
+    supply_rows = supply.rows(demand.cells, waits, offers, towns, k, supply_day)
+
     if _on_postgresql(session):
         pairs, quarters = waiting_figures(session, area, period)
     else:
@@ -491,6 +504,9 @@ def build_report(session: Session, policy: SteeringPolicy, goals: Mapping[str, G
         "handover_waiting_trend": [_waiting_row({"quarter": q}, g, k, with_count=False)
                                    for q, g in sorted(quarters.items())],
         "goals": [_goal_summary(goals, goal, table) for goal, table in zip(measurable(goals), goal_tables)],
+        # Demand beside supply: waiting persons as published in the offer_demand table (None where
+        # suppressed), supply of the offers as of generated_at.
+        "offer_supply_demand": supply_rows,
         "taxonomy": {"barrier_categories": policy.barrier_categories,
                      "fields_of_action": policy.fields_of_action},
     }
@@ -508,6 +524,7 @@ class Titles:
             "barrier_category": policy.barrier_categories, "field_of_action": policy.fields_of_action,
             "organisation_kind": policy.kind_titles, "sender_kind": policy.kind_titles,
             "receiver_kind": policy.kind_titles, "step_key": policy.step_titles, "outcome": OUTCOME_TITLES,
+            "offer_kind": policy.offer_kind_titles,
         }
 
     def town(self, key: str) -> str:
@@ -538,6 +555,9 @@ class Titles:
                 row[f"{d}_title"] = self.title(d, row[d])
         for row in document["handover_waiting_trend"]:
             row["quarter_title"] = quarter_title(row["quarter"])
+        for row in document.get("offer_supply_demand", ()):
+            row["offer_kind_title"] = self.title("offer_kind", row["offer_kind"])
+            row["town_title"] = self.town(row["town"])
 
 
 def _waiting_row(labels: dict[str, str], figures: WaitingFigures, k: int,

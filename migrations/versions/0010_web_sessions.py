@@ -1,7 +1,7 @@
 """Sessions of the web interface (casemgmt/web): the hash of the cookie's id, the claims the
 browser signed in with, the CSRF token and when the session ends.
 
-Revision ID: 0010_web
+Revision ID: 0010
 Revises: 0009
 Create Date: 2026-12-07 06:00:00
 """
@@ -14,7 +14,7 @@ from alembic import op
 import casemgmt.database
 
 
-revision: str = '0010_web'
+revision: str = '0010'
 down_revision: str | None = '0009'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
