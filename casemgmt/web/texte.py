@@ -171,6 +171,9 @@ PROBLEM_TEXTS = {
     "request-state": N_("Im jetzigen Stand der Anfrage ist das nicht möglich; eine beantwortete oder abgelehnte Anfrage ändert sich nicht mehr."),
     "restriction-state": N_("Eine Löschsperre oder Einschränkung ist bereits gesetzt, oder es ist keine gesetzt, die aufgehoben werden könnte."),
     "interview-used": N_("Dieses Erstgespräch ist bereits in eine Integrationskette eingegangen."),
+    "offer-full": N_("Das Angebot hat keinen freien Platz mehr. Es wurde nichts gebucht."),
+    "already-enrolled": N_("Für diesen Schritt ist das Angebot bereits gebucht."),
+    "offer-does-not-fit": N_("Das Angebot passt nicht zu diesem Schritt (Art, Gültigkeit, Ort oder Stand des Schritts)."),
 }
 
 # Errors of single fields in a service's ``validation-error`` by their type.
