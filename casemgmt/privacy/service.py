@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, or_, select, true
+from sqlalchemy import bindparam, delete, or_, select, true
 from sqlalchemy.orm import Session
 
 from casemgmt.chains.engine import Actor, ChainLifecycle
@@ -162,6 +162,24 @@ def audit_refusal(factory, actor: Actor, method: str, path: str, slug: str, deta
 # --- record scope ------------------------------------------------------------------------------
 
 
+# The statements of a person read, built once: building the involvement clause and the grant
+# queries anew for every read cost more Python time than the database spends on them.
+_PERSON_IN_SCOPE = select(Person).where(Person.id == bindparam("person_id"),
+                                        person_involvement(bindparam("organisation_id")))
+_CONSENTS = (
+    select(Consent, ConsentWithdrawal.withdrawn_at)
+    .outerjoin(ConsentWithdrawal, ConsentWithdrawal.consent_id == Consent.id)
+    .where(Consent.person_id == bindparam("person_id"))
+)
+_JURISDICTION_PATHS = select(Jurisdiction.id, Jurisdiction.path).where(
+    Jurisdiction.id.in_(bindparam("ids", expanding=True)))
+_AGREEMENTS = select(DataExchangeAgreement)
+_MANAGERS = select(Chain.case_management_organisation_id).where(Chain.person_id == bindparam("person_id"))
+_STORED_FIELDS = select(PersonField.field, PersonField.ciphertext, PersonField.updated_by_organisation_id).where(
+    PersonField.person_id == bindparam("person_id"))
+_PERSON_KEY = select(PersonKey.wrapped_key, PersonKey.master_key_id).where(PersonKey.person_id == bindparam("person_id"))
+
+
 def scope_clause(actor: Actor):
     """Persons the actor's organisation is involved with now (see casemgmt.involvement.scope)."""
     return person_involvement(actor.organisation_id)
@@ -175,7 +193,7 @@ def person_in_scope(session: Session, actor: Actor, person_id: uuid.UUID) -> Per
     """The person, if the actor's organisation is involved now. A formerly involved organisation
     gets 403 involvement-ended (it knows the person), anybody else 404 (existence is not
     revealed)."""
-    person = session.scalar(select(Person).where(Person.id == person_id, scope_clause(actor)))
+    person = session.scalar(_PERSON_IN_SCOPE, {"person_id": person_id, "organisation_id": actor.organisation_id})
     if person is None:
         if formerly_involved_with_person(session, actor.organisation_id, person_id):
             refuse_unless_active(session.scalar(select(Person.processing).where(Person.id == person_id)),
@@ -190,7 +208,7 @@ def person_in_scope(session: Session, actor: Actor, person_id: uuid.UUID) -> Per
 
 def person_access(session: Session, actor: Actor, person_id: uuid.UUID) -> tuple[Person, Access]:
     """For reading: the person with (current) or (former) access; 404 for anybody else."""
-    person = session.scalar(select(Person).where(Person.id == person_id, scope_clause(actor)))
+    person = session.scalar(_PERSON_IN_SCOPE, {"person_id": person_id, "organisation_id": actor.organisation_id})
     if person is not None:
         refuse_unless_active(person.processing, person.id)
         return person, Access.current
@@ -223,11 +241,7 @@ def person_area_clause(actor: Actor):
 
 
 def consent_grants(session: Session, person_id: uuid.UUID) -> list[ConsentGrant]:
-    rows = session.execute(
-        select(Consent, ConsentWithdrawal.withdrawn_at)
-        .outerjoin(ConsentWithdrawal, ConsentWithdrawal.consent_id == Consent.id)
-        .where(Consent.person_id == person_id)
-    ).all()
+    rows = session.execute(_CONSENTS, {"person_id": person_id}).all()
     paths = _jurisdiction_paths(session, [r.get("jurisdiction_id") for c, _ in rows for r in c.recipients])
     grants = []
     for consent, withdrawn_at in rows:
@@ -250,20 +264,20 @@ def _jurisdiction_paths(session: Session, ids: Iterable[int | None]) -> dict[int
     wanted = {i for i in ids if i is not None}
     if not wanted:
         return {}
-    return dict(session.execute(select(Jurisdiction.id, Jurisdiction.path).where(Jurisdiction.id.in_(wanted))).all())
+    return dict(session.execute(_JURISDICTION_PATHS, {"ids": sorted(wanted)}).all())
 
 
 def agreement_grants(session: Session) -> list[AgreementGrant]:
     return [
         AgreementGrant(a.id, frozenset(a.organisation_ids), frozenset(a.categories), a.purpose,
                        a.valid_from, a.valid_until)
-        for a in session.scalars(select(DataExchangeAgreement))
+        for a in session.scalars(_AGREEMENTS)
     ]
 
 
 def data_holders(session: Session, person: Person) -> frozenset[int]:
     """Organisations holding the person's case: who registered them and who manages a chain."""
-    managers = session.scalars(select(Chain.case_management_organisation_id).where(Chain.person_id == person.id))
+    managers = session.scalars(_MANAGERS, {"person_id": person.id})
     return frozenset({person.created_by_organisation_id, *managers})
 
 
@@ -355,10 +369,7 @@ def disclose(
     wanted = list(only) if only is not None else list(privacy.policy.fields)
     stored: dict[str, bytes] = {}
     writers: dict[str, int] = dict(person.plain_field_writers or {})
-    for row in session.execute(
-        select(PersonField.field, PersonField.ciphertext, PersonField.updated_by_organisation_id)
-        .where(PersonField.person_id == person.id)
-    ):
+    for row in session.execute(_STORED_FIELDS, {"person_id": person.id}):
         stored[row.field] = row.ciphertext
         writers[row.field] = row.updated_by_organisation_id
     own_only = access is Access.former
@@ -429,8 +440,7 @@ def current_bases(session: Session, privacy: Privacy, actor: Actor, person: Pers
 
 
 def person_data_key(session: Session, privacy: Privacy, person_id: uuid.UUID) -> bytes:
-    row = session.execute(select(PersonKey.wrapped_key, PersonKey.master_key_id)
-                          .where(PersonKey.person_id == person_id)).first()
+    row = session.execute(_PERSON_KEY, {"person_id": person_id}).first()
     if row is None:
         raise NotFound(f"the data of person {person_id} has been erased", resource="person", id=str(person_id))
     return privacy.keys.unwrap(person_id, row.wrapped_key, row.master_key_id)
