@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, or_, select, true
+from sqlalchemy import String, bindparam, cast, delete, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from casemgmt.chains.engine import Actor, ChainLifecycle
@@ -166,6 +166,13 @@ def audit_refusal(factory, actor: Actor, method: str, path: str, slug: str, deta
 # queries anew for every read cost more Python time than the database spends on them.
 _PERSON_IN_SCOPE = select(Person).where(Person.id == bindparam("person_id"),
                                         person_involvement(bindparam("organisation_id")))
+# The read's scope check also brings the organisations managing the person's chains (the data
+# holders of the decision point), so that they cost no round trip of their own.
+_PERSON_IN_SCOPE_WITH_MANAGERS = select(
+    Person,
+    select(func.aggregate_strings(cast(Chain.case_management_organisation_id, String), ","))
+    .where(Chain.person_id == Person.id).scalar_subquery().label("managers"),
+).where(Person.id == bindparam("person_id"), person_involvement(bindparam("organisation_id")))
 _CONSENTS = (
     select(Consent, ConsentWithdrawal.withdrawn_at)
     .outerjoin(ConsentWithdrawal, ConsentWithdrawal.consent_id == Consent.id)
@@ -213,15 +220,25 @@ def person_in_scope(session: Session, actor: Actor, person_id: uuid.UUID) -> Per
 
 def person_access(session: Session, actor: Actor, person_id: uuid.UUID) -> tuple[Person, Access]:
     """For reading: the person with (current) or (former) access; 404 for anybody else."""
-    person = session.scalar(_PERSON_IN_SCOPE, {"person_id": person_id, "organisation_id": actor.organisation_id})
-    if person is not None:
+    person, access, _ = _person_access(session, actor, person_id)
+    return person, access
+
+
+def _person_access(session: Session, actor: Actor, person_id: uuid.UUID
+                   ) -> tuple[Person, Access, frozenset[int] | None]:
+    """:func:`person_access`, with the person's data holders when they came with the scope check."""
+    row = session.execute(_PERSON_IN_SCOPE_WITH_MANAGERS,
+                          {"person_id": person_id, "organisation_id": actor.organisation_id}).first()
+    if row is not None:
+        person = row[0]
         refuse_unless_active(person.processing, person.id)
-        return person, Access.current
+        managers = {int(m) for m in row.managers.split(",")} if row.managers else set()
+        return person, Access.current, frozenset({person.created_by_organisation_id, *managers})
     if formerly_involved_with_person(session, actor.organisation_id, person_id):
         person = session.get(Person, person_id)
         if person is not None:
             refuse_unless_active(person.processing, person.id)
-            return person, Access.former
+            return person, Access.former, None
     raise _person_not_found(person_id)
 
 
@@ -321,9 +338,9 @@ class _Decider:
 
 
 def _decider(session: Session, privacy: Privacy, actor: Actor, person: Person, purpose: str,
-             now: datetime) -> _Decider:
+             now: datetime, holders: frozenset[int] | None = None) -> _Decider:
     return _Decider(privacy, requester_of(actor), purpose, now, consent_grants(session, person.id),
-                    agreement_grants(session), data_holders(session, person))
+                    agreement_grants(session), holders if holders is not None else data_holders(session, person))
 
 
 FORMER_REASON = ("your organisation's part in this case has ended: it reads only values it wrote "
@@ -345,6 +362,7 @@ def disclose(
     recipient: Actor | None = None,
     access: Access = Access.current,
     data_subject_request: tuple[str, uuid.UUID] | None = None,
+    holders: frozenset[int] | None = None,
 ) -> PersonRecordOut:
     """Everything of the person the actor may see for this purpose, and nothing else.
 
@@ -361,7 +379,10 @@ def disclose(
 
     With ``data_subject_request`` (the GDPR article and the registered request's id), the values
     are given to the data protection officer for the person themselves (Art. 15 access or Art. 20
-    portability): the person's own right is the basis of every field, and the audit says so."""
+    portability): the person's own right is the basis of every field, and the audit says so.
+
+    ``holders`` are the person's data holders (:func:`data_holders`) when the caller already has
+    them: ``read_person`` gets them with its scope check."""
     if data_subject_request is not None:
         article, request_id = data_subject_request
         subject_basis = f"gdpr_art{article}:request {request_id}"
@@ -369,7 +390,7 @@ def disclose(
         def decide_for(category: str, action: str) -> Decision:
             return Decision(True, subject_basis, "")
     else:
-        decide_for = _decider(session, privacy, recipient or actor, person, purpose, now)
+        decide_for = _decider(session, privacy, recipient or actor, person, purpose, now, holders)
     for_whom = None if recipient is None else f"for organisation {recipient.organisation_id}"
     wanted = list(only) if only is not None else list(privacy.policy.fields)
     stored: dict[str, bytes] = {}
@@ -622,10 +643,10 @@ def create_person(session: Session, privacy: Privacy, actor: Actor, body: Person
 def read_person(session: Session, privacy: Privacy, actor: Actor, person_id: uuid.UUID,
                 purpose: str | None, now: datetime) -> PersonRecordOut:
     with unit_of_work(session):
-        person, access = person_access(session, actor, person_id)
+        person, access, holders = _person_access(session, actor, person_id)
         out = disclose(session, privacy, actor, person, resolve_purpose(privacy, actor, purpose), now,
                        subtype="person.read" if access is Access.current else "person.read.former",
-                       access=access)
+                       access=access, holders=holders)
     return out
 
 
