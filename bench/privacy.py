@@ -242,11 +242,11 @@ class SqlTap:
 
 # The service functions the audited read goes through, and the phase each one is shown as.
 SERVICE_PHASES = {
-    "person_access": "record scope check (person_access)",
+    "_person_access": "record scope check with the data holders (_person_access)",
     "resolve_purpose": "resolve purpose",
     "consent_grants": "load consents (consent_grants)",
     "agreement_grants": "load agreements (agreement_grants)",
-    "data_holders": "load data holders (data_holders)",
+    "data_holders": "load data holders (data_holders; only when not brought by the scope check)",
     "decide": "policy decisions (decide)",
     "_unwrapped": "data key: unwrap (its row comes with the stored fields)",
     "decrypt_field": "decrypt fields (decrypt_field)",
