@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, bindparam, cast, delete, func, or_, select, true
+from sqlalchemy import String, bindparam, cast, delete, func, literal_column, null, or_, select, true
 from sqlalchemy.orm import Session
 
 from casemgmt.chains.engine import Actor, ChainLifecycle
@@ -168,11 +168,23 @@ _PERSON_IN_SCOPE = select(Person).where(Person.id == bindparam("person_id"),
                                         person_involvement(bindparam("organisation_id")))
 # The read's scope check also brings the organisations managing the person's chains (the data
 # holders of the decision point), so that they cost no round trip of their own.
-_PERSON_IN_SCOPE_WITH_MANAGERS = select(
-    Person,
-    select(func.aggregate_strings(cast(Chain.case_management_organisation_id, String), ","))
-    .where(Chain.person_id == Person.id).scalar_subquery().label("managers"),
-).where(Person.id == bindparam("person_id"), person_involvement(bindparam("organisation_id")))
+_MANAGERS_COLUMN = (select(func.aggregate_strings(cast(Chain.case_management_organisation_id, String), ","))
+                    .where(Chain.person_id == Person.id).scalar_subquery().label("managers"))
+# On PostgreSQL it also brings a digest of every agreement row version, the pairs (id, xmin): any
+# INSERT, UPDATE or DELETE of an agreement changes it, so a worker reuses the agreements it read
+# before only while they are exactly the rows the database holds (see _agreements). SQLite has
+# no row versions: there the agreements are read every time.
+_AGREEMENTS_DIGEST = literal_column(
+    "(SELECT md5(coalesce(string_agg(a.id::text || ':' || a.xmin::text, ',' ORDER BY a.id), ''))"
+    " FROM data_exchange_agreements AS a)").label("agreements_digest")
+_PERSON_IN_SCOPE_WITH_GRANTS = {
+    "postgresql": select(Person, _MANAGERS_COLUMN, _AGREEMENTS_DIGEST),
+    "other": select(Person, _MANAGERS_COLUMN, null().label("agreements_digest")),
+}
+_PERSON_IN_SCOPE_WITH_GRANTS = {
+    dialect: stmt.where(Person.id == bindparam("person_id"), person_involvement(bindparam("organisation_id")))
+    for dialect, stmt in _PERSON_IN_SCOPE_WITH_GRANTS.items()
+}
 _CONSENTS = (
     select(Consent, ConsentWithdrawal.withdrawn_at)
     .outerjoin(ConsentWithdrawal, ConsentWithdrawal.consent_id == Consent.id)
@@ -220,25 +232,28 @@ def person_in_scope(session: Session, actor: Actor, person_id: uuid.UUID) -> Per
 
 def person_access(session: Session, actor: Actor, person_id: uuid.UUID) -> tuple[Person, Access]:
     """For reading: the person with (current) or (former) access; 404 for anybody else."""
-    person, access, _ = _person_access(session, actor, person_id)
+    person, access, _, _ = _person_access(session, actor, person_id)
     return person, access
 
 
 def _person_access(session: Session, actor: Actor, person_id: uuid.UUID
-                   ) -> tuple[Person, Access, frozenset[int] | None]:
-    """:func:`person_access`, with the person's data holders when they came with the scope check."""
-    row = session.execute(_PERSON_IN_SCOPE_WITH_MANAGERS,
-                          {"person_id": person_id, "organisation_id": actor.organisation_id}).first()
+                   ) -> tuple[Person, Access, frozenset[int] | None, str | None]:
+    """:func:`person_access`, with the person's data holders and the agreements' digest when
+    they came with the scope check."""
+    bind = session.get_bind()
+    stmt = _PERSON_IN_SCOPE_WITH_GRANTS["postgresql" if bind.dialect.name == "postgresql" else "other"]
+    row = session.execute(stmt, {"person_id": person_id, "organisation_id": actor.organisation_id}).first()
     if row is not None:
         person = row[0]
         refuse_unless_active(person.processing, person.id)
         managers = {int(m) for m in row.managers.split(",")} if row.managers else set()
-        return person, Access.current, frozenset({person.created_by_organisation_id, *managers})
+        return (person, Access.current, frozenset({person.created_by_organisation_id, *managers}),
+                row.agreements_digest)
     if formerly_involved_with_person(session, actor.organisation_id, person_id):
         person = session.get(Person, person_id)
         if person is not None:
             refuse_unless_active(person.processing, person.id)
-            return person, Access.former, None
+            return person, Access.former, None, None
     raise _person_not_found(person_id)
 
 
@@ -287,6 +302,27 @@ def _jurisdiction_paths(session: Session, ids: Iterable[int | None]) -> dict[int
     if not wanted:
         return {}
     return dict(session.execute(_JURISDICTION_PATHS, {"ids": sorted(wanted)}).all())
+
+
+# The agreements a worker read last: (database URL, digest of their row versions, grants).
+_AGREEMENTS_READ: tuple[str, str, list[AgreementGrant]] | None = None
+
+
+def _agreements(session: Session, digest: str | None) -> list[AgreementGrant]:
+    """The agreements, reused from the last read while ``digest`` (taken in this transaction,
+    see _AGREEMENTS_DIGEST) says the rows are still the same; read otherwise. They are read after
+    the digest was taken, so a newer version can only be stored under an older digest, which
+    the next read finds changed and reads again: never the other way round."""
+    global _AGREEMENTS_READ
+    if digest is None:
+        return agreement_grants(session)
+    url = str(session.get_bind().url)
+    last = _AGREEMENTS_READ
+    if last is not None and last[0] == url and last[1] == digest:
+        return last[2]
+    grants = agreement_grants(session)
+    _AGREEMENTS_READ = (url, digest, grants)
+    return grants
 
 
 def agreement_grants(session: Session) -> list[AgreementGrant]:
@@ -338,9 +374,11 @@ class _Decider:
 
 
 def _decider(session: Session, privacy: Privacy, actor: Actor, person: Person, purpose: str,
-             now: datetime, holders: frozenset[int] | None = None) -> _Decider:
+             now: datetime, holders: frozenset[int] | None = None,
+             agreements: list[AgreementGrant] | None = None) -> _Decider:
     return _Decider(privacy, requester_of(actor), purpose, now, consent_grants(session, person.id),
-                    agreement_grants(session), holders if holders is not None else data_holders(session, person))
+                    agreements if agreements is not None else agreement_grants(session),
+                    holders if holders is not None else data_holders(session, person))
 
 
 FORMER_REASON = ("your organisation's part in this case has ended: it reads only values it wrote "
@@ -363,6 +401,7 @@ def disclose(
     access: Access = Access.current,
     data_subject_request: tuple[str, uuid.UUID] | None = None,
     holders: frozenset[int] | None = None,
+    agreements: list[AgreementGrant] | None = None,
 ) -> PersonRecordOut:
     """Everything of the person the actor may see for this purpose, and nothing else.
 
@@ -381,8 +420,9 @@ def disclose(
     are given to the data protection officer for the person themselves (Art. 15 access or Art. 20
     portability): the person's own right is the basis of every field, and the audit says so.
 
-    ``holders`` are the person's data holders (:func:`data_holders`) when the caller already has
-    them: ``read_person`` gets them with its scope check."""
+    ``holders`` are the person's data holders (:func:`data_holders`) and ``agreements`` the
+    data-exchange agreements when the caller already has them: ``read_person`` gets the holders
+    with its scope check and reuses the agreements while they are unchanged."""
     if data_subject_request is not None:
         article, request_id = data_subject_request
         subject_basis = f"gdpr_art{article}:request {request_id}"
@@ -390,7 +430,7 @@ def disclose(
         def decide_for(category: str, action: str) -> Decision:
             return Decision(True, subject_basis, "")
     else:
-        decide_for = _decider(session, privacy, recipient or actor, person, purpose, now, holders)
+        decide_for = _decider(session, privacy, recipient or actor, person, purpose, now, holders, agreements)
     for_whom = None if recipient is None else f"for organisation {recipient.organisation_id}"
     wanted = list(only) if only is not None else list(privacy.policy.fields)
     stored: dict[str, bytes] = {}
@@ -643,10 +683,10 @@ def create_person(session: Session, privacy: Privacy, actor: Actor, body: Person
 def read_person(session: Session, privacy: Privacy, actor: Actor, person_id: uuid.UUID,
                 purpose: str | None, now: datetime) -> PersonRecordOut:
     with unit_of_work(session):
-        person, access, holders = _person_access(session, actor, person_id)
+        person, access, holders, digest = _person_access(session, actor, person_id)
         out = disclose(session, privacy, actor, person, resolve_purpose(privacy, actor, purpose), now,
                        subtype="person.read" if access is Access.current else "person.read.former",
-                       access=access, holders=holders)
+                       access=access, holders=holders, agreements=_agreements(session, digest))
     return out
 
 
