@@ -242,13 +242,13 @@ class SqlTap:
 
 # The service functions the audited read goes through, and the phase each one is shown as.
 SERVICE_PHASES = {
-    "person_access": "record scope check (person_access)",
+    "_person_access": "record scope check with the data holders (_person_access)",
     "resolve_purpose": "resolve purpose",
     "consent_grants": "load consents (consent_grants)",
     "agreement_grants": "load agreements (agreement_grants)",
-    "data_holders": "load data holders (data_holders)",
+    "data_holders": "load data holders (data_holders; only when not brought by the scope check)",
     "decide": "policy decisions (decide)",
-    "person_data_key": "data key: select + unwrap (person_data_key)",
+    "_unwrapped": "data key: unwrap (its row comes with the stored fields)",
     "decrypt_field": "decrypt fields (decrypt_field)",
     "write_audit": "audit stage (write_audit)",
 }
@@ -916,7 +916,7 @@ def report_reads(r: dict[str, Any]) -> None:
                   f"{x['other_ms'] - x['other_sql_ms'] - x['other_compile_ms']:>8.3f} "
                   f"{x['other_ms']:>9.3f} {x['other_ms'] / x['wall_ms']:>6.0%}")
             if name == "audited":
-                print("      rest = disclose's inline SELECT person_fields, read_person/disclose "
+                print("      rest = disclose's inline SELECT person_fields (joined to person_keys), read_person/disclose "
                       "bookkeeping, AuditEntry and pydantic output, session open/close; the audit "
                       "append runs inside the commit and is shown apart from it")
             print("      (SQL ms: statement on the wire and in the driver; compile: SQLAlchemy compiling "

@@ -65,6 +65,7 @@ CASE_MANAGEMENT_ORG = "ennetal_ki"  # the Kreis' Kommunales Integrationszentrum 
 PERSON_ATTRIBUTES = {"residence_status": "protection_granted", "bleibeperspektive": "good",
                      "benefit_regime": "asylblg"}  # typical for refugee_recognised
 TARGET_TPS = 1_000
+TARGET_RAW_RATIO = 0.4  # service layer / raw psycopg with 4 workers, measured in the same run
 SERVICE_SEED_MAX = 5_000  # above this, --seed auto inserts chains in bulk instead of start_chain
 BULK_BATCH = 5_000  # chains per COPY transaction
 WARMUP_TRANSITIONS = 25  # per worker / client, before the clock starts
@@ -237,6 +238,82 @@ class TransitionWorker(h.PoolWorker):
 
     def close(self) -> None:
         self.app.dispose()
+
+
+class RawWorker(h.PoolWorker):
+    """The baseline: the same writes of a transition through plain psycopg, no SQLAlchemy, no
+    decision point, no audit: lock the chain row, update the acted step (and, on a completion,
+    the dependants that become ready), insert one event per change, raise the chain's version,
+    commit. Five to six statements and no reads besides the lock; its chains are its own share
+    of the open ones, moved with the same action mix as the service runs."""
+
+    _LOCK = "SELECT version FROM chains WHERE id = %s FOR UPDATE"
+    _STEP = ("UPDATE chain_steps SET state = %s, started_at = COALESCE(started_at, %s), "
+             "completed_at = %s, assigned_organisation_id = COALESCE(assigned_organisation_id, %s), "
+             "updated_at = %s WHERE chain_id = %s AND key = %s")
+    _EVENT = ("INSERT INTO chain_events (chain_id, kind, step_key, action, from_state, to_state, actor_user, "
+              "actor_organisation_id, organisation_id, occurred_at) VALUES (%s, 'step', %s, %s, %s, %s, %s, %s, %s, %s)")
+    _BUMP = "UPDATE chains SET version = version + 1, updated_at = %s WHERE id = %s"
+
+    def __init__(self, cfg: dict[str, Any], share: list[str]):
+        import psycopg
+
+        self.app = h.App.from_cfg(cfg)
+        with self.app.engine.connect() as conn:
+            chains = load_chain_states(conn, [uuid.UUID(c) for c in share])
+            path = conn.scalar(select(jur_t.c.path).where(jur_t.c.key == TOWNS[0][0]))
+        self.template = self.app.catalog.current[TEMPLATE_KEY]
+        kinds = {s.owner for s in self.template.steps} - {CASE_MANAGEMENT_OWNER}
+        self.nearest = self.app.nearest(kinds, path)
+        self.app.dispose()
+        url = cfg["url"].replace("postgresql+psycopg://", "postgresql://")
+        self.conn = psycopg.connect(url, autocommit=False, prepare_threshold=0)
+        self.backend_pids = {self.conn.info.backend_pid}
+        self.rot = Rotation(chains)
+        self.moves: Counter[str] = Counter()
+
+    def one(self) -> bool:
+        while (chain := self.rot.next()) is not None:
+            move = next_move(self.template, chain)
+            if move is None or move[1] is None:
+                self.rot.drop()
+                continue
+            key, org_id, action = move
+            now = datetime.now(UTC)
+            to_state = StepState.in_progress.value if action == "start" else StepState.completed.value
+            changes = [(key, action, chain.steps[key][0], to_state, org_id)]
+            if action == "complete":
+                done = {k for k, (st, _) in chain.steps.items()
+                        if st in (StepState.completed.value, StepState.skipped.value)} | {key}
+                for spec in self.template.steps:
+                    if (chain.steps.get(spec.key, ("", None))[0] == StepState.planned.value
+                            and set(spec.requires) <= done):
+                        org = chain.cm_org_id if spec.owner == CASE_MANAGEMENT_OWNER else self.nearest.get(spec.owner)
+                        changes.append((spec.key, "make_ready", StepState.planned.value, StepState.ready.value, org))
+            with self.conn.cursor() as cur:
+                cur.execute(self._LOCK, (chain.id,))
+                cur.executemany(self._STEP, [
+                    (to, now, now if to == StepState.completed.value else None, org, now, chain.id, k)
+                    for k, _, _, to, org in changes])
+                cur.executemany(self._EVENT, [
+                    (chain.id, k, a, frm, to, "bench.raw", org_id, org, now) for k, a, frm, to, org in changes])
+                cur.execute(self._BUMP, (now, chain.id))
+            self.conn.commit()
+            for k, _, _, to, org in changes:
+                chain.steps[k] = (to, chain.steps.get(k, (None, None))[1] or org)
+            self.moves[action] += 1
+            if next_move(self.template, chain) is None:
+                self.rot.drop()
+            else:
+                self.rot.keep(chain)
+            return True
+        return False
+
+    def extra(self) -> dict[str, Any]:
+        return {"moves": dict(self.moves)}
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -899,6 +976,21 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
         if 1 in svc and 4 in svc:
             items.append(("scaling 4 workers / 1 worker", f"{h.ratio(svc[4]['per_s'], svc[1]['per_s']):.2f}x"))
         h.rows(items)
+    raw = results.get("raw", {})
+    if raw:
+        h.heading("Raw psycopg baseline: lock, step update(s), events, version, commit (no audit)")
+        items = []
+        for w, r in sorted(raw.items()):
+            items.append((f"{w} worker{'s' if w > 1 else ''}", h.pool_text(r, "transition")))
+            if w in svc and r["per_s"]:
+                by_cpu = ""
+                if r["server_cpu_ms"] is not None and svc[w]["server_cpu_ms"] is not None:
+                    # Less sensitive to other load than the rates: what each transition costs.
+                    by_cpu = (f"; by CPU per transition (worker + PostgreSQL) "
+                              f"{h.ratio(r['cpu_ms'] + r['server_cpu_ms'], svc[w]['cpu_ms'] + svc[w]['server_cpu_ms']):.2f}x")
+                items.append((f"  service / raw, {w} worker{'s' if w > 1 else ''}",
+                              f"{h.ratio(svc[w]['per_s'], r['per_s']):.2f}x (target >= {TARGET_RAW_RATIO}x){by_cpu}"))
+        h.rows(items)
     http = results.get("http")
     if http:
         h.heading(f"HTTP: uvicorn, {http['clients']} client threads")
@@ -930,6 +1022,9 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
         h.rows(items)
     h.heading("Target")
     four = svc.get(4)
+    if four and raw.get(4) and raw[4]["per_s"]:
+        h.target("service layer / raw psycopg, 4 workers", h.ratio(four["per_s"], raw[4]["per_s"]),
+                 TARGET_RAW_RATIO, False, f"{h.ratio(four['per_s'], raw[4]['per_s']):.2f}x")
     if four:
         h.target("service-layer transitions/s with 4 workers", four["per_s"], TARGET_TPS, False,
                  f"{four['per_s']:,.0f}/s")
@@ -1031,6 +1126,17 @@ def run(bench: h.Bench, args: argparse.Namespace) -> None:
             r["unassigned"] = sum(e["unassigned"] for e in r["extras"])
             h.log(f"service layer, {w} worker(s): {h.pool_text(r, 'transition')}; moves {dict(r['moves'])}")
             h.log(f"  PostgreSQL backends: {h.waits_text(r['waits'])}")
+
+        results["raw"] = {}
+        for w in args.workers:
+            # After the service runs: the baseline moves chains its own way (no audit rows).
+            bench.phase(f"raw psycopg x{w}")
+            with app.engine.connect() as conn:
+                ids = [str(c) for c in open_chain_ids(conn)]
+            h.log(f"raw psycopg baseline: {w} worker process(es), {len(ids):,} open chains, {args.seconds:g} s")
+            r = results["raw"][w] = h.run_pool(bench, RawWorker, app.cfg(), [ids[i::w] for i in range(w)],
+                                               args.seconds, "transition")
+            h.log(f"raw psycopg, {w} worker(s): {h.pool_text(r, 'transition')}")
 
         if not args.skip_http:
             bench.phase("HTTP")

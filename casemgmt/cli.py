@@ -177,8 +177,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from casemgmt.demo.checkpoint import demo_checkpoint
 
     settings = get_settings()
-    summary = seed_demo(settings, persons=args.persons, seed=args.seed)
+    # Progress goes to stderr, so that stdout (the summary and the tokens) stays clean to read.
+    print(f"Migrating and seeding the demo ({args.persons} persons) ...", file=sys.stderr, flush=True)
+    summary = seed_demo(settings, persons=args.persons, seed=args.seed, progress=sys.stderr)
     print(summary.describe())
+    print("Releasing the closed quarters of the steering report ...", file=sys.stderr, flush=True)
     _demo_releases(settings)
     checkpoint_failed = demo_checkpoint(settings)
     host, port = args.host or settings.host, args.port or settings.port

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 600
 
 HEADINGS = {
-    "transitions.py": ["## SQL per transition", "## Service layer", "## HTTP", "## Worker memory", "## Target"],
+    "transitions.py": ["## SQL per transition", "## Service layer", "## Raw psycopg baseline", "## HTTP", "## Worker memory", "## Target"],
     "privacy.py": ["## 1. Reading one person", "## 2. Audit verification", "## 3. Audit appends"],
     "handovers.py": ["## 1. Inbox latency", "## 2. Acknowledgements"],
     "report.py": ["## Data", "## Report against hand-written SQL", "## Where the report's time goes",

@@ -4,6 +4,7 @@ handovers of every kind in every state, with overdue and escalated ones in the i
 
 from __future__ import annotations
 
+import io
 import uuid
 from datetime import UTC, datetime
 
@@ -38,7 +39,14 @@ def test_demo_seeds_a_kreis_with_chains_in_every_state(tmp_path):
     settings = Settings(database_url=url, policy_dir=ROOT / "policies", dev_key_dir=tmp_path)
     now = datetime(2026, 11, 1, 12, tzinfo=UTC)
     try:
-        summary = seed_demo(settings, persons=120, seed=7, now=now)
+        shown = io.StringIO()
+        summary = seed_demo(settings, persons=120, seed=7, now=now, progress=shown)
+        # Not a terminal: a line at every tenth of the simulated time span, the last one with all
+        # the persons and conferences there are.
+        lines = shown.getvalue().splitlines()
+        assert 10 <= len(lines) <= 16, lines
+        assert "100%" in lines[-1] and "persons 120/120" in lines[-1] and "conferences 8/8" in lines[-1]
+        assert "handovers 0" not in lines[-1] and "transitions 0" not in lines[-1]
         # 120 persons walked through a year, and five for the officer's desk (four old closed
         # cases reaching the end of retention, one erased).
         assert summary.created and summary.persons == 125

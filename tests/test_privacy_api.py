@@ -903,6 +903,31 @@ def test_agreement_in_force_only_for_its_period(client, involved, cm, clerk, aut
     assert "residence_status" not in ok(read(client, agentur, pid))["fields"]
 
 
+def test_agreement_changed_in_the_database_is_not_used_from_memory(client, involved, cm, clerk, auth, world, clock,
+                                                                    person, owner_db):
+    """A worker reuses the agreements it read while they are unchanged; one ended or removed in
+    the database (by hand, by a restore) stops granting with the very next read."""
+    from sqlalchemy import text
+
+    pid = person["id"]
+    agentur = clerk("ennetal_agentur")
+    start_chain(client, cm, person, "young_adult")
+    involved("ennetal_agentur", person)
+    recorded = ok(client.post("/agreements", headers=auth("ennetal_ki", "admin"), json=agreement(world, clock)), 201)
+    for _ in range(2):  # read, then read from memory
+        assert ok(read(client, agentur, pid))["legal_bases"]["residence_status"] == f"agreement:{recorded['id']}"
+    with owner_db.begin() as conn:
+        conn.execute(text("UPDATE data_exchange_agreements SET valid_until = :t WHERE id = :id"),
+                     {"t": clock.now - timedelta(hours=1), "id": recorded["id"]})
+    assert "residence_status" not in ok(read(client, agentur, pid))["fields"]
+    with owner_db.begin() as conn:
+        conn.execute(text("UPDATE data_exchange_agreements SET valid_until = NULL WHERE id = :id"), {"id": recorded["id"]})
+    assert ok(read(client, agentur, pid))["legal_bases"]["residence_status"] == f"agreement:{recorded['id']}"
+    with owner_db.begin() as conn:
+        conn.execute(text("DELETE FROM data_exchange_agreements WHERE id = :id"), {"id": recorded["id"]})
+    assert "residence_status" not in ok(read(client, agentur, pid))["fields"]
+
+
 def test_agreement_between_other_organisations_opens_nothing(client, involved, cm, clerk, auth, world, clock, person):
     """An agreement opens data only between parties that include an organisation holding the case."""
     admin = auth("ennetal_ki", "admin")

@@ -274,14 +274,25 @@ def write_steps(session: Session, loaded: LoadedChain, now: datetime) -> None:
         step.dirty = False
 
 
+_BUMP_CHAIN = (
+    update(chains_t)
+    .where(chains_t.c.id == bindparam("b_id"), chains_t.c.version == bindparam("b_version"))
+    .values(version=bindparam("b_new_version"), updated_at=bindparam("b_now"))
+)
+
+
 def bump_chain(session: Session, loaded: LoadedChain, now: datetime, **values: Any) -> int:
     """Write the chain's new version; 0 rows means someone else got there first."""
     new_version = loaded.row.version + 1
-    result = session.execute(
-        update(chains_t)
-        .where(chains_t.c.id == loaded.row.id, chains_t.c.version == loaded.row.version)
-        .values(version=new_version, updated_at=now, **values)
-    )
+    if values:
+        result = session.execute(
+            update(chains_t)
+            .where(chains_t.c.id == loaded.row.id, chains_t.c.version == loaded.row.version)
+            .values(version=new_version, updated_at=now, **values)
+        )
+    else:  # the usual case, a statement built once
+        result = session.execute(_BUMP_CHAIN, {"b_id": loaded.row.id, "b_version": loaded.row.version,
+                                               "b_new_version": new_version, "b_now": now})
     if result.rowcount != 1:
         session.rollback()
         raise VersionConflict(
@@ -676,14 +687,21 @@ def _refuse_chain(session: Session, actor: Actor, chain_id: uuid.UUID) -> None:
     raise NotFound(f"no chain {chain_id}", resource="chain", id=str(chain_id))
 
 
+# The record-scope check of a change, built once: building the involvement clause anew for every
+# call cost more Python time than the statement costs the server.
+_INVOLVED_CHAIN = (
+    select(chains_t.c.id, chains_t.c.person_id, processing_of(chains_t.c.person_id).label("processing"))
+    .where(chains_t.c.id == bindparam("chain_id"), chain_involvement(bindparam("organisation_id")))
+)
+_LOCK_INVOLVED_CHAIN = _INVOLVED_CHAIN.with_for_update(of=chains_t)
+
+
 def lock_involved_chain(session: Session, actor: Actor, chain_id: uuid.UUID) -> None:
     """Lock the chain row for a change, if the actor's organisation is involved now. The record
     scope is checked in the same statement as the lock, before version, state or step checks, so
     an outsider learns nothing from the answer (404 for a real and for a random id)."""
     found = session.execute(
-        select(chains_t.c.id, chains_t.c.person_id, processing_of(chains_t.c.person_id).label("processing"))
-        .where(chains_t.c.id == chain_id, chain_involvement(actor.organisation_id))
-        .with_for_update(of=chains_t)
+        _LOCK_INVOLVED_CHAIN, {"chain_id": chain_id, "organisation_id": actor.organisation_id}
     ).first()
     if found is None:
         _refuse_chain(session, actor, chain_id)
@@ -693,9 +711,9 @@ def lock_involved_chain(session: Session, actor: Actor, chain_id: uuid.UUID) -> 
 
 def require_chain_involvement(session: Session, actor: Actor, chain_id: uuid.UUID) -> None:
     """The actor's organisation is involved with the chain now (for changes that do not lock it)."""
-    found = session.execute(select(chains_t.c.id, chains_t.c.person_id,
-                                   processing_of(chains_t.c.person_id).label("processing"))
-                            .where(chains_t.c.id == chain_id, chain_involvement(actor.organisation_id))).first()
+    found = session.execute(
+        _INVOLVED_CHAIN, {"chain_id": chain_id, "organisation_id": actor.organisation_id}
+    ).first()
     if found is None:
         _refuse_chain(session, actor, chain_id)
     else:

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TextIO
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -25,6 +26,7 @@ from casemgmt.chains.spec import CASE_MANAGEMENT_OWNER
 from casemgmt.config import Settings
 from casemgmt.database import make_engine, make_sessionmaker
 from casemgmt.demo.offers import seed_offers
+from casemgmt.demo.progress import SeedProgress
 from casemgmt.demo.world import World, build_world
 from casemgmt.conferences import service as conferences_service
 from casemgmt.conferences.schemas import AgreementIn, ConferenceIn, FindingIn
@@ -48,6 +50,9 @@ from casemgmt.privacy.service import (
     withdraw_consent,
 )
 from casemgmt.problems import Problem
+
+# How far back the simulated use of the service starts (the first intake).
+SEEDED_DAYS = 540
 
 # Share of each chain kind among newcomers in case management, and their typical attributes
 # (residence status, Bleibeperspektive, benefit regime), each with a weight.
@@ -197,6 +202,7 @@ def _case(
     template_key: str,
     started: datetime,
     until: datetime,
+    progress: SeedProgress,
 ) -> Iterator[datetime]:
     """One person's year, as a generator: it yields the time of its next action and performs it
     when resumed, so the driver can interleave all persons in time order (the audit trail and
@@ -204,7 +210,9 @@ def _case(
     maybe a point where it stops moving, so the demo shows chains at every stage."""
     now = yield started
     person = create_person(session, privacy, manager, body, now)
+    progress.count("persons")
     chain = chains.start_chain(session, catalog, manager, person.id, template_key, now)
+    progress.count("chains")
     handed_over: set[str] = set()
     relocates = rng.random() < RELOCATION_SHARE
     pace_days = rng.uniform(2, 10)
@@ -235,7 +243,7 @@ def _case(
             handed_over.add("chain_lead")
             outcome = yield from _handover(session, catalog, privacy, policy, rng, actors, manager, chain,
                                            HandoverIn(kind="relocation", to_jurisdiction_id=_move_target(rng, chain, towns)),
-                                           now, until)
+                                           now, until, progress)
             if outcome is not None:
                 now, chain, manager = outcome
             continue
@@ -243,7 +251,7 @@ def _case(
                 and step.key not in handed_over and rng.random() < STEP_HANDOVER_SHARE):
             handed_over.add(step.key)
             outcome = yield from _handover(session, catalog, privacy, policy, rng, actors, manager, chain,
-                                           HandoverIn(kind="step", step_key=step.key), now, until)
+                                           HandoverIn(kind="step", step_key=step.key), now, until, progress)
             if outcome is not None:
                 now, chain, manager = outcome
             continue
@@ -258,7 +266,7 @@ def _case(
             outcome = yield from _handover(session, catalog, privacy, policy, rng, actors, actor, chain,
                                            HandoverIn(kind="rechtskreiswechsel", step_key=RKW_SENDING_STEP,
                                                       to_step_key="sgb2_application", benefit_regime="sgb_ii"),
-                                           now, until, reader=manager)
+                                           now, until, progress, reader=manager)
             if outcome is not None:
                 now, chain, _ = outcome
             continue
@@ -278,6 +286,7 @@ def _case(
                                            action.value, reason, chain.version, now, privacy=privacy)
         except Problem:
             continue
+        progress.count("transitions")
         if blocker and action is Action.block:
             break  # leave it blocked: the demo needs stalled chains
     if rng.random() < 0.04:
@@ -324,13 +333,14 @@ def _move_target(rng: random.Random, chain, towns: list[int]) -> int:
 
 def _handover(session: Session, catalog: TemplateCatalog, privacy: Privacy, policy: HandoverPolicy,
               rng: random.Random, actors: _Actors, sender: Actor, chain, body: HandoverIn,
-              now: datetime, until: datetime, reader: Actor | None = None):
+              now: datetime, until: datetime, progress: SeedProgress, reader: Actor | None = None):
     """Request a handover now, then (later, in simulated time) let the receiver answer. Returns
     the new time, the chain as it is after the answer and the chain's case manager, or None."""
     try:
         h = handovers.request_handover(session, catalog, privacy, policy, sender, chain.id, body, now)
     except Problem:
         return None
+    progress.count("handovers")
     delay = _answer_delay(rng)
     if delay is None or now + delay >= until:
         return None
@@ -420,7 +430,7 @@ def _conference_dates(now: datetime) -> list[datetime]:
 
 
 def _conference(session: Session, catalog: TemplateCatalog, privacy: Privacy, policies, world: World,
-                rng: random.Random, produced: Conferences, at: datetime):
+                rng: random.Random, produced: Conferences, at: datetime, progress: SeedProgress):
     """One conference at its date, in time order with the cases: the cases on its agenda are the
     open chains of persons whose consent covers the conference at that moment."""
     now = yield at
@@ -431,6 +441,7 @@ def _conference(session: Session, catalog: TemplateCatalog, privacy: Privacy, po
         title=f"Fallkonferenz Kreis Ennetal {now:%m/%Y}", scheduled_at=now,
         jurisdiction_id=world.jurisdictions["kreis_ennetal"],
         participant_organisation_ids=[world.organisations[k] for k in CONFERENCE_PARTICIPANTS]), now)
+    progress.count("conferences")
     conferences_service.set_phase(session, privacy, steering_policy, moderator, conf.id, "case_phase", None, now)
     open_chains = session.execute(
         select(Chain.id).where(Chain.lifecycle == "open", Chain.case_management_organisation_id == ki.id)
@@ -548,13 +559,14 @@ def _seed_proposals(session: Session, privacy: Privacy, policies, world: World, 
                 group_id = out.working_group.id
 
 
-def _run_in_time_order(cases: list[Iterator[datetime]]) -> None:
+def _run_in_time_order(cases: list[Iterator[datetime]], progress: SeedProgress) -> None:
     """Advance every case generator, always the one whose next action is earliest."""
     queue: list[tuple[datetime, int, Iterator[datetime]]] = []
     for i, case in enumerate(cases):
         heapq.heappush(queue, (next(case), i, case))
     while queue:
         when, i, case = heapq.heappop(queue)
+        progress.at(when)
         try:
             heapq.heappush(queue, (case.send(when), i, case))
         except StopIteration:
@@ -569,8 +581,9 @@ def demo_master_key(settings: Settings) -> bytes:
 
 
 def seed_demo(settings: Settings, persons: int = 400, seed: int = 2017,
-              now: datetime | None = None) -> DemoSummary:
-    """Migrate the configured database and seed it unless it already holds persons."""
+              now: datetime | None = None, progress: TextIO | None = None) -> DemoSummary:
+    """Migrate the configured database and seed it unless it already holds persons; while it
+    seeds, a progress line goes to ``progress`` (the command gives stderr)."""
     now = now or datetime.now(UTC)
     engine = make_engine(settings.database_url)
     upgrade(engine)
@@ -586,8 +599,12 @@ def seed_demo(settings: Settings, persons: int = 400, seed: int = 2017,
         if created:
             _seed_agreements(session, privacy, world, now)
             _seed_contacts(session, world)
-            _seed_cases(session, catalog, privacy, policies, world, rng, persons, now)
+            shown = SeedProgress(start=now - timedelta(days=SEEDED_DAYS), end=now, stream=progress,
+                                 totals={"persons": persons, "conferences": len(_conference_dates(now))})
+            _seed_cases(session, catalog, privacy, policies, world, rng, persons, now, shown)
+            shown.step("offers and Sprachenpass entries")
             seed_offers(session, catalog, privacy, policies, world, seed, now)
+            shown.finish()
         summary = DemoSummary(
             database=engine.url.render_as_string(hide_password=True),
             persons=session.scalar(select(func.count()).select_from(Person)) or 0,
@@ -602,7 +619,7 @@ def seed_demo(settings: Settings, persons: int = 400, seed: int = 2017,
 
 
 def _seed_cases(session: Session, catalog: TemplateCatalog, privacy: Privacy, policies,
-                world: World, rng: random.Random, count: int, now: datetime) -> None:
+                world: World, rng: random.Random, count: int, now: datetime, progress: SeedProgress) -> None:
     towns = list(world.town_population)
     town_ids = [world.jurisdictions[t] for t in towns]
     weights = [world.town_population[t] for t in towns]
@@ -618,17 +635,19 @@ def _seed_cases(session: Session, catalog: TemplateCatalog, privacy: Privacy, po
         template_key = rng.choices(kinds, weights=shares)[0]
         attributes = _weighted(rng, CHAIN_MIX[template_key][1])
         town = rng.choices(towns, weights=weights)[0]
-        started = now - timedelta(days=rng.uniform(3, 540))
+        started = now - timedelta(days=rng.uniform(3, SEEDED_DAYS))
         manager = managers[0] if rng.random() < 0.7 else managers[1]
         body = _intake(rng, world, manager, town, started, template_key, attributes)
         cases.append(_case(session, catalog, privacy, policies.handovers, town_ids, rng, actors, manager,
-                           body, template_key, started, now))
-    cases.append(_escalation_timer(session, policies.handovers, now - timedelta(days=540), now))
+                           body, template_key, started, now, progress))
+    cases.append(_escalation_timer(session, policies.handovers, now - timedelta(days=SEEDED_DAYS), now))
     conferences = Conferences()
-    cases.extend(_conference(session, catalog, privacy, policies, world, rng, conferences, at)
+    cases.extend(_conference(session, catalog, privacy, policies, world, rng, conferences, at, progress)
                  for at in _conference_dates(now))
-    _run_in_time_order(cases)
+    _run_in_time_order(cases, progress)
+    progress.step("proposals of the Lenkungsgruppe")
     _seed_proposals(session, privacy, policies, world, rng, conferences, now)
+    progress.step("data subject requests")
     _seed_rights(session, catalog, privacy, policies, world, rng, managers[0], now)
 
 

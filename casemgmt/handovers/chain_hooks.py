@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from casemgmt.chains.engine import Actor
@@ -41,12 +41,14 @@ def withdraw_for_closed_chain(session: Session, actor: Actor, chain_id: uuid.UUI
     return len(rows)
 
 
+_PENDING_RKW = select(handovers_t.c.id).where(
+    handovers_t.c.chain_id == bindparam("chain_id"), handovers_t.c.subject == bindparam("subject"),
+    handovers_t.c.kind == HandoverKind.rechtskreiswechsel.value, handovers_t.c.state.in_(_PENDING))
+
+
 def pending_rechtskreiswechsel(session: Session, chain_id: uuid.UUID, step_key: str) -> uuid.UUID | None:
     """A waiting Rechtskreiswechsel that will complete this step (so nobody else may)."""
-    return session.scalar(select(handovers_t.c.id).where(
-        handovers_t.c.chain_id == chain_id, handovers_t.c.subject == f"step:{step_key}",
-        handovers_t.c.kind == HandoverKind.rechtskreiswechsel.value,
-        handovers_t.c.state.in_(_PENDING)))
+    return session.scalar(_PENDING_RKW, {"chain_id": chain_id, "subject": f"step:{step_key}"})
 
 
 def pending_step_handover(session: Session, chain_id: uuid.UUID, step_key: str) -> uuid.UUID | None:

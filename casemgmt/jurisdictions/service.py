@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, literal, select
+from sqlalchemy import String, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from casemgmt.jurisdictions.models import Jurisdiction, Organisation
@@ -26,19 +26,23 @@ def serving_organisations(session: Session, kind: str, jurisdiction_id: int) -> 
     ]
 
 
+# Built once (it runs for every transition that makes a step ready).
+_NEAREST = (
+    select(Organisation.kind, Organisation.id)
+    .join(Jurisdiction, Jurisdiction.id == Organisation.jurisdiction_id)
+    .where(Organisation.kind.in_(bindparam("kinds", expanding=True)),
+           bindparam("path", type_=String).startswith(Jurisdiction.path))
+    .order_by(Organisation.kind, func.length(Jurisdiction.path).desc(), Organisation.id)
+)
+
+
 def nearest_serving_organisations(session: Session, kinds: set[str], jurisdiction_path: str) -> dict[str, int]:
     """For each kind, the organisation that serves the place nearest to it (an office of the town
     before the Kreis office; the lowest id among equals), in one query. Kinds nobody serves are
     missing from the result."""
     if not kinds:
         return {}
-    rows = session.execute(
-        select(Organisation.kind, Organisation.id)
-        .join(Jurisdiction, Jurisdiction.id == Organisation.jurisdiction_id)
-        .where(Organisation.kind.in_(sorted(kinds)),
-               literal(jurisdiction_path).startswith(Jurisdiction.path))
-        .order_by(Organisation.kind, func.length(Jurisdiction.path).desc(), Organisation.id)
-    ).all()
+    rows = session.execute(_NEAREST, {"kinds": sorted(kinds), "path": jurisdiction_path}).all()
     nearest: dict[str, int] = {}
     for kind, organisation_id in rows:
         nearest.setdefault(kind, organisation_id)

@@ -179,18 +179,21 @@ def _append_rows(session: Session, key: bytes, staged: list[tuple[AuditEntry, da
         _lock_and_append(session, key, staged, key_id)
 
 
+_LOCK_HEADS = (
+    select(head_t.c.stream, head_t.c.last_seq, head_t.c.last_hash)
+    .where(head_t.c.stream.in_(bindparam("streams", expanding=True)))
+    .order_by(head_t.c.stream)
+    .with_for_update()
+)
+
+
 def _lock_and_append(session: Session, key: bytes, staged: list[tuple[AuditEntry, datetime]],
                      key_id: str | None) -> None:
     streams = sorted({stream_of(e) for e, _ in staged})
     # Heads are locked in stream order, so two transactions never wait for each other crosswise.
     heads = {
         row.stream: (row.last_seq, row.last_hash)
-        for row in session.execute(
-            select(head_t.c.stream, head_t.c.last_seq, head_t.c.last_hash)
-            .where(head_t.c.stream.in_(streams))
-            .order_by(head_t.c.stream)
-            .with_for_update()
-        )
+        for row in session.execute(_LOCK_HEADS, {"streams": streams})
     }
     rows, moves = build_rows(key, staged, heads, key_id)
     if session.get_bind().dialect.name == "postgresql" and len(moves) == 1 and len(rows) <= _MAX_CTE_ROWS:

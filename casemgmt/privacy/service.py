@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, or_, select, true
+from sqlalchemy import String, bindparam, cast, delete, func, literal_column, null, or_, select, true
 from sqlalchemy.orm import Session
 
 from casemgmt.chains.engine import Actor, ChainLifecycle
@@ -166,6 +166,48 @@ def audit_refusal(factory, actor: Actor, method: str, path: str, slug: str, deta
 # --- record scope ------------------------------------------------------------------------------
 
 
+# The statements of a person read, built once: building the involvement clause and the grant
+# queries anew for every read cost more Python time than the database spends on them.
+_PERSON_IN_SCOPE = select(Person).where(Person.id == bindparam("person_id"),
+                                        person_involvement(bindparam("organisation_id")))
+# The read's scope check also brings the organisations managing the person's chains (the data
+# holders of the decision point), so that they cost no round trip of their own.
+_MANAGERS_COLUMN = (select(func.aggregate_strings(cast(Chain.case_management_organisation_id, String), ","))
+                    .where(Chain.person_id == Person.id).scalar_subquery().label("managers"))
+# On PostgreSQL it also brings a digest of every agreement row version, the pairs (id, xmin): any
+# INSERT, UPDATE or DELETE of an agreement changes it, so a worker reuses the agreements it read
+# before only while they are exactly the rows the database holds (see _agreements). SQLite has
+# no row versions: there the agreements are read every time.
+_AGREEMENTS_DIGEST = literal_column(
+    "(SELECT md5(coalesce(string_agg(a.id::text || ':' || a.xmin::text, ',' ORDER BY a.id), ''))"
+    " FROM data_exchange_agreements AS a)").label("agreements_digest")
+_PERSON_IN_SCOPE_WITH_GRANTS = {
+    "postgresql": select(Person, _MANAGERS_COLUMN, _AGREEMENTS_DIGEST),
+    "other": select(Person, _MANAGERS_COLUMN, null().label("agreements_digest")),
+}
+_PERSON_IN_SCOPE_WITH_GRANTS = {
+    dialect: stmt.where(Person.id == bindparam("person_id"), person_involvement(bindparam("organisation_id")))
+    for dialect, stmt in _PERSON_IN_SCOPE_WITH_GRANTS.items()
+}
+_CONSENTS = (
+    select(Consent, ConsentWithdrawal.withdrawn_at)
+    .outerjoin(ConsentWithdrawal, ConsentWithdrawal.consent_id == Consent.id)
+    .where(Consent.person_id == bindparam("person_id"))
+)
+_JURISDICTION_PATHS = select(Jurisdiction.id, Jurisdiction.path).where(
+    Jurisdiction.id.in_(bindparam("ids", expanding=True)))
+_AGREEMENTS = select(DataExchangeAgreement)
+_MANAGERS = select(Chain.case_management_organisation_id).where(Chain.person_id == bindparam("person_id"))
+# The stored fields with the person's wrapped data key on each row: one round trip instead of two.
+_STORED_FIELDS = (
+    select(PersonField.field, PersonField.ciphertext, PersonField.updated_by_organisation_id,
+           PersonKey.wrapped_key, PersonKey.master_key_id)
+    .outerjoin(PersonKey, PersonKey.person_id == PersonField.person_id)
+    .where(PersonField.person_id == bindparam("person_id"))
+)
+_PERSON_KEY = select(PersonKey.wrapped_key, PersonKey.master_key_id).where(PersonKey.person_id == bindparam("person_id"))
+
+
 def scope_clause(actor: Actor):
     """Persons the actor's organisation is involved with now (see casemgmt.involvement.scope)."""
     return person_involvement(actor.organisation_id)
@@ -179,7 +221,7 @@ def person_in_scope(session: Session, actor: Actor, person_id: uuid.UUID) -> Per
     """The person, if the actor's organisation is involved now. A formerly involved organisation
     gets 403 involvement-ended (it knows the person), anybody else 404 (existence is not
     revealed)."""
-    person = session.scalar(select(Person).where(Person.id == person_id, scope_clause(actor)))
+    person = session.scalar(_PERSON_IN_SCOPE, {"person_id": person_id, "organisation_id": actor.organisation_id})
     if person is None:
         if formerly_involved_with_person(session, actor.organisation_id, person_id):
             refuse_unless_active(session.scalar(select(Person.processing).where(Person.id == person_id)),
@@ -194,15 +236,28 @@ def person_in_scope(session: Session, actor: Actor, person_id: uuid.UUID) -> Per
 
 def person_access(session: Session, actor: Actor, person_id: uuid.UUID) -> tuple[Person, Access]:
     """For reading: the person with (current) or (former) access; 404 for anybody else."""
-    person = session.scalar(select(Person).where(Person.id == person_id, scope_clause(actor)))
-    if person is not None:
+    person, access, _, _ = _person_access(session, actor, person_id)
+    return person, access
+
+
+def _person_access(session: Session, actor: Actor, person_id: uuid.UUID
+                   ) -> tuple[Person, Access, frozenset[int] | None, str | None]:
+    """:func:`person_access`, with the person's data holders and the agreements' digest when
+    they came with the scope check."""
+    bind = session.get_bind()
+    stmt = _PERSON_IN_SCOPE_WITH_GRANTS["postgresql" if bind.dialect.name == "postgresql" else "other"]
+    row = session.execute(stmt, {"person_id": person_id, "organisation_id": actor.organisation_id}).first()
+    if row is not None:
+        person = row[0]
         refuse_unless_active(person.processing, person.id)
-        return person, Access.current
+        managers = {int(m) for m in row.managers.split(",")} if row.managers else set()
+        return (person, Access.current, frozenset({person.created_by_organisation_id, *managers}),
+                row.agreements_digest)
     if formerly_involved_with_person(session, actor.organisation_id, person_id):
         person = session.get(Person, person_id)
         if person is not None:
             refuse_unless_active(person.processing, person.id)
-            return person, Access.former
+            return person, Access.former, None, None
     raise _person_not_found(person_id)
 
 
@@ -227,11 +282,7 @@ def person_area_clause(actor: Actor):
 
 
 def consent_grants(session: Session, person_id: uuid.UUID) -> list[ConsentGrant]:
-    rows = session.execute(
-        select(Consent, ConsentWithdrawal.withdrawn_at)
-        .outerjoin(ConsentWithdrawal, ConsentWithdrawal.consent_id == Consent.id)
-        .where(Consent.person_id == person_id)
-    ).all()
+    rows = session.execute(_CONSENTS, {"person_id": person_id}).all()
     paths = _jurisdiction_paths(session, [r.get("jurisdiction_id") for c, _ in rows for r in c.recipients])
     grants = []
     for consent, withdrawn_at in rows:
@@ -254,20 +305,41 @@ def _jurisdiction_paths(session: Session, ids: Iterable[int | None]) -> dict[int
     wanted = {i for i in ids if i is not None}
     if not wanted:
         return {}
-    return dict(session.execute(select(Jurisdiction.id, Jurisdiction.path).where(Jurisdiction.id.in_(wanted))).all())
+    return dict(session.execute(_JURISDICTION_PATHS, {"ids": sorted(wanted)}).all())
+
+
+# The agreements a worker read last: (database URL, digest of their row versions, grants).
+_AGREEMENTS_READ: tuple[str, str, list[AgreementGrant]] | None = None
+
+
+def _agreements(session: Session, digest: str | None) -> list[AgreementGrant]:
+    """The agreements, reused from the last read while ``digest`` (taken in this transaction,
+    see _AGREEMENTS_DIGEST) says the rows are still the same; read otherwise. They are read after
+    the digest was taken, so a newer version can only be stored under an older digest, which
+    the next read finds changed and reads again: never the other way round."""
+    global _AGREEMENTS_READ
+    if digest is None:
+        return agreement_grants(session)
+    url = str(session.get_bind().url)
+    last = _AGREEMENTS_READ
+    if last is not None and last[0] == url and last[1] == digest:
+        return last[2]
+    grants = agreement_grants(session)
+    _AGREEMENTS_READ = (url, digest, grants)
+    return grants
 
 
 def agreement_grants(session: Session) -> list[AgreementGrant]:
     return [
         AgreementGrant(a.id, frozenset(a.organisation_ids), frozenset(a.categories), a.purpose,
                        a.valid_from, a.valid_until)
-        for a in session.scalars(select(DataExchangeAgreement))
+        for a in session.scalars(_AGREEMENTS)
     ]
 
 
 def data_holders(session: Session, person: Person) -> frozenset[int]:
     """Organisations holding the person's case: who registered them and who manages a chain."""
-    managers = session.scalars(select(Chain.case_management_organisation_id).where(Chain.person_id == person.id))
+    managers = session.scalars(_MANAGERS, {"person_id": person.id})
     return frozenset({person.created_by_organisation_id, *managers})
 
 
@@ -321,9 +393,11 @@ class _Decider:
 
 
 def _decider(session: Session, privacy: Privacy, actor: Actor, person: Person, purpose: str,
-             now: datetime) -> _Decider:
+             now: datetime, holders: frozenset[int] | None = None,
+             agreements: list[AgreementGrant] | None = None) -> _Decider:
     return _Decider(privacy, requester_of(actor), purpose, now, consent_grants(session, person.id),
-                    agreement_grants(session), data_holders(session, person))
+                    agreements if agreements is not None else agreement_grants(session),
+                    holders if holders is not None else data_holders(session, person))
 
 
 FORMER_REASON = ("your organisation's part in this case has ended: it reads only values it wrote "
@@ -345,6 +419,8 @@ def disclose(
     recipient: Actor | None = None,
     access: Access = Access.current,
     data_subject_request: tuple[str, uuid.UUID] | None = None,
+    holders: frozenset[int] | None = None,
+    agreements: list[AgreementGrant] | None = None,
 ) -> PersonRecordOut:
     """Everything of the person the actor may see for this purpose, and nothing else.
 
@@ -361,7 +437,11 @@ def disclose(
 
     With ``data_subject_request`` (the GDPR article and the registered request's id), the values
     are given to the data protection officer for the person themselves (Art. 15 access or Art. 20
-    portability): the person's own right is the basis of every field, and the audit says so."""
+    portability): the person's own right is the basis of every field, and the audit says so.
+
+    ``holders`` are the person's data holders (:func:`data_holders`) and ``agreements`` the
+    data-exchange agreements when the caller already has them: ``read_person`` gets the holders
+    with its scope check and reuses the agreements while they are unchanged."""
     if data_subject_request is not None:
         article, request_id = data_subject_request
         subject_basis = f"gdpr_art{article}:request {request_id}"
@@ -369,17 +449,16 @@ def disclose(
         def decide_for(category: str, action: str) -> Decision:
             return Decision(True, subject_basis, "")
     else:
-        decide_for = _decider(session, privacy, recipient or actor, person, purpose, now)
+        decide_for = _decider(session, privacy, recipient or actor, person, purpose, now, holders, agreements)
     for_whom = None if recipient is None else f"for organisation {recipient.organisation_id}"
     wanted = list(only) if only is not None else list(privacy.policy.fields)
     stored: dict[str, bytes] = {}
     writers: dict[str, int] = dict(person.plain_field_writers or {})
-    for row in session.execute(
-        select(PersonField.field, PersonField.ciphertext, PersonField.updated_by_organisation_id)
-        .where(PersonField.person_id == person.id)
-    ):
+    wrapped = None
+    for row in session.execute(_STORED_FIELDS, {"person_id": person.id}):
         stored[row.field] = row.ciphertext
         writers[row.field] = row.updated_by_organisation_id
+        wrapped = (row.wrapped_key, row.master_key_id)
     own_only = access is Access.former
     data_key: bytes | None = None
     values: dict[str, Any] = {}
@@ -401,7 +480,7 @@ def disclose(
                 values[name] = getattr(person, name)
         elif name in stored:
             if data_key is None:
-                data_key = person_data_key(session, privacy, person.id)
+                data_key = _unwrapped(privacy, person.id, wrapped)
             values[name] = decrypt_field(data_key, person.id, name, stored[name])
     entries = [AuditEntry(
         agent_user=actor.user_id, agent_organisation_id=actor.organisation_id, action="R",
@@ -448,11 +527,15 @@ def current_bases(session: Session, privacy: Privacy, actor: Actor, person: Pers
 
 
 def person_data_key(session: Session, privacy: Privacy, person_id: uuid.UUID) -> bytes:
-    row = session.execute(select(PersonKey.wrapped_key, PersonKey.master_key_id)
-                          .where(PersonKey.person_id == person_id)).first()
-    if row is None:
+    row = session.execute(_PERSON_KEY, {"person_id": person_id}).first()
+    return _unwrapped(privacy, person_id, None if row is None else (row.wrapped_key, row.master_key_id))
+
+
+def _unwrapped(privacy: Privacy, person_id: uuid.UUID, wrapped: tuple[bytes | None, str | None] | None) -> bytes:
+    """The person's data key from its wrapped form; 404 once it is gone (crypto-shredded)."""
+    if wrapped is None or wrapped[0] is None:
         raise NotFound(f"the data of person {person_id} has been erased", resource="person", id=str(person_id))
-    return privacy.keys.unwrap(person_id, row.wrapped_key, row.master_key_id)
+    return privacy.keys.unwrap(person_id, wrapped[0], wrapped[1])
 
 
 def person_data_key_for_writing(session: Session, privacy: Privacy, person_id: uuid.UUID,
@@ -619,10 +702,10 @@ def create_person(session: Session, privacy: Privacy, actor: Actor, body: Person
 def read_person(session: Session, privacy: Privacy, actor: Actor, person_id: uuid.UUID,
                 purpose: str | None, now: datetime) -> PersonRecordOut:
     with unit_of_work(session):
-        person, access = person_access(session, actor, person_id)
+        person, access, holders, digest = _person_access(session, actor, person_id)
         out = disclose(session, privacy, actor, person, resolve_purpose(privacy, actor, purpose), now,
                        subtype="person.read" if access is Access.current else "person.read.former",
-                       access=access)
+                       access=access, holders=holders, agreements=_agreements(session, digest))
     return out
 
 
