@@ -155,23 +155,28 @@ def test_course_provider_writes_the_sprachenpass_on_the_person_page(client, auth
         assert jc.get(f"/ui/personen/{pid}/sprachenpass").status_code == 404
 
 
-def test_lenkungsgruppe_sees_supply_and_demand_with_suppressed_cells(client, auth, world, browser_of, release,
-                                                                    session_factory, catalog):
+def ready_in_quarter(session_factory, world, chain_ids) -> None:
+    """The chains' course steps became ready in 2026-Q1 (events as the chain writes them; walking
+    each chain there through its offices would take the test far longer), and nobody enrolled."""
     from casemgmt.chains import service as chains
     from casemgmt.demo.seed import actor_of
     from casemgmt.jurisdictions.models import Organisation
 
-    ok(client.post("/offers", json=offer_body(world, capacity=3), headers=auth(*VHS)), 201)
-    made = [_person_with_chain(client, auth, world)[1]["id"] for _ in range(6)]
-    other = new_person(client, auth(*KI), world.jurisdictions["hattenberg"])
-    made.append(started(client, auth(*KI), other)["id"])
-    # The course steps became ready in the quarter (as the chain would make them), and nobody enrolled.
     with session_factory() as s:
         ki = actor_of(s.get(Organisation, world.organisations["ennetal_ki"]), "u-ki", frozenset({"case_manager"}))
         s.execute(chains.INSERT_EVENTS, [chains.chain_event_row(uuid.UUID(c), "step", ki,
                                                                 datetime(2026, 3, 2, 10, tzinfo=UTC),
-                                                                to_state="ready", step_key=STEP) for c in made])
+                                                                to_state="ready", step_key=STEP) for c in chain_ids])
         s.commit()
+
+
+def test_lenkungsgruppe_sees_supply_and_demand_with_suppressed_cells(client, auth, world, browser_of, release,
+                                                                    session_factory):
+    ok(client.post("/offers", json=offer_body(world, capacity=3), headers=auth(*VHS)), 201)
+    made = [_person_with_chain(client, auth, world)[1]["id"] for _ in range(6)]
+    other = new_person(client, auth(*KI), world.jurisdictions["hattenberg"])
+    made.append(started(client, auth(*KI), other)["id"])
+    ready_in_quarter(session_factory, world, made)
     release("2026-Q1", datetime(2026, 7, 1, 8, tzinfo=UTC), area="kreis_ennetal")
     page = browser_of("lg.ennetal").get("/ui/lenkung")
     assert page.status_code == 200
