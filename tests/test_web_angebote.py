@@ -29,9 +29,9 @@ def test_public_directory_needs_no_login_and_shows_no_person(client, auth, world
     from fastapi.testclient import TestClient
 
     big = ok(client.post("/offers", json=offer_body(world), headers=auth(*VHS)), 201)
-    small = ok(client.post("/offers", json=offer_body(world, title="Alphabetisierungskurs", capacity=3,
-                                                      offer_kind="literacy_course", languages=["Deutsch"]),
-                           headers=auth(*VHS)), 201)
+    ok(client.post("/offers", json=offer_body(world, title="Alphabetisierungskurs", capacity=3,
+                                              offer_kind="literacy_course", languages=["Deutsch"]),
+                   headers=auth(*VHS)), 201)
     ok(client.post("/good-practices", json={"offer_id": big["id"], "title": "Kinderbetreuung im Nebenraum",
                                             "text": "Eltern nehmen teil, weil die Kinder nebenan betreut werden."},
                    headers=auth(*VHS)), 201)
