@@ -113,7 +113,7 @@ class RateLimiter:
 
 def route_class(method: str, path: str) -> str | None:
     """Which limit applies: ``expensive`` (exports, reports, searches), ``write``, or none."""
-    if path.startswith(("/exports/", "/reports/", "/public/")):
+    if path.startswith(("/exports/", "/reports/", "/public/", "/ui/angebote")):
         return "expensive"
     if (method == "POST" and path == "/persons/search") or (method in ("GET", "HEAD") and path == "/audit"):
         return "expensive"

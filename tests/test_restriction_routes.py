@@ -218,6 +218,14 @@ WEB_SCREENS = {
     ("POST", "/ui/verwaltung/organisationen/{organisation_id}/kontakte"): ("POST", "/organisations/{organisation_id}/contacts"),
     ("POST", "/ui/verwaltung/organisationen/{organisation_id}/kontakte/{contact_id}/entfernen"):
         ("DELETE", "/organisations/{organisation_id}/contacts/{contact_id}"),
+    # The Angebotsdatenbank and the Sprachenpass (casemgmt/web/angebote.py).
+    ("GET", "/ui/angebote"): ("GET", "/public/offers"), ("GET", "/ui/angebote/{offer_id}"): ("GET", "/public/offers/{offer_id}"),
+    ("GET", "/ui/ketten/{chain_id}/schritte/{step_key}/angebote"): ("GET", "/chains/{chain_id}/steps/{step_key}/offers"),
+    ("POST", "/ui/ketten/{chain_id}/schritte/{step_key}/angebote/{offer_id}"):
+        ("POST", "/chains/{chain_id}/steps/{step_key}/offers/{offer_id}"),
+    ("GET", "/ui/personen/{person_id}/sprachenpass"): ("GET", "/persons/{person_id}/language-pass.html"),
+    ("POST", "/ui/personen/{person_id}/sprachenpass"): ("POST", "/persons/{person_id}/language-pass"),
+    ("GET", "/ui/sprachenpass.css"): None,
 }
 
 
@@ -238,7 +246,9 @@ def test_every_screen_is_classified():
 
 def test_restriction_reaches_the_screens(browser_of, restricted):
     cm = browser_of("cm.ennetal")
-    for path in (f"/ui/personen/{restricted['person_id']}", f"/ui/ketten/{restricted['chain_id']}"):
+    for path in (f"/ui/personen/{restricted['person_id']}", f"/ui/ketten/{restricted['chain_id']}",
+                 f"/ui/ketten/{restricted['chain_id']}/schritte/integration_course/angebote",
+                 f"/ui/personen/{restricted['person_id']}/sprachenpass"):
         resp = cm.get(path)
         assert resp.status_code == 423 and "eingeschränkt" in resp.text and "bestritten" not in resp.text, path
     listed = cm.get("/ui/faelle").text

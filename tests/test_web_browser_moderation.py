@@ -234,3 +234,65 @@ def test_dpo_and_admin_screens_have_no_accessibility_violations(client, auth, wo
     submit(d, d.find_element(By.XPATH, "//button[normalize-space()='Hinzufügen']"))
     assert "leitung.abh@ennetal.example" in d.page_source
     accessible(d, "verwaltung-kontakte")
+
+
+def test_offer_and_sprachenpass_screens_have_no_accessibility_violations(client, auth, world, live_url, chrome,
+                                                                         release, session_factory):
+    """The public directory (reached from the login page without signing in), the matching
+    offers of a chain step with an enrolment refused as already made, the Sprachenpass on the
+    person page and printed, and supply and demand on the Steuerungsbericht."""
+    from test_web_angebote import STEP, VHS, _person_with_chain, offer_body, ready_in_quarter
+
+    course = ok(client.post("/offers", json=offer_body(world), headers=auth(*VHS)), 201)
+    ok(client.post("/offers", json=offer_body(world, title="Sportgruppe am Samstag", offer_kind="sports",
+                                              capacity=None), headers=auth(*VHS)), 201)
+    ok(client.post("/good-practices", json={"offer_id": course["id"], "title": "Kinderbetreuung im Nebenraum",
+                                            "text": "Eltern nehmen teil, weil die Kinder nebenan betreut werden."},
+                   headers=auth(*VHS)), 201)
+    person, chain = _person_with_chain(client, auth, world)
+    waiting = [_person_with_chain(client, auth, world)[1]["id"] for _ in range(5)]
+    ready_in_quarter(session_factory, world, waiting)
+    release("2026-Q1", datetime(2026, 7, 1, 8, tzinfo=UTC), area="kreis_ennetal")
+
+    d = chrome
+    d.get(f"{live_url}/ui/anmelden")
+    d.delete_all_cookies()
+    d.get(f"{live_url}/ui/anmelden")
+    submit(d, d.find_element(By.LINK_TEXT, "Integrationsangebote im Kreis suchen"))
+    assert "Integrationskurs am Vormittag" in d.page_source and "Abmelden" not in d.page_source
+    accessible(d, "angebote-oeffentlich")
+    d.find_element(By.ID, "feld-beginn").send_keys("bald")
+    submit(d, d.find_element(By.XPATH, "//button[normalize-space()='Suchen']"))
+    assert d.find_elements(By.CSS_SELECTOR, ".fehler-zusammenfassung a[href='#feld-beginn']")
+    accessible(d, "angebote-oeffentlich-fehler")
+    d.get(f"{live_url}/ui/angebote/{course['id']}")
+    assert "Petra Kurzmann" in d.page_source
+    accessible(d, "angebot")
+
+    sign_in(d, live_url, "cm.ennetal")
+    d.get(f"{live_url}/ui/ketten/{chain['id']}")
+    submit(d, d.find_element(By.CSS_SELECTOR, f"#schritt-{STEP} .kette__angebote a"))
+    accessible(d, "angebote-schritt")
+    submit(d, d.find_element(By.ID, f"buchen-enrol-{course['id']}"))
+    assert "ein Platz ist belegt" in d.page_source
+    submit(d, d.find_element(By.ID, f"buchen-enrol-{course['id']}"))
+    assert "bereits in diesem Angebot angemeldet" in d.find_element(By.CSS_SELECTOR, ".fehler-zusammenfassung").text
+    accessible(d, "angebote-schritt-fehler")
+
+    sign_in(d, live_url, "vhs.ennetal")
+    ok(client.post(f"/persons/{person['id']}/language-pass", json={
+        "offer_id": course["id"], "from_date": "2026-03-16", "to_date": "2026-09-30", "hours": 700,
+        "levels": {"listening": "B1", "reading": "B1", "writing": "A2", "speaking": "B1"},
+        "certificates": [{"exam": "DTZ", "title": "Deutsch-Test für Zuwanderer", "level": "B1",
+                          "date": "2026-09-25", "evidence_reference": "VHS-DTZ-2026-17"}]}, headers=auth(*VHS)), 201)
+    d.get(f"{live_url}/ui/personen/{person['id']}#sprachenpass")
+    assert "Deutsch-Test für Zuwanderer" in d.page_source
+    accessible(d, "sprachenpass-person")
+    submit(d, d.find_element(By.PARTIAL_LINK_TEXT, "Sprachenpass zum Ausdrucken"))
+    assert "700 UE" in d.page_source
+    accessible(d, "sprachenpass-druck")
+
+    sign_in(d, live_url, "lg.ennetal")
+    d.get(f"{live_url}/ui/lenkung#bestand-bedarf")
+    assert d.find_element(By.ID, "bestand-bedarf")
+    accessible(d, "lenkung-bestand-bedarf")

@@ -205,10 +205,23 @@ def read_pass(session: Session, privacy: Privacy, actor: Actor, person_id: uuid.
 SKILL_ORDER = lv.SKILLS
 
 
-def render_html(record: LanguagePassOut, today: date) -> str:
+PRINT_STYLE = """body { font-family: sans-serif; margin: 2em; color: #111; }
+table { border-collapse: collapse; width: 100%; }
+th, td { border: 1px solid #888; padding: .4em; text-align: left; vertical-align: top; }
+th { background: #eee; }
+.hinweis { font-size: .9em; color: #444; }
+@media print { body { margin: 1cm; } }
+"""
+
+
+def render_html(record: LanguagePassOut, today: date, stylesheet: str | None = None) -> str:
     """The printable Sprachenpass in German (the person's copy). Names no other person and no
-    staff member; the person's name is not printed either (the case manager hands it over)."""
+    staff member; the person's name is not printed either (the case manager hands it over).
+    ``stylesheet``: link this address for the styles instead of inlining them (the web pages'
+    Content-Security-Policy allows no inline style)."""
     e = html.escape
+    style = (f'<link rel="stylesheet" href="{e(stylesheet)}">' if stylesheet
+             else f"<style>\n{PRINT_STYLE}</style>")
     rows = []
     for entry in record.entries:
         skills = ", ".join(f"{lv.SKILL_TITLES[s]} {entry.levels[s]}" for s in SKILL_ORDER if s in entry.levels) or "–"
@@ -227,14 +240,7 @@ def render_html(record: LanguagePassOut, today: date) -> str:
                 "Datenschutzbeauftragten (Art. 15 DSGVO).</p>" if record.redacted else "")
     return f"""<!DOCTYPE html>
 <html lang="de"><head><meta charset="utf-8"><title>Sprachenpass</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; color: #111; }}
-table {{ border-collapse: collapse; width: 100%; }}
-th, td {{ border: 1px solid #888; padding: .4em; text-align: left; vertical-align: top; }}
-th {{ background: #eee; }}
-.hinweis {{ font-size: .9em; color: #444; }}
-@media print {{ body {{ margin: 1cm; }} }}
-</style></head>
+{style}</head>
 <body>
 <h1>Sprachenpass</h1>
 <p>Ihre Sprachkurse, erreichten Niveaus und Zertifikate, wie sie bei uns eingetragen sind.

@@ -37,7 +37,7 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 # Screen modules, each with a ``router``; the order is the order of their routes.
-SCREEN_MODULES = ("login", "start", "faelle", "posteingang", "conferences", "steering", "dpo", "admin")
+SCREEN_MODULES = ("login", "start", "faelle", "posteingang", "conferences", "steering", "dpo", "admin", "angebote")
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "

@@ -270,7 +270,9 @@ def _person_context(request: Request, db: Session, user: WebUser, person_id: uui
             # The API refuses the history to an organisation whose part has ended; the page says so.
             consents_note = exc.slug
     person_chains = chains.list_chains(db, chains.ChainFilters(person_id=person_id), 50, None, now, actor=user.actor)
-    return {"record": record, "consents": consents, "consents_note": consents_note, "chains": person_chains.items,
+    from casemgmt.web.angebote import sprachenpass_context  # the Sprachenpass section (casemgmt.web.angebote)
+
+    return {**sprachenpass_context(request, db, user, person_id), "record": record, "consents": consents, "consents_note": consents_note, "chains": person_chains.items,
             "data": request.app.state.policies.data, "texte": texte, "templates": template_titles(request),
             "places": jurisdiction_names(db, {record.lead_jurisdiction_id}),
             "org_names": organisation_names(db, {c.recorded_by_organisation_id for c in consents or []})}
@@ -312,9 +314,9 @@ def start_chain(request: Request, person_id: uuid.UUID, user: WebUser = Depends(
 
 
 def person_page_with_errors(request: Request, person_id: uuid.UUID, user: WebUser, db: Session,
-                            errors: list[dict[str, str]]) -> Response:
+                            errors: list[dict[str, str]], **extra: Any) -> Response:
     return render(request, "person.html", http_status=422, errors=errors,
-                  **_person_context(request, db, user, person_id))
+                  **_person_context(request, db, user, person_id), **extra)
 
 
 # --- the chain page ---------------------------------------------------------------------------

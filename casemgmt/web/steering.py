@@ -10,6 +10,7 @@ of the steering role can carry a personal value.
 from __future__ import annotations
 
 import uuid
+from datetime import date
 from typing import Any
 
 from fastapi import Depends, Query, Request
@@ -89,7 +90,21 @@ def _dashboard(report: dict[str, Any]) -> dict[str, Any]:
         })
     return {"area": report["area"]["name"], "period": (report.get("period") or {}).get("title"),
             "release": report.get("release"), "k": report["k"], "goals": goals, "waiting": waiting,
-            "waiting_scale": longest, "tables": tables}
+            "waiting_scale": longest, "tables": tables, "supply": supply_demand(report)}
+
+
+def supply_demand(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Bestands- und Bedarfsanalyse of a release (``offer_supply_demand``): waiting persons
+    (None where the demand table suppressed the cell, shown as ".") beside the offers' free
+    places and next start. Releases made before the table existed have none."""
+    out = []
+    for row in report.get("offer_supply_demand") or []:
+        out.append({"kind": row.get("offer_kind_title", row["offer_kind"]), "town": row.get("town_title", row["town"]),
+                    "waiting": row["waiting_persons"], "median": row["waiting_days_median"], "offers": row["offers"],
+                    "free": row["free_places"], "unlimited": row["unlimited_offers"],
+                    "next_start": date.fromisoformat(row["next_start"]) if row.get("next_start") else None,
+                    "exceeds": row["demand_exceeds_supply"]})
+    return out
 
 
 @router.get("/lenkung")
