@@ -284,3 +284,67 @@ def test_a_retention_obligation_refuses_erasure_and_names_its_source(client, cm,
     assert obligation["kind"] == "retention_obligation" and obligation["category"] == "benefits"
     assert "SGB X" in obligation["source"]
     ok(client.get(f"/persons/{p['id']}", headers=cm))  # nothing changed
+
+
+def test_sprachenpass_and_offer_bookings_are_in_the_report_the_copy_and_go_with_erasure(
+        client, cm, dpo, auth, world, owner_db, settings, tmp_path, app):
+    """Issue 16's records reach the person: the access report lists the Sprachenpass and the
+    offers the person was referred to or enrolled in (no other person's), counts reads of the
+    pass under `language`; the portable copy carries the pass; erasure leaves no value of either."""
+    from test_offers import STEP, VHS, offer_body
+
+    app.state.settings = settings.model_copy(update={"erasure_tombstone_dir": tmp_path})
+    vhs = auth(*VHS)
+    course = ok(client.post("/offers", json=offer_body(world, title="Integrationskurs Vormittag"), headers=vhs), 201)
+    other_course = ok(client.post("/offers", json=offer_body(world, title="Abendkurs Aufbau"), headers=vhs), 201)
+    p = new_person(client, cm, world.jurisdictions["wittmar"], **NAMES)
+    other = new_person(client, cm, world.jurisdictions["wittmar"], **(NAMES | {"given_names": "Samir"}))
+    chain, other_chain = started(client, cm, p), started(client, cm, other)
+    for c, o in ((chain, course), (other_chain, other_course)):
+        ok(client.post(f"/chains/{c['id']}/steps/{STEP}/offers/{o['id']}", json={"action": "enrol"}, headers=cm))
+    entry = {"offer_id": course["id"], "from_date": "2026-03-16", "to_date": "2026-09-30", "hours": 700,
+             "levels": {"speaking": "B1", "writing": "A2"},
+             "certificates": [{"exam": "DTZ", "title": "Deutsch-Test für Zuwanderer", "level": "B1",
+                               "date": "2026-09-25", "evidence_reference": "VHS-DTZ-2026-17"}]}
+    ok(client.post(f"/persons/{p['id']}/language-pass", json=entry, headers=vhs), 201)
+    ok(client.post(f"/persons/{other['id']}/language-pass", json=entry | {"offer_id": other_course["id"], "hours": 313},
+                   headers=vhs), 201)
+    assert len(ok(client.get(f"/persons/{p['id']}/language-pass", headers=cm))["entries"]) == 1
+
+    r = register(client, dpo, p["id"], "access")
+    report = ok(client.get(f"/persons/{p['id']}/access-report", params={"request_id": r["id"]}, headers=dpo))
+    [shown] = report["language_pass"]
+    assert (shown["course_title"], shown["provider"], shown["hours"]) == ("Integrationskurs Vormittag", "VHS Ennetal", 700)
+    assert shown["from_date"] == "2026-03-16" and shown["levels"] == {"speaking": "B1", "writing": "A2"}
+    assert shown["certificates"][0]["evidence_reference"] == "VHS-DTZ-2026-17"
+    [booked] = report["offers"]
+    assert (booked["offer"], booked["provider"], booked["state"]) == ("Integrationskurs Vormittag", "VHS Ennetal", "enrolled")
+    assert booked["enrolled_at"]
+    dumped = json.dumps(report)
+    assert "Abendkurs Aufbau" not in dumped and other["id"] not in dumped
+    # The KI's read of the pass is a read of `language`, not a read of no category.
+    ki = "Kommunales Integrationszentrum Kreis Ennetal"
+    assert any(x["organisation"] == ki and x["categories"] == ["language"] for x in report["recipients"])
+    assert all(x["categories"] for x in report["recipients"])
+    letter = client.get(f"/persons/{p['id']}/access-report.html", params={"request_id": r["id"]}, headers=dpo).text
+    assert "Sprachenpass" in letter and "Integrationskurs Vormittag" in letter and "700 UE" in letter
+    assert "Deutsch-Test für Zuwanderer (B1), 25.09.2026" in letter and "angemeldet" in letter
+    assert "Abendkurs Aufbau" not in letter
+
+    copy = ok(client.get(f"/persons/{p['id']}/portability",
+                         params={"request_id": register(client, dpo, p["id"], "portability")["id"]}, headers=dpo))
+    assert [e["course_title"] for e in copy["language_pass"]] == ["Integrationskurs Vormittag"]
+
+    ok(client.post(f"/chains/{chain['id']}/close", json={"reason": "ended_by_person"}, headers=cm))
+    erase = {"request_id": register(client, dpo, p["id"], "erasure")["id"],
+             "legal_assessment": "Einwilligung widerrufen, keine Aufbewahrungspflicht"}
+    ok(client.post(f"/persons/{p['id']}/erasure", json=erase, headers=dpo))
+    with owner_db.connect() as conn:
+        count = "SELECT count(*) FROM language_pass_entries WHERE person_id = :p"
+        assert conn.execute(text(count), {"p": p["id"]}).scalar() == 0
+        assert conn.execute(text(count), {"p": other["id"]}).scalar() == 1
+        # The booking stays as a pseudonymous row: which offer, which step, when; no value of the person.
+        rows = conn.execute(text("SELECT * FROM offer_bookings WHERE person_id = :p"), {"p": p["id"]}).mappings().all()
+    assert [row["state"] for row in rows] == ["enrolled"]
+    assert set(rows[0]) == {"id", "offer_id", "chain_id", "step_key", "person_id", "state", "referred_at",
+                            "enrolled_at", "organisation_id", "updated_at"}, "a new column: decide what erasure does with it"

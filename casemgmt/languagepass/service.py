@@ -23,6 +23,7 @@ from casemgmt.chains.engine import Actor
 from casemgmt.database import unit_of_work
 from casemgmt.involvement.scope import Access
 from casemgmt.jurisdictions.models import Organisation
+from casemgmt.languagepass import CATEGORY, ENTITY
 from casemgmt.languagepass import levels as lv
 from casemgmt.languagepass.models import LanguagePassEntry
 from casemgmt.languagepass.schemas import CertificateOut, EntryIn, EntryOut, LanguagePassOut
@@ -45,10 +46,6 @@ from casemgmt.privacy.service import (
 )
 from casemgmt.problems import NoLegalBasis, NotFound, Problem, ValidationFailed, WrongOrganisation
 from casemgmt.rights.gate import refuse_unless_active
-
-CATEGORY = "language"
-ENTITY = "language_pass"
-
 
 def _aad(entry_id: uuid.UUID) -> str:
     return f"language-pass:{entry_id}"
@@ -117,6 +114,15 @@ def _provider_names(session: Session, ids) -> dict[int, str]:
     if not wanted:
         return {}
     return dict(session.execute(select(Organisation.id, Organisation.name).where(Organisation.id.in_(wanted))).all())
+
+
+def person_entries(session: Session, privacy: Privacy, person_id: uuid.UUID) -> list[EntryOut]:
+    """All entries of the person, decrypted with the person's key, for the data protection
+    officer's reports to the person (access report, portable copy). The caller has decided the
+    basis (the person's own request) and audits the read."""
+    entries = _entries(session, privacy, person_id)
+    names = _provider_names(session, (r.organisation_id for r, _ in entries))
+    return [_entry_out(r, d, names.get(r.organisation_id, "")) for r, d in entries]
 
 
 def _current_level(session: Session, privacy: Privacy, person_id: uuid.UUID) -> str | None:

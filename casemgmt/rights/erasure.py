@@ -27,6 +27,8 @@ from casemgmt.handovers.models import Handover
 from casemgmt.persons.models import Person
 from casemgmt.privacy.audit import AuditEntry
 from casemgmt.privacy.crypto import decrypt_field, encrypt_field
+from casemgmt.languagepass import CATEGORY as LANGUAGE_PASS_CATEGORY
+from casemgmt.languagepass import ENTITY as LANGUAGE_PASS
 from casemgmt.languagepass.models import LanguagePassEntry
 from casemgmt.privacy.models import Consent, PersonField, PersonKey, PersonNameToken
 from casemgmt.privacy.policy import DataPolicy
@@ -111,7 +113,7 @@ def held_categories(session: Session, policy: DataPolicy, conference_category: s
         select(fields_t.c.field).where(fields_t.c.person_id == person.id)) if f in policy.fields}
     held |= {policy.fields[f].category for f in PLAIN_FIELDS if getattr(person, f) is not None}
     if session.scalar(select(LanguagePassEntry.id).where(LanguagePassEntry.person_id == person.id).limit(1)):
-        held.add("language")
+        held.add(LANGUAGE_PASS_CATEGORY)
     for package in session.scalars(select(handovers_t.c.package_fields).where(
             handovers_t.c.person_id == person.id, handovers_t.c.package_ciphertext.is_not(None))):
         held |= {policy.fields[f].category for f in package if f in policy.fields}
@@ -210,9 +212,9 @@ def delete_categories(session: Session, privacy: Privacy, conference_category: s
         writers = {k: v for k, v in (person.plain_field_writers or {}).items() if k not in plain}
         session.execute(update(persons_t).where(persons_t.c.id == person.id).values(**plain, plain_field_writers=writers))
         deleted += list(plain)
-    if "language" in categories:  # the Sprachenpass is of the category language
+    if LANGUAGE_PASS_CATEGORY in categories:
         if session.execute(delete(LanguagePassEntry).where(LanguagePassEntry.person_id == person.id)).rowcount:
-            deleted.append("language_pass")
+            deleted.append(LANGUAGE_PASS)
     if "identity" in categories:
         session.execute(update(persons_t).where(persons_t.c.id == person.id).values(blind_index=None))
         session.execute(delete(PersonNameToken).where(PersonNameToken.person_id == person.id))

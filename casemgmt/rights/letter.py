@@ -15,6 +15,8 @@ STEP_STATES = {"planned": "geplant", "ready": "bereit", "in_progress": "in Arbei
                "blocked": "angehalten", "skipped": "entfallen", "cancelled": "abgebrochen"}
 HANDOVER_STATES = {"requested": "angefragt", "escalated": "überfällig", "acknowledged": "angenommen",
                    "rejected": "abgelehnt", "withdrawn": "zurückgezogen"}
+BOOKING_STATES = {"referred": "vermittelt", "enrolled": "angemeldet"}
+SKILLS = {"listening": "Hören", "reading": "Lesen", "writing": "Schreiben", "speaking": "Sprechen"}
 CONSENT_STATES = {"active": "gültig", "withdrawn": "widerrufen", "expired": "abgelaufen",
                   "not_yet_valid": "noch nicht gültig"}
 
@@ -61,6 +63,16 @@ def render_letter(report: dict[str, Any]) -> str:
         for c in report["chains"]) or "<p>Keine.</p>"
     handovers = [[_day(h["requested_at"]), _e(h["from"]), _e(h["to"]), _e(HANDOVER_STATES.get(h["state"], h["state"])),
                   _e(", ".join(f["title"] for f in h["package_fields"]) or "keine Daten")] for h in report["handovers"]]
+    courses = [[_e(c["course_title"]) + (f"<br><small>{_e(c['language'])}</small>" if c.get("language") else ""),
+                _e(c["provider"]),
+                _day(c["from_date"]) + " – " + (_day(c["to_date"]) if c["to_date"] else "laufend"),
+                _e(f"{c['hours']} UE") if c["hours"] is not None else "–",
+                _e(", ".join(f"{SKILLS.get(k, k)} {v}" for k, v in c["levels"].items())) or "–",
+                "<br>".join(f"{_e(x.get('title') or x['exam'])} ({_e(x['level'])}), {_day(x['date'])}"
+                            for x in c["certificates"]) or "–"]
+               for c in report.get("language_pass", [])]
+    offers = [[_e(o["offer"]), _e(o["provider"]), _e(BOOKING_STATES.get(o["state"], o["state"])),
+               _day(o["referred_at"]), _day(o["enrolled_at"])] for o in report.get("offers", [])]
     conferences = [[_day(c["date"]), _e(c["conference"]), _e(", ".join(c["organisations"])),
                     "<br>".join(_e(a["text"]) for a in c["agreements"]) or "–"] for c in report["conference_cases"]]
     retention = [[_e(r["title"]), _e(r["rule"]), _day(r["kept_until"]) if r["kept_until"] else _e(
@@ -92,14 +104,19 @@ sie speichern und wie lange. Stand: {_day(report["generated_at"])}. Zeichen Ihre
 {_table(["Erteilt am", "Für welche Daten", "An wen", "Stand"], consents, "Sie haben keine Einwilligung erteilt.")}
 <h2>4. Ihr Weg durch die Ämter</h2>
 {chains}
-<h2>5. Übergaben zwischen Stellen</h2>
+<h2>5. Ihre Sprachkurse (Sprachenpass)</h2>
+<p>Niveaus nach dem Gemeinsamen Europäischen Referenzrahmen (GER); UE = Unterrichtseinheiten.</p>
+{_table(["Kurs", "Träger", "Zeitraum", "Umfang", "Erreichte Niveaus", "Zertifikate"], courses, "Es sind keine Sprachkurse eingetragen.")}
+<h2>6. Angebote, in die Sie vermittelt wurden</h2>
+{_table(["Angebot", "Träger", "Stand", "Vermittelt am", "Angemeldet am"], offers, "Sie wurden in kein Angebot vermittelt.")}
+<h2>7. Übergaben zwischen Stellen</h2>
 {_table(["Datum", "Von", "An", "Stand", "Mitgegebene Daten"], handovers, "Es gab keine Übergaben.")}
-<h2>6. Fallkonferenzen</h2>
+<h2>8. Fallkonferenzen</h2>
 <p>Ihr Fall wurde in diesen Konferenzen besprochen. Daten anderer Personen sind hier nicht aufgeführt.</p>
 {_table(["Datum", "Konferenz", "Teilnehmende Stellen", "Vereinbarungen"], conferences, "Ihr Fall wurde in keiner Fallkonferenz besprochen.")}
-<h2>7. Wie lange wir Ihre Daten speichern</h2>
+<h2>9. Wie lange wir Ihre Daten speichern</h2>
 {_table(["Art der Daten", "Regel", "Gespeichert bis", "Grundlage"], retention, "–")}
-<h2>8. Ihre Rechte</h2>
+<h2>10. Ihre Rechte</h2>
 <ul>{rights}</ul>
 <p>Für Fragen erreichen Sie unsere Datenschutzbeauftragte oder unseren Datenschutzbeauftragten über die
 Stelle, die Sie betreut.</p>

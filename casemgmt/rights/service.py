@@ -18,6 +18,12 @@ from casemgmt.conferences.models import Conference, ConferenceAgreement, Confere
 from casemgmt.database import unit_of_work
 from casemgmt.handovers.models import Handover
 from casemgmt.jurisdictions.models import Organisation
+from casemgmt.languagepass import CATEGORY as LANGUAGE_PASS_CATEGORY
+from casemgmt.languagepass import ENTITY as LANGUAGE_PASS
+from casemgmt.languagepass import RECORD_CATEGORIES
+from casemgmt.languagepass.schemas import EntryOut
+from casemgmt.languagepass.service import person_entries
+from casemgmt.offers.models import Offer, OfferBooking
 from casemgmt.persons.models import Person
 from casemgmt.privacy.audit import AuditEntry
 from casemgmt.privacy.models import AuditEvent, Consent, ConsentWithdrawal, DataExchangeAgreement
@@ -381,6 +387,37 @@ def _basis_text(privacy: Privacy, basis: str | None, consents: dict[str, Consent
     return basis
 
 
+def category_of(policy, field: str) -> str | None:
+    """The data category of an audited field: a field of policies/data.yaml, or a record kind
+    kept outside the person's fields (the Sprachenpass)."""
+    spec = policy.fields.get(field)
+    return spec.category if spec is not None else RECORD_CATEGORIES.get(field)
+
+
+def _language_pass_out(entry: EntryOut) -> dict[str, Any]:
+    """One Sprachenpass entry as the person reads it: the course, who ran it, when, how long,
+    the levels and certificates (no ids of the service's records)."""
+    return {"course_title": entry.course_title, "language": entry.language, "provider": entry.provider,
+            "from_date": entry.from_date.isoformat(), "to_date": entry.to_date.isoformat() if entry.to_date else None,
+            "hours": entry.hours, "levels": dict(entry.levels),
+            "certificates": [c.model_dump(mode="json") for c in entry.certificates],
+            "recorded_at": entry.recorded_at.isoformat()}
+
+
+def _read_language_pass(session: Session, privacy: Privacy, actor: Actor, person: Person, article: str,
+                        request_id: uuid.UUID, purpose: str, subtype: str, now: datetime) -> list[EntryOut]:
+    """The person's Sprachenpass for their own request (Art. 15 or 20), the read audited with the
+    request as its basis (as ``disclose`` does for the fields)."""
+    entries = person_entries(session, privacy, person.id)
+    if entries:
+        write_audit(session, [AuditEntry(
+            agent_user=actor.user_id, agent_organisation_id=actor.organisation_id, action="R", subtype=subtype,
+            entity_type=LANGUAGE_PASS, entity_id=str(person.id), person_id=person.id, fields=(LANGUAGE_PASS,),
+            legal_bases={LANGUAGE_PASS: f"gdpr_art{article}:request {request_id}"}, purpose=purpose,
+            detail=f"{len(entries)} entries")], now)
+    return entries
+
+
 def access_report(session: Session, privacy: Privacy, policies, actor: Actor, person_id: uuid.UUID,
                   request_id: uuid.UUID, now: datetime) -> dict[str, Any]:
     """Everything the service holds about the person (GDPR Art. 15), for a registered access
@@ -393,9 +430,11 @@ def access_report(session: Session, privacy: Privacy, policies, actor: Actor, pe
         refuse_unless_active(person.processing, person.id, allow_restricted=True)
         request = _open_request_for(session, request_id, person.id, (RequestKind.access,), allow_answered=True)
         policy = privacy.policy
-        record = disclose(session, privacy, actor, person, "data_subject_rights" if "data_subject_rights" in policy.purposes
-                          else next(iter(policy.purposes)), now, subtype="person.access_report",
+        purpose = "data_subject_rights" if "data_subject_rights" in policy.purposes else next(iter(policy.purposes))
+        record = disclose(session, privacy, actor, person, purpose, now, subtype="person.access_report",
                           data_subject_request=("15", request.id))
+        language_pass = _read_language_pass(session, privacy, actor, person, "15", request.id, purpose,
+                                            "person.access_report.language_pass", now)
         consents = {str(c.id): c for c in session.scalars(select(Consent).where(Consent.person_id == person.id))}
         agreements = {str(a.id): a.title for a in session.scalars(select(DataExchangeAgreement))}
         audit_rows = session.execute(
@@ -414,7 +453,7 @@ def access_report(session: Session, privacy: Privacy, policies, actor: Actor, pe
                                  "purpose": row.purpose, "basis": bases.get(f)}
             elif row.action == "R" and fields and row.agent_organisation_id is not None \
                     and not row.subtype.startswith("person.access_report"):
-                cats = tuple(sorted({policy.fields[f].category for f in fields if f in policy.fields}))
+                cats = tuple(sorted({c for c in (category_of(policy, f) for f in fields) if c is not None}))
                 basis_set = tuple(sorted({b for b in bases.values() if b}))
                 key = (row.agent_organisation_id, periods.local_date(row.recorded_at), cats, basis_set, row.purpose)
                 reads.setdefault(key, {"times": 0})["times"] += 1
@@ -430,12 +469,17 @@ def access_report(session: Session, privacy: Privacy, policies, actor: Actor, pe
         for conf_id, org_id in session.execute(select(ConferenceParticipant.conference_id, ConferenceParticipant.organisation_id)
                                                .where(ConferenceParticipant.conference_id.in_([c.id for _, c in cases]))):
             participants.setdefault(conf_id, []).append(org_id)
+        bookings = session.execute(
+            select(OfferBooking, Offer.title, Offer.provider_organisation_id)
+            .join(Offer, Offer.id == OfferBooking.offer_id).where(OfferBooking.person_id == person.id)
+            .order_by(func.coalesce(OfferBooking.referred_at, OfferBooking.enrolled_at), OfferBooking.id)).all()
         withdrawals = dict(session.execute(select(ConsentWithdrawal.consent_id, ConsentWithdrawal.withdrawn_at)
                                            .where(ConsentWithdrawal.consent_id.in_([c.id for c in consents.values()]))).all()) if consents else {}
         org_ids |= {c.case_management_organisation_id for c in chains} | {s.assigned_organisation_id for s in steps}
         org_ids |= {h.sender_organisation_id for h in handovers} | {h.receiver_organisation_id for h in handovers}
         org_ids |= {c.recorded_by_organisation_id for c in consents.values()}
         org_ids |= {o for ids in participants.values() for o in ids}
+        org_ids |= {provider for _, _, provider in bookings}
         org_ids |= {r.get("organisation_id") for c in consents.values() for r in c.recipients}
         names = _org_names(session, org_ids)
         agreement_texts = _agreement_texts(session, privacy, person.id, [case.id for case, _ in cases])
@@ -498,6 +542,13 @@ def access_report(session: Session, privacy: Privacy, policies, actor: Actor, pe
                  "withheld_fields": [r.get("field") for r in h.package_redacted]}
                 for h in handovers
             ],
+            "language_pass": [_language_pass_out(e) for e in language_pass],
+            "offers": [
+                {"offer": title, "provider": names.get(provider), "state": b.state, "step": b.step_key,
+                 "referred_at": b.referred_at.isoformat() if b.referred_at else None,
+                 "enrolled_at": b.enrolled_at.isoformat() if b.enrolled_at else None}
+                for b, title, provider in bookings
+            ],
             "conference_cases": [
                 {"conference": conf.title, "date": conf.scheduled_at.date().isoformat(),
                  "organisations": sorted(names.get(o) or "" for o in participants.get(conf.id, [])),
@@ -557,4 +608,9 @@ def portable_copy(session: Session, privacy: Privacy, actor: Actor, person_id: u
             "schema": {f: {"title": policy.fields[f].title, "type": policy.fields[f].type,
                            "category": policy.fields[f].category} for f in record.fields},
         }
+        if policy.categories[LANGUAGE_PASS_CATEGORY].portable:
+            # The Sprachenpass follows its category's rule like every field of it.
+            entries = _read_language_pass(session, privacy, actor, person, "20", request.id,
+                                          next(iter(policy.purposes)), "person.portability.language_pass", now)
+            out[LANGUAGE_PASS] = [_language_pass_out(e) for e in entries]
     return out
