@@ -958,7 +958,7 @@ def test_unknown_route_and_wrong_method(client, cm):
     problem(client.get("/nowhere", headers=cm), 404, "route-not-found")
     problem(client.get("/nowhere"), 404, "route-not-found")
     problem(client.get("/chains/x/y/z", headers=cm), 404, "route-not-found")
-    problem(client.get("/persons", headers=cm), 405, "method-not-allowed")
+    problem(client.delete("/persons", headers=cm), 405, "method-not-allowed")
     problem(client.delete("/chains", headers=cm), 405, "method-not-allowed")
     problem(client.put("/templates", headers=cm), 405, "method-not-allowed")
 
