@@ -19,7 +19,11 @@ _bearer = HTTPBearer(auto_error=False, description="JWT from the municipal ident
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    yield from session_scope(request.app.state.sessionmaker)
+    for session in session_scope(request.app.state.sessionmaker):
+        # Kept on the request so that a refusal answered inside the route (the web screens) can
+        # end this transaction before its audit row is written in a transaction of its own.
+        request.state.db_session = session
+        yield session
 
 
 def current_actor(

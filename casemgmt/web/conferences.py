@@ -41,6 +41,7 @@ from casemgmt.web.texte import N_
 from casemgmt.web.routing import (
     PREFIX,
     WebUser,
+    audit_refusal,
     checked_form,
     field_errors,
     need,
@@ -305,9 +306,7 @@ def add_case(request: Request, conference_id: uuid.UUID, user: WebUser = Depends
         except NotFound as exc:
             if exc.extra.get("resource") != "chain":
                 raise
-            hook = getattr(request.app.state, "on_problem", None)
-            if hook is not None:
-                hook(request, exc)
+            audit_refusal(request, exc)
             raise invalid_field("chain_id", "Keine Integrationskette mit dieser Kennung, die Sie sehen dürfen.") from None
         except NoLegalBasis as exc:
             names = dict(_organisation_choices(db))

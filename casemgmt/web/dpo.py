@@ -31,7 +31,8 @@ from casemgmt.rights.schemas import LiftIn, RequestActionIn, RequestIn
 from casemgmt.web.navigation import nav_entry
 from casemgmt.web.texte import N_
 from casemgmt.web.faelle import german_errors
-from casemgmt.web.routing import PREFIX, WebUser, checked_form, field_errors, need, redirect, render, web_router
+from casemgmt.web.routing import (PREFIX, WebUser, audit_refusal, checked_form, field_errors, need, redirect,
+                                   render, web_router)
 
 router = web_router()
 nav_entry(N_("Protokoll"), f"{PREFIX}/datenschutz/protokoll", "audit.read", 60)
@@ -176,9 +177,7 @@ def _one(form: FormData, name: str) -> str:
 def _not_found_at_field(request: Request, exc: NotFound, field: str) -> list[dict[str, str]]:
     """A person outside the officer's area, typed into a form: audited as the API audits the 404,
     answered at the field (alike for a real id elsewhere and a random one)."""
-    hook = getattr(request.app.state, "on_problem", None)
-    if hook is not None:
-        hook(request, exc)
+    audit_refusal(request, exc)
     return [{"field": field, "message": "Keine Person mit dieser Kennung in Ihrem Bereich."}]
 
 

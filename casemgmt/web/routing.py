@@ -218,17 +218,28 @@ class WebRoute(APIRoute):
                     return error_page(request, 404)
                 return error_page(request, 422, "Die Anfrage enthält ungültige Angaben.")
             except Problem as exc:
-                hook = getattr(request.app.state, "on_problem", None)
-                if hook is not None:
-                    try:
-                        await run_in_threadpool(hook, request, exc)
-                    except Exception as hook_error:  # the refusal could not be audited
-                        if is_database_outage(hook_error):
-                            return error_page(request, 503)
-                        raise
+                try:
+                    await run_in_threadpool(audit_refusal, request, exc)
+                except Exception as hook_error:  # the refusal could not be audited
+                    if is_database_outage(hook_error):
+                        return error_page(request, 503)
+                    raise
                 return error_page(request, exc.status, _german_detail(exc))
 
         return route
+
+
+def audit_refusal(request: Request, exc: Problem) -> None:
+    """Audit a refusal answered by a screen, as the API audits its own. The request's transaction
+    is still open inside the route (the dependencies end after it) and a refusal changes nothing,
+    so it is ended first: on SQLite every transaction holds the write lock from BEGIN, and the
+    refusal's audit row, written in a transaction of its own, would wait for it and answer 503."""
+    request_session = getattr(request.state, "db_session", None)
+    if request_session is not None:
+        request_session.rollback()
+    hook = getattr(request.app.state, "on_problem", None)
+    if hook is not None:
+        hook(request, exc)
 
 
 def _german_detail(exc: Problem) -> str:
