@@ -83,7 +83,10 @@ class Installation:
         from casemgmt.database import make_engine, make_sessionmaker
         from casemgmt.dbroles import grant_service_role
         from casemgmt.demo.world import build_world
+        from casemgmt.clock import utcnow
         from casemgmt.migrations import upgrade
+        from casemgmt.policy.loader import load_policies
+        from casemgmt.steering.releases import due_quarters, run_releases
 
         self.name = f"casemgmt_load_{uuid.uuid4().hex[:8]}"
         self.role = f"casemgmt_load_app_{uuid.uuid4().hex[:8]}"
@@ -100,6 +103,12 @@ class Installation:
         service = make_engine(service_url)
         with make_sessionmaker(service)() as session:
             self.world = build_world(session)
+            # The Lenkungsgruppe reads released quarters (GET /reports/steering serves the latest).
+            policies = load_policies(ROOT / "policies")
+            now = utcnow()
+            quarter = due_quarters(policies.steering.release_first_quarter, now,
+                                   policies.steering.release_waiting_days)[-1]
+            run_releases(session, policies.steering, policies.goals, now, quarter=quarter)
         service.dispose()
         owner.dispose()
         self.tmp = tempfile.TemporaryDirectory(prefix="casemgmt-load-")
