@@ -53,3 +53,14 @@ def area_organisation_ids(jurisdiction_path: str):
     """Ids of the organisations in a jurisdiction and below it (an officer's area), as a select."""
     return (select(Organisation.id).join(Jurisdiction, Jurisdiction.id == Organisation.jurisdiction_id)
             .where(Jurisdiction.path.startswith(jurisdiction_path)))
+
+
+def steering_area(session: Session, organisation_id: int) -> Jurisdiction:
+    """The Kreis or kreisfreie Stadt an organisation belongs to: the area of the Lenkungsgruppe it
+    works with. An organisation above every Kreis (a Land office) has its own jurisdiction."""
+    org = session.get(Organisation, organisation_id)
+    assert org is not None
+    here = own = session.get(Jurisdiction, org.jurisdiction_id)
+    while here is not None and here.level not in ("kreis", "kreisfreie_stadt"):
+        here = session.get(Jurisdiction, here.parent_id) if here.parent_id else None
+    return here if here is not None else own

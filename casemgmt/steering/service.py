@@ -11,11 +11,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from casemgmt.chains.engine import Actor
-from casemgmt.conferences.models import ConferenceParticipant, Finding
+from casemgmt.conferences.models import Conference, ConferenceParticipant, Finding
 from casemgmt.conferences.policy import SteeringPolicy
 from casemgmt.conferences.service import check_text, dots_by_finding, finding_out
 from casemgmt.database import unit_of_work
-from casemgmt.jurisdictions.models import Organisation
+from casemgmt.jurisdictions.models import Jurisdiction, Organisation
+from casemgmt.jurisdictions.service import area_organisation_ids, steering_area
 from casemgmt.privacy.audit import AuditEntry
 from casemgmt.privacy.service import Privacy, write_audit
 from casemgmt.problems import DuplicateName, Forbidden, NotFound, VersionConflict, invalid_field
@@ -30,6 +31,17 @@ from casemgmt.steering.schemas import (
     WorkingGroupOut,
 )
 
+
+def _area_path(session: Session, actor: Actor) -> str:
+    return steering_area(session, actor.organisation_id).path
+
+
+def _in_area(area_path: str):
+    """The proposal bundles findings of conferences held in the area (correlated on ``proposals``):
+    a Lenkungsgruppe sees and decides its own area's proposals; others get the 404 of a random id."""
+    return (select(Finding.id).join(Conference, Conference.id == Finding.conference_id)
+            .join(Jurisdiction, Jurisdiction.id == Conference.jurisdiction_id)
+            .where(Finding.proposal_id == Proposal.id, Jurisdiction.path.startswith(area_path)).exists())
 
 
 def _audit(actor: Actor, proposal_id: uuid.UUID, action: str, subtype: str, detail: str | None = None) -> AuditEntry:
@@ -55,12 +67,16 @@ def create_proposal(session: Session, privacy: Privacy, policy: SteeringPolicy, 
                 select(ConferenceParticipant.id).where(
                     ConferenceParticipant.conference_id == Finding.conference_id,
                     ConferenceParticipant.organisation_id == actor.organisation_id).exists(),
+                Finding.conference_id.in_(select(Conference.id).join(
+                    Jurisdiction, Jurisdiction.id == Conference.jurisdiction_id).where(
+                    Jurisdiction.path.startswith(_area_path(session, actor)))),
             ).with_for_update(of=Finding)
         ).all()
         found = {f.id for f in findings}
         missing = [i for i in ids if i not in found]
         if missing:
-            raise invalid_field("finding_ids", f"no finding {missing[0]} of a conference your organisation took part in")
+            raise invalid_field("finding_ids", f"no finding {missing[0]} of a conference of your area that your "
+                                              "organisation took part in")
         taken = [f for f in findings if f.proposal_id is not None]
         if taken:
             raise invalid_field("finding_ids", f"finding {taken[0].id} is already part of proposal {taken[0].proposal_id}")
@@ -90,7 +106,8 @@ def act(session: Session, privacy: Privacy, policy: SteeringPolicy, actor: Actor
         raise Forbidden(f"'{action.value}' is the steering group's decision (proposals.decide)",
                         permission="proposals.decide")
     with unit_of_work(session):
-        proposal = session.scalar(select(Proposal).where(Proposal.id == proposal_id).with_for_update())
+        proposal = session.scalar(select(Proposal).where(Proposal.id == proposal_id,
+                                                         _in_area(_area_path(session, actor))).with_for_update())
         if proposal is None:
             raise NotFound(f"no proposal {proposal_id}", resource="proposal", id=str(proposal_id))
         if body.expected_version is not None and body.expected_version != proposal.version:
@@ -106,9 +123,11 @@ def act(session: Session, privacy: Privacy, policy: SteeringPolicy, actor: Actor
                            "proposal", str(proposal.id))
         group_id = None
         if action is ProposalAction.accept:
-            group_id = _new_working_group(session, body, now).id
+            group_id = _new_working_group(session, actor, body, now).id
         elif action is ProposalAction.delegate:
-            group = session.get(WorkingGroup, body.working_group_id)
+            group = session.scalar(select(WorkingGroup).where(
+                WorkingGroup.id == body.working_group_id,
+                WorkingGroup.lead_organisation_id.in_(area_organisation_ids(_area_path(session, actor)))))
             if group is None:
                 raise invalid_field("working_group_id", f"no working group {body.working_group_id}")
             group_id = group.id
@@ -128,9 +147,13 @@ def act(session: Session, privacy: Privacy, policy: SteeringPolicy, actor: Actor
     return get_proposal(session, proposal_id, actor, policy.k)
 
 
-def _new_working_group(session: Session, body: ProposalActionIn, now: datetime) -> WorkingGroup:
-    if body.lead_organisation_id is None or session.get(Organisation, body.lead_organisation_id) is None:
-        raise invalid_field("lead_organisation_id", "the new working group needs an existing lead organisation")
+def _new_working_group(session: Session, actor: Actor, body: ProposalActionIn, now: datetime) -> WorkingGroup:
+    lead = None if body.lead_organisation_id is None else session.scalar(select(Organisation.id).where(
+        Organisation.id == body.lead_organisation_id,
+        Organisation.id.in_(area_organisation_ids(_area_path(session, actor)))))
+    if lead is None:
+        raise invalid_field("lead_organisation_id",
+                            "the new working group needs an existing lead organisation of the area")
     assert body.working_group_name is not None
     group = WorkingGroup(name=body.working_group_name.strip(), lead_organisation_id=body.lead_organisation_id,
                          created_at=now)
@@ -145,7 +168,8 @@ def _new_working_group(session: Session, body: ProposalActionIn, now: datetime) 
 
 
 def get_proposal(session: Session, proposal_id: uuid.UUID, actor: Actor, k: int) -> ProposalOut:
-    proposal = session.get(Proposal, proposal_id)
+    proposal = session.scalar(select(Proposal).where(Proposal.id == proposal_id,
+                                                     _in_area(_area_path(session, actor))))
     if proposal is None:
         session.rollback()
         raise NotFound(f"no proposal {proposal_id}", resource="proposal", id=str(proposal_id))
@@ -173,8 +197,11 @@ def _proposal_out(session: Session, proposal: Proposal, k: int) -> ProposalOut:
     )
 
 
-def list_proposals(session: Session, state: ProposalState | None, limit: int, k: int) -> list[ProposalOut]:
-    stmt = select(Proposal).order_by(Proposal.updated_at.desc(), Proposal.id).limit(limit)
+def list_proposals(session: Session, actor: Actor, state: ProposalState | None, limit: int,
+                   k: int) -> list[ProposalOut]:
+    """The proposals of the actor's area, most recently changed first."""
+    stmt = (select(Proposal).where(_in_area(_area_path(session, actor)))
+            .order_by(Proposal.updated_at.desc(), Proposal.id).limit(limit))
     if state is not None:
         stmt = stmt.where(Proposal.state == state.value)
     out = [_proposal_out(session, p, k) for p in session.scalars(stmt).all()]
@@ -182,8 +209,12 @@ def list_proposals(session: Session, state: ProposalState | None, limit: int, k:
     return out
 
 
-def list_working_groups(session: Session) -> list[WorkingGroupOut]:
+def list_working_groups(session: Session, actor: Actor) -> list[WorkingGroupOut]:
+    """The working groups led by organisations of the actor's area."""
+    stmt = (select(WorkingGroup)
+            .where(WorkingGroup.lead_organisation_id.in_(area_organisation_ids(_area_path(session, actor))))
+            .order_by(WorkingGroup.name))
     out = [WorkingGroupOut(id=g.id, name=g.name, lead_organisation_id=g.lead_organisation_id, created_at=g.created_at)
-           for g in session.scalars(select(WorkingGroup).order_by(WorkingGroup.name))]
+           for g in session.scalars(stmt)]
     session.rollback()
     return out

@@ -14,7 +14,7 @@ from casemgmt.auth.dependencies import get_session, require
 from casemgmt.chains.engine import Actor
 from casemgmt.clock import request_now
 from casemgmt.database import unit_of_work
-from casemgmt.jurisdictions.models import Jurisdiction, Organisation
+from casemgmt.jurisdictions.service import steering_area
 from casemgmt.privacy.audit import AuditEntry
 from casemgmt.privacy.service import write_audit
 from casemgmt.problems import NoRelease
@@ -39,7 +39,7 @@ def create_proposal(request: Request, body: ProposalIn, actor: Actor = Depends(r
 def list_proposals(request: Request, state: ProposalState | None = None,
                    limit: int = Query(default=50, ge=1, le=200),
                    actor: Actor = Depends(require("proposals.read")), session: Session = Depends(get_session)):
-    return service.list_proposals(session, state, limit, request.app.state.policies.steering.k)
+    return service.list_proposals(session, actor, state, limit, request.app.state.policies.steering.k)
 
 
 @router.get("/proposals/{proposal_id}", response_model=ProposalOut)
@@ -62,7 +62,7 @@ def act_on_proposal(request: Request, proposal_id: uuid.UUID, body: ProposalActi
 
 @router.get("/working-groups", response_model=list[WorkingGroupOut])
 def list_working_groups(actor: Actor = Depends(require("proposals.read")), session: Session = Depends(get_session)):
-    return service.list_working_groups(session)
+    return service.list_working_groups(session, actor)
 
 
 # --- reports and the export (anonymised; the steering group's only view of cases) ---------------
@@ -72,12 +72,7 @@ def _area_id(session: Session, actor: Actor, jurisdiction_id: int | None) -> int
     """The requested area, or the Kreis/kreisfreie Stadt of the caller's organisation."""
     if jurisdiction_id is not None:
         return jurisdiction_id
-    org = session.get(Organisation, actor.organisation_id)
-    assert org is not None
-    here = session.get(Jurisdiction, org.jurisdiction_id)
-    while here is not None and here.level not in ("kreis", "kreisfreie_stadt"):
-        here = session.get(Jurisdiction, here.parent_id) if here.parent_id else None
-    return here.id if here is not None else org.jurisdiction_id
+    return steering_area(session, actor.organisation_id).id
 
 
 def _audit(session: Session, actor: Actor, subtype: str, entity_type: str, entity_id: str, detail: str,

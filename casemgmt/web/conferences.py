@@ -237,7 +237,7 @@ def _page(request: Request, user: WebUser, db: Session, conference_id: uuid.UUID
     moderating = conference.moderator_organisation_id == user.actor.organisation_id and user.may(
         request, "conferences.manage")
     names = dict(_organisation_choices(db))
-    proposals = [p for p in steering.list_proposals(db, None, 200, policy.k)
+    proposals = [p for p in steering.list_proposals(db, user.actor, None, 200, policy.k)
                  if any(f.conference_id == conference.id for f in p.findings)] \
         if user.may(request, "proposals.read") else []
     return render(

@@ -158,7 +158,7 @@ def _may(request: Request, user: WebUser, action: str) -> bool:
 def proposal_list(request: Request, stand: ProposalState | None = None,
                   user: WebUser = Depends(need("proposals.read")), db: Session = Depends(get_session)) -> Response:
     k = request.app.state.policies.steering.k
-    proposals = service.list_proposals(db, stand, 200, k)
+    proposals = service.list_proposals(db, user.actor, stand, 200, k)
     return render(request, "vorschlaege.html", proposals=proposals, states=STATES, stand=stand.value if stand else "")
 
 
@@ -172,7 +172,7 @@ def _proposal_page(request: Request, user: WebUser, db: Session, proposal_id: uu
                    **form_state: Any) -> Response:
     s = request.app.state
     proposal = service.get_proposal(db, proposal_id, user.actor, s.policies.steering.k)
-    groups = service.list_working_groups(db)
+    groups = service.list_working_groups(db, user.actor)
     organisations = _organisations(db)
     db.rollback()
     actions = [a for a in proposal.allowed_actions if _may(request, user, a)]
@@ -209,7 +209,7 @@ def proposal_action(request: Request, proposal_id: uuid.UUID, user: WebUser = De
 @router.get("/arbeitsgruppen")
 def working_groups(request: Request, user: WebUser = Depends(need("proposals.read")),
                    db: Session = Depends(get_session)) -> Response:
-    groups = service.list_working_groups(db)
+    groups = service.list_working_groups(db, user.actor)
     organisations = _organisations(db)
     db.rollback()
     return render(request, "arbeitsgruppen.html", groups=groups, organisations=organisations)
