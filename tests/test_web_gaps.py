@@ -146,3 +146,37 @@ def test_every_refusal_of_the_services_has_a_german_text():
     assert problem_text(problems.VersionConflict("the chain is at version 4")).startswith("Der Datensatz")
     # A refusal whose type has no German text keeps the service's own words.
     assert problem_text(problems.RouteNotFound("no such endpoint /x")) == "no such endpoint /x"
+
+
+def test_an_office_without_a_part_in_the_case_gets_the_same_404_for_real_and_random_ids(browser_of, world):
+    """Every screen with the id of a case record, opened by URL by offices that have no part in
+    the case (the Jobcenter, a welfare association's case management, the course provider): the
+    same German 404 for a real and a random id, naming neither the person nor the chain."""
+    cm = browser_of("cm.ennetal")
+    person_id, chain_id = register_and_start(cm, world)
+    resp = form_post(cm, f"/ui/ketten/{chain_id}", f"/ui/ketten/{chain_id}/uebergaben",
+                     {"kind": "step", "step_key": "residence_permit"})
+    handover_id = _id_from(resp.headers["location"], "/ui/uebergaben")
+    random = "00000000-0000-4000-8000-0000000000aa"
+
+    def screens(p: str, c: str, h: str) -> list[str]:
+        return [f"/ui/personen/{p}", f"/ui/ketten/{c}", f"/ui/uebergaben/{h}", f"/ui/personen/{p}/sprachenpass",
+                f"/ui/ketten/{c}/schritte/integration_course/angebote"]
+
+    for user in ("jc.ennetal", "cm.caritas", "vhs.ennetal"):
+        outsider = browser_of(user)
+        for real, fake in zip(screens(person_id, chain_id, handover_id), screens(random, random, random),
+                              strict=True):
+            a, b = outsider.get(real), outsider.get(fake)
+            assert (a.status_code, b.status_code) == (404, 404), (user, real, a.status_code, b.status_code)
+            assert "Nicht gefunden" in a.text
+            assert a.text.replace(real, "").count(person_id) == 0 and chain_id not in a.text.replace(real, "")
+            strip = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|csrf_token\" value=\"[^\"]+")
+            assert strip.sub("", a.text) == strip.sub("", b.text), (user, real)
+        # A form posted to the handover as an outsider changes nothing and is answered alike.
+        page = outsider.get("/ui/")
+        for h in (handover_id, random):
+            posted = outsider.post(f"/ui/uebergaben/{h}", data={"csrf_token": csrf_of(page.text),
+                                                                "action": "acknowledge"}, follow_redirects=False)
+            assert posted.status_code == 404, (user, h, posted.status_code)
+    assert "Angefragt" in browser_of("abh.ennetal").get(f"/ui/uebergaben/{handover_id}").text
