@@ -244,3 +244,25 @@ def test_a_lenkungsgruppe_sees_and_decides_only_its_own_areas_proposals(client, 
     assert accepted["state"] == "accepted"
     assert [g["name"] for g in ok(client.get("/working-groups", headers=ennetal_lg))] == ["AG Kinderbetreuung"]
     assert ok(client.get("/working-groups", headers=hagenau_lg)) == []
+
+
+def test_officers_and_administrators_list_only_their_own_area(client, auth, world, case_world, clock):
+    """The agreements and the notification outbox are listed for the caller's area (its
+    organisation's jurisdiction and below); a role declared installation-wide sees all."""
+    body = {"title": "Vereinbarung KI / Agentur", "categories": ["residence"], "purpose": "employment_promotion",
+            "organisation_ids": [world.organisations["ennetal_ki"], world.organisations["ennetal_agentur"]],
+            "valid_from": clock().isoformat(), "document_reference": "DAV-2026-07"}
+    agreement_id = ok(client.post("/agreements", json=body, headers=auth(*ADMIN)), 201)["id"]
+
+    def agreements(org, role):
+        return {a["id"] for a in ok(client.get("/agreements", headers=auth(org, role)))}
+
+    def outbox(org):
+        page = ok(client.get("/notifications", headers=auth(org, "admin")))
+        return {m["id"] for m in page["items"]}, sum(page["counts"].values())
+
+    assert agreement_id in agreements("ennetal_ki", "dpo") and agreement_id in agreements("ennetal_ki", "admin")
+    assert agreement_id not in agreements("hagenau_ki", "dpo") | agreements("hagenau_ki", "admin")
+    assert agreement_id in agreements("hagenau_ki", "dpo_installation")
+    assert case_world["message_id"] in outbox("ennetal_ki")[0]
+    assert outbox("hagenau_ki") == (set(), 0)

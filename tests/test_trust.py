@@ -82,6 +82,21 @@ def test_only_the_case_management_of_the_chain_records(client, auth, world, chai
             403, "involvement-ended")
 
 
+def test_the_registering_office_cannot_name_only_itself_before_it_runs_a_chain(client, world, ki):
+    """Between registration and the chain's start the registering office may record a consent,
+    but not one whose only recipient is itself: that would let it open data to itself alone."""
+    person = new_person(client, ki, world.jurisdictions["wittmar"], family_name="Osei", given_names="Ama",
+                        birth_date="1993-07-07")
+    url = f"/persons/{person['id']}/consents"
+    body = problem(client.post(url, json=consent(world, "ennetal_ki"), headers=ki), 422, "invalid-consent")
+    assert "recipients" in body["fields"] and "only recipient" in body["detail"]
+    assert len(ok(client.get(url, headers=ki))) == 1  # the intake consent only
+    # With another recipient it is recorded; once the office runs the chain, it may name only itself.
+    ok(client.post(url, json=consent(world, "ennetal_ki", "ennetal_abh"), headers=ki), 201)
+    started(client, ki, person)
+    ok(client.post(url, json=consent(world, "ennetal_ki"), headers=ki), 201)
+
+
 def test_a_consent_takes_effect_when_recorded_never_earlier(client, world, clock, ki, chain):
     pid = chain["person_id"]
     for valid_from in ("2000-01-01T00:00:00Z", (clock.now - timedelta(days=1)).isoformat(),
