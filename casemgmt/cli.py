@@ -174,7 +174,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from casemgmt.demo import seed_demo
-    from casemgmt.demo.checkpoint import demo_checkpoint
+    from casemgmt.demo.checkpoint import checkpoint_periodically, demo_checkpoint
 
     settings = get_settings()
     # Progress goes to stderr, so that stdout (the summary and the tokens) stays clean to read.
@@ -190,14 +190,30 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.no_serve:
         return checkpoint_failed
     if make_url_dialect(settings.database_url) == "postgresql" and not settings.allow_privileged_db_role:
-        # The demo is for trying the service out: it serves as whatever role seeded it, with a
-        # warning. Production runs `serve` as the restricted role (README, Database roles).
-        print("Note: the demo serves as the database role that seeded it; in production run "
-              "`casemgmt serve` as the restricted service role (see README, Database roles).\n")
-        settings = settings.model_copy(update={"allow_privileged_db_role": True})
+        from casemgmt.dbroles import DEMO_SERVICE_ROLE, demo_service_url
+
+        # As in production (README, Database roles): the seeding role owns the schema, the
+        # server runs as a role that owns nothing and may only do what the service needs.
+        service_url = demo_service_url(settings.database_url)
+        if service_url is not None:
+            print(f"The demo serves as the restricted database role {DEMO_SERVICE_ROLE} "
+                  "(casemgmt db grant); it seeded as the schema owner.\n")
+            settings = settings.model_copy(update={"database_url": service_url,
+                                                   "migration_database_url": settings.database_url})
+        else:
+            print("Note: the demo serves as the database role that seeded it, which may not create "
+                  "roles; in production run `casemgmt serve` as the restricted service role (see README, "
+                  "Database roles).\n")
+            settings = settings.model_copy(update={"allow_privileged_db_role": True})
     # Only the demo lists its users on the login page.
     settings = settings.model_copy(update={"demo_login": True})
-    _serve(_checked_app(settings), host, port, settings)
+    app = _checked_app(settings)
+    # Like `escalate --every`, the running demo anchors its audit trail outside the database.
+    stop = checkpoint_periodically(settings, settings.demo_checkpoint_every_seconds)
+    try:
+        _serve(app, host, port, settings)
+    finally:
+        stop.set()
     return 0
 
 

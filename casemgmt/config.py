@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     audit_checkpoint_dir: Path | None = Field(
         default=None, description="Where `escalate` and `audit checkpoint` append checkpoints.",
     )
+    demo_checkpoint_every_seconds: float = Field(
+        default=900, ge=0,
+        description="While `casemgmt demo` serves, append a checkpoint this often (0: only after seeding).",
+    )
 
     erasure_tombstone_dir: Path | None = Field(
         default=None,

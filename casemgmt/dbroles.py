@@ -238,3 +238,40 @@ def ensure_service_role(engine: Engine, allow_privileged: bool = False) -> None:
         raise DatabaseRoleError(
             f"the database role {role} may not read {', '.join(missing)}: run `casemgmt db grant "
             f"--service-role {role}` as the schema owner after `casemgmt migrate`")
+
+
+DEMO_SERVICE_ROLE = "casemgmt_demo_app"
+
+
+def demo_service_url(owner_url: str, role: str = DEMO_SERVICE_ROLE) -> str | None:
+    """For the demo on PostgreSQL: create (or refresh) the restricted login role ``role``
+    (``casemgmt_demo_app``) with a fresh random password, grant it exactly the service's rights and
+    return the URL to serve with, so the demo runs as production does. None when the seeding role
+    may not create roles (the demo then serves as that role, and says so)."""
+    import secrets
+
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
+
+    from casemgmt.database import make_engine
+
+    password = secrets.token_urlsafe(24)
+    engine = make_engine(owner_url)
+    try:
+        with engine.begin() as conn:
+            exists = conn.scalar(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role})
+            verb = "ALTER" if exists else "CREATE"
+            # A role name and a password cannot be bind parameters: the name is ours, the
+            # password is URL-safe base64.
+            conn.execute(text(f'{verb} ROLE "{role}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE '
+                              f"PASSWORD '{password}'"))
+        grant_service_role(engine, role)
+    except (DBAPIError, DatabaseRoleError) as exc:
+        log.warning("the demo could not set up its restricted role %s: %s", role,
+                    str(exc).splitlines()[0])
+        return None
+    finally:
+        engine.dispose()
+    return make_url(owner_url).set(username=role, password=password).render_as_string(
+        hide_password=False)
+

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import stat
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 
 import conftest
+from casemgmt.demo.checkpoint import checkpoint_periodically
 from casemgmt.privacy import audit
 from casemgmt.privacy.audit import GENESIS, STREAMS, AuditEntry
 
@@ -481,5 +483,19 @@ def test_the_demo_writes_a_checkpoint_with_a_key_it_creates(tmp_path, monkeypatc
         get_settings.cache_clear()
         assert main(["demo", "--persons", "3", "--no-serve"]) == 0  # seeded already: one more checkpoint
         assert "audit checkpoint n=2 written" in capsys.readouterr().out
+        # While the demo serves, it appends one periodically until it stops.
+        stop = checkpoint_periodically(get_settings(), 0.2)
+        deadline = time.monotonic() + 20
+        while len(lines(tmp_path / ".casemgmt" / "audit-checkpoints")) < 4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stop.set()
+        assert len(lines(tmp_path / ".casemgmt" / "audit-checkpoints")) >= 4
+        time.sleep(0.5)
+        settled = len(lines(tmp_path / ".casemgmt" / "audit-checkpoints"))
+        time.sleep(0.5)
+        assert len(lines(tmp_path / ".casemgmt" / "audit-checkpoints")) == settled  # stopped
+        get_settings.cache_clear()
+        assert main(["audit", "verify", "--checkpoints", ".casemgmt/audit-checkpoints"]) == 0
+        assert f"checkpoints intact: {settled}" in capsys.readouterr().out
     finally:
         get_settings.cache_clear()

@@ -24,6 +24,7 @@ import conftest
 from casemgmt.dbroles import (
     APPEND_ONLY_TABLES,
     DatabaseRoleError,
+    demo_service_url,
     grant_service_role,
     privilege_problems,
 )
@@ -455,3 +456,37 @@ def test_the_sqlite_demo_is_not_checked(tmp_path):
     with pytest.raises(DatabaseRoleError, match="only on PostgreSQL"):
         grant_service_role(engine, "anyone")
     engine.dispose()
+
+
+def test_the_demo_on_postgresql_serves_as_a_restricted_role_it_creates(owner_engine, pg_url):
+    """`casemgmt demo` seeds as the schema owner and then serves as a login role that owns
+    nothing and has exactly the service's grants, as production does; run again, it refreshes
+    the role's password and grants instead of failing."""
+    role = f"casemgmt_demo_test_{uuid.uuid4().hex[:8]}"
+    try:
+        first = demo_service_url(pg_url, role)
+        again = demo_service_url(pg_url, role)
+        assert first is not None and again is not None
+        assert make_url(first).username == role and make_url(first).password != make_url(again).password
+        with owner_engine.connect() as conn:
+            assert privilege_problems(conn, role) == []
+            assert conn.scalar(text("SELECT rolsuper OR rolcreaterole OR rolcreatedb FROM pg_roles "
+                                    "WHERE rolname = :r"), {"r": role}) is False
+        served = create_engine(again)
+        try:
+            with served.connect() as conn:
+                assert conn.scalar(text("SELECT current_user")) == role
+                with pytest.raises(DBAPIError):
+                    conn.execute(text("DELETE FROM audit_events"))
+        finally:
+            served.dispose()
+    finally:
+        with owner_engine.begin() as conn:
+            conn.execute(text(f'DROP OWNED BY "{role}"'))
+            conn.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
+
+
+def test_the_demo_falls_back_to_its_own_role_where_it_may_not_create_roles(service_url):
+    # The restricted service role may not create roles: the demo then serves as the seeding role.
+    assert demo_service_url(service_url, f"casemgmt_demo_test_{uuid.uuid4().hex[:8]}") is None
+

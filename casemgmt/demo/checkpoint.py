@@ -4,6 +4,7 @@ first use next to the master key (as ``demo_master_key`` does for the master key
 from __future__ import annotations
 
 import sys
+import threading
 from pathlib import Path
 
 from casemgmt.config import Settings
@@ -36,3 +37,17 @@ def demo_checkpoint(settings: Settings) -> int:
         return 1
     finally:
         engine.dispose()
+
+
+def checkpoint_periodically(settings: Settings, every: float) -> threading.Event:
+    """Append a checkpoint every ``every`` seconds in a background thread until the returned
+    event is set (0: never). A refused checkpoint is said on stderr and the next one is tried."""
+    stop = threading.Event()
+    if every > 0:
+        def loop() -> None:
+            while not stop.wait(every):
+                demo_checkpoint(settings)
+
+        threading.Thread(target=loop, name="demo-audit-checkpoints", daemon=True).start()
+    return stop
+
