@@ -54,7 +54,16 @@ def test_compose_brings_up_the_whole_service():
         assert "casemgmt_master_key" in svc["secrets"]  # serve exits without a master key
         assert svc["environment"]["CASEMGMT_MASTER_KEY_FILE"] == "/run/secrets/casemgmt_master_key"
         assert "casemgmt_app" in svc["environment"]["CASEMGMT_DATABASE_URL"]
+        # Checkpoints and erasure tombstones outside the database, signed with a mounted key.
+        env = svc["environment"]
+        assert env["CASEMGMT_AUDIT_CHECKPOINT_DIR"] == env["CASEMGMT_ERASURE_TOMBSTONE_DIR"] \
+            == "/var/lib/casemgmt/evidence"
+        assert "evidence:/var/lib/casemgmt/evidence" in svc["volumes"]
+        assert "casemgmt_checkpoint_key" in svc["secrets"]
+        assert env["CASEMGMT_AUDIT_CHECKPOINT_KEY_FILE"] == "/run/secrets/casemgmt_checkpoint_key"
     assert doc["secrets"]["casemgmt_master_key"]["file"] == "./secrets/master.key"
+    assert doc["secrets"]["casemgmt_checkpoint_key"]["file"] == "./secrets/checkpoint.key"
+    assert "/var/lib/casemgmt/evidence" in (DOCKER / "Dockerfile").read_text()  # owned by the service user
 
 
 def test_compose_holds_no_secret_values():
