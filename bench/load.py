@@ -9,8 +9,8 @@ synthetic Kreis, starts `casemgmt serve --workers 2` on a free loopback port and
 HTTP; everything is removed at the end. Traffic goes to 127.0.0.1 only.
 
 The mix, per simulated user and weighted: inbox reads (a clerk's incoming handovers), person
-reads (the case manager), step actions (a clerk blocks and resumes a step of the user's own
-chain, with the version it read), handover acknowledgements (the receiving clerk, each handover
+reads, chain reads and chain lists (the case manager's "Meine Fälle", 50 a page), step actions
+(a clerk blocks and resumes a step of the user's own chain, with the version it read), handover acknowledgements (the receiving clerk, each handover
 once) and steering report reads. Each user has its own token subject, chains and handovers, so
 a 409 would be a defect, not contention the mix made up. The per-address rate limits are off
 (every simulated user comes from 127.0.0.1); the per-user ones stay on.
@@ -46,7 +46,9 @@ from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 ADMIN_URL = os.environ.get("CASEMGMT_TEST_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-WEIGHTS = {"inbox": 30, "person": 35, "step": 15, "ack": 10, "report": 10}
+READS = ("inbox", "person", "chain", "chains", "report")
+READ_P95_TARGET_MS = 300
+WEIGHTS = {"inbox": 25, "person": 25, "chain": 12, "chains": 8, "step": 13, "ack": 9, "report": 8}
 
 
 def free_port() -> int:
@@ -168,7 +170,7 @@ def seed(inst: Installation, users: int, handovers_per_user: int) -> list[dict]:
             ki = inst.token("ennetal_ki", "case_manager", f"cm-{i}")
             soz = inst.token("wittmar_sozialamt", "clerk", f"soz-{i}")
             abh = inst.token("ennetal_abh", "clerk", f"abh-{i}")
-            persons, handovers = [], []
+            persons, handovers, chains = [], [], []
             chain = None
             for j in range(handovers_per_user + 1):
                 person = http.post("/persons", headers=ki, json={
@@ -185,6 +187,7 @@ def seed(inst: Installation, users: int, handovers_per_user: int) -> list[dict]:
                 persons.append(person.json()["id"])
                 c = http.post("/chains", headers=ki, json={"person_id": persons[-1], "template_key": "refugee_recognised"})
                 c.raise_for_status()
+                chains.append(c.json()["id"])
                 if j == 0:
                     chain = c.json()
                     started = http.post(f"/chains/{chain['id']}/steps/arrival_assignment/actions", headers=soz,
@@ -196,7 +199,7 @@ def seed(inst: Installation, users: int, handovers_per_user: int) -> list[dict]:
                                   json={"kind": "step", "step_key": "residence_permit"})
                     h.raise_for_status()
                     handovers.append(h.json()["id"])
-            plans.append({"ki": ki, "soz": soz, "abh": abh, "persons": persons, "chain": chain["id"],
+            plans.append({"ki": ki, "soz": soz, "abh": abh, "persons": persons, "chains": chains, "chain": chain["id"],
                           "version": chain["version"], "blocked": False, "handovers": handovers,
                           "steering": inst.token("ennetal_ki", "steering", f"lg-{i}")})
     return plans
@@ -215,6 +218,12 @@ async def user(http: httpx.AsyncClient, plan: dict, stats: Stats, until: float, 
                 expected = 200
             elif kind == "person":
                 r = await http.get(f"/persons/{rng.choice(plan['persons'])}", headers=plan["ki"])
+                expected = 200
+            elif kind == "chain":
+                r = await http.get(f"/chains/{rng.choice(plan['chains'])}", headers=plan["ki"])
+                expected = 200
+            elif kind == "chains":
+                r = await http.get("/chains", params={"limit": 50}, headers=plan["ki"])
                 expected = 200
             elif kind == "step":
                 action = "resume" if plan["blocked"] else "block"
@@ -282,6 +291,11 @@ def main() -> int:
               f"{pct(values, 99):>10.1f}{stats.errors[kind]:>8}")
     for sample in stats.samples:
         print(f"  e.g. {sample}")
+    reads = [k for k in READS if stats.latencies[k]]
+    worst = max(reads, key=lambda k: pct(stats.latencies[k], 95))
+    p95 = pct(stats.latencies[worst], 95)
+    print(f"\ntarget (issue 14, at 20 users): p95 <= {READ_P95_TARGET_MS} ms for every read kind: "
+          f"worst {worst} {p95:.1f} ms {'PASS' if p95 <= READ_P95_TARGET_MS else 'FAIL'}")
     return 1 if errors else 0
 
 
