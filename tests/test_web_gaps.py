@@ -180,3 +180,22 @@ def test_an_office_without_a_part_in_the_case_gets_the_same_404_for_real_and_ran
                                                                 "action": "acknowledge"}, follow_redirects=False)
             assert posted.status_code == 404, (user, h, posted.status_code)
     assert "Angefragt" in browser_of("abh.ennetal").get(f"/ui/uebergaben/{handover_id}").text
+
+
+def test_the_chain_page_marks_a_step_agreed_in_a_fallkonferenz(browser_of, client, auth, world):
+    """A step a Fallkonferenz added to the chain says so on the chain page, with the conference
+    (the template stays the spec; the chain records where the step comes from)."""
+    from test_agreed_steps import agreed_case, agreement
+
+    conf, chain, case_id = agreed_case(client, auth, world, "ennetal_abh")
+    resp = client.post(f"/conferences/{conf['id']}/agreements",
+                       json=agreement(case_id, world.organisations["ennetal_vhs"]),
+                       headers=auth("ennetal_ki", "moderator"))
+    assert resp.status_code == 200, resp.text
+    page = browser_of("cm.ennetal").get(f"/ui/ketten/{chain['id']}").text
+    step = page[page.index("Einstufungstest vor Kursbeginn"):]
+    step = step[:step.index("</li>")]
+    assert "vereinbart in der Fallkonferenz „Fallkonferenz Wittmar November“ vom 10.03.2026" in step
+    # Template steps carry no such mark.
+    first = page[page.index('id="schritt-arrival_assignment"'):]
+    assert "Herkunft" not in first[:first.index("</li>")]
