@@ -192,3 +192,39 @@ def test_agenda_refusals_are_answered_at_the_field(client, auth, world, browser_
     unknown = post(mod, path, f"{path}/faelle", chain_id="00000000-0000-0000-0000-000000000000")
     assert unknown.status_code == 422 and "Keine Integrationskette mit dieser Kennung" in unknown.text
     assert "Noch keine Fälle auf der Tagesordnung." in mod.get(path).text
+
+
+def test_an_agreement_on_the_screen_adds_a_step_to_the_chain(client, auth, world, browser_of):
+    """Phase 1 on the screen: the moderator records an agreement that adds a step; a title with
+    the person's name is refused at its field; the chain page then shows the agreed step."""
+    chain = consenting_case(client, auth, world, "ennetal_ki", "ennetal_abh")
+    mod = browser_of("mod.ennetal")
+    resp = post(mod, "/ui/konferenzen", "/ui/konferenzen", title="Fallkonferenz Wittmar April",
+                datum="2026-04-14", uhrzeit="09:30", jurisdiction_id=str(world.jurisdictions["wittmar"]),
+                participant_organisation_ids=[str(world.organisations["ennetal_abh"])])
+    path = resp.headers["location"].split("?")[0]
+    version = re.search(r'name="expected_version" value="(\d+)"', mod.get(path).text).group(1)
+    assert post(mod, path, f"{path}/phase", phase="case_phase", expected_version=version).status_code == 303
+    assert post(mod, path, f"{path}/faelle", chain_id=chain["id"]).status_code == 303
+    page = mod.get(path).text
+    assert "Neuer Schritt in der Integrationskette (optional)" in page and 'for="feld-title"' in page
+    case_id = re.search(r'name="conference_case_id".*?<option value="(\d+)"', page, re.S).group(1)
+    form = {"conference_case_id": case_id, "text": "Sprachmittlung für den Termin in der ABH organisieren",
+            "owner_organisation_id": str(world.organisations["ennetal_abh"]), "due_date": "2026-04-28"}
+    refused = post(mod, path, f"{path}/vereinbarungen", **form, title="Termin für Frau Haddad vereinbaren",
+                   requires="arrival_assignment")
+    assert refused.status_code == 422 and 'href="#feld-title"' in refused.text
+    assert 'value="arrival_assignment"' in refused.text  # what was typed stays to correct
+    assert "<mark>" not in refused.text  # the objection is the title's, not the agreement text's
+    unknown = post(mod, path, f"{path}/vereinbarungen", **form, title="Termin mit Sprachmittlung",
+                   requires="kein_schritt")
+    assert unknown.status_code == 422 and 'href="#feld-requires"' in unknown.text
+    done = post(mod, path, f"{path}/vereinbarungen", **form, title="Termin mit Sprachmittlung",
+                requires="arrival_assignment")
+    assert done.status_code == 303, done.text
+    seen = ok(client.get(f"/chains/{chain['id']}", headers=auth("ennetal_ki", "case_manager")))
+    added = [s for s in seen["steps"] if s["agreed_in"]]
+    assert [(s["title"], s["requires"], s["owner"]) for s in added] == [
+        ("Termin mit Sprachmittlung", ["arrival_assignment"], "auslaenderbehoerde")]
+    chain_page = browser_of("cm.ennetal").get(f"/ui/ketten/{chain['id']}").text
+    assert "Termin mit Sprachmittlung" in chain_page and "Fallkonferenz Wittmar April" in chain_page

@@ -105,7 +105,7 @@ def form_errors(exc: ValidationError | Problem) -> list[dict[str, str]]:
     """The errors for the form's error summary, in German where the input model's message is
     Pydantic's English (the services' own refusals stay as they are)."""
     if isinstance(exc, Problem) and exc.slug == "personal-data-in-text":
-        field = str(exc.extra.get("field") or "text")
+        field = str(exc.extra.get("field") or "text").rsplit(".", 1)[-1]  # add_step.title: the form's "title"
         hits = [h.get("message", "") for h in exc.extra.get("hits", []) if isinstance(h, dict)]
         return [{"field": field, "message": "Der Text enthält personenbezogene Daten: " + " ".join(hits)}]
     found = field_errors(exc)
@@ -127,10 +127,13 @@ def iso_day(value: str | None) -> str | None:
     return value
 
 
-def text_with_objections(text: str, exc: Exception) -> list[dict[str, Any]] | None:
+def text_with_objections(text: str, exc: Exception, field: str | None = None) -> list[dict[str, Any]] | None:
     """The refused text in pieces, each objection of the scrubber marked where it is, so the
-    moderator sees the spot to fix; None when the refusal was not the scrubber's."""
+    moderator sees the spot to fix; None when the refusal was not the scrubber's (or, with
+    ``field``, was about another field of the form)."""
     if not isinstance(exc, Problem) or exc.slug != "personal-data-in-text":
+        return None
+    if field is not None and str(exc.extra.get("field") or field).rsplit(".", 1)[-1] != field:
         return None
     hits = sorted((h for h in exc.extra.get("hits", []) if isinstance(h, dict)), key=lambda h: h["start"])
     pieces: list[dict[str, Any]] = []
@@ -323,10 +326,13 @@ def add_agreement(request: Request, conference_id: uuid.UUID, user: WebUser = De
     s = request.app.state
     values = {"conference_case_id": _one(form, "conference_case_id"), "text": _one(form, "text") or "",
               "owner_organisation_id": _one(form, "owner_organisation_id"), "due_date": iso_day(_one(form, "due_date"))}
+    # Optionally the agreement adds a step to the case's chain (done by the owner organisation).
+    step = {"title": _one(form, "title") or "", "requires": _one(form, "requires") or None}
+    body = {**values, "add_step": step} if step["title"].strip() or step["requires"] else values
     return _after(request, user, db, conference_id, "vereinbarungen", lambda: service.add_agreement(
         db, s.catalog, s.privacy, s.policies.steering, s.policies.handovers, user.actor, conference_id,
-        AgreementIn(**values), s.clock()), values,
-        agreement_objections=lambda exc: text_with_objections(values["text"], exc))
+        AgreementIn(**body), s.clock()), {**values, **step},
+        agreement_objections=lambda exc: text_with_objections(values["text"], exc, "text"))
 
 
 @router.post("/konferenzen/{conference_id}/befunde")
