@@ -2,18 +2,26 @@
 (JSON and letter) lists the person's handovers with their package's fields, their conference
 cases with the agreements, and their consent withdrawals, and never another person on the same
 conference agenda nor any user; erasure empties the handover packages and the agreement texts of
-the person, not those of the other person at the same conference."""
+the person, not those of the other person at the same conference; and the operator's commands
+`retention run` (with --dry-run), `erasure replay --dry-run`, `keys status` and `keys rotate`
+through ``casemgmt.cli.main``."""
 
 from __future__ import annotations
 
+import base64
 import html
 import json
-from datetime import datetime
+import os
+import uuid
+from datetime import UTC, datetime, timedelta
 
+import pytest
 from http_helpers import ok, problem
 from sqlalchemy import text
 from test_api import started
 from test_rights_api import NAMES, new_person, register
+
+import conftest
 
 CM = ("ennetal_ki", "case_manager")
 DPO = ("ennetal_ki", "dpo")
@@ -166,3 +174,134 @@ def test_erasure_empties_the_handover_packages_and_own_agreements_not_the_other_
     [kept] = report["handovers"]
     assert {"family_name", "residence_status"} <= {f["field"] for f in kept["package_fields"]}
 
+
+# --- the operator's commands ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys, tmp_path, service_url, pg_url):
+    """``cli("keys", "status", CASEMGMT_MASTER_KEY=...)`` -> (exit code, stdout, stderr), as the
+    service role (the schema owner for `keys rotate`), with a tombstone directory."""
+    from casemgmt.cli import main
+    from casemgmt.config import get_settings
+
+    for name in list(os.environ):
+        if name.startswith(("CASEMGMT_AUDIT_CHECKPOINT", "CASEMGMT_RETIRED_MASTER", "CASEMGMT_ERASURE")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("CASEMGMT_DATABASE_URL", service_url)
+    monkeypatch.setenv("CASEMGMT_MIGRATION_DATABASE_URL", pg_url)
+    monkeypatch.setenv("CASEMGMT_MASTER_KEY", base64.b64encode(conftest.MASTER_KEY).decode())
+    monkeypatch.setenv("CASEMGMT_POLICY_DIR", str(conftest.ROOT / "policies"))
+    monkeypatch.setenv("CASEMGMT_ERASURE_TOMBSTONE_DIR", str(tmp_path / "tombstones"))
+
+    def run(*argv: str, **env: str) -> tuple[int, str, str]:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+        code = main(list(argv))
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    yield run
+    get_settings.cache_clear()
+
+
+def _fields(owner_db, person_id: str) -> set[str]:
+    with owner_db.connect() as conn:
+        return set(conn.execute(text("SELECT field FROM person_fields WHERE person_id = :p"), {"p": person_id}).scalars())
+
+
+def _state(owner_db, person_id: str) -> tuple[str, int]:
+    with owner_db.connect() as conn:
+        return (conn.execute(text("SELECT processing FROM persons WHERE id = :p"), {"p": person_id}).scalar(),
+                conn.execute(text("SELECT count(*) FROM person_keys WHERE person_id = :p"), {"p": person_id}).scalar())
+
+
+def test_retention_run_dry_run_then_run_then_replay_dry_run(cli, client, auth, world, owner_db, tmp_path):
+    """The commands run on the wall clock, so the cases are aged relative to it."""
+    from test_retention import _age_case
+
+    from casemgmt.rights.tombstones import Tombstone, append, read
+
+    cm = auth(*CM, user=USERS[0])
+    town = world.jurisdictions["wittmar"]
+    partial = new_person(client, cm, town, **NAMES)
+    everything = new_person(client, cm, town, **(NAMES | {"given_names": "Nour"}))
+    running = new_person(client, cm, town, **(NAMES | {"given_names": "Lina"}))
+    for x in (partial, everything, running):
+        started(client, cm, x)
+    now = datetime.now(UTC)
+    # Closed three years and two months ago: case notes (3 years) and the phone (2 years after the
+    # last contact) are due, the name (10 years) and the German level (5 years) are not.
+    _age_case(owner_db, partial["id"], now - timedelta(days=3 * 365 + 60))
+    _age_case(owner_db, everything["id"], now - timedelta(days=12 * 365))  # every period has passed
+    before = {x["id"]: _fields(owner_db, x["id"]) for x in (partial, everything, running)}
+    assert {"case_notes", "phone", "family_name"} <= before[partial["id"]]
+
+    code, out, err = cli("retention", "run", "--dry-run")
+    assert code == 0, err
+    assert "would delete per category (persons):" in out and "case_notes 2" in out and "contact 2" in out
+    assert "would erase 1 persons" in out
+    assert "due from " in out  # and what comes due in the next 30 days
+    assert {x: _fields(owner_db, x) for x in before} == before  # the dry run changed nothing
+    assert {_state(owner_db, x) for x in before} == {("active", 1)}
+    assert not (tmp_path / "tombstones" / "erasures.tombstones").exists()
+
+    code, out, err = cli("retention", "run")
+    assert code == 0, err
+    assert "deleted per category (persons):" in out and "case_notes 2" in out and "erased 1 persons" in out
+    assert _fields(owner_db, partial["id"]) == {"family_name", "given_names", "birth_date", "german_level"}
+    assert _fields(owner_db, everything["id"]) == set() and _state(owner_db, everything["id"]) == ("erased", 0)
+    assert _fields(owner_db, running["id"]) == before[running["id"]]  # its case is still open
+    assert [t.person_id for t in read(tmp_path / "tombstones")] == [uuid.UUID(everything["id"])]
+    code, out, _ = cli("retention", "run")
+    assert code == 0 and "nothing" in out and "erased 0 persons" in out  # a second run changes nothing
+
+    # A backup restored from before `partial` was erased elsewhere: the file names them, this
+    # database still holds their key. The dry run lists them and changes nothing.
+    append(tmp_path / "tombstones", [Tombstone(uuid.UUID(partial["id"]), now, "request", None)])
+    code, out, err = cli("erasure", "replay", "--dry-run")
+    assert code == 0, err
+    assert out.startswith("dry run: 2 tombstones: 1 persons erased again")
+    assert f"would erase again: {partial['id']}" in out and everything["id"] not in out
+    assert _state(owner_db, partial["id"]) == ("active", 1) and "family_name" in _fields(owner_db, partial["id"])
+    code, out, err = cli("erasure", "replay")
+    assert code == 0, err
+    assert f"erased again: {partial['id']}" in out
+    assert _state(owner_db, partial["id"]) == ("erased", 0) and _fields(owner_db, partial["id"]) == set()
+
+
+def test_keys_status_fails_while_keys_remain_under_a_retired_master_key_until_rotated(
+        cli, client, auth, world, clock, engine, policies):
+    from casemgmt.database import make_sessionmaker
+    from casemgmt.demo.seed import actor_of
+    from casemgmt.jurisdictions.models import Organisation
+    from casemgmt.privacy.crypto import KeyRing
+    from casemgmt.privacy.service import Privacy, read_person
+
+    cm = auth(*CM, user=USERS[0])
+    people = [new_person(client, cm, world.jurisdictions["wittmar"], **(NAMES | {"given_names": g}))
+              for g in ("Rania", "Samira")]
+    old = base64.b64encode(conftest.MASTER_KEY).decode()
+    new_master = os.urandom(32)
+    rotating = {"CASEMGMT_MASTER_KEY": base64.b64encode(new_master).decode(), "CASEMGMT_RETIRED_MASTER_KEYS": old}
+    code, out, err = cli("keys", "status")
+    assert code == 0, err + out  # nothing to rotate under the key they were written with
+    code, out, err = cli("keys", "status", **rotating)
+    assert code == 1, err + out
+    assert "2 person keys still under another master key" in out
+    code, out, err = cli("keys", "rotate", **rotating)
+    assert code == 0, err + out
+    assert "rewrapped 2 person keys" in out and "rotation complete" in out
+    code, out, err = cli("keys", "status", **rotating)
+    assert code == 0, err + out
+    assert out.rstrip().endswith("rotation complete")
+    # Only the new master key is needed from now on: both persons read as before.
+    only_new = KeyRing.from_master(new_master)
+    factory = make_sessionmaker(engine, audit_key=only_new.audit_key, audit_key_id=only_new.key_id)
+    privacy = Privacy(policies.data, only_new)
+    for person in people:
+        with factory() as s:
+            ki = actor_of(s.get(Organisation, world.organisations["ennetal_ki"]), "cm", frozenset({"case_manager"}))
+            got = read_person(s, privacy, ki, uuid.UUID(person["id"]), None, clock.now)
+        assert got.fields["given_names"] == person["fields"]["given_names"]
