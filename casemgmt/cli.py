@@ -597,6 +597,7 @@ def _cmd_retention_run(args: argparse.Namespace) -> int:
     policies, privacy = _privacy(settings)
     factory = _service_sessions(settings)
     directory = settings.tombstone_dir
+    stop = StopSignal().install()
 
     def on_erased(batch) -> None:
         if directory is not None:
@@ -614,7 +615,7 @@ def _cmd_retention_run(args: argparse.Namespace) -> int:
             print(f"due from {soon['from']} until {soon['until']} (persons per category): " + ", ".join(
                 f"{c['category']} {c['persons']}" for c in soon["categories"] if c["persons"]), flush=True)
 
-    return _repeat(args.every, run)
+    return _repeat(args.every, run, stop, "retention")
 
 
 def _cmd_erasure_replay(args: argparse.Namespace) -> int:
