@@ -303,3 +303,31 @@ def test_texts_for_the_steering_group_pass_the_scrubber(client, auth, world, ki,
         refused = conn.execute(text("SELECT count(*) FROM audit_events WHERE subtype = 'text.refused'")).scalar()
     assert "Yilmaz" not in kept and "0171" not in kept
     assert refused == 8
+
+
+def test_reading_the_rechtskreis_before_a_wechsel_is_audited_with_its_basis(client, auth, world, ki, db):
+    """The Jobcenter's view of a waiting Rechtskreiswechsel shows the regime the person had: a read
+    of benefit data, in the audit trail with its legal basis (so the access report names it)."""
+    import json
+
+    from sqlalchemy import select
+
+    from casemgmt.privacy.models import AuditEvent
+
+    person = new_person(client, ki, world.jurisdictions["wittmar"], family_name="Sarr", given_names="Awa",
+                        birth_date="1988-08-08")
+    chain = started(client, ki, person)
+    soz, jc = auth("wittmar_sozialamt", "clerk"), auth("ennetal_jobcenter", "clerk")
+    acted(client, soz, chain["id"], "arrival_assignment", "start")
+    acted(client, soz, chain["id"], "arrival_assignment", "complete")
+    acted(client, soz, chain["id"], "asylblg_subsistence", "start")
+    h = ok(client.post(f"/chains/{chain['id']}/handovers", json={
+        "kind": "rechtskreiswechsel", "step_key": "asylblg_subsistence", "to_step_key": "sgb2_application",
+        "benefit_regime": "sgb_ii"}, headers=soz), 201)
+    assert ok(client.get(f"/handovers/{h['id']}", headers=jc))["benefit_regime_from"] == "asylblg"
+    with db.connect() as conn:
+        row = conn.execute(select(AuditEvent.fields, AuditEvent.legal_bases).where(
+            AuditEvent.entity_id == h["id"], AuditEvent.agent_organisation_id == world.organisations[
+                "ennetal_jobcenter"]).order_by(AuditEvent.id.desc()).limit(1)).one()
+    bases = json.loads(row.legal_bases) if isinstance(row.legal_bases, str) else row.legal_bases
+    assert "benefit_regime" in row.fields and bases["benefit_regime"]

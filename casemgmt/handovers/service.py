@@ -406,7 +406,7 @@ def request_handover(session: Session, catalog: TemplateCatalog, privacy: Privac
     # The sender sees the package's shape (fields, bases, what is withheld), not the values:
     # it may not be allowed to read everything the receiver may.
     h = session.execute(select(handovers_t).where(handovers_t.c.id == handover_id)).one()
-    return _read_out(session, actor, handover_id, now, regime_from=_regime_before(session, privacy, actor, h, now))
+    return _read_out(session, actor, handover_id, now, regime_from=_regime_before(session, privacy, actor, h, now)[0])
 
 
 def _package_aad(handover_id: uuid.UUID) -> str:
@@ -483,7 +483,7 @@ def respond(session: Session, catalog: TemplateCatalog, privacy: Privacy, policy
             actor_organisation_id=actor.organisation_id, occurred_at=now))
         write_audit(session, [_audit(actor, handover_id, h.person_id, "U", f"handover.{action}",
                                      f"{h.state} -> {new_state.value}")], now)
-    return _read_out(session, actor, handover_id, now, regime_from=_regime_before(session, privacy, actor, h, now))
+    return _read_out(session, actor, handover_id, now, regime_from=_regime_before(session, privacy, actor, h, now)[0])
 
 
 def _set_state(session: Session, h, values: dict[str, Any]) -> None:
@@ -737,30 +737,34 @@ def get_handover(session: Session, privacy: Privacy, actor: Actor, handover_id: 
             assert person is not None
             bases, withheld = current_bases(session, privacy, actor, person, h.purpose, now, frozen)
             values = {f: v for f, v in frozen.items() if f in bases}
-        regime_from = _regime_before(session, privacy, actor, h, now)
+        regime_from, regime_basis = _regime_before(session, privacy, actor, h, now)
+        read = {f: bases[f] for f in values} if values else {}
+        if regime_from is not None:
+            read.setdefault("benefit_regime", regime_basis or "")
         write_audit(session, [AuditEntry(
             agent_user=actor.user_id, agent_organisation_id=actor.organisation_id, action="R",
             subtype="handover.package.read" if values is not None else "handover.read",
             entity_type="handover", entity_id=str(h.id), person_id=h.person_id,
-            fields=tuple(sorted(values)) if values else (),
-            legal_bases={f: bases[f] for f in sorted(values)} if values else {},
+            fields=tuple(sorted(read)), legal_bases={f: read[f] for f in sorted(read)},
             purpose=h.purpose,
         )], now)
     return _read_out(session, actor, handover_id, now, values=values, withheld=withheld,
                      regime_from=regime_from)
 
 
-def _regime_before(session: Session, privacy: Privacy, actor: Actor, h, now: datetime) -> str | None:
-    """The Rechtskreis the person had when a Rechtskreiswechsel was requested: shown to the two
-    offices handing the benefits on, if they may read benefits now."""
+def _regime_before(session: Session, privacy: Privacy, actor: Actor, h, now: datetime
+                   ) -> tuple[str | None, str | None]:
+    """The Rechtskreis the person had when a Rechtskreiswechsel was requested, with the legal
+    basis of reading it: shown to the two offices handing the benefits on, if they may read
+    benefits now (and then audited as a read of ``benefit_regime``)."""
     if h.benefit_regime_from is None or actor.organisation_id not in (
             h.sender_organisation_id, h.receiver_organisation_id):
-        return None
+        return None, None
     person = session.get(Person, h.person_id)
     assert person is not None
     decision = decide_category(session, privacy, actor, person, resolve_purpose(privacy, actor, None),
                                privacy.policy.fields["benefit_regime"].category, "read", now)
-    return h.benefit_regime_from if decision.permit else None
+    return (h.benefit_regime_from, decision.basis) if decision.permit else (None, None)
 
 
 # A rejected or withdrawn handover's package is no longer the receiver's to read.
