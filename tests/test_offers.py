@@ -142,6 +142,27 @@ def test_public_directory_needs_no_token_and_reveals_no_person_or_count(client, 
     problem(client.get("/public/offers", params={"kind": "no_such_kind"}), 422, "validation-error")
 
 
+def _public_ids(client, **params) -> set[str]:
+    return {o["id"] for o in ok(client.get("/public/offers", params=params))}
+
+
+def test_public_search_by_target_group(client, auth, world):
+    """An offer restricted to a residence status is found with that target group and not with
+    another; an offer naming no target group is open to everybody and found for any."""
+    protected = ok(client.post("/offers", json=offer_body(world, title="Kurs für Schutzberechtigte",
+                                                          target_residence_statuses=["protection_granted"]),
+                               headers=auth(*VHS)), 201)
+    anyone = ok(client.post("/offers", json=offer_body(world, title="Kurs für alle"), headers=auth(*VHS)), 201)
+    assert protected["target_residence_statuses"] == ["protection_granted"] and anyone["target_residence_statuses"] == []
+    assert _public_ids(client, target_group="protection_granted") == {protected["id"], anyone["id"]}
+    for other in ("tolerated", "asylum_pending", "eu_free_movement"):
+        assert _public_ids(client, target_group=other) == {anyone["id"]}, other
+    assert _public_ids(client) == {protected["id"], anyone["id"]}
+    # Combined with the other filters, not instead of them.
+    assert _public_ids(client, target_group="tolerated", town=world.jurisdictions["hagenau"]) == set()
+    problem(client.get("/public/offers", params={"target_group": "refugee"}), 422, "validation-error")
+
+
 def test_case_manager_books_a_matching_course_and_the_provider_writes_the_language_pass(client, auth, world):
     far = ok(client.post("/offers", json=offer_body(world, title="Abendkurs", starts_on="2026-05-04",
                                                     languages=["Deutsch"]), headers=auth(*VHS)), 201)
