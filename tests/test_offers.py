@@ -163,6 +163,35 @@ def test_public_search_by_target_group(client, auth, world):
     problem(client.get("/public/offers", params={"target_group": "refugee"}), 422, "validation-error")
 
 
+def test_public_search_by_age(client, auth, world):
+    """An offer with an age range is found only for ages inside it (both ends included); one with
+    a single bound only on its side; one without a range for any age. The age is 0..120."""
+    youth = ok(client.post("/offers", json=offer_body(world, title="Jugendintegrationskurs", age_min=16, age_max=27,
+                                                      offer_kind="youth_integration_course"), headers=auth(*VHS)), 201)
+    adults = ok(client.post("/offers", json=offer_body(world, title="Kurs ab 18", age_min=18), headers=auth(*VHS)), 201)
+    anyone = ok(client.post("/offers", json=offer_body(world, title="Kurs für alle"), headers=auth(*VHS)), 201)
+    every = {youth["id"], adults["id"], anyone["id"]}
+    assert _public_ids(client) == every
+    assert _public_ids(client, age=0) == {anyone["id"]}
+    assert _public_ids(client, age=15) == {anyone["id"]}
+    assert _public_ids(client, age=16) == {youth["id"], anyone["id"]}
+    assert _public_ids(client, age=18) == every
+    assert _public_ids(client, age=27) == every
+    assert _public_ids(client, age=28) == {adults["id"], anyone["id"]}
+    assert _public_ids(client, age=120) == {adults["id"], anyone["id"]}
+    # With the other filters, not instead of them.
+    assert _public_ids(client, age=20, kind="youth_integration_course") == {youth["id"]}
+    assert _public_ids(client, age=20, town=world.jurisdictions["hagenau"]) == set()
+    for bad in ("-1", "121", "zwanzig", "18.5"):
+        body = problem(client.get("/public/offers", params={"age": bad}), 422, "validation-error")
+        assert "age" in json.dumps(body), bad
+    parameter = next(p for p in client.get("/openapi.json").json()["paths"]["/public/offers"]["get"]["parameters"]
+                     if p["name"] == "age")
+    assert parameter["in"] == "query" and not parameter["required"] and parameter["description"]
+    schema = next(s for s in parameter["schema"].get("anyOf", [parameter["schema"]]) if s.get("type") == "integer")
+    assert (schema["minimum"], schema["maximum"]) == (0, 120)
+
+
 def test_case_manager_books_a_matching_course_and_the_provider_writes_the_language_pass(client, auth, world):
     far = ok(client.post("/offers", json=offer_body(world, title="Abendkurs", starts_on="2026-05-04",
                                                     languages=["Deutsch"]), headers=auth(*VHS)), 201)

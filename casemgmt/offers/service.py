@@ -337,9 +337,11 @@ def add_good_practice(session: Session, privacy: Privacy, actor: Actor, body: Go
 
 def search_public(session: Session, policy: OfferPolicy, k: int, now: datetime, *, kind: str | None,
                   town: int | None, language: str | None, target_group: str | None,
-                  starts_within_days: int | None, free_places: bool | None) -> list[PublicOfferOut]:
-    """Offers valid today, filtered; ordered by start, then title. Reads no person data and writes
-    no audit row (nothing personal is read)."""
+                  starts_within_days: int | None, free_places: bool | None,
+                  age: int | None = None) -> list[PublicOfferOut]:
+    """Offers valid today, filtered; ordered by start, then title. A target group or an age keeps
+    the offers open to it: those naming it (or an age range holding it) and those naming none.
+    Reads no person data and writes no audit row (nothing personal is read)."""
     today = local_day(now)
     if kind is not None and kind not in policy.kinds:
         raise _invalid("query.kind", f"one of {sorted(policy.kinds)}")
@@ -357,6 +359,9 @@ def search_public(session: Session, policy: OfferPolicy, k: int, now: datetime, 
         if starts_within_days is not None:
             stmt = stmt.where(Offer.starts_on >= today,
                               Offer.starts_on <= date.fromordinal(today.toordinal() + starts_within_days))
+        if age is not None:
+            stmt = stmt.where(or_(Offer.age_min.is_(None), Offer.age_min <= age),
+                              or_(Offer.age_max.is_(None), Offer.age_max >= age))
         if free_places:
             stmt = stmt.where(or_(Offer.free_places.is_(None), Offer.free_places > 0))
         elif free_places is False:
