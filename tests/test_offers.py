@@ -79,6 +79,18 @@ def test_ranking_never_puts_a_full_offer_before_one_with_a_place_in_the_same_lan
     assert keys == sorted(keys)
 
 
+def test_age_is_counted_in_completed_years_and_an_age_range_includes_both_ends():
+    assert [matching.age_on(date(1998, 3, 2), DAY), matching.age_on(date(1998, 3, 3), DAY)] == [28, 27]
+    leap = date(2008, 2, 29)  # in other years one more from 1 March on
+    assert [matching.age_on(leap, date(2026, 2, 28)), matching.age_on(leap, date(2026, 3, 1))] == [17, 18]
+    assert matching.age_on(leap, date(2028, 2, 29)) == 20
+    youth = matching.Candidate(**(_candidate("youth").__dict__ | {"age_min": 16, "age_max": 27}))
+    need = matching.Need(NEED.kinds, NEED.town_path)
+    assert [matching.fits(youth, matching.Need(NEED.kinds, NEED.town_path, age=a), DAY)
+            for a in (15, 16, 27, 28)] == [False, True, True, False]
+    assert matching.fits(youth, need, DAY)  # age unknown: no range excludes
+
+
 def test_places_band_hides_the_number():
     assert [matching.places_band(n, 5) for n in (None, 0, 1, 4, 5, 40)] == [
         "open", "full", "few", "few", "available", "available"]
@@ -252,6 +264,47 @@ def test_case_manager_books_a_matching_course_and_the_provider_writes_the_langua
     page = client.get(f"/persons/{person['id']}/language-pass.html", headers=auth(*KI))
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "Sprachenpass" in page.text and "Deutsch-Test für Zuwanderer (B1)" in page.text and "700 UE" in page.text
+
+
+def _matched(client, auth, chain, who=KI) -> set[str]:
+    found = ok(client.get(f"/chains/{chain['id']}/steps/{STEP}/offers", headers=auth(*who)))
+    assert all(o["offer"]["target_residence_statuses"] is not None for o in found["offers"])
+    return {o["offer"]["id"] for o in found["offers"]}
+
+
+def _target_group_offers(client, auth, world) -> dict[str, str]:
+    def add(title, **over):
+        return ok(client.post("/offers", json=offer_body(world, title=title, **over), headers=auth(*VHS)), 201)["id"]
+
+    return {
+        "protected": add("Kurs für Schutzberechtigte", target_residence_statuses=["protection_granted"]),
+        "tolerated": add("Kurs für Geduldete und Gestattete", target_residence_statuses=["tolerated", "asylum_pending"]),
+        "youth": add("Jugendintegrationskurs", offer_kind="youth_integration_course", age_min=16, age_max=27),
+        "older": add("Kurs ab 28", age_min=28),
+        "anyone": add("Kurs für alle"),
+    }
+
+
+def test_matching_offers_respect_the_persons_residence_status_and_age(client, auth, world):
+    """An offer restricted to a residence status the person does not have, or to an age range
+    their birth date is outside of (on today's date, 2026-03-02), is not offered for the step;
+    an offer naming no target group is offered to everybody. Unknown parts exclude nothing."""
+    o = _target_group_offers(client, auth, world)
+
+    def matched(**fields):
+        return {k for k, v in o.items() if v in _matched(client, auth, _person_with_chain(client, auth, world,
+                                                                                         **fields)[1])}
+
+    assert matched(birth_date="2004-01-10") == {"protected", "youth", "anyone"}  # 22, protection granted
+    assert matched(residence_status="tolerated", birth_date="1980-06-15") == {"tolerated", "older", "anyone"}  # 45
+    assert matched(residence_status="eu_free_movement", birth_date="1980-06-15") == {"older", "anyone"}
+    # The birthday decides, to the day: 27 until tomorrow, 28 since today.
+    assert matched(birth_date="1998-03-03") == {"protected", "youth", "anyone"}
+    assert matched(birth_date="1998-03-02") == {"protected", "older", "anyone"}
+    assert matched(residence_status="asylum_pending", birth_date="2010-03-03") == {"tolerated", "anyone"}  # 15
+    assert matched(residence_status="asylum_pending", birth_date="2010-03-02") == {"tolerated", "youth", "anyone"}
+    # Without a birth date the age is unknown: no age range excludes the person.
+    assert matched(residence_status="asylum_pending") == {"tolerated", "youth", "older", "anyone"}
 
 
 def test_offers_are_maintained_by_their_provider_and_the_ki_with_history(client, auth, world):
