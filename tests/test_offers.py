@@ -307,6 +307,51 @@ def test_matching_offers_respect_the_persons_residence_status_and_age(client, au
     assert matched(residence_status="asylum_pending") == {"tolerated", "youth", "older", "anyone"}
 
 
+def test_matching_uses_only_the_target_group_facts_the_caller_may_read(client, auth, world, session_factory):
+    """The residence status and the birth date narrow the offers only for a caller with a basis
+    for their category, and each use is an audited read. The VHS doing the course step may read
+    identity (§ 8 IntV) but not residence: it sees the age ranges applied, not the statuses, so
+    the list it gets does not tell it the person's residence status."""
+    from casemgmt.privacy.models import AuditEvent
+
+    o = _target_group_offers(client, auth, world)
+    person, chain = _person_with_chain(client, auth, world, residence_status="tolerated", birth_date="1980-06-15")
+    by_ki = _matched(client, auth, chain)
+    assert by_ki == {o["tolerated"], o["older"], o["anyone"]}
+    ok(client.post(f"/chains/{chain['id']}/steps/{STEP}/offers/{o['anyone']}", json={"action": "enrol"},
+                   headers=auth(*KI)))  # the step goes to the VHS, the course's provider
+    with session_factory() as s:  # and is ready (its entitlement done, set directly for speed)
+        from casemgmt.chains.models import ChainStep
+
+        step = s.scalar(select(ChainStep).where(ChainStep.chain_id == uuid.UUID(chain["id"]), ChainStep.key == STEP))
+        assert step.assigned_organisation_id == world.organisations["ennetal_vhs"]
+        step.state = "ready"
+        s.commit()
+    assert _matched(client, auth, chain, VHS) == {o["protected"], o["tolerated"], o["older"], o["anyone"]}
+
+    with session_factory() as s:
+        rows = s.execute(select(AuditEvent.agent_organisation_id, AuditEvent.fields, AuditEvent.legal_bases,
+                                AuditEvent.outcome)
+                         .where(AuditEvent.subtype == "offer.matching", AuditEvent.person_id == person["id"])
+                         .order_by(AuditEvent.id)).all()
+    read = {(r.agent_organisation_id, r.outcome): (set(json.loads(r.fields)), json.loads(r.legal_bases)) for r in rows}
+    ki, vhs = world.organisations["ennetal_ki"], world.organisations["ennetal_vhs"]
+    fields, bases = read[(ki, "success")]
+    assert fields == {"preferred_language", "residence_status", "birth_date"} and all(bases[f] for f in fields)
+    fields, bases = read[(vhs, "success")]
+    assert fields == {"preferred_language", "birth_date"} and all(bases[f] for f in fields)
+    assert read[(vhs, "denied")][0] == {"residence_status"}
+    # A step whose offers name no target group reads neither fact.
+    job = ok(client.post("/offers", json=offer_body(world, title="Berufssprachkurs B2", offer_kind="job_related_german"),
+                         headers=auth(*VHS)), 201)
+    found = ok(client.get(f"/chains/{chain['id']}/steps/job_related_german/offers", headers=auth(*KI),
+                          params={"language": "Deutsch"}))
+    assert [x["offer"]["id"] for x in found["offers"]] == [job["id"]]
+    with session_factory() as s:
+        assert s.scalar(select(func.count()).select_from(AuditEvent).where(
+            AuditEvent.subtype == "offer.matching", AuditEvent.person_id == person["id"])) == len(rows)
+
+
 def test_offers_are_maintained_by_their_provider_and_the_ki_with_history(client, auth, world):
     offer = ok(client.post("/offers", json=offer_body(world), headers=auth(*VHS)), 201)
     changed = offer_body(world, title="Integrationskurs am Nachmittag", expected_version=1)

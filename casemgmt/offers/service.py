@@ -444,8 +444,10 @@ def matching_offers(session: Session, catalog, privacy: Privacy, policy: OfferPo
         kinds = policy.kinds_for_step(step_key)
         person = session.get(Person, loaded.row.person_id)
         offers = {o.id: o for o in session.scalars(select(Offer).where(Offer.kind.in_(kinds)))} if kinds else {}
-        # Only what the ranking can use: the birth date only when some offer names an age range.
+        # Only what the ranking can use: the residence status only when some offer names target
+        # statuses, the birth date only when some offer names an age range.
         wanted = (() if language is not None else ("preferred_language",)) + (
+            ("residence_status",) if any(o.target_residence_statuses for o in offers.values()) else ()) + (
             ("birth_date",) if any(o.age_min is not None or o.age_max is not None for o in offers.values()) else ())
         facts = _person_facts(session, privacy, actor, person, wanted, now) if person is not None and wanted else {}
         language = language if language is not None else facts.get("preferred_language")
@@ -453,8 +455,7 @@ def matching_offers(session: Session, catalog, privacy: Privacy, policy: OfferPo
         today = local_day(now)
         names = _Names(session)
         need = matching.Need(kinds=frozenset(kinds), town_path=names.path_ids(loaded.row.lead_jurisdiction_id),
-                             language=language,
-                             residence_status=person.residence_status if person is not None else None,
+                             language=language, residence_status=facts.get("residence_status"),
                              age=matching.age_on(date.fromisoformat(birth), today) if birth else None)
         ranked = matching.rank((_candidate(o) for o in offers.values()), need, today)
         practices = _practices(session, [c.id for c in ranked])
