@@ -204,6 +204,68 @@ def test_public_search_by_age(client, auth, world):
     assert (schema["minimum"], schema["maximum"]) == (0, 120)
 
 
+def _keys(value, path=""):
+    """Every key of a JSON answer with its path (items of a list as ``[]``) and its value."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield f"{path}.{key}".lstrip("."), key, item
+            yield from _keys(item, f"{path}.{key}".lstrip("."))
+    elif isinstance(value, list):
+        for item in value:
+            yield from _keys(item, f"{path}[]")
+
+
+# Keys of the public answers that share a name with a field of the person catalogue and are the
+# offer's own public data: the venue's address, and the staff named as contact persons.
+OFFER_DATA_NAMED_LIKE_PERSON_FIELDS = {"address", "contacts[].phone", "contacts[].email",
+                                       "[].address", "[].contacts[].phone", "[].contacts[].email"}
+
+
+def test_public_answers_carry_no_person_field_and_places_only_as_the_documented_band(client, auth, world, privacy,
+                                                                                     policies):
+    """Whatever was enrolled, the public routes answer with no field of a person (the catalogue's
+    fields, the ids and states of bookings) and no count: free places are one of the documented
+    bands, `few` for 1..k-1 free, so capacity minus free places never gives a count under k."""
+    k = policies.steering.k
+    made = {}
+    for name, capacity in (("open", None), ("available", k + 1), ("few", k), ("one_left", 2), ("full", 1)):
+        made[name] = ok(client.post("/offers", json=offer_body(world, title=f"Kurs {name}", capacity=capacity,
+                                                               age_min=18, age_max=65), headers=auth(*VHS)), 201)
+    ok(client.post("/good-practices", json={"offer_id": made["few"]["id"], "title": "Lernpatenschaften",
+                                            "text": "Ehrenamtliche begleiten den Kurs."}, headers=auth(*VHS)), 201)
+    person, chain = _person_with_chain(client, auth, world, family_name="Haddad", given_names="Rana",
+                                       birth_date="1994-07-21")
+    for offer in made.values():  # one enrolment each: every count the public could see is 1
+        ok(client.post(f"/chains/{chain['id']}/steps/{STEP}/offers/{offer['id']}", json={"action": "enrol"},
+                       headers=auth(*KI)))
+    answers = {"/public/offers": ok(client.get("/public/offers")),
+               "/public/good-practices": ok(client.get("/public/good-practices"))}
+    answers |= {f"/public/offers/{o['id']}": ok(client.get(f"/public/offers/{o['id']}")) for o in made.values()}
+
+    person_fields = set(privacy.policy.fields) | {
+        "person", "person_id", "persons", "chain", "chain_id", "step_key", "booking", "bookings", "booking_id",
+        "state", "referred_at", "enrolled_at", "participants", "enrolled", "enrolments", "capacity", "free_places"}
+    for route, answer in answers.items():
+        for path, key, _ in _keys(answer):
+            assert key not in person_fields or path in OFFER_DATA_NAMED_LIKE_PERSON_FIELDS, (route, path)
+            assert not any(word in key for word in ("count", "enrol", "booked", "person", "participant")), (route, path)
+        text = json.dumps(answer, ensure_ascii=False)
+        for value in (person["id"], chain["id"], "Haddad", "Rana", "1994-07-21", "21.07.1994"):
+            assert value not in text, (route, value)
+
+    documented = client.get("/openapi.json").json()["components"]["schemas"]["PublicOfferOut"]["properties"]["places"]
+    assert documented["enum"] == ["open", "available", "few", "full"]
+    listed = {o["id"]: o["places"] for o in answers["/public/offers"]}
+    assert {name: listed[o["id"]] for name, o in made.items()} == {
+        "open": "open", "available": "available", "few": "few", "one_left": "few", "full": "full"}
+    for o in made.values():
+        assert answers[f"/public/offers/{o['id']}"]["places"] == listed[o["id"]] in documented["enum"]
+    # The band is all there is of the places: no number in an answer but an offer's age range and ids.
+    numbers = {key for answer in answers.values() for _, key, value in _keys(answer)
+               if isinstance(value, int | float) and not isinstance(value, bool)}
+    assert numbers == {"age_min", "age_max", "organisation_id"}, numbers
+
+
 def test_case_manager_books_a_matching_course_and_the_provider_writes_the_language_pass(client, auth, world):
     far = ok(client.post("/offers", json=offer_body(world, title="Abendkurs", starts_on="2026-05-04",
                                                     languages=["Deutsch"]), headers=auth(*VHS)), 201)
