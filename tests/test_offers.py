@@ -79,6 +79,18 @@ def test_ranking_never_puts_a_full_offer_before_one_with_a_place_in_the_same_lan
     assert keys == sorted(keys)
 
 
+def test_age_is_counted_in_completed_years_and_an_age_range_includes_both_ends():
+    assert [matching.age_on(date(1998, 3, 2), DAY), matching.age_on(date(1998, 3, 3), DAY)] == [28, 27]
+    leap = date(2008, 2, 29)  # in other years one more from 1 March on
+    assert [matching.age_on(leap, date(2026, 2, 28)), matching.age_on(leap, date(2026, 3, 1))] == [17, 18]
+    assert matching.age_on(leap, date(2028, 2, 29)) == 20
+    youth = matching.Candidate(**(_candidate("youth").__dict__ | {"age_min": 16, "age_max": 27}))
+    need = matching.Need(NEED.kinds, NEED.town_path)
+    assert [matching.fits(youth, matching.Need(NEED.kinds, NEED.town_path, age=a), DAY)
+            for a in (15, 16, 27, 28)] == [False, True, True, False]
+    assert matching.fits(youth, need, DAY)  # age unknown: no range excludes
+
+
 def test_places_band_hides_the_number():
     assert [matching.places_band(n, 5) for n in (None, 0, 1, 4, 5, 40)] == [
         "open", "full", "few", "few", "available", "available"]
@@ -142,6 +154,118 @@ def test_public_directory_needs_no_token_and_reveals_no_person_or_count(client, 
     problem(client.get("/public/offers", params={"kind": "no_such_kind"}), 422, "validation-error")
 
 
+def _public_ids(client, **params) -> set[str]:
+    return {o["id"] for o in ok(client.get("/public/offers", params=params))}
+
+
+def test_public_search_by_target_group(client, auth, world):
+    """An offer restricted to a residence status is found with that target group and not with
+    another; an offer naming no target group is open to everybody and found for any."""
+    protected = ok(client.post("/offers", json=offer_body(world, title="Kurs für Schutzberechtigte",
+                                                          target_residence_statuses=["protection_granted"]),
+                               headers=auth(*VHS)), 201)
+    anyone = ok(client.post("/offers", json=offer_body(world, title="Kurs für alle"), headers=auth(*VHS)), 201)
+    assert protected["target_residence_statuses"] == ["protection_granted"] and anyone["target_residence_statuses"] == []
+    assert _public_ids(client, target_group="protection_granted") == {protected["id"], anyone["id"]}
+    for other in ("tolerated", "asylum_pending", "eu_free_movement"):
+        assert _public_ids(client, target_group=other) == {anyone["id"]}, other
+    assert _public_ids(client) == {protected["id"], anyone["id"]}
+    # Combined with the other filters, not instead of them.
+    assert _public_ids(client, target_group="tolerated", town=world.jurisdictions["hagenau"]) == set()
+    problem(client.get("/public/offers", params={"target_group": "refugee"}), 422, "validation-error")
+
+
+def test_public_search_by_age(client, auth, world):
+    """An offer with an age range is found only for ages inside it (both ends included); one with
+    a single bound only on its side; one without a range for any age. The age is 0..120."""
+    youth = ok(client.post("/offers", json=offer_body(world, title="Jugendintegrationskurs", age_min=16, age_max=27,
+                                                      offer_kind="youth_integration_course"), headers=auth(*VHS)), 201)
+    adults = ok(client.post("/offers", json=offer_body(world, title="Kurs ab 18", age_min=18), headers=auth(*VHS)), 201)
+    anyone = ok(client.post("/offers", json=offer_body(world, title="Kurs für alle"), headers=auth(*VHS)), 201)
+    every = {youth["id"], adults["id"], anyone["id"]}
+    assert _public_ids(client) == every
+    assert _public_ids(client, age=0) == {anyone["id"]}
+    assert _public_ids(client, age=15) == {anyone["id"]}
+    assert _public_ids(client, age=16) == {youth["id"], anyone["id"]}
+    assert _public_ids(client, age=18) == every
+    assert _public_ids(client, age=27) == every
+    assert _public_ids(client, age=28) == {adults["id"], anyone["id"]}
+    assert _public_ids(client, age=120) == {adults["id"], anyone["id"]}
+    # With the other filters, not instead of them.
+    assert _public_ids(client, age=20, kind="youth_integration_course") == {youth["id"]}
+    assert _public_ids(client, age=20, town=world.jurisdictions["hagenau"]) == set()
+    for bad in ("-1", "121", "zwanzig", "18.5"):
+        body = problem(client.get("/public/offers", params={"age": bad}), 422, "validation-error")
+        assert "age" in json.dumps(body), bad
+    parameter = next(p for p in client.get("/openapi.json").json()["paths"]["/public/offers"]["get"]["parameters"]
+                     if p["name"] == "age")
+    assert parameter["in"] == "query" and not parameter["required"] and parameter["description"]
+    schema = next(s for s in parameter["schema"].get("anyOf", [parameter["schema"]]) if s.get("type") == "integer")
+    assert (schema["minimum"], schema["maximum"]) == (0, 120)
+
+
+def _keys(value, path=""):
+    """Every key of a JSON answer with its path (items of a list as ``[]``) and its value."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield f"{path}.{key}".lstrip("."), key, item
+            yield from _keys(item, f"{path}.{key}".lstrip("."))
+    elif isinstance(value, list):
+        for item in value:
+            yield from _keys(item, f"{path}[]")
+
+
+# Keys of the public answers that share a name with a field of the person catalogue and are the
+# offer's own public data: the venue's address, and the staff named as contact persons.
+OFFER_DATA_NAMED_LIKE_PERSON_FIELDS = {"address", "contacts[].phone", "contacts[].email",
+                                       "[].address", "[].contacts[].phone", "[].contacts[].email"}
+
+
+def test_public_answers_carry_no_person_field_and_places_only_as_the_documented_band(client, auth, world, privacy,
+                                                                                     policies):
+    """Whatever was enrolled, the public routes answer with no field of a person (the catalogue's
+    fields, the ids and states of bookings) and no count: free places are one of the documented
+    bands, `few` for 1..k-1 free, so capacity minus free places never gives a count under k."""
+    k = policies.steering.k
+    made = {}
+    for name, capacity in (("open", None), ("available", k + 1), ("few", k), ("one_left", 2), ("full", 1)):
+        made[name] = ok(client.post("/offers", json=offer_body(world, title=f"Kurs {name}", capacity=capacity,
+                                                               age_min=18, age_max=65), headers=auth(*VHS)), 201)
+    ok(client.post("/good-practices", json={"offer_id": made["few"]["id"], "title": "Lernpatenschaften",
+                                            "text": "Ehrenamtliche begleiten den Kurs."}, headers=auth(*VHS)), 201)
+    person, chain = _person_with_chain(client, auth, world, family_name="Haddad", given_names="Rana",
+                                       birth_date="1994-07-21")
+    for offer in made.values():  # one enrolment each: every count the public could see is 1
+        ok(client.post(f"/chains/{chain['id']}/steps/{STEP}/offers/{offer['id']}", json={"action": "enrol"},
+                       headers=auth(*KI)))
+    answers = {"/public/offers": ok(client.get("/public/offers")),
+               "/public/good-practices": ok(client.get("/public/good-practices"))}
+    answers |= {f"/public/offers/{o['id']}": ok(client.get(f"/public/offers/{o['id']}")) for o in made.values()}
+
+    person_fields = set(privacy.policy.fields) | {
+        "person", "person_id", "persons", "chain", "chain_id", "step_key", "booking", "bookings", "booking_id",
+        "state", "referred_at", "enrolled_at", "participants", "enrolled", "enrolments", "capacity", "free_places"}
+    for route, answer in answers.items():
+        for path, key, _ in _keys(answer):
+            assert key not in person_fields or path in OFFER_DATA_NAMED_LIKE_PERSON_FIELDS, (route, path)
+            assert not any(word in key for word in ("count", "enrol", "booked", "person", "participant")), (route, path)
+        text = json.dumps(answer, ensure_ascii=False)
+        for value in (person["id"], chain["id"], "Haddad", "Rana", "1994-07-21", "21.07.1994"):
+            assert value not in text, (route, value)
+
+    documented = client.get("/openapi.json").json()["components"]["schemas"]["PublicOfferOut"]["properties"]["places"]
+    assert documented["enum"] == ["open", "available", "few", "full"]
+    listed = {o["id"]: o["places"] for o in answers["/public/offers"]}
+    assert {name: listed[o["id"]] for name, o in made.items()} == {
+        "open": "open", "available": "available", "few": "few", "one_left": "few", "full": "full"}
+    for o in made.values():
+        assert answers[f"/public/offers/{o['id']}"]["places"] == listed[o["id"]] in documented["enum"]
+    # The band is all there is of the places: no number in an answer but an offer's age range and ids.
+    numbers = {key for answer in answers.values() for _, key, value in _keys(answer)
+               if isinstance(value, int | float) and not isinstance(value, bool)}
+    assert numbers == {"age_min", "age_max", "organisation_id"}, numbers
+
+
 def test_case_manager_books_a_matching_course_and_the_provider_writes_the_language_pass(client, auth, world):
     far = ok(client.post("/offers", json=offer_body(world, title="Abendkurs", starts_on="2026-05-04",
                                                     languages=["Deutsch"]), headers=auth(*VHS)), 201)
@@ -202,6 +326,92 @@ def test_case_manager_books_a_matching_course_and_the_provider_writes_the_langua
     page = client.get(f"/persons/{person['id']}/language-pass.html", headers=auth(*KI))
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "Sprachenpass" in page.text and "Deutsch-Test für Zuwanderer (B1)" in page.text and "700 UE" in page.text
+
+
+def _matched(client, auth, chain, who=KI) -> set[str]:
+    found = ok(client.get(f"/chains/{chain['id']}/steps/{STEP}/offers", headers=auth(*who)))
+    assert all(o["offer"]["target_residence_statuses"] is not None for o in found["offers"])
+    return {o["offer"]["id"] for o in found["offers"]}
+
+
+def _target_group_offers(client, auth, world) -> dict[str, str]:
+    def add(title, **over):
+        return ok(client.post("/offers", json=offer_body(world, title=title, **over), headers=auth(*VHS)), 201)["id"]
+
+    return {
+        "protected": add("Kurs für Schutzberechtigte", target_residence_statuses=["protection_granted"]),
+        "tolerated": add("Kurs für Geduldete und Gestattete", target_residence_statuses=["tolerated", "asylum_pending"]),
+        "youth": add("Jugendintegrationskurs", offer_kind="youth_integration_course", age_min=16, age_max=27),
+        "older": add("Kurs ab 28", age_min=28),
+        "anyone": add("Kurs für alle"),
+    }
+
+
+def test_matching_offers_respect_the_persons_residence_status_and_age(client, auth, world):
+    """An offer restricted to a residence status the person does not have, or to an age range
+    their birth date is outside of (on today's date, 2026-03-02), is not offered for the step;
+    an offer naming no target group is offered to everybody. Unknown parts exclude nothing."""
+    o = _target_group_offers(client, auth, world)
+
+    def matched(**fields):
+        return {k for k, v in o.items() if v in _matched(client, auth, _person_with_chain(client, auth, world,
+                                                                                         **fields)[1])}
+
+    assert matched(birth_date="2004-01-10") == {"protected", "youth", "anyone"}  # 22, protection granted
+    assert matched(residence_status="tolerated", birth_date="1980-06-15") == {"tolerated", "older", "anyone"}  # 45
+    assert matched(residence_status="eu_free_movement", birth_date="1980-06-15") == {"older", "anyone"}
+    # The birthday decides, to the day: 27 until tomorrow, 28 since today.
+    assert matched(birth_date="1998-03-03") == {"protected", "youth", "anyone"}
+    assert matched(birth_date="1998-03-02") == {"protected", "older", "anyone"}
+    assert matched(residence_status="asylum_pending", birth_date="2010-03-03") == {"tolerated", "anyone"}  # 15
+    assert matched(residence_status="asylum_pending", birth_date="2010-03-02") == {"tolerated", "youth", "anyone"}
+    # Without a birth date the age is unknown: no age range excludes the person.
+    assert matched(residence_status="asylum_pending") == {"tolerated", "youth", "older", "anyone"}
+
+
+def test_matching_uses_only_the_target_group_facts_the_caller_may_read(client, auth, world, session_factory):
+    """The residence status and the birth date narrow the offers only for a caller with a basis
+    for their category, and each use is an audited read. The VHS doing the course step may read
+    identity (§ 8 IntV) but not residence: it sees the age ranges applied, not the statuses, so
+    the list it gets does not tell it the person's residence status."""
+    from casemgmt.privacy.models import AuditEvent
+
+    o = _target_group_offers(client, auth, world)
+    person, chain = _person_with_chain(client, auth, world, residence_status="tolerated", birth_date="1980-06-15")
+    by_ki = _matched(client, auth, chain)
+    assert by_ki == {o["tolerated"], o["older"], o["anyone"]}
+    ok(client.post(f"/chains/{chain['id']}/steps/{STEP}/offers/{o['anyone']}", json={"action": "enrol"},
+                   headers=auth(*KI)))  # the step goes to the VHS, the course's provider
+    with session_factory() as s:  # and is ready (its entitlement done, set directly for speed)
+        from casemgmt.chains.models import ChainStep
+
+        step = s.scalar(select(ChainStep).where(ChainStep.chain_id == uuid.UUID(chain["id"]), ChainStep.key == STEP))
+        assert step.assigned_organisation_id == world.organisations["ennetal_vhs"]
+        step.state = "ready"
+        s.commit()
+    assert _matched(client, auth, chain, VHS) == {o["protected"], o["tolerated"], o["older"], o["anyone"]}
+
+    with session_factory() as s:
+        rows = s.execute(select(AuditEvent.agent_organisation_id, AuditEvent.fields, AuditEvent.legal_bases,
+                                AuditEvent.outcome)
+                         .where(AuditEvent.subtype == "offer.matching", AuditEvent.person_id == person["id"])
+                         .order_by(AuditEvent.id)).all()
+    read = {(r.agent_organisation_id, r.outcome): (set(json.loads(r.fields)), json.loads(r.legal_bases)) for r in rows}
+    ki, vhs = world.organisations["ennetal_ki"], world.organisations["ennetal_vhs"]
+    fields, bases = read[(ki, "success")]
+    assert fields == {"preferred_language", "residence_status", "birth_date"} and all(bases[f] for f in fields)
+    fields, bases = read[(vhs, "success")]
+    assert fields == {"preferred_language", "birth_date"} and all(bases[f] for f in fields)
+    assert read[(vhs, "denied")][0] == {"residence_status"}
+    # A step whose offers name no target group reads neither fact.
+    job = ok(client.post("/offers", json=offer_body(world, title="Berufssprachkurs B2", offer_kind="job_related_german"),
+                         headers=auth(*VHS)), 201)
+    found = ok(client.get(f"/chains/{chain['id']}/steps/job_related_german/offers", headers=auth(*KI),
+                          params={"language": "Deutsch"}))
+    assert [x["offer"]["id"] for x in found["offers"]] == [job["id"]]
+    with session_factory() as s:
+        assert s.scalar(select(func.count()).select_from(AuditEvent).where(
+            AuditEvent.subtype == "offer.matching", AuditEvent.person_id == person["id"])) == len(rows)
 
 
 def test_offers_are_maintained_by_their_provider_and_the_ki_with_history(client, auth, world):

@@ -47,6 +47,12 @@ class Need:
     age: int | None = None
 
 
+def age_on(birth: date, day: date) -> int:
+    """Completed years on ``day``: one more from the birthday on (a 29 February birthday counts
+    from 1 March in other years)."""
+    return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
+
+
 def valid_on(c: Candidate, day: date) -> bool:
     return c.valid_from <= day and (c.valid_until is None or day <= c.valid_until)
 

@@ -46,12 +46,9 @@ from casemgmt.privacy.audit import AuditEntry
 from casemgmt.privacy.service import (
     Privacy,
     check_free_text,
-    decide_category,
-    person_data_key,
+    disclose,
     write_audit,
 )
-from casemgmt.privacy.models import PersonField
-from casemgmt.privacy.crypto import decrypt_field
 from casemgmt.problems import (
     AlreadyEnrolled,
     NotFound,
@@ -337,9 +334,11 @@ def add_good_practice(session: Session, privacy: Privacy, actor: Actor, body: Go
 
 def search_public(session: Session, policy: OfferPolicy, k: int, now: datetime, *, kind: str | None,
                   town: int | None, language: str | None, target_group: str | None,
-                  starts_within_days: int | None, free_places: bool | None) -> list[PublicOfferOut]:
-    """Offers valid today, filtered; ordered by start, then title. Reads no person data and writes
-    no audit row (nothing personal is read)."""
+                  starts_within_days: int | None, free_places: bool | None,
+                  age: int | None = None) -> list[PublicOfferOut]:
+    """Offers valid today, filtered; ordered by start, then title. A target group or an age keeps
+    the offers open to it: those naming it (or an age range holding it) and those naming none.
+    Reads no person data and writes no audit row (nothing personal is read)."""
     today = local_day(now)
     if kind is not None and kind not in policy.kinds:
         raise _invalid("query.kind", f"one of {sorted(policy.kinds)}")
@@ -357,6 +356,9 @@ def search_public(session: Session, policy: OfferPolicy, k: int, now: datetime, 
         if starts_within_days is not None:
             stmt = stmt.where(Offer.starts_on >= today,
                               Offer.starts_on <= date.fromordinal(today.toordinal() + starts_within_days))
+        if age is not None:
+            stmt = stmt.where(or_(Offer.age_min.is_(None), Offer.age_min <= age),
+                              or_(Offer.age_max.is_(None), Offer.age_max >= age))
         if free_places:
             stmt = stmt.where(or_(Offer.free_places.is_(None), Offer.free_places > 0))
         elif free_places is False:
@@ -403,25 +405,15 @@ def _candidate(o: Offer) -> matching.Candidate:
         starts_on=o.starts_on, free_places=o.free_places, valid_from=o.valid_from, valid_until=o.valid_until)
 
 
-def _person_language(session: Session, privacy: Privacy, actor: Actor, person: Person, now: datetime) -> str | None:
-    """The person's preferred language, if the actor may read the contact category (the read is
-    audited like any other); else None and the ranking goes without it."""
+def _person_facts(session: Session, privacy: Privacy, actor: Actor, person: Person, fields: tuple[str, ...],
+                  now: datetime) -> dict[str, Any]:
+    """The person's fields the ranking uses, each only if the actor may read its category (read
+    and audited like any other read, as ``offer.matching``); a field withheld or not held is
+    missing and the ranking goes without it."""
     purpose = privacy.policy.default_purpose.get(actor.organisation_kind)
     if purpose is None or purpose not in privacy.policy.purposes:
-        return None
-    decision = decide_category(session, privacy, actor, person, purpose, "contact", "read", now)
-    if not decision.permit:
-        return None
-    blob = session.scalar(select(PersonField.ciphertext).where(PersonField.person_id == person.id,
-                                                                PersonField.field == "preferred_language"))
-    if blob is None:
-        return None
-    value = decrypt_field(person_data_key(session, privacy, person.id), person.id, "preferred_language", blob)
-    write_audit(session, [AuditEntry(
-        agent_user=actor.user_id, agent_organisation_id=actor.organisation_id, action="R", subtype="offer.matching",
-        entity_type="person", entity_id=str(person.id), person_id=person.id, fields=("preferred_language",),
-        legal_bases={"preferred_language": decision.basis or ""}, purpose=purpose)], now)
-    return value
+        return {}
+    return disclose(session, privacy, actor, person, purpose, now, subtype="offer.matching", only=fields).fields
 
 
 def _booking_out(b: OfferBooking, title: str, chain_version: int | None = None,
@@ -451,14 +443,20 @@ def matching_offers(session: Session, catalog, privacy: Privacy, policy: OfferPo
             raise NotFound(f"chain {chain_id} has no step '{step_key}'", resource="step", id=step_key)
         kinds = policy.kinds_for_step(step_key)
         person = session.get(Person, loaded.row.person_id)
-        if language is None and person is not None:
-            language = _person_language(session, privacy, actor, person, now)
+        offers = {o.id: o for o in session.scalars(select(Offer).where(Offer.kind.in_(kinds)))} if kinds else {}
+        # Only what the ranking can use: the residence status only when some offer names target
+        # statuses, the birth date only when some offer names an age range.
+        wanted = (() if language is not None else ("preferred_language",)) + (
+            ("residence_status",) if any(o.target_residence_statuses for o in offers.values()) else ()) + (
+            ("birth_date",) if any(o.age_min is not None or o.age_max is not None for o in offers.values()) else ())
+        facts = _person_facts(session, privacy, actor, person, wanted, now) if person is not None and wanted else {}
+        language = language if language is not None else facts.get("preferred_language")
+        birth = facts.get("birth_date")
+        today = local_day(now)
         names = _Names(session)
         need = matching.Need(kinds=frozenset(kinds), town_path=names.path_ids(loaded.row.lead_jurisdiction_id),
-                             language=language,
-                             residence_status=person.residence_status if person is not None else None)
-        today = local_day(now)
-        offers = {o.id: o for o in session.scalars(select(Offer).where(Offer.kind.in_(kinds)))} if kinds else {}
+                             language=language, residence_status=facts.get("residence_status"),
+                             age=matching.age_on(date.fromisoformat(birth), today) if birth else None)
         ranked = matching.rank((_candidate(o) for o in offers.values()), need, today)
         practices = _practices(session, [c.id for c in ranked])
         out = MatchingOut(

@@ -46,6 +46,9 @@ def search_offers(
     town: DbId | None = Query(default=None, description="A jurisdiction id: offers open to it (a town, or a Kreis)."),
     language: str | None = Query(default=None, max_length=50, description="Held or supported in this language."),
     target_group: ResidenceStatus | None = Query(default=None, description="Open to this residence status."),
+    age: int | None = Query(default=None, ge=0, le=120,
+                            description="Open to a person of this age in years: offers with an age range that "
+                                        "includes it, and offers without one."),
     starts_within_days: int | None = Query(default=None, ge=0, le=3660, description="Starts within N days from today."),
     free_places: bool | None = Query(default=None, description="true: only offers with a free place; false: only full ones."),
     session: Session = Depends(get_session),
@@ -55,7 +58,7 @@ def search_offers(
     persons: places are shown as `open`, `available`, `few` or `full`."""
     policy, k = _context(request)
     return service.search_public(session, policy, k, now, kind=kind, town=town, language=language,
-                                 target_group=target_group, starts_within_days=starts_within_days,
+                                 target_group=target_group, age=age, starts_within_days=starts_within_days,
                                  free_places=free_places)
 
 
