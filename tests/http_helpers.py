@@ -1,4 +1,5 @@
-"""Assertions every HTTP test makes about a response: success JSON, or an RFC 9457 problem."""
+"""Assertions every HTTP test makes about a response (success JSON, or an RFC 9457 problem), and
+filling ids into a path or body."""
 
 from __future__ import annotations
 
@@ -26,3 +27,14 @@ def problem(resp, status: int, slug: str) -> dict[str, Any]:
 
 def ts(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def fill_ids(value, ids):
+    """``value`` (a path, or a JSON body) with every ``{name}`` replaced by ``ids[name]``."""
+    if isinstance(value, str):
+        for name, v in ids.items():
+            value = value.replace("{" + name + "}", str(v))
+        return value
+    if isinstance(value, dict):
+        return {k: fill_ids(v, ids) for k, v in value.items()}
+    return value

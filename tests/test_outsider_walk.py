@@ -13,7 +13,7 @@ import uuid
 from typing import Any
 
 import pytest
-from http_helpers import ok, problem
+from http_helpers import fill_ids, ok, problem
 from sqlalchemy import func, select
 from test_conferences_api import MOD, conference, consenting_case, finding, phase
 from test_handovers_api import handover
@@ -162,16 +162,6 @@ def case_world(client, auth, world, session_factory, clock) -> dict[str, str]:
             "organisation_id": world.organisations["ennetal_ki"]}
 
 
-def _fill(value, ids):
-    if isinstance(value, str):
-        for name, v in ids.items():
-            value = value.replace("{" + name + "}", str(v))
-        return value
-    if isinstance(value, dict):
-        return {k: _fill(v, ids) for k, v in value.items()}
-    return value
-
-
 def _random_like(ids: dict[str, Any]) -> dict[str, Any]:
     def random(name, value):
         if name in KEEP:
@@ -202,7 +192,7 @@ def test_an_outsider_cannot_tell_a_real_id_from_a_random_one_on_any_route(client
             body = bodies.get(body, body) if isinstance(body, str) else body
             answers = []
             for ids in (real, fake):
-                resp = client.request(method, _fill(path, ids), json=_fill(body, ids), headers=headers)
+                resp = client.request(method, fill_ids(path, ids), json=fill_ids(body, ids), headers=headers)
                 answers.append(_answer(resp))
                 if resp.status_code < 400 or resp.status_code >= 500:
                     leaks.append((org, roles, method, path, resp.status_code, resp.text[:200]))

@@ -8,7 +8,7 @@ import re
 import uuid
 
 import pytest
-from http_helpers import ok, problem
+from http_helpers import fill_ids, ok, problem
 from test_conferences_api import MOD, conference, consenting_case, phase
 from test_handovers_api import handover
 from test_unknown_query import OPERATIONS
@@ -124,16 +124,6 @@ def restricted(client, auth, world):
             "other_chain": other["id"]}
 
 
-def _fill(value, ids):
-    if isinstance(value, str):
-        for name, v in ids.items():
-            value = value.replace("{" + name + "}", str(v))
-        return value
-    if isinstance(value, dict):
-        return {k: _fill(v, ids) for k, v in value.items()}
-    return value
-
-
 def test_restriction_blocks_every_route_touching_the_person(client, auth, world, restricted):
     ids = restricted
     for (method, path), (who, body) in BLOCKED.items():
@@ -144,7 +134,7 @@ def test_restriction_blocks_every_route_touching_the_person(client, auth, world,
         elif body == "agreement":
             body = {"conference_case_id": ids["case_id"], "text": "ABH prüft vorrangig",
                     "owner_organisation_id": world.organisations["ennetal_abh"], "due_date": "2026-03-24"}
-        resp = client.request(method, _fill(path, ids), json=_fill(body, ids), headers=auth(*who))
+        resp = client.request(method, fill_ids(path, ids), json=fill_ids(body, ids), headers=auth(*who))
         got = problem(resp, 423, "person-restricted")
         assert "bestritten" not in resp.text, (method, path)
         assert got["restriction"] == "GDPR Art. 18"
