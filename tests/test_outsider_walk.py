@@ -256,3 +256,28 @@ def test_officers_and_administrators_list_only_their_own_area(client, auth, worl
     assert agreement_id in agreements("hagenau_ki", "dpo_installation")
     assert case_world["message_id"] in outbox("ennetal_ki")[0]
     assert outbox("hagenau_ki") == (set(), 0)
+
+
+def test_no_listing_shows_an_outsider_anything_of_the_case(client, auth, world, case_world):
+    """Every GET operation without an id (listings, searches, inboxes, registers, reports), asked
+    by each outsider with all its roles at once: no id of the case appears in any answer, and
+    neither does the person's name."""
+    secrets = {str(v) for k, v in case_world.items()
+               if k.endswith("_id") and k not in ("organisation_id", "offer_id", "message_id", "contact_id")}
+    listings = [p for m, p, _ in OPERATIONS if m == "GET" and "{" not in p]
+    assert {"/persons", "/chains", "/handovers/incoming", "/handovers/outgoing", "/conferences", "/proposals",
+            "/data-subject-requests", "/audit", "/retention/due", "/agreements"} <= set(listings)
+    leaks = []
+    for org, roles in OUTSIDERS:
+        headers = auth(org, *roles, user=f"outsider-{org}-all")
+        # The area's own moderators and steering members share its proposals (see AREA_ROUTES),
+        # with their findings and the conferences these came from (not the conferences' cases).
+        shared = {str(case_world[k]) for k in ("proposal_id", "finding_id", "conference_id")}
+        hidden = secrets if org in OTHER_AREA else secrets - shared
+        for path in listings:
+            resp = client.get(path, headers=headers)
+            assert resp.status_code < 500, (org, path, resp.status_code)
+            leaks += [(org, path, s) for s in hidden if s in resp.text]
+            if "Haddad" in resp.text:
+                leaks.append((org, path, "the person's name"))
+    assert not leaks, leaks
