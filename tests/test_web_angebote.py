@@ -184,3 +184,23 @@ def test_lenkungsgruppe_sees_supply_and_demand_with_suppressed_cells(client, aut
     assert "Integrationskurs" in section and "Wittmar" in section
     assert ".<span class=\"unsichtbar\"> (unterdrückt)</span>" in section  # Hattenberg's single person
     assert "Rana" not in page.text
+
+
+def test_public_directory_searches_by_age(client, auth, world, demo_app):
+    """The public page takes an age like the API's `age`: offers whose range holds it and offers
+    without one; a value that is not an age is named in the error summary."""
+    from fastapi.testclient import TestClient
+
+    ok(client.post("/offers", json=offer_body(world, title="Kurs für junge Erwachsene am Abend", offer_kind="youth_integration_course",
+                                              age_min=16, age_max=27), headers=auth(*VHS)), 201)
+    ok(client.post("/offers", json=offer_body(world, title="Integrationskurs für alle"), headers=auth(*VHS)), 201)
+    with TestClient(demo_app, raise_server_exceptions=False) as public:
+        page = public.get("/ui/angebote").text
+        assert 'for="feld-alter"' in page and "Alter in Jahren" in page
+        young = public.get("/ui/angebote", params={"alter": "20"}).text
+        assert "Kurs für junge Erwachsene am Abend" in young and "Integrationskurs für alle" in young
+        older = public.get("/ui/angebote", params={"alter": "40"}).text
+        assert "Kurs für junge Erwachsene am Abend" not in older and "Integrationskurs für alle" in older
+        for bad in ("zwanzig", "121", "-3", "18.5"):
+            refused = public.get("/ui/angebote", params={"alter": bad})
+            assert refused.status_code == 422 and 'href="#feld-alter"' in refused.text, bad

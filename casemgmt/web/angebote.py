@@ -107,14 +107,16 @@ def _search_field(description: str):
 @router.get("/angebote")
 def directory(request: Request, art: str | None = _search_field("offer kind"), ort: str | None = _search_field("town"),
               sprache: str | None = _search_field("language"), zielgruppe: str | None = _search_field("residence status"),
+              alter: str | None = _search_field("age in years"),
               beginn: str | None = _search_field("starts within N days"),
               plaetze: str | None = _search_field("free places: ja, nein or empty"),
               db: Session = Depends(get_session), user: WebUser | None = Depends(_optional_user)) -> Response:
-    """The public directory: search by kind, town, language, target group, start within N days
-    and free places; every value checked, a wrong one named in the error summary."""
+    """The public directory: search by kind, town, language, target group, age, start within N
+    days and free places; every value checked, a wrong one named in the error summary."""
     s = request.app.state
     policy, k = s.policies.offers, s.policies.steering.k
-    given = {"art": art, "ort": ort, "sprache": sprache, "zielgruppe": zielgruppe, "beginn": beginn, "plaetze": plaetze}
+    given = {"art": art, "ort": ort, "sprache": sprache, "zielgruppe": zielgruppe, "alter": alter, "beginn": beginn,
+             "plaetze": plaetze}
     values = {name: (v or "").strip() for name, v in given.items()}
     towns = all_towns(db)
     errors: list[dict[str, str]] = []
@@ -132,6 +134,12 @@ def directory(request: Request, art: str | None = _search_field("offer kind"), o
     target = values["zielgruppe"] or None
     if target is not None and target not in RESIDENCE_STATUSES:
         errors.append({"field": "zielgruppe", "message": "Bitte wählen Sie eine Zielgruppe aus der Liste."})
+    age = None
+    if values["alter"]:
+        if values["alter"].isdigit() and int(values["alter"]) <= 120:
+            age = int(values["alter"])
+        else:
+            errors.append({"field": "alter", "message": "Bitte geben Sie das Alter in ganzen Jahren an (0 bis 120)."})
     within = None
     if values["beginn"]:
         if values["beginn"].isdigit() and int(values["beginn"]) <= policy.max_start_within_days:
@@ -145,7 +153,7 @@ def directory(request: Request, art: str | None = _search_field("offer kind"), o
     found = None
     if not errors:
         found = offers.search_public(db, policy, k, s.clock(), kind=kind, town=town, language=language,
-                                     target_group=target, starts_within_days=within, free_places=free)
+                                     target_group=target, age=age, starts_within_days=within, free_places=free)
     practices = offers.public_good_practices(db, None)
     return render(request, "angebote.html", http_status=422 if errors else 200, errors=errors, values=values,
                   offers=found, practices=practices, places=PLACES, texte=texte,
