@@ -77,13 +77,16 @@ def audit_heads_locked(owner) -> Iterator[None]:
 
 
 def waiting_worker(owner, timeout: float = 20) -> tuple[int, int]:
-    """(backend pid, worker pid) of the service connection waiting for the audit heads."""
+    """(backend pid, worker pid) of the service connection waiting for the audit heads. Only
+    this test database's backends: with two test processes the other one's service (another
+    database) may be waiting for a lock too, and its process is not ours to kill."""
     deadline = time.monotonic() + timeout
     with owner.connect() as conn:
         while time.monotonic() < deadline:
             row = conn.execute(text(
                 "SELECT pid, application_name FROM pg_stat_activity "
-                "WHERE application_name LIKE 'casemgmt pid %' AND wait_event_type = 'Lock'")).first()
+                "WHERE datname = current_database() AND application_name LIKE 'casemgmt pid %' "
+                "AND wait_event_type = 'Lock'")).first()
             if row:
                 return row.pid, int(row.application_name.rsplit(" ", 1)[1])
             time.sleep(0.05)
