@@ -306,8 +306,9 @@ def test_texts_for_the_steering_group_pass_the_scrubber(client, auth, world, ki,
 
 
 def test_reading_the_rechtskreis_before_a_wechsel_is_audited_with_its_basis(client, auth, world, ki, db):
-    """The Jobcenter's view of a waiting Rechtskreiswechsel shows the regime the person had: a read
-    of benefit data, in the audit trail with its legal basis (so the access report names it)."""
+    """The sender's answer, the Jobcenter's view and its acknowledgement of a Rechtskreiswechsel
+    show the regime the person had: a read of benefit data, in the audit trail with its legal
+    basis (so the access report names it)."""
     import json
 
     from sqlalchemy import select
@@ -324,10 +325,21 @@ def test_reading_the_rechtskreis_before_a_wechsel_is_audited_with_its_basis(clie
     h = ok(client.post(f"/chains/{chain['id']}/handovers", json={
         "kind": "rechtskreiswechsel", "step_key": "asylblg_subsistence", "to_step_key": "sgb2_application",
         "benefit_regime": "sgb_ii"}, headers=soz), 201)
+    assert h["benefit_regime_from"] == "asylblg"  # the sender's answer shows it too
     assert ok(client.get(f"/handovers/{h['id']}", headers=jc))["benefit_regime_from"] == "asylblg"
-    with db.connect() as conn:
-        row = conn.execute(select(AuditEvent.fields, AuditEvent.legal_bases).where(
-            AuditEvent.entity_id == h["id"], AuditEvent.agent_organisation_id == world.organisations[
-                "ennetal_jobcenter"]).order_by(AuditEvent.id.desc()).limit(1)).one()
-    bases = json.loads(row.legal_bases) if isinstance(row.legal_bases, str) else row.legal_bases
-    assert "benefit_regime" in row.fields and bases["benefit_regime"]
+    acknowledged = ok(client.post(f"/handovers/{h['id']}/actions", json={"action": "acknowledge"}, headers=jc))
+    assert acknowledged["benefit_regime_from"] == "asylblg"
+
+    def read_of_regime(org: str, *subtypes: str) -> str:
+        with db.connect() as conn:
+            row = conn.execute(select(AuditEvent.fields, AuditEvent.legal_bases).where(
+                AuditEvent.entity_id == h["id"], AuditEvent.subtype.in_(subtypes),
+                AuditEvent.agent_organisation_id == world.organisations[org])).one()
+        bases = json.loads(row.legal_bases) if isinstance(row.legal_bases, str) else row.legal_bases
+        assert "benefit_regime" in row.fields, (org, subtypes)
+        return bases["benefit_regime"]
+
+    # Every answer that showed it is audited as a read, with its basis, in its own transaction.
+    assert read_of_regime("wittmar_sozialamt", "handover.request")
+    assert read_of_regime("ennetal_jobcenter", "handover.read", "handover.package.read")
+    assert read_of_regime("ennetal_jobcenter", "handover.acknowledge")

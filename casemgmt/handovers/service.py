@@ -385,8 +385,12 @@ def open_handover(session: Session, catalog: TemplateCatalog, privacy: Privacy,
         handover_id=handover_id, action="request", from_state=None,
         to_state=HandoverState.requested.value, reason=None, actor_user=actor.user_id,
         actor_organisation_id=actor.organisation_id, occurred_at=now))
+    read: dict[str, str] = {}
+    if kind is HandoverKind.rechtskreiswechsel:  # the answer shows the sender the Rechtskreis before
+        h = session.execute(select(handovers_t).where(handovers_t.c.id == handover_id)).one()
+        read = _regime_read(*_regime_before(session, privacy, actor, h, now))
     write_audit(session, [_audit(actor, handover_id, person.id, "C", "handover.request",
-                                 f"{kind.value} to organisation {receiver.id}")], now)
+                                 f"{kind.value} to organisation {receiver.id}", read=read)], now)
     return handover_id
 
 
@@ -414,10 +418,13 @@ def _package_aad(handover_id: uuid.UUID) -> str:
 
 
 def _audit(actor: Actor, handover_id: uuid.UUID, person_id: uuid.UUID, action: str, subtype: str,
-           detail: str | None = None, user: str | None = None) -> AuditEntry:
+           detail: str | None = None, user: str | None = None, read: dict[str, str] | None = None) -> AuditEntry:
+    """``read``: the person's fields the answer shows the actor, with the legal basis of each."""
+    read = read or {}
     return AuditEntry(agent_user=user or actor.user_id, agent_organisation_id=actor.organisation_id,
                       action=action, subtype=subtype, entity_type="handover",
-                      entity_id=str(handover_id), person_id=person_id, detail=detail)
+                      entity_id=str(handover_id), person_id=person_id, detail=detail,
+                      fields=tuple(sorted(read)), legal_bases={f: read[f] for f in sorted(read)})
 
 
 # --- responding ----------------------------------------------------------------------------------
@@ -481,9 +488,11 @@ def respond(session: Session, catalog: TemplateCatalog, privacy: Privacy, policy
             handover_id=handover_id, action=HandoverAction(action).value, from_state=h.state,
             to_state=new_state.value, reason=reason, actor_user=actor.user_id,
             actor_organisation_id=actor.organisation_id, occurred_at=now))
+        regime_from, regime_basis = _regime_before(session, privacy, actor, h, now)
         write_audit(session, [_audit(actor, handover_id, h.person_id, "U", f"handover.{action}",
-                                     f"{h.state} -> {new_state.value}")], now)
-    return _read_out(session, actor, handover_id, now, regime_from=_regime_before(session, privacy, actor, h, now)[0])
+                                     f"{h.state} -> {new_state.value}",
+                                     read=_regime_read(regime_from, regime_basis))], now)
+    return _read_out(session, actor, handover_id, now, regime_from=regime_from)
 
 
 def _set_state(session: Session, h, values: dict[str, Any]) -> None:
@@ -738,9 +747,7 @@ def get_handover(session: Session, privacy: Privacy, actor: Actor, handover_id: 
             bases, withheld = current_bases(session, privacy, actor, person, h.purpose, now, frozen)
             values = {f: v for f, v in frozen.items() if f in bases}
         regime_from, regime_basis = _regime_before(session, privacy, actor, h, now)
-        read = {f: bases[f] for f in values} if values else {}
-        if regime_from is not None:
-            read.setdefault("benefit_regime", regime_basis or "")
+        read = ({f: bases[f] for f in values} if values else {}) | _regime_read(regime_from, regime_basis)
         write_audit(session, [AuditEntry(
             agent_user=actor.user_id, agent_organisation_id=actor.organisation_id, action="R",
             subtype="handover.package.read" if values is not None else "handover.read",
@@ -750,6 +757,11 @@ def get_handover(session: Session, privacy: Privacy, actor: Actor, handover_id: 
         )], now)
     return _read_out(session, actor, handover_id, now, values=values, withheld=withheld,
                      regime_from=regime_from)
+
+
+def _regime_read(regime_from: str | None, basis: str | None) -> dict[str, str]:
+    """The audit's record of showing the Rechtskreis before a Rechtskreiswechsel."""
+    return {"benefit_regime": basis or ""} if regime_from is not None else {}
 
 
 def _regime_before(session: Session, privacy: Privacy, actor: Actor, h, now: datetime
