@@ -15,6 +15,7 @@ from datetime import date
 
 GERMAN = "Deutsch"
 FAR_FUTURE = date.max
+MAX_AGE = 120  # the highest age an offer's range or a search may name
 
 
 @dataclass(frozen=True)

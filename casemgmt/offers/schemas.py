@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from casemgmt.offers.matching import MAX_AGE
 from casemgmt.validation import DbId, FilledText, Key, Text
 
 ResidenceStatus = Literal["asylum_pending", "protection_granted", "tolerated", "eu_free_movement",
@@ -43,8 +44,8 @@ class OfferIn(BaseModel):
                                  description="Languages it is held or supported in (`policies/offers.yaml`).")
     target_residence_statuses: list[ResidenceStatus] = Field(
         default_factory=list, max_length=10, description="Residence statuses it is open to; empty: everybody.")
-    age_min: int | None = Field(default=None, ge=0, le=120)
-    age_max: int | None = Field(default=None, ge=0, le=120)
+    age_min: int | None = Field(default=None, ge=0, le=MAX_AGE)
+    age_max: int | None = Field(default=None, ge=0, le=MAX_AGE)
     accessibility: Text = Field(default="", max_length=400)
     cost: Text = Field(default="", max_length=200)
     starts_on: date | None = Field(default=None, description="The next start.")

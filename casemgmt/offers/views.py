@@ -13,6 +13,7 @@ from casemgmt.auth.dependencies import get_session, require
 from casemgmt.chains.engine import Actor
 from casemgmt.clock import request_now
 from casemgmt.offers import service
+from casemgmt.offers.matching import MAX_AGE
 from casemgmt.offers.schemas import (
     BookingIn,
     BookingOut,
@@ -46,7 +47,7 @@ def search_offers(
     town: DbId | None = Query(default=None, description="A jurisdiction id: offers open to it (a town, or a Kreis)."),
     language: str | None = Query(default=None, max_length=50, description="Held or supported in this language."),
     target_group: ResidenceStatus | None = Query(default=None, description="Open to this residence status."),
-    age: int | None = Query(default=None, ge=0, le=120,
+    age: int | None = Query(default=None, ge=0, le=MAX_AGE,
                             description="Open to a person of this age in years: offers with an age range that "
                                         "includes it, and offers without one."),
     starts_within_days: int | None = Query(default=None, ge=0, le=3660, description="Starts within N days from today."),

@@ -29,6 +29,7 @@ from casemgmt.languagepass import levels as lv
 from casemgmt.languagepass import service as languagepass
 from casemgmt.languagepass.schemas import EntryIn
 from casemgmt.offers import service as offers
+from casemgmt.offers.matching import MAX_AGE
 from casemgmt.offers.schemas import BookingIn
 from casemgmt.problems import Problem
 from casemgmt.web import texte
@@ -136,10 +137,10 @@ def directory(request: Request, art: str | None = _search_field("offer kind"), o
         errors.append({"field": "zielgruppe", "message": "Bitte wählen Sie eine Zielgruppe aus der Liste."})
     age = None
     if values["alter"]:
-        if values["alter"].isdigit() and int(values["alter"]) <= 120:
+        if values["alter"].isdigit() and int(values["alter"]) <= MAX_AGE:
             age = int(values["alter"])
         else:
-            errors.append({"field": "alter", "message": "Bitte geben Sie das Alter in ganzen Jahren an (0 bis 120)."})
+            errors.append({"field": "alter", "message": f"Bitte geben Sie das Alter in ganzen Jahren an (0 bis {MAX_AGE})."})
     within = None
     if values["beginn"]:
         if values["beginn"].isdigit() and int(values["beginn"]) <= policy.max_start_within_days:
