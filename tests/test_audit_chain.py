@@ -1034,3 +1034,113 @@ def test_an_append_committed_while_verify_runs_is_no_tampering(db, pg_url, sessi
     monkeypatch.undo()
     assert check(db, keys).ok  # the trail is intact, with the new row
     assert result.ok, result
+
+
+# --- the append on a head read earlier in the transaction (one round trip) ------------------------
+
+
+def _statements(connection) -> list[str]:
+    """The statements sent on this connection from now on (the listener is the connection's, so
+    it ends with it)."""
+    seen: list[str] = []
+    from sqlalchemy import event as sa_event
+
+    sa_event.listen(connection, "before_cursor_execute",
+                    lambda conn, cursor, statement, *a: seen.append(statement))
+    return seen
+
+
+def _stage_on_hint(session, keys, entries, at, person):
+    """As a service does: a statement of the transaction brings the head along, the entries are
+    staged, the commit appends them."""
+    stream = audit.stream_of_person(person)
+    hint = session.execute(select(audit.head_hint_column(stream))).scalar()
+    audit.remember_head(session, stream, hint)
+    session.info["audit_key"] = keys.audit_key
+    audit.stage(session, entries, at)
+
+
+def test_an_append_on_a_fresh_head_is_one_statement_and_verifies(db, session_factory, keys):
+    person = PERSONS[2]
+    append_batches(session_factory, keys, [20])
+    before = heads(db)[person.int % STREAMS]
+    batch = [dataclasses.replace(entry(100 + j), person_id=person) for j in range(3)]
+    with session_factory() as session:
+        _stage_on_hint(session, keys, batch, T0 + timedelta(hours=1), person)
+        seen = _statements(session.connection())
+        session.commit()
+    audit_statements = [s for s in seen if "audit_" in s]
+    assert len(audit_statements) == 1, audit_statements  # no locked SELECT of the head before it
+    assert "FOR UPDATE" not in audit_statements[0]
+    after = heads(db)[person.int % STREAMS]
+    assert after[0] == before[0] + 3
+    assert_streams_sound(db)
+    assert check(db, keys).ok and count(db) == 23
+
+
+def test_a_head_that_moved_after_it_was_read_is_locked_and_read_again(db, session_factory, keys):
+    person = PERSONS[4]
+    append_batches(session_factory, keys, [10])
+    stream = person.int % STREAMS
+    mine = dataclasses.replace(entry(200), person_id=person, detail="mine")
+    with session_factory() as session:
+        _stage_on_hint(session, keys, [mine], T0 + timedelta(hours=2), person)
+        # another transaction appends to the same stream after the head was read
+        with session_factory() as other:
+            audit.append(other, keys.audit_key,
+                         [dataclasses.replace(entry(201), person_id=person, detail="theirs")], T0 + timedelta(hours=2))
+            other.commit()
+        seen = _statements(session.connection())
+        session.commit()
+    assert any("FOR UPDATE" in s for s in seen if "audit_head" in s)  # the fallback ran
+    seqs = assert_streams_sound(db)
+    with db.connect() as conn:
+        details = conn.execute(text("SELECT detail FROM audit_events WHERE stream = :s ORDER BY seq"),
+                               {"s": stream}).scalars().all()
+    assert details[-2:] == ["theirs", "mine"]  # both kept, one stream, no fork
+    assert len(seqs[stream]) == len(details)
+    assert check(db, keys).ok and count(db) == 12
+
+
+def test_a_hint_does_not_outlive_its_transaction(db, session_factory, keys):
+    person = PERSONS[1]
+    with session_factory() as session:
+        _stage_on_hint(session, keys, [dataclasses.replace(entry(300), person_id=person)], T0, person)
+        session.rollback()
+        assert "audit_head_hints" not in session.info
+        _stage_on_hint(session, keys, [dataclasses.replace(entry(301), person_id=person)], T0, person)
+        session.commit()
+        assert "audit_head_hints" not in session.info
+    assert count(db) == 1 and check(db, keys).ok
+
+
+def test_hinted_appends_from_eight_threads_to_one_stream_stay_one_chain(db, session_factory, keys):
+    threads, rounds = 8, 6
+    person = uuid.UUID(int=16 * 77 + 3)
+    barrier = threading.Barrier(threads)
+    errors: list[BaseException] = []
+
+    def worker(t: int) -> None:
+        try:
+            with session_factory() as session:
+                barrier.wait(timeout=30)
+                for r in range(rounds):
+                    batch = [dataclasses.replace(entry(10 * t + r), person_id=person, detail=f"t{t} r{r} {j}")
+                             for j in range(1 + r % 2)]
+                    _stage_on_hint(session, keys, batch, T0 + timedelta(seconds=t, milliseconds=r), person)
+                    session.execute(select(1))  # the rest of the transaction's work
+                    session.commit()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=60)
+    assert not errors, errors
+    total = threads * sum(1 + r % 2 for r in range(rounds))
+    seqs = assert_streams_sound(db)
+    assert list(seqs) == [person.int % STREAMS] and len(seqs[person.int % STREAMS]) == total
+    result = check(db, keys)
+    assert result.ok and result.rows == total

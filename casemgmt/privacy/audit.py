@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, event, insert, select, union_all, update
+from sqlalchemy import bindparam, event, exists, insert, literal_column, select, union_all, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -117,18 +117,52 @@ def stage(session: Session, entries: Iterable[AuditEntry], now: datetime) -> Non
 @event.listens_for(Session, "before_commit")
 def _append_staged(session: Session) -> None:
     staged = session.info.pop("audit_staged", None)
+    hints = session.info.pop(_HINTS, None)
     if not staged:
         return
     key = session.info.get("audit_key")
     if not key:
         raise RuntimeError("audit entries staged on a session without an audit key")
-    _append_rows(session, key, staged, session.info.get("audit_key_id"))
+    _append_rows(session, key, staged, session.info.get("audit_key_id"), hints)
 
 
 @event.listens_for(Session, "after_soft_rollback")
 def _drop_staged(session: Session, previous_transaction) -> None:
     # Entries of a rolled-back transaction describe something that did not happen.
     session.info.pop("audit_staged", None)
+    session.info.pop(_HINTS, None)
+
+
+# --- one round trip for the usual append ---------------------------------------------------------
+#
+# An append must link its rows to the stream's last hash, and the HMAC is computed here, not in
+# the database (the key never leaves the service). So the head has to be read before the rows
+# can be built: a locked SELECT, then the INSERT, two round trips at the end of every audited
+# transaction. A statement the transaction runs anyway can bring the head along, unlocked (see
+# head_hint_column). At commit the rows are built on that head and written by one statement
+# that moves the head only if it is still exactly that head, and inserts only if it moved. If
+# another transaction appended in between, nothing is written and the locked path runs as before:
+# a stale hint costs a round trip, it can never fork a stream.
+_HINTS = "audit_head_hints"
+
+
+def stream_of_person(person_id: uuid.UUID) -> int:
+    """The stream every entry about this person goes to (see stream_of)."""
+    return person_id.int % STREAMS
+
+
+def head_hint_column(stream):
+    """A column for any SELECT: the head of ``stream`` (a bind parameter or column) as
+    ``"last_seq:last_hash"``, read without a lock. Give its value to :func:`remember_head`."""
+    return (select(literal_column("audit_head.last_seq::text || ':' || audit_head.last_hash"))
+            .where(head_t.c.stream == stream).scalar_subquery().label("audit_head_hint"))
+
+
+def remember_head(session: Session, stream: int, hint: str | None) -> None:
+    """Note a head read in this transaction (the value of head_hint_column) for its append."""
+    if hint:
+        seq, _, last_hash = hint.partition(":")
+        session.info.setdefault(_HINTS, {})[stream] = (int(seq), last_hash)
 
 
 def append(session: Session, key: bytes, entries: Iterable[AuditEntry], now: datetime,
@@ -170,13 +204,31 @@ def build_rows(key: bytes, staged: list[tuple[AuditEntry, datetime]],
 
 
 def _append_rows(session: Session, key: bytes, staged: list[tuple[AuditEntry, datetime]],
-                 key_id: str | None = None) -> None:
+                 key_id: str | None = None, hints: dict[int, tuple[int, str]] | None = None) -> None:
     if not staged:
         return
     from casemgmt.observability import AUDIT_APPEND
 
     with AUDIT_APPEND.time():
-        _lock_and_append(session, key, staged, key_id)
+        if not (hints and _append_on_hint(session, key, staged, key_id, hints)):
+            _lock_and_append(session, key, staged, key_id)
+
+
+def _append_on_hint(session: Session, key: bytes, staged: list[tuple[AuditEntry, datetime]],
+                    key_id: str | None, hints: dict[int, tuple[int, str]]) -> bool:
+    """Append in one round trip on a head read earlier in the transaction; False (nothing
+    written) when the stream's head has moved since, or the case is not the usual one."""
+    streams = {stream_of(e) for e, _ in staged}
+    if len(streams) != 1 or len(staged) > _MAX_CTE_ROWS or session.get_bind().dialect.name != "postgresql":
+        return False
+    stream = streams.pop()
+    head = hints.get(stream)
+    if head is None:
+        return False
+    rows, moves = build_rows(key, staged, {stream: head}, key_id)
+    params = {f"{name}_{i}": value for i, row in enumerate(rows) for name, value in row.items()}
+    params |= moves[0] | {"expected_seq": head[0], "expected_hash": head[1]}
+    return len(session.execute(_conditional_append_statement(len(rows)), params).all()) == len(rows)
 
 
 _LOCK_HEADS = (
@@ -224,6 +276,29 @@ def _append_statement(n: int):
             rows = insert(audit_t).from_select(list(_ROW_COLUMNS), union_all(*(select(*p) for p in params)))
         stmt = _MOVE_HEAD.add_cte(rows.cte("appended"))
         _APPEND_STATEMENTS[n] = stmt
+    return stmt
+
+
+_CONDITIONAL_STATEMENTS: dict[int, object] = {}
+
+
+def _conditional_append_statement(n: int):
+    """INSERT of n rows that happens only if the head's UPDATE, a CTE conditioned on the head
+    being the expected one, moved it. Under READ COMMITTED an UPDATE that waited for another
+    appender re-checks its condition on the new head, so it then moves nothing."""
+    stmt = _CONDITIONAL_STATEMENTS.get(n)
+    if stmt is None:
+        moved = (update(head_t)
+                 .where(head_t.c.stream == bindparam("s"), head_t.c.last_seq == bindparam("expected_seq"),
+                        head_t.c.last_hash == bindparam("expected_hash"))
+                 .values(last_seq=bindparam("last_seq"), last_hash=bindparam("last_hash"))
+                 .returning(head_t.c.stream).cte("moved"))
+        moved_it = exists(select(moved.c.stream))
+        params = [[bindparam(f"{c}_{i}", type_=audit_t.c[c].type) for c in _ROW_COLUMNS] for i in range(n)]
+        selects = [select(*p).where(moved_it) for p in params]
+        rows = selects[0] if n == 1 else union_all(*selects)
+        stmt = insert(audit_t).from_select(list(_ROW_COLUMNS), rows).add_cte(moved).returning(audit_t.c.seq)
+        _CONDITIONAL_STATEMENTS[n] = stmt
     return stmt
 
 

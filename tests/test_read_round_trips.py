@@ -1,0 +1,41 @@
+"""A person read writes its audit entry in one statement at commit: the scope check brings the
+head of the person's audit stream along, so no locked SELECT of the head is needed (issue 14).
+What the read shows and what it audits stay the same."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import event, text
+from test_api import started
+from test_rights_api import NAMES, new_person
+
+from casemgmt.demo.seed import actor_of
+from casemgmt.jurisdictions.models import Organisation
+from casemgmt.privacy.audit import verify
+from casemgmt.privacy.service import Privacy, read_person
+
+
+def test_a_person_read_audits_in_one_statement_and_the_trail_verifies(client, auth, world, clock, engine,
+                                                                      session_factory, policies, keys):
+    cm = auth("ennetal_ki", "case_manager")
+    person = new_person(client, cm, world.jurisdictions["wittmar"], **NAMES)
+    started(client, cm, person)
+    privacy = Privacy(policies.data, keys)
+    seen: list[str] = []
+    with session_factory() as session:
+        ki = actor_of(session.get(Organisation, world.organisations["ennetal_ki"]), "cm", frozenset({"case_manager"}))
+        event.listen(session.connection(), "before_cursor_execute",
+                     lambda conn, cursor, statement, *a: seen.append(statement))
+        out = read_person(session, privacy, ki, uuid.UUID(person["id"]), None, clock.now)
+    assert out.fields["family_name"] == NAMES["family_name"]
+    audit_statements = [s for s in seen if "audit_events" in s or "audit_head" in s]
+    head_reads = [s for s in audit_statements if "FOR UPDATE" in s]
+    writes = [s for s in audit_statements if "INSERT INTO audit_events" in s]
+    assert head_reads == [] and len(writes) == 1, audit_statements
+    with engine.connect() as conn:
+        last = conn.execute(text("SELECT subtype, person_id, agent_organisation_id FROM audit_events "
+                                 "ORDER BY id DESC LIMIT 1")).one()
+        assert (last.subtype, last.person_id) == ("person.read", person["id"])
+        assert last.agent_organisation_id == world.organisations["ennetal_ki"]
+        assert verify(conn, keys.audit_key).ok
