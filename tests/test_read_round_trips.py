@@ -5,13 +5,18 @@ What the read shows and what it audits stay the same."""
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from sqlalchemy import event, text
 from test_api import started
 from test_rights_api import NAMES, new_person
 
+from http_helpers import ok
+from test_privacy_api import cm, register, schulamt_consent, start_chain  # noqa: F401 (fixture)
+
 from casemgmt.demo.seed import actor_of
 from casemgmt.jurisdictions.models import Organisation
+from casemgmt.privacy import service
 from casemgmt.privacy.audit import verify
 from casemgmt.privacy.service import Privacy, read_person
 
@@ -39,3 +44,29 @@ def test_a_person_read_audits_in_one_statement_and_the_trail_verifies(client, au
         assert (last.subtype, last.person_id) == ("person.read", person["id"])
         assert last.agent_organisation_id == world.organisations["ennetal_ki"]
         assert verify(conn, keys.audit_key).ok
+
+
+def test_the_consents_the_read_brings_along_are_exactly_those_the_decision_point_reads(
+        client, cm, world, clock, session_factory):  # noqa: F811 (fixture)
+    """Recipients by organisation and by kind and area, a withdrawn one, one with an end: the
+    consents that come with the read's scope check (JSON) are the consents read on their own."""
+    person = register(client, cm, world)  # brings an intake consent to the integration centres by kind and area
+    start_chain(client, cm, person)
+    pid = person["id"]
+    clock.advance(minutes=3)
+    withdrawn = ok(client.post(f"/persons/{pid}/consents", json=schulamt_consent(world), headers=cm), 201)
+    clock.advance(minutes=3)
+    ok(client.post(f"/consents/{withdrawn['id']}/withdraw", json={"note": "per Telefon"}, headers=cm))
+    ending = schulamt_consent(world, valid_until=(clock.now + timedelta(days=365)).replace(microsecond=123456).isoformat())
+    ok(client.post(f"/persons/{pid}/consents", json=ending, headers=cm), 201)
+    with session_factory() as session:
+        ki = actor_of(session.get(Organisation, world.organisations["ennetal_ki"]), "cm", frozenset({"case_manager"}))
+        _, _, brought = service._person_access(session, ki, uuid.UUID(pid))
+        read_alone = service.consent_grants(session, uuid.UUID(pid))
+        session.rollback()
+    assert brought.consents is not None and len(brought.consents) == 3
+    assert sorted(brought.consents, key=lambda g: g.id) == sorted(read_alone, key=lambda g: g.id)
+    kinds = [g.recipient_kinds for g in read_alone if g.recipient_kinds]
+    assert kinds and all(k.jurisdiction_path for group in kinds for k in group)  # the area came along
+    assert sum(g.withdrawn_at is not None for g in brought.consents) == 1
+    assert sum(g.valid_until is not None for g in brought.consents) >= 1

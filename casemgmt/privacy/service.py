@@ -9,9 +9,9 @@ Responses, searches, and later exports and handover data packages all go through
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import String, bindparam, cast, delete, func, literal_column, null, or_, select, true
@@ -182,12 +182,23 @@ _AGREEMENTS_DIGEST = literal_column(
     "(SELECT md5(coalesce(string_agg(a.id::text || ':' || a.xmin::text, ',' ORDER BY a.id), ''))"
     " FROM data_exchange_agreements AS a)").label("agreements_digest")
 # And the head of the person's audit stream, so that the read's audit append at commit is one
-# round trip instead of two (see casemgmt.privacy.audit.head_hint_column).
+# round trip instead of two (see casemgmt.privacy.audit.head_hint_column), and the person's
+# consents as JSON (with the paths of the jurisdictions their recipients name), so that the
+# decision point needs no statement of its own for them.
+_CONSENTS_JSON = literal_column(
+    "(SELECT json_agg(json_build_object("
+    "'id', c.id, 'recipients', c.recipients, 'categories', c.categories, 'purpose', c.purpose,"
+    " 'explicit_special', c.explicit_special, 'valid_from', c.valid_from, 'valid_until', c.valid_until,"
+    " 'withdrawn_at', w.withdrawn_at, 'recipient_paths',"
+    " (SELECT json_object_agg(j.id, j.path) FROM jurisdictions AS j WHERE j.id IN"
+    "  (SELECT (r->>'jurisdiction_id')::int FROM json_array_elements(c.recipients) AS r))))"
+    " FROM consents AS c LEFT OUTER JOIN consent_withdrawals AS w ON w.consent_id = c.id"
+    " WHERE c.person_id = persons.id)").label("consents")
 _PERSON_IN_SCOPE_WITH_GRANTS = {
     "postgresql": select(Person, _MANAGERS_COLUMN, _AGREEMENTS_DIGEST,
-                         audit.head_hint_column(bindparam("audit_stream"))),
+                         audit.head_hint_column(bindparam("audit_stream")), _CONSENTS_JSON),
     "other": select(Person, _MANAGERS_COLUMN, null().label("agreements_digest"),
-                    null().label("audit_head_hint")),
+                    null().label("audit_head_hint"), null().label("consents")),
 }
 _PERSON_IN_SCOPE_WITH_GRANTS = {
     dialect: stmt.where(Person.id == bindparam("person_id"), person_involvement(bindparam("organisation_id")))
@@ -251,14 +262,23 @@ def person_in_scope(session: Session, actor: Actor, person_id: uuid.UUID) -> Per
 
 def person_access(session: Session, actor: Actor, person_id: uuid.UUID) -> tuple[Person, Access]:
     """For reading: the person with (current) or (former) access; 404 for anybody else."""
-    person, access, _, _ = _person_access(session, actor, person_id)
+    person, access, _ = _person_access(session, actor, person_id)
     return person, access
 
 
-def _person_access(session: Session, actor: Actor, person_id: uuid.UUID
-                   ) -> tuple[Person, Access, frozenset[int] | None, str | None]:
-    """:func:`person_access`, with the person's data holders and the agreements' digest when
-    they came with the scope check."""
+@dataclass(frozen=True)
+class _ReadGrants:
+    """What a person read's scope check brought along for the decision point (None: not
+    brought, the decision point reads it itself)."""
+
+    holders: frozenset[int] | None = None
+    agreements_digest: str | None = None
+    consents: list[ConsentGrant] | None = None
+
+
+def _person_access(session: Session, actor: Actor, person_id: uuid.UUID) -> tuple[Person, Access, _ReadGrants]:
+    """:func:`person_access`, with the person's data holders, the agreements' digest and the
+    consents when they came with the scope check."""
     bind = session.get_bind()
     stmt = _PERSON_IN_SCOPE_WITH_GRANTS["postgresql" if bind.dialect.name == "postgresql" else "other"]
     stream = audit.stream_of_person(person_id)
@@ -269,13 +289,17 @@ def _person_access(session: Session, actor: Actor, person_id: uuid.UUID
         audit.remember_head(session, stream, row.audit_head_hint)
         refuse_unless_active(person.processing, person.id)
         managers = {int(m) for m in row.managers.split(",")} if row.managers else set()
-        return (person, Access.current, frozenset({person.created_by_organisation_id, *managers}),
-                row.agreements_digest)
+        consents = None
+        if bind.dialect.name == "postgresql":
+            consents = [_consent_grant(c, {int(j): path for j, path in (c["recipient_paths"] or {}).items()})
+                        for c in row.consents or ()]
+        return person, Access.current, _ReadGrants(frozenset({person.created_by_organisation_id, *managers}),
+                                                   row.agreements_digest, consents)
     if formerly_involved_with_person(session, actor.organisation_id, person_id):
         person = session.get(Person, person_id)
         if person is not None:
             refuse_unless_active(person.processing, person.id)
-            return person, Access.former, None, None
+            return person, Access.former, _ReadGrants()
     raise _person_not_found(person_id)
 
 
@@ -306,21 +330,36 @@ def consent_grants(session: Session, person_id: uuid.UUID) -> list[ConsentGrant]
         paths = {int(j): path for row in rows for j, path in (row.recipient_paths or {}).items()}
     else:
         paths = _jurisdiction_paths(session, [r.get("jurisdiction_id") for row in rows for r in row.recipients])
-    grants = []
-    for consent in rows:
-        named = frozenset(r["organisation_id"] for r in consent.recipients if "organisation_id" in r)
-        kinds = tuple(
-            RecipientKind(r["organisation_kind"], paths[r["jurisdiction_id"]])
-            for r in consent.recipients
-            if "organisation_kind" in r and r["jurisdiction_id"] in paths
-        )
-        grants.append(ConsentGrant(
-            id=consent.id, recipient_organisation_ids=named, recipient_kinds=kinds,
-            categories=frozenset(consent.categories), purpose=consent.purpose,
-            explicit_special=consent.explicit_special, valid_from=consent.valid_from,
-            valid_until=consent.valid_until, withdrawn_at=consent.withdrawn_at,
-        ))
-    return grants
+    return [_consent_grant(row._mapping, paths) for row in rows]
+
+
+def _consent_grant(consent: Mapping[str, Any], paths: Mapping[int, str]) -> ConsentGrant:
+    """A consent row (or its JSON from the read's scope check: ids and times as text) as the
+    decision point sees it; ``paths`` are the paths of the jurisdictions its recipients name."""
+    recipients = consent["recipients"]
+    named = frozenset(r["organisation_id"] for r in recipients if "organisation_id" in r)
+    kinds = tuple(
+        RecipientKind(r["organisation_kind"], paths[r["jurisdiction_id"]])
+        for r in recipients
+        if "organisation_kind" in r and r["jurisdiction_id"] in paths
+    )
+    return ConsentGrant(
+        id=_uuid(consent["id"]), recipient_organisation_ids=named, recipient_kinds=kinds,
+        categories=frozenset(consent["categories"]), purpose=consent["purpose"],
+        explicit_special=consent["explicit_special"], valid_from=_utc(consent["valid_from"]),
+        valid_until=_utc(consent["valid_until"]), withdrawn_at=_utc(consent["withdrawn_at"]),
+    )
+
+
+def _uuid(value: uuid.UUID | str) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
+
+
+def _utc(value: datetime | str | None) -> datetime | None:
+    if value is None:
+        return None
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return moment.astimezone(UTC)
 
 
 def _jurisdiction_paths(session: Session, ids: Iterable[int | None]) -> dict[int, str]:
@@ -416,8 +455,10 @@ class _Decider:
 
 def _decider(session: Session, privacy: Privacy, actor: Actor, person: Person, purpose: str,
              now: datetime, holders: frozenset[int] | None = None,
-             agreements: list[AgreementGrant] | None = None) -> _Decider:
-    return _Decider(privacy, requester_of(actor), purpose, now, consent_grants(session, person.id),
+             agreements: list[AgreementGrant] | None = None,
+             consents: list[ConsentGrant] | None = None) -> _Decider:
+    return _Decider(privacy, requester_of(actor), purpose, now,
+                    consents if consents is not None else consent_grants(session, person.id),
                     agreements if agreements is not None else agreement_grants(session),
                     holders if holders is not None else data_holders(session, person))
 
@@ -443,6 +484,7 @@ def disclose(
     data_subject_request: tuple[str, uuid.UUID] | None = None,
     holders: frozenset[int] | None = None,
     agreements: list[AgreementGrant] | None = None,
+    consents: list[ConsentGrant] | None = None,
 ) -> PersonRecordOut:
     """Everything of the person the actor may see for this purpose, and nothing else.
 
@@ -461,9 +503,10 @@ def disclose(
     are given to the data protection officer for the person themselves (Art. 15 access or Art. 20
     portability): the person's own right is the basis of every field, and the audit says so.
 
-    ``holders`` are the person's data holders (:func:`data_holders`) and ``agreements`` the
-    data-exchange agreements when the caller already has them: ``read_person`` gets the holders
-    with its scope check and reuses the agreements while they are unchanged."""
+    ``holders`` are the person's data holders (:func:`data_holders`), ``agreements`` the
+    data-exchange agreements and ``consents`` the person's consents when the caller already has
+    them: ``read_person`` gets the holders and consents with its scope check and reuses the
+    agreements while they are unchanged."""
     if data_subject_request is not None:
         article, request_id = data_subject_request
         subject_basis = f"gdpr_art{article}:request {request_id}"
@@ -471,7 +514,8 @@ def disclose(
         def decide_for(category: str, action: str) -> Decision:
             return Decision(True, subject_basis, "")
     else:
-        decide_for = _decider(session, privacy, recipient or actor, person, purpose, now, holders, agreements)
+        decide_for = _decider(session, privacy, recipient or actor, person, purpose, now, holders, agreements,
+                              consents)
     for_whom = None if recipient is None else f"for organisation {recipient.organisation_id}"
     wanted = list(only) if only is not None else list(privacy.policy.fields)
     stored: dict[str, bytes] = {}
@@ -724,10 +768,11 @@ def create_person(session: Session, privacy: Privacy, actor: Actor, body: Person
 def read_person(session: Session, privacy: Privacy, actor: Actor, person_id: uuid.UUID,
                 purpose: str | None, now: datetime) -> PersonRecordOut:
     with unit_of_work(session):
-        person, access, holders, digest = _person_access(session, actor, person_id)
+        person, access, grants = _person_access(session, actor, person_id)
         out = disclose(session, privacy, actor, person, resolve_purpose(privacy, actor, purpose), now,
                        subtype="person.read" if access is Access.current else "person.read.former",
-                       access=access, holders=holders, agreements=_agreements(session, digest))
+                       access=access, holders=grants.holders, consents=grants.consents,
+                       agreements=_agreements(session, grants.agreements_digest))
     return out
 
 
