@@ -38,6 +38,7 @@ import secrets
 import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -568,6 +569,106 @@ class App:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+# --------------------------------------------------------------------------------------------
+# The API as deployed: `casemgmt serve --workers N`
+
+
+def process_tree(root: int) -> set[int]:
+    """``root`` and all its descendants (uvicorn's master and workers), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        if pid not in tree:
+            tree.add(pid)
+            todo.extend(parents.get(pid, []))
+    return tree
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``casemgmt serve --workers N`` on a free loopback port, in its own process group, as the
+    service role (``url``), with development tokens from its own key directory. The package is
+    the one this script imports (its repository is the working directory), so a ``git archive``
+    copy measures its own code. ``env`` adds settings (rate limits, say); use as a context
+    manager: the server is stopped (SIGTERM, then the group killed) on leaving."""
+
+    def __init__(self, url: str, master: bytes, workers: int = 2, env: dict[str, str] | None = None,
+                 ready_timeout: float = 90.0):
+        import casemgmt
+
+        self.root = Path(casemgmt.__file__).resolve().parent.parent
+        self._tmp = tempfile.TemporaryDirectory(prefix="casemgmt-bench-serve-")
+        self.key_dir = Path(self._tmp.name) / "keys"
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.workers = workers
+        self._env = {**os.environ, "CASEMGMT_DATABASE_URL": url,
+                     "CASEMGMT_MASTER_KEY": base64.b64encode(master).decode(),
+                     "CASEMGMT_DEV_KEY_DIR": str(self.key_dir), "CASEMGMT_LOG_LEVEL": "WARNING",
+                     "PYTHONPATH": str(self.root), **(env or {})}
+        self._env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self._ready_timeout = ready_timeout
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> Server:
+        import httpx
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "casemgmt.cli", "serve", "--workers", str(self.workers), "--host", "127.0.0.1",
+             "--port", str(self.port)],
+            env=self._env, cwd=self.root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        deadline = time.monotonic() + self._ready_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the API server exited with code {self.proc.returncode}: "
+                                   f"{self.proc.stderr.read().decode()[-2000:] if self.proc.stderr else ''}")
+            try:
+                if httpx.get(self.base + "/health/ready", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        self.__exit__()
+        raise RuntimeError(f"the API server did not come up within {self._ready_timeout:.0f} s")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # uvicorn's master stops its workers gracefully
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # its own process group, started above
+                self.proc.wait(10)
+        self._tmp.cleanup()
+
+    def pids(self) -> set[int]:
+        """The master and its workers (for their CPU time)."""
+        return process_tree(self.proc.pid) if self.proc is not None else set()
+
+    def token(self, org: str, role: str, user: str) -> dict[str, str]:
+        """Headers with a development token the server accepts."""
+        from casemgmt.auth.tokens import mint_dev_token
+        from casemgmt.config import Settings
+
+        return {"Authorization": f"Bearer {mint_dev_token(Settings(dev_key_dir=self.key_dir), user, org, [role])}"}
 
 
 # --------------------------------------------------------------------------------------------

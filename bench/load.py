@@ -3,10 +3,10 @@
     python bench/load.py              # 50 simulated users for 60 s
     python bench/load.py --smoke      # 5 users for 5 s (seconds in all, for CI and a quick look)
 
-Self-contained: creates a database on the local PostgreSQL (CASEMGMT_TEST_ADMIN_URL, default the
-superuser on 127.0.0.1, database test), migrates it, creates a restricted service role, seeds the
-synthetic Kreis, starts `casemgmt serve --workers 2` on a free loopback port and drives it over
-HTTP; everything is removed at the end. Traffic goes to 127.0.0.1 only.
+On the harness (bench/harness.py): a database and a restricted service role of its own, the
+synthetic Kreis with a released quarter, `casemgmt serve --workers 2` on a free loopback port
+(harness.Server) driven over HTTP; everything is removed at the end, also after an error or
+Ctrl-C. Traffic goes to 127.0.0.1 only.
 
 The mix, per simulated user and weighted: inbox reads (a clerk's incoming handovers), person
 reads, chain reads and chain lists (the case manager's "Meine Fälle", 50 a page), step actions
@@ -15,46 +15,42 @@ once) and steering report reads. Each user has its own token subject, chains and
 a 409 would be a defect, not contention the mix made up. The per-address rate limits are off
 (every simulated user comes from 127.0.0.1); the per-user ones stay on.
 
-Prints the throughput, p50/p95/p99 per request kind and the error count (any status other than
-the expected one, or a transport error). Zero errors is the bar.
+Prints the throughput, p50/p95/p99 per request kind, the error count (any status other than
+the expected one, or a transport error; zero errors is the bar: it exits 1 otherwise) and the
+server's CPU per request.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import os
 import random
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-# bench/ holds a transitions.py that would shadow the `transitions` library the service imports.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-sys.path.insert(0, str(ROOT))
+HERE = Path(__file__).resolve().parent
+# bench/transitions.py would shadow the `transitions` library that casemgmt.chains.engine imports.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(HERE.parent))
 
 import httpx  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
 
-ADMIN_URL = os.environ.get("CASEMGMT_TEST_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+from bench import harness as h  # noqa: E402
+from casemgmt.database import make_engine, make_sessionmaker  # noqa: E402
+from casemgmt.demo.world import build_world  # noqa: E402
+from casemgmt.policy.loader import load_policies  # noqa: E402
+from casemgmt.steering.releases import due_quarters, run_releases  # noqa: E402
+
 READS = ("inbox", "person", "chain", "chains", "report")
 READ_P95_TARGET_MS = 300
 WEIGHTS = {"inbox": 25, "person": 25, "chain": 12, "chains": 8, "step": 13, "ack": 9, "report": 8}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# Every simulated user comes from 127.0.0.1: the per-address limits would be what is measured.
+NO_ADDRESS_LIMITS = {"CASEMGMT_RATE_LIMIT_EXPENSIVE_PER_ADDRESS": "0", "CASEMGMT_RATE_LIMIT_WRITES_PER_ADDRESS": "0",
+                     "CASEMGMT_RATE_LIMIT_EXPENSIVE_PER_SUBJECT": "0"}
 
 
 @dataclass
@@ -71,105 +67,27 @@ class Stats:
                 self.samples.append(f"{kind}: {why}"[:300])
 
 
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))] * 1000
+def prepare(url: str) -> dict[str, int]:
+    """The synthetic Kreis and a released quarter (GET /reports/steering serves the latest), as
+    the service role; the towns' ids."""
+    with make_sessionmaker(make_engine(url))() as session:
+        world = build_world(session)
+        policies = load_policies(h.POLICY_DIR)
+        now = datetime.now(UTC)
+        quarter = due_quarters(policies.steering.release_first_quarter, now, policies.steering.release_waiting_days)[-1]
+        run_releases(session, policies.steering, policies.goals, now, quarter=quarter)
+    return world.jurisdictions
 
 
-class Installation:
-    """A migrated, granted, seeded database and a running `serve --workers 2`."""
-
-    def __init__(self, workers: int) -> None:
-        from casemgmt.database import make_engine, make_sessionmaker
-        from casemgmt.dbroles import grant_service_role
-        from casemgmt.demo.world import build_world
-        from casemgmt.clock import utcnow
-        from casemgmt.migrations import upgrade
-        from casemgmt.policy.loader import load_policies
-        from casemgmt.steering.releases import due_quarters, run_releases
-
-        self.name = f"casemgmt_load_{uuid.uuid4().hex[:8]}"
-        self.role = f"casemgmt_load_app_{uuid.uuid4().hex[:8]}"
-        admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{self.name}"'))
-            conn.execute(text(f'CREATE ROLE "{self.role}" LOGIN'))
-        admin.dispose()
-        self.owner_url = make_url(ADMIN_URL).set(database=self.name).render_as_string(hide_password=False)
-        owner = make_engine(self.owner_url)
-        upgrade(owner)
-        grant_service_role(owner, self.role)
-        service_url = make_url(self.owner_url).set(username=self.role).render_as_string(hide_password=False)
-        service = make_engine(service_url)
-        with make_sessionmaker(service)() as session:
-            self.world = build_world(session)
-            # The Lenkungsgruppe reads released quarters (GET /reports/steering serves the latest).
-            policies = load_policies(ROOT / "policies")
-            now = utcnow()
-            quarter = due_quarters(policies.steering.release_first_quarter, now,
-                                   policies.steering.release_waiting_days)[-1]
-            run_releases(session, policies.steering, policies.goals, now, quarter=quarter)
-        service.dispose()
-        owner.dispose()
-        self.tmp = tempfile.TemporaryDirectory(prefix="casemgmt-load-")
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "CASEMGMT_DATABASE_URL": service_url,
-                    "CASEMGMT_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
-                    "CASEMGMT_DEV_KEY_DIR": str(Path(self.tmp.name) / "keys"),
-                    "CASEMGMT_LOG_LEVEL": "WARNING",
-                    "CASEMGMT_RATE_LIMIT_EXPENSIVE_PER_ADDRESS": "0", "CASEMGMT_RATE_LIMIT_WRITES_PER_ADDRESS": "0",
-                    "CASEMGMT_RATE_LIMIT_EXPENSIVE_PER_SUBJECT": "0"}
-        self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        self.server = subprocess.Popen(
-            [sys.executable, "-m", "casemgmt.cli", "serve", "--workers", str(workers), "--port", str(self.port)],
-            env=self.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.server.poll() is not None:
-                raise SystemExit(f"serve exited: {self.server.stderr.read().decode()[-2000:]}")
-            try:
-                if httpx.get(self.base + "/health/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise SystemExit("serve did not become ready")
-
-    def token(self, org: str, role: str, user: str) -> dict[str, str]:
-        from casemgmt.auth.tokens import mint_dev_token
-        from casemgmt.config import Settings
-
-        settings = Settings(dev_key_dir=Path(self.env["CASEMGMT_DEV_KEY_DIR"]))
-        return {"Authorization": f"Bearer {mint_dev_token(settings, user, org, [role])}"}
-
-    def close(self) -> None:
-        if self.server.poll() is None:
-            self.server.send_signal(signal.SIGTERM)
-            try:
-                self.server.wait(30)
-            except subprocess.TimeoutExpired:
-                self.server.kill()
-        admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
-            conn.execute(text(f'DROP ROLE IF EXISTS "{self.role}"'))
-        admin.dispose()
-        self.tmp.cleanup()
-
-
-def seed(inst: Installation, users: int, handovers_per_user: int) -> list[dict]:
+def seed(server: h.Server, wittmar: int, users: int, handovers_per_user: int) -> list[dict]:
     """Per simulated user: a person with a chain whose first step the Sozialamt has started,
     and handovers to the ABH waiting for that user's acknowledgement."""
-    wittmar = inst.world.jurisdictions["wittmar"]
     plans = []
-    with httpx.Client(base_url=inst.base, timeout=60) as http:
+    with httpx.Client(base_url=server.base, timeout=60) as http:
         for i in range(users):
-            ki = inst.token("ennetal_ki", "case_manager", f"cm-{i}")
-            soz = inst.token("wittmar_sozialamt", "clerk", f"soz-{i}")
-            abh = inst.token("ennetal_abh", "clerk", f"abh-{i}")
+            ki = server.token("ennetal_ki", "case_manager", f"cm-{i}")
+            soz = server.token("wittmar_sozialamt", "clerk", f"soz-{i}")
+            abh = server.token("ennetal_abh", "clerk", f"abh-{i}")
             persons, handovers, chains = [], [], []
             chain = None
             for j in range(handovers_per_user + 1):
@@ -201,7 +119,7 @@ def seed(inst: Installation, users: int, handovers_per_user: int) -> list[dict]:
                     handovers.append(h.json()["id"])
             plans.append({"ki": ki, "soz": soz, "abh": abh, "persons": persons, "chains": chains, "chain": chain["id"],
                           "version": chain["version"], "blocked": False, "handovers": handovers,
-                          "steering": inst.token("ennetal_ki", "steering", f"lg-{i}")})
+                          "steering": server.token("ennetal_ki", "steering", f"lg-{i}")})
     return plans
 
 
@@ -250,10 +168,10 @@ async def user(http: httpx.AsyncClient, plan: dict, stats: Stats, until: float, 
         stats.record(kind, time.perf_counter() - started, ok, why)
 
 
-async def drive(inst: Installation, plans: list[dict], seconds: float) -> tuple[Stats, float]:
+async def drive(server: h.Server, plans: list[dict], seconds: float) -> tuple[Stats, float]:
     stats = Stats()
     limits = httpx.Limits(max_connections=len(plans), max_keepalive_connections=len(plans))
-    async with httpx.AsyncClient(base_url=inst.base, timeout=60, limits=limits) as http:
+    async with httpx.AsyncClient(base_url=server.base, timeout=60, limits=limits) as http:
         started = time.monotonic()
         until = started + seconds
         await asyncio.gather(*(user(http, plan, stats, until, random.Random(i)) for i, plan in enumerate(plans)))
@@ -261,43 +179,71 @@ async def drive(inst: Installation, plans: list[dict], seconds: float) -> tuple[
     return stats, elapsed
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--users", type=int, default=50)
-    parser.add_argument("--seconds", type=float, default=60)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--handovers", type=int, default=4, help="handovers per user to acknowledge")
-    parser.add_argument("--smoke", action="store_true", help="5 users, 5 s, 1 handover each")
-    args = parser.parse_args()
-    if args.smoke:
-        args.users, args.seconds, args.handovers = 5, 5, 1
-    inst = Installation(args.workers)
-    try:
+def run(bench: h.Bench, args: argparse.Namespace) -> None:
+    r = bench.results
+    r.update(users=args.users, seconds=args.seconds, workers=args.workers, handovers=args.handovers)
+    db = bench.database("main")
+    bench.server_facts(db.owner_url)
+    towns = prepare(db.service_url)
+    with h.Server(db.service_url, bench.master, args.workers, NO_ADDRESS_LIMITS) as server:
+        bench.phase("seeding")
         t0 = time.monotonic()
-        plans = seed(inst, args.users, args.handovers)
-        print(f"seeded {args.users} users ({args.users * (args.handovers + 1)} persons and chains, "
-              f"{args.users * args.handovers} handovers) in {time.monotonic() - t0:.1f} s; "
-              f"serve --workers {args.workers} on 127.0.0.1:{inst.port}")
-        stats, elapsed = asyncio.run(drive(inst, plans, args.seconds))
-    finally:
-        inst.close()
+        plans = seed(server, towns["wittmar"], args.users, args.handovers)
+        r["seed_s"] = time.monotonic() - t0
+        h.log(f"seeded {args.users} users ({args.users * (args.handovers + 1)} persons and chains, "
+              f"{args.users * args.handovers} handovers) in {r['seed_s']:.1f} s")
+        bench.phase("load")
+        pids = server.pids()
+        cpu_before = h.backend_cpu(pids)
+        stats, elapsed = asyncio.run(drive(server, plans, args.seconds))
+        cpu_after = h.backend_cpu(server.pids() & pids)
     total = sum(len(v) for v in stats.latencies.values())
-    errors = sum(stats.errors.values())
-    print(f"\n{args.users} users for {elapsed:.1f} s: {total} requests, {total / elapsed:.1f} requests/s, "
-          f"{errors} errors")
-    print(f"{'kind':<8}{'count':>8}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'errors':>8}")
-    for kind, values in stats.latencies.items():
-        print(f"{kind:<8}{len(values):>8}{pct(values, 50):>10.1f}{pct(values, 95):>10.1f}"
-              f"{pct(values, 99):>10.1f}{stats.errors[kind]:>8}")
-    for sample in stats.samples:
-        print(f"  e.g. {sample}")
-    reads = [k for k in READS if stats.latencies[k]]
-    worst = max(reads, key=lambda k: pct(stats.latencies[k], 95))
-    p95 = pct(stats.latencies[worst], 95)
-    print(f"\ntarget (issue 14, at 20 users): p95 <= {READ_P95_TARGET_MS} ms for every read kind: "
-          f"worst {worst} {p95:.1f} ms {'PASS' if p95 <= READ_P95_TARGET_MS else 'FAIL'}")
-    return 1 if errors else 0
+    r["elapsed_s"], r["requests"] = elapsed, total
+    r["kinds"] = {k: {"count": len(v), "p50_ms": h.percentile(v, 50) * 1000 if v else None,
+                      "p95_ms": h.percentile(v, 95) * 1000 if v else None,
+                      "p99_ms": h.percentile(v, 99) * 1000 if v else None, "errors": stats.errors[k]}
+                  for k, v in stats.latencies.items()}
+    r["error_samples"] = stats.samples
+    if cpu_before is not None and cpu_after is not None and total:
+        r["server_cpu_ms_per_request"] = (cpu_after - cpu_before) / total * 1000
+    if sum(stats.errors.values()):
+        raise RuntimeError(f"{sum(stats.errors.values())} requests answered other than expected")
+
+
+def report(r: dict[str, Any], args: argparse.Namespace) -> None:
+    h.banner(f"casemgmt load - {r.get('users')} users against casemgmt serve --workers {r.get('workers')}", r)
+    if "kinds" not in r:
+        return
+    errors = sum(k["errors"] for k in r["kinds"].values())
+    h.heading(f"Load: {r['users']} users for {r['elapsed_s']:.1f} s")
+    print(f"  {r['requests']} requests, {r['requests'] / r['elapsed_s']:.1f} requests/s, {errors} errors"
+          + (f"; server CPU {r['server_cpu_ms_per_request']:.2f} ms per request (uvicorn master and workers)"
+             if r.get("server_cpu_ms_per_request") is not None else ""))
+    h.heading("Latency per request kind")
+    print(f"  {'kind':<8}{'count':>8}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'errors':>8}")
+    for kind, k in r["kinds"].items():
+        shown = [f"{k[q]:>10.1f}" if k[q] is not None else f"{'-':>10}" for q in ("p50_ms", "p95_ms", "p99_ms")]
+        print(f"  {kind:<8}{k['count']:>8}{''.join(shown)}{k['errors']:>8}")
+    for sample in r.get("error_samples", []):
+        print(f"    e.g. {sample}")
+    reads = [kind for kind in READS if r["kinds"][kind]["count"]]
+    if reads:
+        worst = max(reads, key=lambda kind: r["kinds"][kind]["p95_ms"])
+        p95 = r["kinds"][worst]["p95_ms"]
+        h.heading("Target")
+        h.target(f"p95 of every read kind (issue 14, at 20 users; this run {r['users']})", p95,
+                 READ_P95_TARGET_MS, True, f"worst {worst} {p95:.1f} ms")
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--users", type=int, default=50)
+    p.add_argument("--seconds", type=float, default=60)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--handovers", type=int, default=4, help="handovers per user to acknowledge")
+    h.common_args(p)
+    return h.smoke_sizes(p.parse_args(), {"users": 5, "seconds": 5, "handovers": 1})
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(h.main("load", parse_args(), run, report))

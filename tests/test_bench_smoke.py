@@ -27,7 +27,7 @@ HEADINGS = {
                   "## OCEL export"],
     "retention.py": ["## Retention run", "## Master key rotation"],
     # Its exit status is 1 on any error, so the smoke run also asserts the mix answers as expected.
-    "load.py": ["seeded 5 users", "kind ", "inbox ", "report "],
+    "load.py": ["## Load: 5 users", "## Latency per request kind", "## Target"],
 }
 
 
