@@ -46,10 +46,11 @@ def test_a_person_read_audits_in_one_statement_and_the_trail_verifies(client, au
         assert verify(conn, keys.audit_key).ok
 
 
-def test_the_consents_the_read_brings_along_are_exactly_those_the_decision_point_reads(
+def test_the_consents_and_fields_the_read_brings_along_are_exactly_those_read_on_their_own(
         client, cm, world, clock, session_factory):  # noqa: F811 (fixture)
     """Recipients by organisation and by kind and area, a withdrawn one, one with an end: the
-    consents that come with the read's scope check (JSON) are the consents read on their own."""
+    consents that come with the read's scope check (JSON) are the consents read on their own, and
+    so are the stored fields with the wrapped key."""
     person = register(client, cm, world)  # brings an intake consent to the integration centres by kind and area
     start_chain(client, cm, person)
     pid = person["id"]
@@ -63,7 +64,10 @@ def test_the_consents_the_read_brings_along_are_exactly_those_the_decision_point
         ki = actor_of(session.get(Organisation, world.organisations["ennetal_ki"]), "cm", frozenset({"case_manager"}))
         _, _, brought = service._person_access(session, ki, uuid.UUID(pid))
         read_alone = service.consent_grants(session, uuid.UUID(pid))
+        stored_alone = service.StoredFields.read(session, uuid.UUID(pid))
         session.rollback()
+    assert brought.stored == stored_alone and stored_alone.wrapped is not None
+    assert set(stored_alone.ciphertexts) >= {"family_name", "given_names"}
     assert brought.consents is not None and len(brought.consents) == 3
     assert sorted(brought.consents, key=lambda g: g.id) == sorted(read_alone, key=lambda g: g.id)
     kinds = [g.recipient_kinds for g in read_alone if g.recipient_kinds]

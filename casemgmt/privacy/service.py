@@ -194,11 +194,18 @@ _CONSENTS_JSON = literal_column(
     "  (SELECT (r->>'jurisdiction_id')::int FROM json_array_elements(c.recipients) AS r))))"
     " FROM consents AS c LEFT OUTER JOIN consent_withdrawals AS w ON w.consent_id = c.id"
     " WHERE c.person_id = persons.id)").label("consents")
+# And the stored fields with the wrapped data key (hex in JSON), which disclose would read next.
+_STORED_JSON = literal_column(
+    "(SELECT json_build_object('key', (SELECT json_build_object('wrapped', encode(k.wrapped_key, 'hex'),"
+    " 'master_key_id', k.master_key_id) FROM person_keys AS k WHERE k.person_id = persons.id),"
+    " 'fields', (SELECT json_agg(json_build_object('field', f.field, 'ciphertext', encode(f.ciphertext, 'hex'),"
+    " 'by', f.updated_by_organisation_id)) FROM person_fields AS f WHERE f.person_id = persons.id)))"
+).label("stored")
 _PERSON_IN_SCOPE_WITH_GRANTS = {
     "postgresql": select(Person, _MANAGERS_COLUMN, _AGREEMENTS_DIGEST,
-                         audit.head_hint_column(bindparam("audit_stream")), _CONSENTS_JSON),
+                         audit.head_hint_column(bindparam("audit_stream")), _CONSENTS_JSON, _STORED_JSON),
     "other": select(Person, _MANAGERS_COLUMN, null().label("agreements_digest"),
-                    null().label("audit_head_hint"), null().label("consents")),
+                    null().label("audit_head_hint"), null().label("consents"), null().label("stored")),
 }
 _PERSON_IN_SCOPE_WITH_GRANTS = {
     dialect: stmt.where(Person.id == bindparam("person_id"), person_involvement(bindparam("organisation_id")))
@@ -274,6 +281,35 @@ class _ReadGrants:
     holders: frozenset[int] | None = None
     agreements_digest: str | None = None
     consents: list[ConsentGrant] | None = None
+    stored: StoredFields | None = None
+
+
+@dataclass(frozen=True)
+class StoredFields:
+    """A person's encrypted fields as stored: ciphertext and writing organisation per field, and
+    the wrapped data key with its master key id (None when nothing is stored)."""
+
+    ciphertexts: dict[str, bytes]
+    writers: dict[str, int]
+    wrapped: tuple[bytes, str | None] | None
+
+    @classmethod
+    def read(cls, session: Session, person_id: uuid.UUID) -> StoredFields:
+        ciphertexts, writers, wrapped = {}, {}, None
+        for row in session.execute(_STORED_FIELDS, {"person_id": person_id}):
+            ciphertexts[row.field] = row.ciphertext
+            writers[row.field] = row.updated_by_organisation_id
+            wrapped = (row.wrapped_key, row.master_key_id)
+        return cls(ciphertexts, writers, wrapped)
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> StoredFields:
+        """From the read's scope check (binary values as hex)."""
+        fields = doc.get("fields") or ()
+        key = doc.get("key")
+        wrapped = (bytes.fromhex(key["wrapped"]), key["master_key_id"]) if key is not None and fields else None
+        return cls({f["field"]: bytes.fromhex(f["ciphertext"]) for f in fields},
+                   {f["field"]: f["by"] for f in fields}, wrapped)
 
 
 def _person_access(session: Session, actor: Actor, person_id: uuid.UUID) -> tuple[Person, Access, _ReadGrants]:
@@ -289,12 +325,13 @@ def _person_access(session: Session, actor: Actor, person_id: uuid.UUID) -> tupl
         audit.remember_head(session, stream, row.audit_head_hint)
         refuse_unless_active(person.processing, person.id)
         managers = {int(m) for m in row.managers.split(",")} if row.managers else set()
-        consents = None
+        consents = stored = None
         if bind.dialect.name == "postgresql":
             consents = [_consent_grant(c, {int(j): path for j, path in (c["recipient_paths"] or {}).items()})
                         for c in row.consents or ()]
+            stored = StoredFields.from_json(row.stored)
         return person, Access.current, _ReadGrants(frozenset({person.created_by_organisation_id, *managers}),
-                                                   row.agreements_digest, consents)
+                                                   row.agreements_digest, consents, stored)
     if formerly_involved_with_person(session, actor.organisation_id, person_id):
         person = session.get(Person, person_id)
         if person is not None:
@@ -485,6 +522,7 @@ def disclose(
     holders: frozenset[int] | None = None,
     agreements: list[AgreementGrant] | None = None,
     consents: list[ConsentGrant] | None = None,
+    stored: StoredFields | None = None,
 ) -> PersonRecordOut:
     """Everything of the person the actor may see for this purpose, and nothing else.
 
@@ -504,9 +542,9 @@ def disclose(
     portability): the person's own right is the basis of every field, and the audit says so.
 
     ``holders`` are the person's data holders (:func:`data_holders`), ``agreements`` the
-    data-exchange agreements and ``consents`` the person's consents when the caller already has
-    them: ``read_person`` gets the holders and consents with its scope check and reuses the
-    agreements while they are unchanged."""
+    data-exchange agreements, ``consents`` the person's consents and ``stored`` the stored fields
+    when the caller already has them: ``read_person`` gets the holders, consents and stored
+    fields with its scope check and reuses the agreements while they are unchanged."""
     if data_subject_request is not None:
         article, request_id = data_subject_request
         subject_basis = f"gdpr_art{article}:request {request_id}"
@@ -518,13 +556,8 @@ def disclose(
                               consents)
     for_whom = None if recipient is None else f"for organisation {recipient.organisation_id}"
     wanted = list(only) if only is not None else list(privacy.policy.fields)
-    stored: dict[str, bytes] = {}
-    writers: dict[str, int] = dict(person.plain_field_writers or {})
-    wrapped = None
-    for row in session.execute(_STORED_FIELDS, {"person_id": person.id}):
-        stored[row.field] = row.ciphertext
-        writers[row.field] = row.updated_by_organisation_id
-        wrapped = (row.wrapped_key, row.master_key_id)
+    held = stored if stored is not None else StoredFields.read(session, person.id)
+    writers: dict[str, int] = dict(person.plain_field_writers or {}) | held.writers
     own_only = access is Access.former
     data_key: bytes | None = None
     values: dict[str, Any] = {}
@@ -544,10 +577,10 @@ def disclose(
         if name in PLAIN_FIELDS:
             if getattr(person, name) is not None:
                 values[name] = getattr(person, name)
-        elif name in stored:
+        elif name in held.ciphertexts:
             if data_key is None:
-                data_key = _unwrapped(privacy, person.id, wrapped)
-            values[name] = decrypt_field(data_key, person.id, name, stored[name])
+                data_key = _unwrapped(privacy, person.id, held.wrapped)
+            values[name] = decrypt_field(data_key, person.id, name, held.ciphertexts[name])
     entries = [AuditEntry(
         agent_user=actor.user_id, agent_organisation_id=actor.organisation_id, action="R",
         subtype=subtype, entity_type="person", entity_id=str(person.id), person_id=person.id,
@@ -771,7 +804,7 @@ def read_person(session: Session, privacy: Privacy, actor: Actor, person_id: uui
         person, access, grants = _person_access(session, actor, person_id)
         out = disclose(session, privacy, actor, person, resolve_purpose(privacy, actor, purpose), now,
                        subtype="person.read" if access is Access.current else "person.read.former",
-                       access=access, holders=grants.holders, consents=grants.consents,
+                       access=access, holders=grants.holders, consents=grants.consents, stored=grants.stored,
                        agreements=_agreements(session, grants.agreements_digest))
     return out
 
