@@ -1144,3 +1144,12 @@ def test_hinted_appends_from_eight_threads_to_one_stream_stay_one_chain(db, sess
     assert list(seqs) == [person.int % STREAMS] and len(seqs[person.int % STREAMS]) == total
     result = check(db, keys)
     assert result.ok and result.rows == total
+
+
+def test_the_sql_form_of_a_persons_stream_is_the_stream_python_computes(db):
+    persons = [uuid.uuid4() for _ in range(200)] + [uuid.UUID(int=16 * k + k % 16) for k in range(40)]
+    expr = audit.person_stream_sql("p.id")
+    with db.connect() as conn:
+        rows = conn.execute(select(text("p.id"), expr).select_from(
+            text("unnest(CAST(:ids AS uuid[])) AS p(id)")), {"ids": [str(p) for p in persons]}).all()
+    assert {uuid.UUID(str(r[0])): r[1] for r in rows} == {p: audit.stream_of_person(p) for p in persons}

@@ -151,6 +151,13 @@ def stream_of_person(person_id: uuid.UUID) -> int:
     return person_id.int % STREAMS
 
 
+def person_stream_sql(person_id_column: str):
+    """:func:`stream_of_person` in SQL (PostgreSQL) for a person id column such as
+    ``"chains.person_id"``: the low four bits of the UUID, its last hex digit."""
+    assert STREAMS == 16, "the SQL form takes the last hex digit: 16 streams"
+    return literal_column(f"('x' || right(({person_id_column})::text, 1))::bit(4)::int")
+
+
 def head_hint_column(stream):
     """A column for any SELECT: the head of ``stream`` (a bind parameter or column) as
     ``"last_seq:last_hash"``, read without a lock. Give its value to :func:`remember_head`."""
