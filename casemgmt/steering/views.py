@@ -8,6 +8,7 @@ from datetime import datetime
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from casemgmt.auth.dependencies import get_session, require
@@ -220,46 +221,55 @@ def on_demand_report(request: Request, jurisdiction_id: DbId | None = Query(
     return document
 
 
-def _ocel(row: releases.SteeringRelease) -> dict:
-    return eventlog.to_ocel(eventlog.PublishedLog.from_dict(row.event_log),
-                            {"number": row.number, "period": row.period})
+def _ocel(row: releases.SteeringRelease, filename: str | None = None) -> StreamingResponse:
+    """The release's log as OCEL 2.0 JSON, streamed: the same bytes as the document rendered
+    whole (:func:`eventlog.to_ocel` through ``JSONResponse``), written objects first, then the
+    events week by week. The caller has audited the read and loaded the row; what could go
+    wrong with the stored log's head does here, before the first byte."""
+    chunks = eventlog.ocel_chunks(row.event_log, {"number": row.number, "period": row.period})
+    headers = {"Content-Disposition": _attachment(filename)} if filename else None
+    return StreamingResponse(chunks, media_type="application/json", headers=headers)
 
 
-def _xes(row: releases.SteeringRelease) -> Response:
-    body = eventlog.to_xes(eventlog.PublishedLog.from_dict(row.event_log), {"number": row.number, "period": row.period})
-    return Response(body, media_type="application/xml",
-                    headers={"Content-Disposition": _attachment(f"integrationsketten-nr{row.number}.xes")})
+def _xes(row: releases.SteeringRelease) -> StreamingResponse:
+    chunks = eventlog.xes_chunks(row.event_log, {"number": row.number, "period": row.period})
+    return StreamingResponse(chunks, media_type="application/xml",
+                             headers={"Content-Disposition": _attachment(f"integrationsketten-nr{row.number}.xes")})
 
 
-XES_RESPONSE = {200: {"content": {"application/xml": {}}, "description": "XES (IEEE 1849) event log"}}
+XES_RESPONSE = {200: {"content": {"application/xml": {}}, "description": "XES (IEEE 1849) event log, streamed"}}
+OCEL_RESPONSE = {200: {"content": {"application/json": {"schema": {"type": "object", "additionalProperties": True}}},
+                       "description": "OCEL 2.0 JSON event log, streamed"}}
 
 
-@router.get("/exports/ocel")
+@router.get("/exports/ocel", response_class=StreamingResponse, responses=OCEL_RESPONSE)
 def ocel_export(jurisdiction_id: DbId | None = AREA, actor: Actor = Depends(require("export.read")),
-                session: Session = Depends(get_session), now: datetime = Depends(request_now)) -> dict:
+                session: Session = Depends(get_session), now: datetime = Depends(request_now)):
     """The process-mining log of the area's latest release as OCEL 2.0 JSON: the chains that
     ended in the released quarter, generalised so that every published trace is shared by at
     least k chains (activities in German, weeks since the chain's start, rare activities
-    merged); the ``Export`` object says how much was generalised and dropped."""
+    merged); the ``Export`` object says how much was generalised and dropped. Streamed: the
+    document starts at once and is written in pieces, so a large log neither waits nor fills
+    memory."""
     return _ocel(_release(session, actor, jurisdiction_id, None, "ocel", now, "export.ocel"))
 
 
-@router.get("/exports/xes", response_class=Response, responses=XES_RESPONSE)
+@router.get("/exports/xes", response_class=StreamingResponse, responses=XES_RESPONSE)
 def xes_export(jurisdiction_id: DbId | None = AREA, actor: Actor = Depends(require("export.read")),
                session: Session = Depends(get_session), now: datetime = Depends(request_now)):
-    """The same log as XES, one trace per chain (for ProM, Disco, Celonis)."""
+    """The same log as XES, one trace per chain (for ProM, Disco, Celonis); streamed."""
     return _xes(_release(session, actor, jurisdiction_id, None, "xes", now, "export.xes"))
 
 
-@router.get("/exports/releases/{number}/ocel")
+@router.get("/exports/releases/{number}/ocel", response_class=StreamingResponse, responses=OCEL_RESPONSE)
 def ocel_release_export(number: int = NUMBER, actor: Actor = Depends(require("export.read")),
-                        session: Session = Depends(get_session), now: datetime = Depends(request_now)) -> dict:
-    """The process-mining log of one release as OCEL 2.0 JSON."""
+                        session: Session = Depends(get_session), now: datetime = Depends(request_now)):
+    """The process-mining log of one release as OCEL 2.0 JSON; streamed."""
     return _ocel(_release(session, actor, None, number, "ocel", now, "export.ocel"))
 
 
-@router.get("/exports/releases/{number}/xes", response_class=Response, responses=XES_RESPONSE)
+@router.get("/exports/releases/{number}/xes", response_class=StreamingResponse, responses=XES_RESPONSE)
 def xes_release_export(number: int = NUMBER, actor: Actor = Depends(require("export.read")),
                        session: Session = Depends(get_session), now: datetime = Depends(request_now)):
-    """The process-mining log of one release as XES."""
+    """The process-mining log of one release as XES; streamed."""
     return _xes(_release(session, actor, None, number, "xes", now, "export.xes"))
