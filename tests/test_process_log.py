@@ -298,6 +298,20 @@ def test_the_head_goes_out_before_the_chains_are_read_and_a_broken_head_fails_be
         assert first.startswith((b'{"objectTypes":', b"<?xml"))
         with pytest.raises(AssertionError, match="read before"):
             next(chunks)
+    # As the endpoints pass it: the head now, the whole stored log read once the head is out.
+    reads: list[int] = []
+
+    def read():
+        reads.append(1)
+        return json.loads(json.dumps(log.as_dict()))
+
+    for render, whole in ((eventlog.ocel_chunks, JSONResponse(eventlog.to_ocel(log, RELEASE)).body),
+                          (eventlog.xes_chunks, eventlog.to_xes(log, RELEASE))):
+        reads.clear()
+        chunks = render(eventlog.StoredLog(dict(head), read), RELEASE)
+        first = next(chunks)
+        assert reads == []
+        assert first + b"".join(chunks) == whole and reads == [1]
     broken = {k: v for k, v in log.as_dict().items() if k != "stats"}
     for render in (eventlog.ocel_chunks, eventlog.xes_chunks):
         with pytest.raises(KeyError):

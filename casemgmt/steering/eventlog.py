@@ -416,11 +416,11 @@ def _chunks(pieces: Iterable[str], first: str = "") -> Iterator[bytes]:
         yield "".join(buffer).encode("utf-8")
 
 
-def ocel_chunks(log: PublishedLog | Mapping[str, Any], release: Mapping[str, Any]) -> Iterator[bytes]:
+def ocel_chunks(log: PublishedLog | StoredLog | Mapping[str, Any], release: Mapping[str, Any]) -> Iterator[bytes]:
     """:func:`to_ocel` as Starlette's ``JSONResponse`` writes it, in chunks of bytes. ``log``
-    may be the stored form (:meth:`PublishedLog.as_dict`): its head is read at once (a
-    malformed one raises here, before anything is sent) and its chains only after the first
-    chunk, the document's head, is out."""
+    may be the stored form (:meth:`PublishedLog.as_dict`) or a :class:`StoredLog`: its head
+    is read at once (a malformed one raises here, before anything is sent) and its chains only
+    after the first chunk, the document's head, is out."""
     load, log = _head(log)
     meta = _metadata_attributes(log, release)
     object_types = [
@@ -447,10 +447,23 @@ def ocel_chunks(log: PublishedLog | Mapping[str, Any], release: Mapping[str, Any
     return document()
 
 
-def _head(log: PublishedLog | Mapping[str, Any]) -> tuple[Callable[[], PublishedLog], PublishedLog]:
+@dataclass(frozen=True)
+class StoredLog:
+    """A stored log read in two steps: ``head`` (its ``activities``, ``kinds`` and ``stats``)
+    at once, ``read()`` (the whole stored form) when the chains are needed, so that a large log
+    is not read before the first byte of its document is sent."""
+
+    head: Mapping[str, Any]
+    read: Callable[[], Mapping[str, Any]]
+
+
+def _head(log: PublishedLog | StoredLog | Mapping[str, Any]) -> tuple[Callable[[], PublishedLog], PublishedLog]:
     """(what reads the whole log, the log's head)."""
     if isinstance(log, PublishedLog):
         return (lambda: log), log
+    if isinstance(log, StoredLog):
+        stored_log = log
+        return (lambda: PublishedLog.from_dict(stored_log.read())), PublishedLog.from_dict(log.head, with_traces=False)
     stored = log
     return (lambda: PublishedLog.from_dict(stored)), PublishedLog.from_dict(stored, with_traces=False)
 
@@ -534,7 +547,7 @@ def _ocel_body(log: PublishedLog, head: list[dict[str, Any]], release_event: dic
     yield b"]}"
 
 
-def xes_chunks(log: PublishedLog | Mapping[str, Any], release: Mapping[str, Any]) -> Iterator[bytes]:
+def xes_chunks(log: PublishedLog | StoredLog | Mapping[str, Any], release: Mapping[str, Any]) -> Iterator[bytes]:
     """:func:`to_xes` in chunks of bytes, a thousand traces a chunk; ``log`` as for
     :func:`ocel_chunks`."""
     load, log = _head(log)

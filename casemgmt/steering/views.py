@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from urllib.parse import quote
 
@@ -221,18 +222,31 @@ def on_demand_report(request: Request, jurisdiction_id: DbId | None = Query(
     return document
 
 
-def _ocel(row: releases.SteeringRelease, filename: str | None = None) -> StreamingResponse:
+def _stored_log(request: Request, session: Session, row: releases.SteeringRelease) -> eventlog.StoredLog:
+    """The release's log in two steps: its head now, in the request's session (after the read
+    was audited; an error here is answered before the first byte), and the whole stored log once
+    the head is sent, in a session of its own (the request's may be gone by then)."""
+    factory, number = request.app.state.sessionmaker, row.number
+
+    def read() -> Any:
+        with factory() as later:
+            return releases.stored_log(later, number)
+
+    return eventlog.StoredLog(releases.log_head(session, number), read)
+
+
+def _ocel(request: Request, session: Session, row: releases.SteeringRelease,
+          filename: str | None = None) -> StreamingResponse:
     """The release's log as OCEL 2.0 JSON, streamed: the same bytes as the document rendered
     whole (:func:`eventlog.to_ocel` through ``JSONResponse``), written objects first, then the
-    events week by week. The caller has audited the read and loaded the row; what could go
-    wrong with the stored log's head does here, before the first byte."""
-    chunks = eventlog.ocel_chunks(row.event_log, {"number": row.number, "period": row.period})
+    events week by week. The caller has found the release and audited the read."""
+    chunks = eventlog.ocel_chunks(_stored_log(request, session, row), {"number": row.number, "period": row.period})
     headers = {"Content-Disposition": _attachment(filename)} if filename else None
     return StreamingResponse(chunks, media_type="application/json", headers=headers)
 
 
-def _xes(row: releases.SteeringRelease) -> StreamingResponse:
-    chunks = eventlog.xes_chunks(row.event_log, {"number": row.number, "period": row.period})
+def _xes(request: Request, session: Session, row: releases.SteeringRelease) -> StreamingResponse:
+    chunks = eventlog.xes_chunks(_stored_log(request, session, row), {"number": row.number, "period": row.period})
     return StreamingResponse(chunks, media_type="application/xml",
                              headers={"Content-Disposition": _attachment(f"integrationsketten-nr{row.number}.xes")})
 
@@ -243,7 +257,7 @@ OCEL_RESPONSE = {200: {"content": {"application/json": {"schema": {"type": "obje
 
 
 @router.get("/exports/ocel", response_class=StreamingResponse, responses=OCEL_RESPONSE)
-def ocel_export(jurisdiction_id: DbId | None = AREA, actor: Actor = Depends(require("export.read")),
+def ocel_export(request: Request, jurisdiction_id: DbId | None = AREA, actor: Actor = Depends(require("export.read")),
                 session: Session = Depends(get_session), now: datetime = Depends(request_now)):
     """The process-mining log of the area's latest release as OCEL 2.0 JSON: the chains that
     ended in the released quarter, generalised so that every published trace is shared by at
@@ -251,25 +265,25 @@ def ocel_export(jurisdiction_id: DbId | None = AREA, actor: Actor = Depends(requ
     merged); the ``Export`` object says how much was generalised and dropped. Streamed: the
     document starts at once and is written in pieces, so a large log neither waits nor fills
     memory."""
-    return _ocel(_release(session, actor, jurisdiction_id, None, "ocel", now, "export.ocel"))
+    return _ocel(request, session, _release(session, actor, jurisdiction_id, None, "ocel", now, "export.ocel"))
 
 
 @router.get("/exports/xes", response_class=StreamingResponse, responses=XES_RESPONSE)
-def xes_export(jurisdiction_id: DbId | None = AREA, actor: Actor = Depends(require("export.read")),
+def xes_export(request: Request, jurisdiction_id: DbId | None = AREA, actor: Actor = Depends(require("export.read")),
                session: Session = Depends(get_session), now: datetime = Depends(request_now)):
     """The same log as XES, one trace per chain (for ProM, Disco, Celonis); streamed."""
-    return _xes(_release(session, actor, jurisdiction_id, None, "xes", now, "export.xes"))
+    return _xes(request, session, _release(session, actor, jurisdiction_id, None, "xes", now, "export.xes"))
 
 
 @router.get("/exports/releases/{number}/ocel", response_class=StreamingResponse, responses=OCEL_RESPONSE)
-def ocel_release_export(number: int = NUMBER, actor: Actor = Depends(require("export.read")),
+def ocel_release_export(request: Request, number: int = NUMBER, actor: Actor = Depends(require("export.read")),
                         session: Session = Depends(get_session), now: datetime = Depends(request_now)):
     """The process-mining log of one release as OCEL 2.0 JSON; streamed."""
-    return _ocel(_release(session, actor, None, number, "ocel", now, "export.ocel"))
+    return _ocel(request, session, _release(session, actor, None, number, "ocel", now, "export.ocel"))
 
 
 @router.get("/exports/releases/{number}/xes", response_class=StreamingResponse, responses=XES_RESPONSE)
-def xes_release_export(number: int = NUMBER, actor: Actor = Depends(require("export.read")),
+def xes_release_export(request: Request, number: int = NUMBER, actor: Actor = Depends(require("export.read")),
                        session: Session = Depends(get_session), now: datetime = Depends(request_now)):
     """The process-mining log of one release as XES; streamed."""
-    return _xes(_release(session, actor, None, number, "xes", now, "export.xes"))
+    return _xes(request, session, _release(session, actor, None, number, "xes", now, "export.xes"))

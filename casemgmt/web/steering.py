@@ -137,7 +137,7 @@ def report_xlsx(request: Request, number: int, user: WebUser = Depends(need("rep
 @router.get("/lenkung/prozessprotokoll-{number}.ocel.json")
 def report_ocel(request: Request, number: int, user: WebUser = Depends(need("export.read")),
                 db: Session = Depends(get_session)) -> Response:
-    return _ocel(_release(db, user.actor, None, number, "ocel", request.app.state.clock(), "export.ocel"),
+    return _ocel(request, db, _release(db, user.actor, None, number, "ocel", request.app.state.clock(), "export.ocel"),
                  f"prozessprotokoll-{number}.ocel.json")
 
 
