@@ -92,7 +92,11 @@ def render_child(url: str, mode: str, number: int, meta_number: int, meta_period
     from fastapi.routing import APIRoute, serialize_response
     from starlette.responses import Response
 
+    from sqlalchemy import select
+    from sqlalchemy.orm import undefer
+
     from casemgmt.database import make_engine, make_sessionmaker
+    from casemgmt.steering.releases import log_head, stored_log
 
     def served_before() -> dict:  # the route's signature before: FastAPI validates and serialises a dict
         raise NotImplementedError
@@ -107,7 +111,15 @@ def render_child(url: str, mode: str, number: int, meta_number: int, meta_period
     cpu0, t0 = time.process_time(), time.perf_counter()
     digest, size, first = hashlib.sha256(), 0, None
     with factory() as session:
-        stored = session.get(SteeringRelease, number).event_log
+        if mode.endswith("streamed"):  # as the endpoint: the head now, the whole log after the first chunk
+            def read() -> Any:
+                with factory() as later:
+                    return stored_log(later, number)
+
+            stored: Any = eventlog.StoredLog(log_head(session, number), read)
+        else:  # as before: the row with its log (event_log was not a deferred column then)
+            stored = session.execute(select(SteeringRelease).options(undefer(SteeringRelease.event_log))
+                                     .where(SteeringRelease.number == number)).scalar_one().event_log
         if mode == "ocel-before":
             doc = eventlog.to_ocel(eventlog.PublishedLog.from_dict(stored), release)
             body = asyncio.run(serialize_response(field=field, response_content=doc, dump_json=True))
@@ -321,10 +333,12 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
                 for label, o in http.items()])
     if before and now:
         h.heading("Targets")
-        first = max([now["first_byte_s"]] + [o["first_byte_s"] or 0 for k, o in http.items() if k != "xes"])
-        h.target("first byte (s)", first, 1.0, True, f"{first:.2f} s, streamed child and over HTTP")
+        # A release stored now (variants); one stored before is shown above, not a target.
+        first = max([now["first_byte_s"]] + [o["first_byte_s"] or 0 for k, o in http.items() if k == "ocel"])
+        h.target("first byte (s)", first, 1.0, True, f"{first:.2f} s, the slower of the child and HTTP")
         peak = max([now["peak_rss_mib"]] + [o["server_peak_rss_mib"] for k, o in http.items() if k == "ocel"])
-        h.target("peak memory (MiB)", peak, 256, True, f"{peak:.0f} MiB; before {before['peak_rss_mib']:.0f} MiB")
+        h.target("peak memory (MiB)", peak, 256, True, f"{peak:.0f} MiB of the whole process, the higher of the "
+                 f"child and the API server; before {before['peak_rss_mib']:.0f} MiB")
         h.target("speed-up against before", speed, 4.0, False, f"{speed:.1f}x: {before['total_s']:.1f} s -> {now['total_s']:.1f} s")
 
 

@@ -270,7 +270,7 @@ def test_a_large_log_is_streamed_in_many_chunks_and_still_equal():
 def test_the_stored_form_keeps_each_published_trace_once_with_its_chains():
     log = generalised_log(11, 60)
     stored = log.as_dict()
-    assert set(stored) == {"format", "activities", "kinds", "stats", "variants"}
+    assert set(stored) == {"format", "activities", "kinds", "stats", "names", "variants"}
     ids = [i for v in stored["variants"] for i in v["ids"]]
     assert sorted(ids) == sorted(t.id for t in log.traces) and len(set(ids)) == len(ids)
     # Each variant is a published trace shared by at least k chains, stored once.

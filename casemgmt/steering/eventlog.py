@@ -126,36 +126,54 @@ class PublishedLog:
         (Kettenart and events, a *variant*) once, with the pseudonyms of the chains that have
         it. Every published trace is shared by at least k chains, so this is about k times
         smaller than a trace per chain; it holds exactly what the exports publish, nothing more
-        (which chains formed a microaggregation group is not kept)."""
+        (which chains formed a microaggregation group is not kept). A variant's events are one
+        flat list ``[activity, kind, week, ...]``, activity and kind as positions in
+        ``names``: read back, a million events are a few lists of small integers, not a
+        million lists of strings."""
         variants: dict[tuple[str, tuple[PublishedEvent, ...]], list[str]] = {}
         for t in self.traces:
             variants.setdefault((t.template, t.events), []).append(t.id)
         ordered = sorted(((sorted(ids), template, events) for (template, events), ids in variants.items()),
                          key=lambda v: v[0][0])  # by the first pseudonym: says nothing about the chains
+        names: dict[str, int] = {}
+        stored = []
+        for ids, template, events in ordered:
+            flat: list[Any] = []
+            for e in events:
+                flat += [names.setdefault(e.activity, len(names)), names.setdefault(e.kind, len(names)), e.week]
+            stored.append({"template": template, "events": flat, "ids": ids})
         return {"format": STORED_FORMAT, "activities": list(self.activities), "kinds": list(self.kinds),
-                "stats": self.stats.as_dict(),
-                "variants": [{"template": template, "events": [[e.activity, e.kind, e.week] for e in events],
-                              "ids": ids} for ids, template, events in ordered]}
+                "stats": self.stats.as_dict(), "names": list(names), "variants": stored}
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any], *, with_traces: bool = True) -> PublishedLog:
         """Either stored form: variants with their chains' pseudonyms (:meth:`as_dict`), or one
         entry per chain (releases stored before, read as they are). The chains of a variant
-        share one tuple of events. Without traces: only what a document's head needs (the
-        statistics, activities and kinds), at once whatever the size of the log."""
+        share one tuple of events, and equal events and names are one object each. Without
+        traces: only what a document's head needs (the statistics, activities and kinds), at
+        once whatever the size of the log."""
         s = dict(doc["stats"])
         stats = LogStats(**{k: s[k] for k in LogStats.__dataclass_fields__})
+        activities, kinds = tuple(doc["activities"]), tuple(doc["kinds"])
         if not with_traces:
-            return cls((), stats, tuple(doc["activities"]), tuple(doc["kinds"]))
+            return cls((), stats, activities, kinds)
+        one: dict[Any, Any] = {}  # each name and each event once
+        traces: list[PublishedTrace] = []
         if "variants" in doc:
-            traces: list[PublishedTrace] = []
+            names = [one.setdefault(n, n) for n in doc["names"]]
             for v in doc["variants"]:
-                events = tuple(PublishedEvent(a, kd, w) for a, kd, w in v["events"])
-                traces.extend(PublishedTrace(i, v["template"], events) for i in v["ids"])
+                flat = v["events"]
+                events = tuple(one.setdefault(key, PublishedEvent(*key)) for key in (
+                    (names[flat[i]], names[flat[i + 1]], flat[i + 2]) for i in range(0, len(flat), 3)))
+                template = one.setdefault(v["template"], v["template"])
+                traces.extend(PublishedTrace(i, template, events) for i in v["ids"])
             traces.sort(key=lambda t: t.id)
-            return cls(tuple(traces), stats, tuple(doc["activities"]), tuple(doc["kinds"]))
-        return cls(tuple(PublishedTrace(t["id"], t["template"], tuple(PublishedEvent(a, kd, w) for a, kd, w in t["events"]))
-                         for t in doc["traces"]), stats, tuple(doc["activities"]), tuple(doc["kinds"]))
+        else:
+            for t in doc["traces"]:
+                events = tuple(one.setdefault(key, PublishedEvent(*key)) for key in (
+                    (one.setdefault(a, a), one.setdefault(kd, kd), w) for a, kd, w in t["events"]))
+                traces.append(PublishedTrace(t["id"], one.setdefault(t["template"], t["template"]), events))
+        return cls(tuple(traces), stats, activities, kinds)
 
 
 STORED_FORMAT = 2  # 1 (no "format" key): {"traces": [{"id", "template", "events"}, ...]}
@@ -571,32 +589,28 @@ def _xes_body(head: bytes, load: Callable[[], PublishedLog]) -> Iterator[bytes]:
     log = load()
 
     def traces() -> Iterator[str]:
-        lines: dict[PublishedEvent, str] = {}
-        # The lines of a tuple of events several chains share (a variant of the stored form),
-        # by the tuple's id; a tuple of one chain only (a release stored before) is not kept.
-        shared = Counter(id(trace.events) for trace in log.traces)
-        blocks: dict[int, str] = {}
+        lines: dict[tuple[str, str, int], str] = {}
+        blocks: dict[int, tuple[str, ...]] = {}  # id of a tuple of events -> its lines (shared strings)
         templates: dict[str, str] = {}
         for trace in log.traces:
             block = blocks.get(id(trace.events))
             if block is None:
                 parts = []
                 for event in trace.events:
-                    line = lines.get(event)
+                    key = (event.activity, event.kind, event.week)
+                    line = lines.get(key)
                     if line is None:
-                        line = lines[event] = (
+                        line = lines[key] = (
                             f'    <event><string key="concept:name" value={quoteattr(event.activity)}/>'
                             f'<date key="time:timestamp" value="{_iso(_time(event.week))}"/>'
                             f'<string key="org:group" value={quoteattr(event.kind)}/>'
                             '<string key="lifecycle:transition" value="complete"/></event>\n')
                     parts.append(line)
-                block = "".join(parts)
-                if shared[id(trace.events)] > 1:
-                    blocks[id(trace.events)] = block
+                block = blocks[id(trace.events)] = tuple(parts)
             template = templates.get(trace.template)
             if template is None:
                 template = templates[trace.template] = f'<string key="Kettenart" value={quoteattr(trace.template)}/>\n'
-            yield f'  <trace><string key="concept:name" value={quoteattr(trace.id)}/>{template}{block}  </trace>\n'
+            yield f'  <trace><string key="concept:name" value={quoteattr(trace.id)}/>{template}{"".join(block)}  </trace>\n'
 
     yield from _chunks(traces())
     yield b"</log>\n"
