@@ -26,7 +26,9 @@ hides among at least k others, and only what still singles a chain out is droppe
    only when fewer than k chains ended in all is nothing published.
 
 What was generalised and dropped is reported in :class:`LogStats`. The result is a
-:class:`PublishedLog`, rendered as OCEL 2.0 JSON (:func:`to_ocel`) or XES (:func:`to_xes`); ids
+:class:`PublishedLog`, stored with each published trace once (:meth:`PublishedLog.as_dict`) and
+rendered as OCEL 2.0 JSON (:func:`to_ocel`) or XES (:func:`to_xes`), which the endpoints stream
+piece by piece with the same bytes (:func:`ocel_chunks`, :func:`xes_chunks`); ids
 are per-release pseudonyms, so two releases cannot be joined on ids, and a release holds each chain
 only once (see casemgmt.steering.releases), so they cannot be joined by content either.
 """
