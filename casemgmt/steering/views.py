@@ -222,17 +222,22 @@ def on_demand_report(request: Request, jurisdiction_id: DbId | None = Query(
     return document
 
 
-def _stored_log(request: Request, session: Session, row: releases.SteeringRelease) -> eventlog.StoredLog:
-    """The release's log in two steps: its head now, in the request's session (after the read
-    was audited; an error here is answered before the first byte), and the whole stored log once
-    the head is sent, in a session of its own (the request's may be gone by then)."""
-    factory, number = request.app.state.sessionmaker, row.number
+def _stored_log(request: Request, session: Session, row: releases.SteeringRelease
+                ) -> tuple[eventlog.StoredLog, dict[str, Any]]:
+    """The release's log in two steps, and its metadata. The head now, in the request's session
+    (after the read was audited; an error here is answered before the first byte), which then
+    ends its read-only transaction: the request's session lives until the last byte is sent, and
+    must not hold a connection idle in a transaction meanwhile. The whole stored log once the
+    head is sent, in a session of its own."""
+    factory, number, release = request.app.state.sessionmaker, row.number, {"number": row.number, "period": row.period}
+    head = releases.log_head(session, number)
+    session.rollback()  # nothing written since the audit's commit
 
     def read() -> Any:
         with factory() as later:
             return releases.stored_log(later, number)
 
-    return eventlog.StoredLog(releases.log_head(session, number), read)
+    return eventlog.StoredLog(head, read), release
 
 
 def _ocel(request: Request, session: Session, row: releases.SteeringRelease,
@@ -240,15 +245,15 @@ def _ocel(request: Request, session: Session, row: releases.SteeringRelease,
     """The release's log as OCEL 2.0 JSON, streamed: the same bytes as the document rendered
     whole (:func:`eventlog.to_ocel` through ``JSONResponse``), written objects first, then the
     events week by week. The caller has found the release and audited the read."""
-    chunks = eventlog.ocel_chunks(_stored_log(request, session, row), {"number": row.number, "period": row.period})
+    chunks = eventlog.ocel_chunks(*_stored_log(request, session, row))
     headers = {"Content-Disposition": _attachment(filename)} if filename else None
     return StreamingResponse(chunks, media_type="application/json", headers=headers)
 
 
 def _xes(request: Request, session: Session, row: releases.SteeringRelease) -> StreamingResponse:
-    chunks = eventlog.xes_chunks(_stored_log(request, session, row), {"number": row.number, "period": row.period})
-    return StreamingResponse(chunks, media_type="application/xml",
-                             headers={"Content-Disposition": _attachment(f"integrationsketten-nr{row.number}.xes")})
+    name = f"integrationsketten-nr{row.number}.xes"
+    chunks = eventlog.xes_chunks(*_stored_log(request, session, row))
+    return StreamingResponse(chunks, media_type="application/xml", headers={"Content-Disposition": _attachment(name)})
 
 
 XES_RESPONSE = {200: {"content": {"application/xml": {}}, "description": "XES (IEEE 1849) event log, streamed"}}
