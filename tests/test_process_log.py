@@ -21,6 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
+from starlette.responses import JSONResponse
 
 from casemgmt.steering import eventlog
 from casemgmt.steering.eventlog import CHAIN_BEGUN, OTHER_STEP, OTHER_TEMPLATE, ChainHistory, Milestone
@@ -164,7 +165,9 @@ def test_ocel_and_xes_of_a_log_and_of_an_empty_log_load_in_pm4py(tmp_path):
     for log in (eventlog.generalise(histories, K), eventlog.generalise([], K)):
         doc = eventlog.to_ocel(log, RELEASE)
         validate_ocel(doc)
-        (tmp_path / "log.jsonocel").write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+        # What the endpoints send: the stored form, streamed.
+        stored = json.loads(json.dumps(log.as_dict()))
+        (tmp_path / "log.jsonocel").write_bytes(b"".join(eventlog.ocel_chunks(stored, RELEASE)))
         ocel = pm4py.read_ocel2_json(str(tmp_path / "log.jsonocel"))
         chains = ocel.objects[ocel.objects["ocel:type"] == "Kette"]
         assert len(chains) == log.stats.chains_published
@@ -174,7 +177,7 @@ def test_ocel_and_xes_of_a_log_and_of_an_empty_log_load_in_pm4py(tmp_path):
         assert int(meta["Ketten veröffentlicht"].iloc[0]) == log.stats.chains_published
         assert int(meta["Ereignisse entfernt"].iloc[0]) == log.stats.events_total - log.stats.events_published
 
-        xes = eventlog.to_xes(log, RELEASE)
+        xes = b"".join(eventlog.xes_chunks(stored, RELEASE))
         etree.fromstring(xes)  # well-formed
         (tmp_path / "log.xes").write_bytes(xes)
         frame = pm4py.read_xes(str(tmp_path / "log.xes"), return_legacy_log_object=False, show_progress_bar=False)
@@ -203,3 +206,113 @@ def test_xes_has_the_standard_extensions_and_metadata():
     keys = {a.get("key"): a.get("value") for a in first}
     assert keys["concept:name"] == CHAIN_BEGUN and keys["time:timestamp"] == "2000-01-03T00:00:00Z"
     assert datetime.fromisoformat(keys["time:timestamp"].replace("Z", "+00:00")) == eventlog.EPOCH.astimezone(UTC)
+
+
+# --- the stored form and the streamed renderings ---------------------------------------------------
+
+
+def old_stored_form(log: eventlog.PublishedLog) -> dict:
+    """How releases stored their log before variants: one entry per chain."""
+    return {"activities": list(log.activities), "kinds": list(log.kinds), "stats": log.stats.as_dict(),
+            "traces": [{"id": t.id, "template": t.template, "events": [[e.activity, e.kind, e.week] for e in t.events]}
+                       for t in log.traces]}
+
+
+def hand_made_log() -> eventlog.PublishedLog:
+    """Names that need escaping in JSON and XML, a character of the private use area, events of
+    one chain in the same week and out of week order, a chain without events, and variants whose
+    chains interleave in pseudonym order (the order a log keeps its chains in, as ``generalise``
+    gives them): the streamed renderings must still equal the whole ones."""
+    odd = ('Antrag "dringend" & <eilig> \\ erledigt', "Träger \ue000 Süd", 3)
+    e1, e2 = eventlog.PublishedEvent(odd[0], odd[1], 0), eventlog.PublishedEvent("Kette begonnen", "Case Management", 0)
+    e3, e4 = eventlog.PublishedEvent("Arbeit aufgenommen", "Jobcenter", 5), eventlog.PublishedEvent("Kurs", "Träger", 2)
+    shared = (e2, e1, e4, e3)
+    traces = (eventlog.PublishedTrace("kette-0", "Ü-Art", ()),
+              eventlog.PublishedTrace("kette-a", "Kettenart \"A\"", shared),
+              eventlog.PublishedTrace("kette-b", "Ü-Art", (e3, e2)),
+              eventlog.PublishedTrace("kette-c", "Kettenart \"A\"", shared),
+              eventlog.PublishedTrace("kette-d", "Kettenart \"A\"", (e2, e1, e4, e3)))
+    stats = eventlog.LogStats(2, 6, 5, 1, 14, 10, 1, 0, 3)
+    return eventlog.PublishedLog(traces, stats, ("Kette begonnen", odd[0], "Kurs", "Arbeit aufgenommen"),
+                                 ("Case Management", "Jobcenter", odd[1], "Träger"))
+
+
+def generalised_log(seed: int, n: int = 40) -> eventlog.PublishedLog:
+    rng = random.Random(seed)
+    return eventlog.generalise([history(rng, rng.choice(sorted(PATHS))) for _ in range(n)], K)
+
+
+@pytest.mark.parametrize("make", [hand_made_log, lambda: generalised_log(9), lambda: generalised_log(10, 3)],
+                         ids=["hand-made", "generalised", "empty"])
+def test_the_streamed_renderings_are_the_whole_documents_byte_for_byte(make):
+    """What the endpoints stream, from a release stored now, from one stored before, and from the
+    log itself, is what the whole document served as JSONResponse (OCEL) or as bytes (XES) was."""
+    log = make()
+    whole_ocel, whole_xes = JSONResponse(eventlog.to_ocel(log, RELEASE)).body, eventlog.to_xes(log, RELEASE)
+    stored = json.loads(json.dumps(log.as_dict()))
+    for source in (log, stored, json.loads(json.dumps(old_stored_form(log)))):
+        chunks = list(eventlog.ocel_chunks(source, RELEASE))
+        assert b"".join(chunks) == whole_ocel
+        assert b"".join(eventlog.xes_chunks(source, RELEASE)) == whole_xes
+    assert json.loads(whole_ocel) == eventlog.to_ocel(log, RELEASE)
+    validate_ocel(json.loads(b"".join(eventlog.ocel_chunks(stored, RELEASE))))
+    etree.fromstring(b"".join(eventlog.xes_chunks(stored, RELEASE)))
+
+
+def test_a_large_log_is_streamed_in_many_chunks_and_still_equal():
+    log = generalised_log(12, 3 * eventlog.CHUNK_ITEMS)
+    chunks = list(eventlog.ocel_chunks(log.as_dict(), RELEASE))
+    assert len(chunks) > 6 and b"".join(chunks) == JSONResponse(eventlog.to_ocel(log, RELEASE)).body
+    xes = list(eventlog.xes_chunks(log.as_dict(), RELEASE))
+    assert len(xes) > 3 and b"".join(xes) == eventlog.to_xes(log, RELEASE)
+
+
+def test_the_stored_form_keeps_each_published_trace_once_with_its_chains():
+    log = generalised_log(11, 60)
+    stored = log.as_dict()
+    assert set(stored) == {"format", "activities", "kinds", "stats", "names", "variants"}
+    ids = [i for v in stored["variants"] for i in v["ids"]]
+    assert sorted(ids) == sorted(t.id for t in log.traces) and len(set(ids)) == len(ids)
+    # Each variant is a published trace shared by at least k chains, stored once.
+    assert all(len(v["ids"]) >= K for v in stored["variants"])
+    assert len(stored["variants"]) == len({(t.template, t.events) for t in log.traces}) <= len(log.traces) // K
+    assert eventlog.PublishedLog.from_dict(json.loads(json.dumps(stored))) == log
+    assert eventlog.PublishedLog.from_dict(old_stored_form(log)) == log
+
+
+class _Unreadable(dict):
+    def __getitem__(self, key):
+        if key in ("variants", "traces"):
+            raise AssertionError(f"{key} read before the document's head was sent")
+        return super().__getitem__(key)
+
+    def __contains__(self, key):
+        return key == "variants" or super().__contains__(key)
+
+
+def test_the_head_goes_out_before_the_chains_are_read_and_a_broken_head_fails_before_any_byte():
+    log = generalised_log(13)
+    head = _Unreadable({k: v for k, v in log.as_dict().items() if k != "variants"})
+    for chunks in (eventlog.ocel_chunks(head, RELEASE), eventlog.xes_chunks(head, RELEASE)):
+        first = next(chunks)
+        assert first.startswith((b'{"objectTypes":', b"<?xml"))
+        with pytest.raises(AssertionError, match="read before"):
+            next(chunks)
+    # As the endpoints pass it: the head now, the whole stored log read once the head is out.
+    reads: list[int] = []
+
+    def read():
+        reads.append(1)
+        return json.loads(json.dumps(log.as_dict()))
+
+    for render, whole in ((eventlog.ocel_chunks, JSONResponse(eventlog.to_ocel(log, RELEASE)).body),
+                          (eventlog.xes_chunks, eventlog.to_xes(log, RELEASE))):
+        reads.clear()
+        chunks = render(eventlog.StoredLog(dict(head), read), RELEASE)
+        first = next(chunks)
+        assert reads == []
+        assert first + b"".join(chunks) == whole and reads == [1]
+    broken = {k: v for k, v in log.as_dict().items() if k != "stats"}
+    for render in (eventlog.ocel_chunks, eventlog.xes_chunks):
+        with pytest.raises(KeyError):
+            render(broken, RELEASE)  # raised by the call, before a generator hands out anything

@@ -21,11 +21,13 @@ from datetime import UTC, datetime
 import pytest
 from http_helpers import ok, problem
 from sqlalchemy import text
+from starlette.responses import JSONResponse
 from test_conferences_api import LG
 from test_audit_checkpoints import cli  # noqa: F401  (the fixture)
+from test_process_log import old_stored_form
 from test_steering_report import Kreis, session  # noqa: F401  (the fixture)
 
-from casemgmt.steering import disclosure
+from casemgmt.steering import disclosure, eventlog
 from casemgmt.steering.releases import (
     SteeringRelease,
     _cell_of,
@@ -184,7 +186,7 @@ def test_a_re_release_is_protected_together_with_the_earlier_one(clock, session,
 
 
 def test_each_chain_is_in_the_export_of_the_quarter_it_ended_in(client, auth, clock, session, catalog, privacy,
-                                                               policies, world, release, tmp_path):
+                                                               policies, world, release, tmp_path, session_factory):
     """Six chains that ended in 2026-Q1 and one in 2026-Q2: the Q1 release's log holds the six
     (at least k share their trace), the Q2 release's log is empty and still loads; no chain is
     in both, so the two exports cannot be joined."""
@@ -214,6 +216,33 @@ def test_each_chain_is_in_the_export_of_the_quarter_it_ended_in(client, auth, cl
     # The page of the first release draws the directly-follows graph of its ended chains.
     page = client.get(f"/reports/steering/releases/{numbers[0]}.html", headers=auth(*LG)).text
     assert "Prozessverlauf" in page and ("marker-end" in page or ended_q1 < K)
+    # Streamed, the same bytes as the whole document; the stored form keeps each published trace
+    # once, and a release stored before (one entry per chain) is served the same way.
+    with session_factory() as s:
+        row = s.get(SteeringRelease, numbers[0])
+        stored, meta_of = row.event_log, {"number": row.number, "period": row.period}
+        log = eventlog.PublishedLog.from_dict(stored)
+        assert set(stored) >= {"variants"} and all(len(v["ids"]) >= K for v in stored["variants"])
+        old_number = numbers[-1] + 1
+        s.add(SteeringRelease(number=old_number, area_jurisdiction_id=row.area_jurisdiction_id, period="2025-Q4",
+                              edition=1, revises=None, released_at=row.released_at, k=row.k, document=row.document,
+                              pattern=row.pattern, event_log=old_stored_form(log)))
+        s.commit()
+    served = client.get(f"/exports/releases/{numbers[0]}/ocel", headers=auth(*LG))
+    assert served.content == JSONResponse(eventlog.to_ocel(log, meta_of)).body
+    assert served.headers["content-type"] == "application/json"
+    assert xes.content == eventlog.to_xes(log, meta_of)
+    old_meta = {"number": old_number, "period": "2025-Q4"}
+    assert client.get(f"/exports/releases/{old_number}/ocel", headers=auth(*LG)).content == JSONResponse(
+        eventlog.to_ocel(log, old_meta)).body
+    assert client.get(f"/exports/releases/{old_number}/xes", headers=auth(*LG)).content == eventlog.to_xes(log, old_meta)
+    for form in ("ocel", "xes"):  # refused before the first byte, as problem+json
+        problem(client.get(f"/exports/releases/{old_number + 1}/{form}", headers=auth(*LG)), 404, "not-found")
+    with session_factory() as s:  # every streamed export audited, none of the refused ones
+        audited = s.execute(text("SELECT subtype, detail FROM audit_events WHERE entity_type = 'release' "
+                                 "AND entity_id = :n"), {"n": str(old_number)}).all()
+        assert sorted(audited) == [("export.ocel", "ocel"), ("export.xes", "xes")]
+        assert not s.execute(text("SELECT 1 FROM audit_events WHERE entity_id = :n"), {"n": str(old_number + 1)}).all()
     pm4py = pytest.importorskip("pm4py", reason="PM4Py (test-only) is not installed")
     for n, doc in zip(numbers, logs):
         (tmp_path / f"{n}.jsonocel").write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")

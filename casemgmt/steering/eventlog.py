@@ -26,16 +26,19 @@ hides among at least k others, and only what still singles a chain out is droppe
    only when fewer than k chains ended in all is nothing published.
 
 What was generalised and dropped is reported in :class:`LogStats`. The result is a
-:class:`PublishedLog`, rendered as OCEL 2.0 JSON (:func:`to_ocel`) or XES (:func:`to_xes`); ids
+:class:`PublishedLog`, stored with each published trace once (:meth:`PublishedLog.as_dict`) and
+rendered as OCEL 2.0 JSON (:func:`to_ocel`) or XES (:func:`to_xes`), which the endpoints stream
+piece by piece with the same bytes (:func:`ocel_chunks`, :func:`xes_chunks`); ids
 are per-release pseudonyms, so two releases cannot be joined on ids, and a release holds each chain
 only once (see casemgmt.steering.releases), so they cannot be joined by content either.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -121,17 +124,61 @@ class PublishedLog:
     kinds: tuple[str, ...]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"activities": list(self.activities), "kinds": list(self.kinds), "stats": self.stats.as_dict(),
-                "traces": [{"id": t.id, "template": t.template,
-                            "events": [[e.activity, e.kind, e.week] for e in t.events]} for t in self.traces]}
+        """The stored form (``steering_releases.event_log``): each distinct published trace
+        (Kettenart and events, a *variant*) once, with the pseudonyms of the chains that have
+        it. Every published trace is shared by at least k chains, so this is about k times
+        smaller than a trace per chain; it holds exactly what the exports publish, nothing more
+        (which chains formed a microaggregation group is not kept). A variant's events are one
+        flat list ``[activity, kind, week, ...]``, activity and kind as positions in
+        ``names``: read back, a million events are a few lists of small integers, not a
+        million lists of strings."""
+        variants: dict[tuple[str, tuple[PublishedEvent, ...]], list[str]] = {}
+        for t in self.traces:
+            variants.setdefault((t.template, t.events), []).append(t.id)
+        ordered = sorted(((sorted(ids), template, events) for (template, events), ids in variants.items()),
+                         key=lambda v: v[0][0])  # by the first pseudonym: says nothing about the chains
+        names: dict[str, int] = {}
+        stored = []
+        for ids, template, events in ordered:
+            flat: list[Any] = []
+            for e in events:
+                flat += [names.setdefault(e.activity, len(names)), names.setdefault(e.kind, len(names)), e.week]
+            stored.append({"template": template, "events": flat, "ids": ids})
+        return {"format": STORED_FORMAT, "activities": list(self.activities), "kinds": list(self.kinds),
+                "stats": self.stats.as_dict(), "names": list(names), "variants": stored}
 
     @classmethod
-    def from_dict(cls, doc: Mapping[str, Any]) -> PublishedLog:
+    def from_dict(cls, doc: Mapping[str, Any], *, with_traces: bool = True) -> PublishedLog:
+        """Either stored form: variants with their chains' pseudonyms (:meth:`as_dict`), or one
+        entry per chain (releases stored before, read as they are). The chains of a variant
+        share one tuple of events, and equal events and names are one object each. Without
+        traces: only what a document's head needs (the statistics, activities and kinds), at
+        once whatever the size of the log."""
         s = dict(doc["stats"])
         stats = LogStats(**{k: s[k] for k in LogStats.__dataclass_fields__})
-        traces = tuple(PublishedTrace(t["id"], t["template"], tuple(PublishedEvent(a, kd, w) for a, kd, w in t["events"]))
-                       for t in doc["traces"])
-        return cls(traces, stats, tuple(doc["activities"]), tuple(doc["kinds"]))
+        activities, kinds = tuple(doc["activities"]), tuple(doc["kinds"])
+        if not with_traces:
+            return cls((), stats, activities, kinds)
+        one: dict[Any, Any] = {}  # each name and each event once
+        traces: list[PublishedTrace] = []
+        if "variants" in doc:
+            names = [one.setdefault(n, n) for n in doc["names"]]
+            for v in doc["variants"]:
+                flat = v["events"]
+                events = tuple(one.setdefault(key, PublishedEvent(*key)) for key in (
+                    (names[flat[i]], names[flat[i + 1]], flat[i + 2]) for i in range(0, len(flat), 3)))
+                template = one.setdefault(v["template"], v["template"])
+                traces.extend(PublishedTrace(i, template, events) for i in v["ids"])
+            traces.sort(key=lambda t: t.id)
+        else:
+            for t in doc["traces"]:
+                events = tuple(one.setdefault(key, PublishedEvent(*key)) for key in (
+                    (one.setdefault(a, a), one.setdefault(kd, kd), w) for a, kd, w in t["events"]))
+                traces.append(PublishedTrace(t["id"], one.setdefault(t["template"], t["template"]), events))
+        return cls(tuple(traces), stats, activities, kinds)
+
+
+STORED_FORMAT = 2  # 1 (no "format" key): {"traces": [{"id", "template", "events"}, ...]}
 
 
 # --- generalisation --------------------------------------------------------------------------
@@ -351,6 +398,224 @@ def to_xes(log: PublishedLog, release: Mapping[str, Any]) -> bytes:
         out.append("  </trace>")
     out.append("</log>")
     return ("\n".join(out) + "\n").encode("utf-8")
+
+
+# --- streamed renderings (what the endpoints send) ---------------------------------------------
+# The same bytes as the documents above rendered whole (to_ocel through Starlette's JSONResponse,
+# to_xes), written piece by piece: objects, then events week by week (OCEL); trace by trace
+# (XES). Nothing of the size of the document is held: the text of an event is its variant's
+# text with the chain's pseudonym filled in, and the events of one week are put in order from
+# the variants that have events in it (each variant's chains are already in pseudonym order).
+
+_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode  # = JSONResponse
+CHUNK_ITEMS = 1000  # objects, events or traces per chunk (an OCEL event is about 300 bytes)
+
+
+def _hole(log: PublishedLog) -> str:
+    """A character that occurs in no name of the log, to mark where a pseudonym goes."""
+    names = "".join((*log.activities, *log.kinds, *{t.template for t in log.traces}))
+    for code in range(0xE000, 0xF900):  # the private use area
+        if chr(code) not in names:
+            return chr(code)
+    raise ValueError("no free character to render the log with")  # pragma: no cover - 6,400 names
+
+
+def _escaped(text: str) -> str:
+    """``text`` as inside a JSON string (without the quotes)."""
+    return _JSON(text)[1:-1]
+
+
+def _chunks(pieces: Iterable[str], first: str = "") -> Iterator[bytes]:
+    buffer: list[str] = [first] if first else []
+    for piece in pieces:
+        buffer.append(piece)
+        if len(buffer) >= CHUNK_ITEMS:
+            yield "".join(buffer).encode("utf-8")
+            buffer.clear()
+    if buffer:
+        yield "".join(buffer).encode("utf-8")
+
+
+def ocel_chunks(log: PublishedLog | StoredLog | Mapping[str, Any], release: Mapping[str, Any]) -> Iterator[bytes]:
+    """:func:`to_ocel` as Starlette's ``JSONResponse`` writes it, in chunks of bytes. ``log``
+    may be the stored form (:meth:`PublishedLog.as_dict`) or a :class:`StoredLog`: its head
+    is read at once (a malformed one raises here, before anything is sent) and its chains only
+    after the first chunk, the document's head, is out."""
+    load, log = _head(log)
+    meta = _metadata_attributes(log, release)
+    object_types = [
+        {"name": CHAIN_TYPE, "attributes": [{"name": "Kettenart", "type": "string"}]},
+        {"name": KIND_TYPE, "attributes": [{"name": "Bezeichnung", "type": "string"}]},
+        {"name": EXPORT_TYPE, "attributes": [{"name": n, "type": t} for n, t, _ in meta]},
+    ]
+    event_types = [{"name": a, "attributes": [{"name": "Woche", "type": "integer"}]} for a in log.activities]
+    event_types.append({"name": RELEASE_EVENT, "attributes": []})
+    kind_ids = {kind: f"organisationsart-{i + 1}" for i, kind in enumerate(log.kinds)}
+    head = [{"id": "export", "type": EXPORT_TYPE,
+             "attributes": [{"name": n, "time": _STATIC, "value": v} for n, _t, v in meta], "relationships": []}]
+    head += [{"id": kind_ids[kind], "type": KIND_TYPE,
+              "attributes": [{"name": "Bezeichnung", "time": _STATIC, "value": kind}], "relationships": []}
+             for kind in log.kinds]
+    release_event = {"id": "export/1", "type": RELEASE_EVENT, "time": _iso(EPOCH), "attributes": [],
+                     "relationships": [{"objectId": "export", "qualifier": "Veröffentlichung"}]}
+
+    def document() -> Iterator[bytes]:
+        yield ('{"objectTypes":' + _JSON(object_types) + ',"eventTypes":' + _JSON(event_types)
+               + ',"objects":[').encode("utf-8")
+        yield from _ocel_body(load(), head, release_event, kind_ids)
+
+    return document()
+
+
+@dataclass(frozen=True)
+class StoredLog:
+    """A stored log read in two steps: ``head`` (its ``activities``, ``kinds`` and ``stats``)
+    at once, ``read()`` (the whole stored form) when the chains are needed, so that a large log
+    is not read before the first byte of its document is sent."""
+
+    head: Mapping[str, Any]
+    read: Callable[[], Mapping[str, Any]]
+
+
+def _head(log: PublishedLog | StoredLog | Mapping[str, Any]) -> tuple[Callable[[], PublishedLog], PublishedLog]:
+    """(what reads the whole log, the log's head)."""
+    if isinstance(log, PublishedLog):
+        return (lambda: log), log
+    if isinstance(log, StoredLog):
+        stored_log = log
+        return (lambda: PublishedLog.from_dict(stored_log.read())), PublishedLog.from_dict(log.head, with_traces=False)
+    stored = log
+    return (lambda: PublishedLog.from_dict(stored)), PublishedLog.from_dict(stored, with_traces=False)
+
+
+def _ocel_body(log: PublishedLog, head: list[dict[str, Any]], release_event: dict[str, Any],
+               kind_ids: Mapping[str, str]) -> Iterator[bytes]:
+    hole = _hole(log)
+    traces = log.traces
+
+    def objects() -> Iterator[str]:
+        yield ",".join(_JSON(o) for o in head)
+        chain_parts: dict[str, list[str]] = {}
+        for trace in traces:
+            parts = chain_parts.get(trace.template)
+            if parts is None:
+                parts = chain_parts[trace.template] = _JSON(
+                    {"id": hole, "type": CHAIN_TYPE,
+                     "attributes": [{"name": "Kettenart", "time": _iso(EPOCH), "value": trace.template}],
+                     "relationships": []}).split(hole)
+            yield "," + _escaped(trace.id).join(parts)
+
+    def events() -> Iterator[str]:
+        # Chunks of text: the release's own event, then at most CHUNK_ITEMS chains' events each.
+        yield _JSON(release_event)
+        # Chains in pseudonym order (the order of the events within a week), grouped by the
+        # tuple of events they share (a variant; chains read from the stored form share it).
+        order = sorted(range(len(traces)), key=lambda i: traces[i].id)
+        variant_of: dict[int, int] = {}
+        members: list[list[int]] = []
+        variants: list[tuple[PublishedEvent, ...]] = []
+        variant_at: list[int] = []
+        for rank, i in enumerate(order):
+            shared = traces[i].events
+            v = variant_of.get(id(shared))
+            if v is None:
+                v = variant_of[id(shared)] = len(variants)
+                variants.append(shared)
+                members.append([])
+            members[v].append(rank)
+            variant_at.append(v)
+        ids = [_escaped(traces[i].id) for i in order]
+        del order, variant_of
+        weeks: dict[int, dict[int, list[int]]] = defaultdict(dict)
+        for v, shared in enumerate(variants):
+            for position, event in enumerate(shared):
+                weeks[event.week].setdefault(v, []).append(position)
+        for week in sorted(weeks):
+            in_week = weeks.pop(week)
+            time, value = _iso(_time(week)), str(week)
+            texts: dict[tuple[str, str, int], list[str]] = {}
+            # Per variant, the text of its events in this week with a hole for the pseudonym:
+            # split at the holes, so that a chain's text is ``pseudonym.join(parts)``.
+            parts_of: dict[int, list[str]] = {}
+            for v, positions in in_week.items():
+                parts: list[str] = [","]
+                for position in positions:
+                    event = variants[v][position]
+                    key = (event.activity, event.kind, position)
+                    text = texts.get(key)
+                    if text is None:
+                        text = texts[key] = _JSON(
+                            {"id": f"{hole}/{position + 1}", "type": event.activity, "time": time,
+                             "attributes": [{"name": "Woche", "value": value}],
+                             "relationships": [{"objectId": hole, "qualifier": "Kette"},
+                                               {"objectId": kind_ids[event.kind], "qualifier": "zuständig"}]}
+                        ).split(hole)
+                    if len(parts) > 1:
+                        parts[-1] += ","
+                    parts[-1] += text[0]
+                    parts.extend(text[1:])
+                parts_of[v] = parts
+            ranks = (members[next(iter(in_week))] if len(in_week) == 1
+                     else sorted(r for v in in_week for r in members[v]))
+            for at in range(0, len(ranks), CHUNK_ITEMS):
+                yield "".join([ids[r].join(parts_of[variant_at[r]]) for r in ranks[at:at + CHUNK_ITEMS]])
+
+    yield from _chunks(objects())
+    yield '],"events":['.encode("utf-8")
+    for text in events():
+        yield text.encode("utf-8")
+    yield b"]}"
+
+
+def xes_chunks(log: PublishedLog | StoredLog | Mapping[str, Any], release: Mapping[str, Any]) -> Iterator[bytes]:
+    """:func:`to_xes` in chunks of bytes, a thousand traces a chunk; ``log`` as for
+    :func:`ocel_chunks`."""
+    load, log = _head(log)
+    out = ['<?xml version="1.0" encoding="UTF-8"?>',
+           '<log xes.version="1849-2016" xes.features="" xmlns="http://www.xes-standard.org/">']
+    for name, prefix, uri in XES_EXTENSIONS:
+        out.append(f"  <extension name={quoteattr(name)} prefix={quoteattr(prefix)} uri={quoteattr(uri)}/>")
+    out.append('  <global scope="trace"><string key="concept:name" value=""/></global>')
+    out.append('  <global scope="event"><string key="concept:name" value=""/>'
+               f'<date key="time:timestamp" value="{_iso(EPOCH)}"/></global>')
+    out.append('  <classifier name="Aktivität" keys="concept:name"/>')
+    out.append(f'  <string key="concept:name" value={quoteattr("Integrationsketten")}/>')
+    for name, typ, value in _metadata_attributes(log, release):
+        tag = {"integer": "int", "float": "float"}.get(typ, "string")
+        out.append(f"  <{tag} key={quoteattr(name)} value={quoteattr(value)}/>")
+    return _xes_body(("\n".join(out) + "\n").encode("utf-8"), load)
+
+
+def _xes_body(head: bytes, load: Callable[[], PublishedLog]) -> Iterator[bytes]:
+    yield head
+    log = load()
+
+    def traces() -> Iterator[str]:
+        lines: dict[tuple[str, str, int], str] = {}
+        blocks: dict[int, tuple[str, ...]] = {}  # id of a tuple of events -> its lines (shared strings)
+        templates: dict[str, str] = {}
+        for trace in log.traces:
+            block = blocks.get(id(trace.events))
+            if block is None:
+                parts = []
+                for event in trace.events:
+                    key = (event.activity, event.kind, event.week)
+                    line = lines.get(key)
+                    if line is None:
+                        line = lines[key] = (
+                            f'    <event><string key="concept:name" value={quoteattr(event.activity)}/>'
+                            f'<date key="time:timestamp" value="{_iso(_time(event.week))}"/>'
+                            f'<string key="org:group" value={quoteattr(event.kind)}/>'
+                            '<string key="lifecycle:transition" value="complete"/></event>\n')
+                    parts.append(line)
+                block = blocks[id(trace.events)] = tuple(parts)
+            template = templates.get(trace.template)
+            if template is None:
+                template = templates[trace.template] = f'<string key="Kettenart" value={quoteattr(trace.template)}/>\n'
+            yield f'  <trace><string key="concept:name" value={quoteattr(trace.id)}/>{template}{"".join(block)}  </trace>\n'
+
+    yield from _chunks(traces())
+    yield b"</log>\n"
 
 
 # --- directly-follows graph (for the HTML report) ---------------------------------------------

@@ -76,7 +76,9 @@ class SteeringRelease(Base):
     # Never served: which cells are suppressed and why, and every cell's true value, kept so
     # that a re-release can be protected together with this one.
     pattern: Mapped[dict[str, Any]] = mapped_column(JSON)
-    event_log: Mapped[dict[str, Any]] = mapped_column(JSON)  # the anonymised log (eventlog.PublishedLog)
+    # The anonymised log (eventlog.PublishedLog.as_dict): read only by the exports, and there in
+    # two steps (log_head, stored_log), so loading a release for its report never reads it.
+    event_log: Mapped[dict[str, Any]] = mapped_column(JSON, deferred=True)
 
 
 # --- quarters --------------------------------------------------------------------------------------
@@ -338,6 +340,21 @@ def get_release(session: Session, number: int) -> SteeringRelease:
     if row is None:
         raise NotFound(f"no release {number}", resource="release", id=str(number))
     return row
+
+
+def log_head(session: Session, number: int) -> dict[str, Any]:
+    """What the head of an export needs of a release's stored log (activities, kinds,
+    statistics), without reading its chains."""
+    log = SteeringRelease.event_log
+    row = session.execute(select(log["activities"], log["kinds"], log["stats"])
+                          .where(SteeringRelease.number == number)).one()
+    return {"activities": row[0], "kinds": row[1], "stats": row[2]}
+
+
+def stored_log(session: Session, number: int) -> dict[str, Any]:
+    """A release's stored log, whole. A release never changes (on PostgreSQL a trigger refuses
+    it), so this may be read in a later transaction than the release was found and audited in."""
+    return session.execute(select(SteeringRelease.event_log).where(SteeringRelease.number == number)).scalar_one()
 
 
 def list_releases(session: Session, area_id: int) -> list[dict[str, Any]]:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from casemgmt.auth.dependencies import get_session, require
@@ -220,46 +222,73 @@ def on_demand_report(request: Request, jurisdiction_id: DbId | None = Query(
     return document
 
 
-def _ocel(row: releases.SteeringRelease) -> dict:
-    return eventlog.to_ocel(eventlog.PublishedLog.from_dict(row.event_log),
-                            {"number": row.number, "period": row.period})
+def _stored_log(request: Request, session: Session, row: releases.SteeringRelease
+                ) -> tuple[eventlog.StoredLog, dict[str, Any]]:
+    """The release's log in two steps, and its metadata. The head now, in the request's session
+    (after the read was audited; an error here is answered before the first byte), which then
+    ends its read-only transaction: the request's session lives until the last byte is sent, and
+    must not hold a connection idle in a transaction meanwhile. The whole stored log once the
+    head is sent, in a session of its own."""
+    factory, number, release = request.app.state.sessionmaker, row.number, {"number": row.number, "period": row.period}
+    head = releases.log_head(session, number)
+    session.rollback()  # nothing written since the audit's commit
+
+    def read() -> Any:
+        with factory() as later:
+            return releases.stored_log(later, number)
+
+    return eventlog.StoredLog(head, read), release
 
 
-def _xes(row: releases.SteeringRelease) -> Response:
-    body = eventlog.to_xes(eventlog.PublishedLog.from_dict(row.event_log), {"number": row.number, "period": row.period})
-    return Response(body, media_type="application/xml",
-                    headers={"Content-Disposition": _attachment(f"integrationsketten-nr{row.number}.xes")})
+def _ocel(request: Request, session: Session, row: releases.SteeringRelease,
+          filename: str | None = None) -> StreamingResponse:
+    """The release's log as OCEL 2.0 JSON, streamed: the same bytes as the document rendered
+    whole (:func:`eventlog.to_ocel` through ``JSONResponse``), written objects first, then the
+    events week by week. The caller has found the release and audited the read."""
+    chunks = eventlog.ocel_chunks(*_stored_log(request, session, row))
+    headers = {"Content-Disposition": _attachment(filename)} if filename else None
+    return StreamingResponse(chunks, media_type="application/json", headers=headers)
 
 
-XES_RESPONSE = {200: {"content": {"application/xml": {}}, "description": "XES (IEEE 1849) event log"}}
+def _xes(request: Request, session: Session, row: releases.SteeringRelease) -> StreamingResponse:
+    name = f"integrationsketten-nr{row.number}.xes"
+    chunks = eventlog.xes_chunks(*_stored_log(request, session, row))
+    return StreamingResponse(chunks, media_type="application/xml", headers={"Content-Disposition": _attachment(name)})
 
 
-@router.get("/exports/ocel")
-def ocel_export(jurisdiction_id: DbId | None = AREA, actor: Actor = Depends(require("export.read")),
-                session: Session = Depends(get_session), now: datetime = Depends(request_now)) -> dict:
+XES_RESPONSE = {200: {"content": {"application/xml": {}}, "description": "XES (IEEE 1849) event log, streamed"}}
+OCEL_RESPONSE = {200: {"content": {"application/json": {"schema": {"type": "object", "additionalProperties": True}}},
+                       "description": "OCEL 2.0 JSON event log, streamed"}}
+
+
+@router.get("/exports/ocel", response_class=StreamingResponse, responses=OCEL_RESPONSE)
+def ocel_export(request: Request, jurisdiction_id: DbId | None = AREA, actor: Actor = Depends(require("export.read")),
+                session: Session = Depends(get_session), now: datetime = Depends(request_now)):
     """The process-mining log of the area's latest release as OCEL 2.0 JSON: the chains that
     ended in the released quarter, generalised so that every published trace is shared by at
     least k chains (activities in German, weeks since the chain's start, rare activities
-    merged); the ``Export`` object says how much was generalised and dropped."""
-    return _ocel(_release(session, actor, jurisdiction_id, None, "ocel", now, "export.ocel"))
+    merged); the ``Export`` object says how much was generalised and dropped. Streamed: the
+    document starts at once and is written in pieces, so a large log neither waits nor fills
+    memory."""
+    return _ocel(request, session, _release(session, actor, jurisdiction_id, None, "ocel", now, "export.ocel"))
 
 
-@router.get("/exports/xes", response_class=Response, responses=XES_RESPONSE)
-def xes_export(jurisdiction_id: DbId | None = AREA, actor: Actor = Depends(require("export.read")),
+@router.get("/exports/xes", response_class=StreamingResponse, responses=XES_RESPONSE)
+def xes_export(request: Request, jurisdiction_id: DbId | None = AREA, actor: Actor = Depends(require("export.read")),
                session: Session = Depends(get_session), now: datetime = Depends(request_now)):
-    """The same log as XES, one trace per chain (for ProM, Disco, Celonis)."""
-    return _xes(_release(session, actor, jurisdiction_id, None, "xes", now, "export.xes"))
+    """The same log as XES, one trace per chain (for ProM, Disco, Celonis); streamed."""
+    return _xes(request, session, _release(session, actor, jurisdiction_id, None, "xes", now, "export.xes"))
 
 
-@router.get("/exports/releases/{number}/ocel")
-def ocel_release_export(number: int = NUMBER, actor: Actor = Depends(require("export.read")),
-                        session: Session = Depends(get_session), now: datetime = Depends(request_now)) -> dict:
-    """The process-mining log of one release as OCEL 2.0 JSON."""
-    return _ocel(_release(session, actor, None, number, "ocel", now, "export.ocel"))
+@router.get("/exports/releases/{number}/ocel", response_class=StreamingResponse, responses=OCEL_RESPONSE)
+def ocel_release_export(request: Request, number: int = NUMBER, actor: Actor = Depends(require("export.read")),
+                        session: Session = Depends(get_session), now: datetime = Depends(request_now)):
+    """The process-mining log of one release as OCEL 2.0 JSON; streamed."""
+    return _ocel(request, session, _release(session, actor, None, number, "ocel", now, "export.ocel"))
 
 
-@router.get("/exports/releases/{number}/xes", response_class=Response, responses=XES_RESPONSE)
-def xes_release_export(number: int = NUMBER, actor: Actor = Depends(require("export.read")),
+@router.get("/exports/releases/{number}/xes", response_class=StreamingResponse, responses=XES_RESPONSE)
+def xes_release_export(request: Request, number: int = NUMBER, actor: Actor = Depends(require("export.read")),
                        session: Session = Depends(get_session), now: datetime = Depends(request_now)):
-    """The process-mining log of one release as XES."""
-    return _xes(_release(session, actor, None, number, "xes", now, "export.xes"))
+    """The process-mining log of one release as XES; streamed."""
+    return _xes(request, session, _release(session, actor, None, number, "xes", now, "export.xes"))

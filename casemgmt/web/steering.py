@@ -14,7 +14,7 @@ from datetime import date
 from typing import Any
 
 from fastapi import Depends, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -24,7 +24,6 @@ from casemgmt.auth.dependencies import get_session
 from casemgmt.jurisdictions.models import Organisation
 from casemgmt.problems import NoRelease, Problem
 from casemgmt.steering import releases, render as report_render, service
-from casemgmt.steering import views as report_views
 from casemgmt.steering.proposals import ProposalState
 from casemgmt.steering.schemas import ProposalActionIn
 from casemgmt.steering.views import _area_id, _csv, _ocel, _release, _xlsx
@@ -138,9 +137,8 @@ def report_xlsx(request: Request, number: int, user: WebUser = Depends(need("rep
 @router.get("/lenkung/prozessprotokoll-{number}.ocel.json")
 def report_ocel(request: Request, number: int, user: WebUser = Depends(need("export.read")),
                 db: Session = Depends(get_session)) -> Response:
-    document = _ocel(_release(db, user.actor, None, number, "ocel", request.app.state.clock(), "export.ocel"))
-    return JSONResponse(document, headers={"Content-Disposition": report_views._attachment(
-        f"prozessprotokoll-{number}.ocel.json")})
+    return _ocel(request, db, _release(db, user.actor, None, number, "ocel", request.app.state.clock(), "export.ocel"),
+                 f"prozessprotokoll-{number}.ocel.json")
 
 
 # --- proposals and working groups ------------------------------------------------------------------
