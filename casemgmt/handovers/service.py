@@ -25,6 +25,7 @@ from casemgmt.chains.catalog import TemplateCatalog
 from casemgmt.chains.engine import Actor, ChainLifecycle, StepState
 from casemgmt.chains.spec import CASE_MANAGEMENT_OWNER
 from casemgmt.database import unit_of_work
+from casemgmt.chains.models import ChainEvent
 from casemgmt.handovers import lifecycle as lc
 from casemgmt.handovers.chain_hooks import system_withdraw
 from casemgmt.handovers.lifecycle import HandoverAction, HandoverKind, HandoverState, Parties
@@ -83,6 +84,7 @@ from casemgmt.problems import (
 
 handovers_t = Handover.__table__
 events_t = HandoverEvent.__table__
+chain_events_t = ChainEvent.__table__
 orgs_t = Organisation.__table__
 jur_t = Jurisdiction.__table__
 
@@ -522,7 +524,9 @@ _SET_STATE = (update(handovers_t)
               .values(**_ANSWER_VALUES))
 _SET_ACKNOWLEDGED = _SET_STATE.values(waiting_calendar_days=bindparam("r_calendar_days"),
                                       waiting_working_days=bindparam("r_working_days"))
-_INSERT_EVENT = insert(events_t)
+_INSERT_EVENT = insert(events_t).values(**{c: bindparam(f"e_{c}") for c in (
+    "handover_id", "action", "from_state", "to_state", "reason", "actor_user", "actor_organisation_id",
+    "occurred_at")})
 _EVENTS = select(*(c for c in events_t.c if c.name in HandoverEventOut.model_fields)).where(
     events_t.c.handover_id == bindparam("handover_id")).order_by(events_t.c.id)
 _ASSIGN_STEP = (update(chains.steps_t).where(chains.steps_t.c.id == bindparam("s_id"))
@@ -530,7 +534,25 @@ _ASSIGN_STEP = (update(chains.steps_t).where(chains.steps_t.c.id == bindparam("s
 _BUMP_CHAIN = (update(chains.chains_t)
                .where(chains.chains_t.c.id == bindparam("c_id"), chains.chains_t.c.version == bindparam("c_version"))
                .values(version=bindparam("c_new_version"), updated_at=bindparam("c_now")))
+_INSERT_CHAIN_EVENT = insert(chain_events_t).values(**{c: bindparam(f"ce_{c}") for c in (
+    "chain_id", "kind", "step_key", "action", "from_state", "to_state", "reason", "actor_user",
+    "actor_organisation_id", "organisation_id", "previous_organisation_id", "previous_step_key",
+    "occurred_at")})
 _TERMINAL = frozenset(s.value for s in eng.TERMINAL)
+# On PostgreSQL the writes of an answer go in one statement (one round trip, one parse), the
+# others as data-modifying CTEs of the handover's UPDATE: its event, and for a step handover the
+# step's new organisation, the chain's event and the chain's new version. RETURNING gives the
+# rows the two versioned UPDATEs changed.
+_EVENT_CTE = _INSERT_EVENT.cte("handover_event")
+_BUMPED_CTE = _BUMP_CHAIN.returning(chains.chains_t.c.id).cte("chain_bumped")
+_BUMPED = select(func.count()).select_from(_BUMPED_CTE).scalar_subquery()
+_ANSWER_IN_ONE = {
+    False: _SET_STATE.add_cte(_EVENT_CTE).returning(handovers_t.c.id),
+    True: _SET_ACKNOWLEDGED.add_cte(_EVENT_CTE).returning(handovers_t.c.id),
+}
+_STEP_TAKEN_OVER_IN_ONE = _SET_ACKNOWLEDGED.add_cte(
+    _ASSIGN_STEP.cte("step_assigned"), _INSERT_CHAIN_EVENT.cte("chain_event"), _BUMPED_CTE, _EVENT_CTE,
+).returning(handovers_t.c.id, _BUMPED.label("chains_bumped"))
 
 
 def _scope_and_lock(session: Session, actor: Actor, handover_id: uuid.UUID):
@@ -566,6 +588,7 @@ def respond(session: Session, catalog: TemplateCatalog, privacy: Privacy, policy
             "state": new_state.value, "responded_at": now, "responded_by_user": actor.user_id,
             "response_reason": reason, "version": h.version + 1, "updated_at": now,
         }
+        step_change: dict[str, Any] | None = None
         if new_state is HandoverState.acknowledged:
             waited = lc.waiting_time(policy.calendar, h.requested_at, now)
             values |= {"waiting_calendar_days": waited.calendar_days,
@@ -575,12 +598,11 @@ def respond(session: Session, catalog: TemplateCatalog, privacy: Privacy, policy
             elif h.kind == HandoverKind.relocation.value:
                 _move_lead(session, catalog, actor, h, now)
             else:
-                _take_over_step(session, actor, h, now)
-        _set_state(session, h, values)
-        session.execute(_INSERT_EVENT, {
-            "handover_id": handover_id, "action": HandoverAction(action).value, "from_state": h.state,
-            "to_state": new_state.value, "reason": reason, "actor_user": actor.user_id,
-            "actor_organisation_id": actor.organisation_id, "occurred_at": now})
+                step_change = _step_taken_over(actor, h, now)
+        event = {"e_handover_id": handover_id, "e_action": HandoverAction(action).value, "e_from_state": h.state,
+                 "e_to_state": new_state.value, "e_reason": reason, "e_actor_user": actor.user_id,
+                 "e_actor_organisation_id": actor.organisation_id, "e_occurred_at": now}
+        _write_answer(session, h, values, event, step_change)
         regime_from, regime_basis = _regime_before(session, privacy, actor, h, now)
         write_audit(session, [_audit(actor, handover_id, h.person_id, "U", f"handover.{action}",
                                      f"{h.state} -> {new_state.value}",
@@ -599,19 +621,47 @@ def _answer_out(session: Session, actor: Actor, h, values: dict[str, Any], now: 
     return _handover_out(row, actor, now, events, regime_from=regime_from)
 
 
-def _set_state(session: Session, h, values: dict[str, Any]) -> None:
+def _state_params(h, values: dict[str, Any]) -> dict[str, Any]:
     params = {"r_id": h.id, "r_version": h.version, "r_state": values["state"], "r_now": values["updated_at"],
               "r_user": values["responded_by_user"], "r_reason": values["response_reason"],
               "r_new_version": values["version"]}
     if "waiting_calendar_days" in values:
         params |= {"r_calendar_days": values["waiting_calendar_days"],
                    "r_working_days": values["waiting_working_days"]}
-        done = session.execute(_SET_ACKNOWLEDGED, params)
-    else:
-        done = session.execute(_SET_STATE, params)
-    if done.rowcount != 1:  # pragma: no cover - the row lock makes this unreachable on PostgreSQL
+    return params
+
+
+def _write_answer(session: Session, h, values: dict[str, Any], event: dict[str, Any],
+                  step_change: dict[str, Any] | None) -> None:
+    """The handover's new state and its event, and a step handover's change to the chain: in one
+    statement on PostgreSQL, one statement each elsewhere (SQLite has no data-modifying CTEs)."""
+    params = _state_params(h, values) | event
+    acknowledged = "waiting_calendar_days" in values
+    if session.get_bind().dialect.name == "postgresql":
+        if step_change is not None:
+            row = session.execute(_STEP_TAKEN_OVER_IN_ONE, params | step_change).first()
+            _check_written(session, row is not None, row is not None and row.chains_bumped == 1)
+        else:
+            _check_written(session, session.execute(_ANSWER_IN_ONE[acknowledged], params).first() is not None)
+        return
+    if step_change is not None:
+        session.execute(_ASSIGN_STEP, step_change)
+        session.execute(_INSERT_CHAIN_EVENT, step_change)
+        _check_written(session, True, session.execute(_BUMP_CHAIN, step_change).rowcount == 1)
+    _check_written(session, session.execute(_SET_ACKNOWLEDGED if acknowledged else _SET_STATE,
+                                            params).rowcount == 1)
+    session.execute(_INSERT_EVENT, params)
+
+
+def _check_written(session: Session, handover: bool, chain: bool = True) -> None:
+    # pragma: no cover - the row locks make a lost version unreachable on PostgreSQL
+    if not handover:
         session.rollback()
         raise VersionConflict("the handover was changed by someone else at the same time; reload it",
+                              current_version=None)
+    if not chain:
+        session.rollback()
+        raise VersionConflict("the chain was changed by someone else at the same time; reload it",
                               current_version=None)
 
 
@@ -626,25 +676,21 @@ def _give_step(loaded: chains.LoadedChain, step_key: str | None, organisation_id
     return True, before
 
 
-def _take_over_step(session: Session, actor: Actor, h, now: datetime) -> None:
+def _step_taken_over(actor: Actor, h, now: datetime) -> dict[str, Any] | None:
     """A step handover acknowledged: the step is the receiver's from now on (recorded on the
-    step and as a ``step_assigned`` event, and the chain's version goes up). A step that has
-    ended meanwhile, or a chain that is no longer open, stays as it was. ``h`` carries the chain
-    and the step as read under the chain lock."""
+    step and as a ``step_assigned`` event, and the chain's version goes up): the parameters of
+    those writes. None for a step that has ended meanwhile, or a chain no longer open: they stay
+    as they were. ``h`` carries the chain and the step as read under the chain lock."""
     if h.chain_lifecycle != ChainLifecycle.open.value or h.step_id is None \
             or h.step_state in _TERMINAL or h.step_assigned_organisation_id == h.receiver_organisation_id:
-        return
-    session.execute(_ASSIGN_STEP, {"s_id": h.step_id, "s_organisation_id": h.receiver_organisation_id, "s_now": now})
-    session.execute(chains.INSERT_EVENTS, [chains.chain_event_row(
+        return None
+    event = chains.chain_event_row(
         h.chain_id, chains.EVENT_STEP_ASSIGNED, actor, now, step_key=h.step_key,
         organisation_id=h.receiver_organisation_id, previous_organisation_id=h.step_assigned_organisation_id,
-        reason=f"handover {h.id} acknowledged")])
-    done = session.execute(_BUMP_CHAIN, {"c_id": h.chain_id, "c_version": h.chain_version,
-                                         "c_new_version": h.chain_version + 1, "c_now": now})
-    if done.rowcount != 1:  # pragma: no cover - the chain lock makes this unreachable on PostgreSQL
-        session.rollback()
-        raise VersionConflict("the chain was changed by someone else at the same time; reload it",
-                              current_version=None)
+        reason=f"handover {h.id} acknowledged")
+    return {"s_id": h.step_id, "s_organisation_id": h.receiver_organisation_id, "s_now": now,
+            "c_id": h.chain_id, "c_version": h.chain_version, "c_new_version": h.chain_version + 1,
+            "c_now": now} | {f"ce_{k}": v for k, v in event.items()}
 
 
 def _take_over_benefits(session: Session, catalog: TemplateCatalog, privacy: Privacy, actor: Actor,
