@@ -453,7 +453,6 @@ def _with_orgs(stmt):
             .join(_receiver, _receiver.c.id == handovers_t.c.receiver_organisation_id))
 
 
-
 # --- responding ----------------------------------------------------------------------------------
 
 def _visible_clause(actor: Actor):
@@ -654,7 +653,8 @@ def _write_answer(session: Session, h, values: dict[str, Any], event: dict[str, 
 
 
 def _check_written(session: Session, handover: bool, chain: bool = True) -> None:
-    # pragma: no cover - the row locks make a lost version unreachable on PostgreSQL
+    """409 when a versioned UPDATE changed no row (the row locks make that unreachable on
+    PostgreSQL; on other databases it is what stops a lost update)."""
     if not handover:
         session.rollback()
         raise VersionConflict("the handover was changed by someone else at the same time; reload it",
