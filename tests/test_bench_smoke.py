@@ -22,7 +22,7 @@ TIMEOUT = 600
 HEADINGS = {
     "transitions.py": ["## SQL per transition", "## Service layer", "## Raw psycopg baseline", "## HTTP", "## Worker memory", "## Target"],
     "privacy.py": ["## 1. Reading one person", "## 2. Audit verification", "## 3. Audit appends"],
-    "handovers.py": ["## 1. Inbox latency", "## 2. Acknowledgements"],
+    "handovers.py": ["## 1. Inbox latency", "## 2. Acknowledgements", "## Acknowledgement target"],
     "report.py": ["## Data", "## Report against hand-written SQL", "## Where the report's time goes",
                   "## OCEL export"],
     "retention.py": ["## Retention run", "## Master key rotation"],

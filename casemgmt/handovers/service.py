@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import and_, func, insert, literal, or_, select, union, update
+from sqlalchemy import and_, bindparam, func, insert, literal, or_, select, union, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -24,6 +25,7 @@ from casemgmt.chains.catalog import TemplateCatalog
 from casemgmt.chains.engine import Actor, ChainLifecycle, StepState
 from casemgmt.chains.spec import CASE_MANAGEMENT_OWNER
 from casemgmt.database import unit_of_work
+from casemgmt.chains.models import ChainEvent
 from casemgmt.handovers import lifecycle as lc
 from casemgmt.handovers.chain_hooks import system_withdraw
 from casemgmt.handovers.lifecycle import HandoverAction, HandoverKind, HandoverState, Parties
@@ -82,6 +84,7 @@ from casemgmt.problems import (
 
 handovers_t = Handover.__table__
 events_t = HandoverEvent.__table__
+chain_events_t = ChainEvent.__table__
 orgs_t = Organisation.__table__
 jur_t = Jurisdiction.__table__
 
@@ -427,6 +430,29 @@ def _audit(actor: Actor, handover_id: uuid.UUID, person_id: uuid.UUID, action: s
                       fields=tuple(sorted(read)), legal_bases={f: read[f] for f in sorted(read)})
 
 
+# --- the columns of a handover as answers show it ------------------------------------------------
+
+_sender = aliased(Organisation.__table__, name="sender_org")
+_receiver = aliased(Organisation.__table__, name="receiver_org")
+# The inbox rows leave out the data package (large, encrypted, not shown in a list).
+_PACKAGE_COLUMNS = {"package_fields", "package_bases", "package_redacted", "package_ciphertext", "consent_review"}
+_LIST_COLUMNS = (
+    *(c for c in handovers_t.c if c.name not in _PACKAGE_COLUMNS),
+    _sender.c.name.label("sender_name"), _sender.c.jurisdiction_id.label("sender_org_jurisdiction"),
+    _receiver.c.name.label("receiver_name"),
+)
+_SUMMARY_COLUMNS = (
+    handovers_t,
+    _sender.c.name.label("sender_name"), _sender.c.jurisdiction_id.label("sender_org_jurisdiction"),
+    _receiver.c.name.label("receiver_name"),
+)
+
+
+def _with_orgs(stmt):
+    return (stmt.join(_sender, _sender.c.id == handovers_t.c.sender_organisation_id)
+            .join(_receiver, _receiver.c.id == handovers_t.c.receiver_organisation_id))
+
+
 # --- responding ----------------------------------------------------------------------------------
 
 def _visible_clause(actor: Actor):
@@ -449,16 +475,104 @@ def _find(session: Session, actor: Actor, handover_id: uuid.UUID):
     return row
 
 
+# --- responding: the statements of an answer, built once with bind parameters ---------------------
+# (Building and compiling them anew for every call cost more CPU than running them.)
+
+_VISIBLE = or_(
+    handovers_t.c.sender_organisation_id == bindparam("organisation_id"),
+    handovers_t.c.receiver_organisation_id == bindparam("organisation_id"),
+    handovers_t.c.case_management_organisation_id == bindparam("organisation_id"),
+)
+# Record scope first, with the chain lock in the same statement: for an organisation that neither
+# sends, receives nor manages the handover there is no row (404 like a random id) and no lock.
+_SCOPE_AND_LOCK_CHAIN = (
+    select(chains.chains_t.c.id.label("chain_id"), handovers_t.c.person_id,
+           processing_of(handovers_t.c.person_id).label("processing"))
+    .select_from(handovers_t.join(chains.chains_t, chains.chains_t.c.id == handovers_t.c.chain_id))
+    .where(handovers_t.c.id == bindparam("handover_id"), _VISIBLE)
+    .with_for_update(of=chains.chains_t)
+)
+# Then the handover's row lock (lock order: chain, then handover), in a statement that also reads
+# what the answer shows (the organisations' names) and what acknowledging a step handover changes
+# (the chain's lifecycle and version, the step). Read after the chain lock, the chain and its
+# steps are current: every change to them takes that lock first.
+_RESPONSE_COLUMNS = (
+    *_SUMMARY_COLUMNS,
+    chains.chains_t.c.lifecycle.label("chain_lifecycle"), chains.chains_t.c.version.label("chain_version"),
+    chains.steps_t.c.id.label("step_id"), chains.steps_t.c.state.label("step_state"),
+    chains.steps_t.c.assigned_organisation_id.label("step_assigned_organisation_id"),
+)
+_LOCK_HANDOVER = (
+    select(*_RESPONSE_COLUMNS)
+    .select_from(
+        handovers_t
+        .join(_sender, _sender.c.id == handovers_t.c.sender_organisation_id)
+        .join(_receiver, _receiver.c.id == handovers_t.c.receiver_organisation_id)
+        .join(chains.chains_t, chains.chains_t.c.id == handovers_t.c.chain_id)
+        .outerjoin(chains.steps_t, and_(chains.steps_t.c.chain_id == handovers_t.c.chain_id,
+                                        chains.steps_t.c.key == handovers_t.c.step_key)))
+    .where(handovers_t.c.id == bindparam("handover_id"))
+    .with_for_update(of=handovers_t)
+)
+_ANSWER_VALUES = dict(
+    state=bindparam("r_state"), responded_at=bindparam("r_now"), responded_by_user=bindparam("r_user"),
+    response_reason=bindparam("r_reason"), version=bindparam("r_new_version"), updated_at=bindparam("r_now"),
+)
+_SET_STATE = (update(handovers_t)
+              .where(handovers_t.c.id == bindparam("r_id"), handovers_t.c.version == bindparam("r_version"))
+              .values(**_ANSWER_VALUES))
+_SET_ACKNOWLEDGED = _SET_STATE.values(waiting_calendar_days=bindparam("r_calendar_days"),
+                                      waiting_working_days=bindparam("r_working_days"))
+_INSERT_EVENT = insert(events_t).values(**{c: bindparam(f"e_{c}") for c in (
+    "handover_id", "action", "from_state", "to_state", "reason", "actor_user", "actor_organisation_id",
+    "occurred_at")})
+_EVENTS = select(*(c for c in events_t.c if c.name in HandoverEventOut.model_fields)).where(
+    events_t.c.handover_id == bindparam("handover_id")).order_by(events_t.c.id)
+_ASSIGN_STEP = (update(chains.steps_t).where(chains.steps_t.c.id == bindparam("s_id"))
+                .values(assigned_organisation_id=bindparam("s_organisation_id"), updated_at=bindparam("s_now")))
+_BUMP_CHAIN = (update(chains.chains_t)
+               .where(chains.chains_t.c.id == bindparam("c_id"), chains.chains_t.c.version == bindparam("c_version"))
+               .values(version=bindparam("c_new_version"), updated_at=bindparam("c_now")))
+_INSERT_CHAIN_EVENT = insert(chain_events_t).values(**{c: bindparam(f"ce_{c}") for c in (
+    "chain_id", "kind", "step_key", "action", "from_state", "to_state", "reason", "actor_user",
+    "actor_organisation_id", "organisation_id", "previous_organisation_id", "previous_step_key",
+    "occurred_at")})
+_TERMINAL = frozenset(s.value for s in eng.TERMINAL)
+# On PostgreSQL the writes of an answer go in one statement (one round trip, one parse), the
+# others as data-modifying CTEs of the handover's UPDATE: its event, and for a step handover the
+# step's new organisation, the chain's event and the chain's new version. RETURNING gives the
+# rows the two versioned UPDATEs changed.
+_EVENT_CTE = _INSERT_EVENT.cte("handover_event")
+_BUMPED_CTE = _BUMP_CHAIN.returning(chains.chains_t.c.id).cte("chain_bumped")
+_BUMPED = select(func.count()).select_from(_BUMPED_CTE).scalar_subquery()
+_ANSWER_IN_ONE = {
+    False: _SET_STATE.add_cte(_EVENT_CTE).returning(handovers_t.c.id),
+    True: _SET_ACKNOWLEDGED.add_cte(_EVENT_CTE).returning(handovers_t.c.id),
+}
+_STEP_TAKEN_OVER_IN_ONE = _SET_ACKNOWLEDGED.add_cte(
+    _ASSIGN_STEP.cte("step_assigned"), _INSERT_CHAIN_EVENT.cte("chain_event"), _BUMPED_CTE, _EVENT_CTE,
+).returning(handovers_t.c.id, _BUMPED.label("chains_bumped"))
+
+
+def _scope_and_lock(session: Session, actor: Actor, handover_id: uuid.UUID):
+    """Record scope (404 for outsiders, 410/423 for an erased or restricted person), then the
+    chain's and the handover's row locks; the locked handover row, as the answer needs it."""
+    found = session.execute(_SCOPE_AND_LOCK_CHAIN, {"handover_id": handover_id,
+                                                    "organisation_id": actor.organisation_id}).first()
+    if found is None:
+        raise NotFound(f"no handover {handover_id}", resource="handover", id=str(handover_id))
+    refuse_unless_active(found.processing, found.person_id)
+    return session.execute(_LOCK_HANDOVER, {"handover_id": handover_id}).one()
+
+
 def respond(session: Session, catalog: TemplateCatalog, privacy: Privacy, policy: HandoverPolicy,
             actor: Actor, handover_id: uuid.UUID, action: str, reason: str | None,
             expected_version: int | None, now: datetime) -> HandoverOut:
-    """Acknowledge, reject or withdraw, with what acknowledging sets off on the chain."""
+    """Acknowledge, reject or withdraw, with what acknowledging sets off on the chain. The answer
+    is built from the locked row and the values written, in the same transaction (no second
+    read after the commit)."""
     with unit_of_work(session):
-        chain_id = _find(session, actor, handover_id).chain_id
-        session.execute(chains.LOCK_CHAIN, {"chain_id": chain_id})
-        h = session.execute(
-            select(handovers_t).where(handovers_t.c.id == handover_id).with_for_update()
-        ).one()
+        h = _scope_and_lock(session, actor, handover_id)
         if expected_version is not None and expected_version != h.version:
             raise VersionConflict(
                 f"you decided on version {expected_version}, the handover is now at version {h.version}",
@@ -473,6 +587,7 @@ def respond(session: Session, catalog: TemplateCatalog, privacy: Privacy, policy
             "state": new_state.value, "responded_at": now, "responded_by_user": actor.user_id,
             "response_reason": reason, "version": h.version + 1, "updated_at": now,
         }
+        step_change: dict[str, Any] | None = None
         if new_state is HandoverState.acknowledged:
             waited = lc.waiting_time(policy.calendar, h.requested_at, now)
             values |= {"waiting_calendar_days": waited.calendar_days,
@@ -482,26 +597,71 @@ def respond(session: Session, catalog: TemplateCatalog, privacy: Privacy, policy
             elif h.kind == HandoverKind.relocation.value:
                 _move_lead(session, catalog, actor, h, now)
             else:
-                _take_over_step(session, catalog, actor, h, now)
-        _set_state(session, h, values)
-        session.execute(insert(events_t).values(
-            handover_id=handover_id, action=HandoverAction(action).value, from_state=h.state,
-            to_state=new_state.value, reason=reason, actor_user=actor.user_id,
-            actor_organisation_id=actor.organisation_id, occurred_at=now))
+                step_change = _step_taken_over(actor, h, now)
+        event = {"e_handover_id": handover_id, "e_action": HandoverAction(action).value, "e_from_state": h.state,
+                 "e_to_state": new_state.value, "e_reason": reason, "e_actor_user": actor.user_id,
+                 "e_actor_organisation_id": actor.organisation_id, "e_occurred_at": now}
+        _write_answer(session, h, values, event, step_change)
         regime_from, regime_basis = _regime_before(session, privacy, actor, h, now)
         write_audit(session, [_audit(actor, handover_id, h.person_id, "U", f"handover.{action}",
                                      f"{h.state} -> {new_state.value}",
                                      read=_regime_read(regime_from, regime_basis))], now)
-    return _read_out(session, actor, handover_id, now, regime_from=regime_from)
+        out = _answer_out(session, actor, h, values, now, regime_from)
+    return out
 
 
-def _set_state(session: Session, h, values: dict[str, Any]) -> None:
-    done = session.execute(
-        update(handovers_t).where(handovers_t.c.id == h.id, handovers_t.c.version == h.version).values(**values)
-    )
-    if done.rowcount != 1:  # pragma: no cover - the row lock makes this unreachable on PostgreSQL
+def _answer_out(session: Session, actor: Actor, h, values: dict[str, Any], now: datetime,
+                regime_from: str | None) -> HandoverOut:
+    """The answer, as ``_read_out`` would read it after the commit: the locked row with the values
+    written (times as stored: UTC), and the events including the one just written."""
+    stored = {k: (v.astimezone(UTC) if isinstance(v, datetime) else v) for k, v in values.items()}
+    row = SimpleNamespace(**(h._asdict() | stored))
+    events = [HandoverEventOut.model_validate(e) for e in session.execute(_EVENTS, {"handover_id": h.id})]
+    return _handover_out(row, actor, now, events, regime_from=regime_from)
+
+
+def _state_params(h, values: dict[str, Any]) -> dict[str, Any]:
+    params = {"r_id": h.id, "r_version": h.version, "r_state": values["state"], "r_now": values["updated_at"],
+              "r_user": values["responded_by_user"], "r_reason": values["response_reason"],
+              "r_new_version": values["version"]}
+    if "waiting_calendar_days" in values:
+        params |= {"r_calendar_days": values["waiting_calendar_days"],
+                   "r_working_days": values["waiting_working_days"]}
+    return params
+
+
+def _write_answer(session: Session, h, values: dict[str, Any], event: dict[str, Any],
+                  step_change: dict[str, Any] | None) -> None:
+    """The handover's new state and its event, and a step handover's change to the chain: in one
+    statement on PostgreSQL, one statement each elsewhere (SQLite has no data-modifying CTEs)."""
+    params = _state_params(h, values) | event
+    acknowledged = "waiting_calendar_days" in values
+    if session.get_bind().dialect.name == "postgresql":
+        if step_change is not None:
+            row = session.execute(_STEP_TAKEN_OVER_IN_ONE, params | step_change).first()
+            _check_written(session, row is not None, row is not None and row.chains_bumped == 1)
+        else:
+            _check_written(session, session.execute(_ANSWER_IN_ONE[acknowledged], params).first() is not None)
+        return
+    if step_change is not None:
+        session.execute(_ASSIGN_STEP, step_change)
+        session.execute(_INSERT_CHAIN_EVENT, step_change)
+        _check_written(session, True, session.execute(_BUMP_CHAIN, step_change).rowcount == 1)
+    _check_written(session, session.execute(_SET_ACKNOWLEDGED if acknowledged else _SET_STATE,
+                                            params).rowcount == 1)
+    session.execute(_INSERT_EVENT, params)
+
+
+def _check_written(session: Session, handover: bool, chain: bool = True) -> None:
+    """409 when a versioned UPDATE changed no row (the row locks make that unreachable on
+    PostgreSQL; on other databases it is what stops a lost update)."""
+    if not handover:
         session.rollback()
         raise VersionConflict("the handover was changed by someone else at the same time; reload it",
+                              current_version=None)
+    if not chain:
+        session.rollback()
+        raise VersionConflict("the chain was changed by someone else at the same time; reload it",
                               current_version=None)
 
 
@@ -516,21 +676,21 @@ def _give_step(loaded: chains.LoadedChain, step_key: str | None, organisation_id
     return True, before
 
 
-def _take_over_step(session: Session, catalog: TemplateCatalog, actor: Actor, h, now: datetime) -> None:
+def _step_taken_over(actor: Actor, h, now: datetime) -> dict[str, Any] | None:
     """A step handover acknowledged: the step is the receiver's from now on (recorded on the
-    step and as a ``step_assigned`` event). A step that has ended meanwhile stays as it was."""
-    loaded = chains.load_chain(session, catalog, h.chain_id, lock=False)
-    if loaded.row.lifecycle != ChainLifecycle.open.value:
-        return
-    changed, before = _give_step(loaded, h.step_key, h.receiver_organisation_id)
-    if not changed:
-        return
-    chains.write_steps(session, loaded, now)
-    session.execute(chains.INSERT_EVENTS, [chains.chain_event_row(
+    step and as a ``step_assigned`` event, and the chain's version goes up): the parameters of
+    those writes. None for a step that has ended meanwhile, or a chain no longer open: they stay
+    as they were. ``h`` carries the chain and the step as read under the chain lock."""
+    if h.chain_lifecycle != ChainLifecycle.open.value or h.step_id is None \
+            or h.step_state in _TERMINAL or h.step_assigned_organisation_id == h.receiver_organisation_id:
+        return None
+    event = chains.chain_event_row(
         h.chain_id, chains.EVENT_STEP_ASSIGNED, actor, now, step_key=h.step_key,
-        organisation_id=h.receiver_organisation_id, previous_organisation_id=before,
-        reason=f"handover {h.id} acknowledged")])
-    chains.bump_chain(session, loaded, now)
+        organisation_id=h.receiver_organisation_id, previous_organisation_id=h.step_assigned_organisation_id,
+        reason=f"handover {h.id} acknowledged")
+    return {"s_id": h.step_id, "s_organisation_id": h.receiver_organisation_id, "s_now": now,
+            "c_id": h.chain_id, "c_version": h.chain_version, "c_new_version": h.chain_version + 1,
+            "c_now": now} | {f"ce_{k}": v for k, v in event.items()}
 
 
 def _take_over_benefits(session: Session, catalog: TemplateCatalog, privacy: Privacy, actor: Actor,
@@ -660,27 +820,6 @@ def _reassign_after_move(session: Session, loaded: chains.LoadedChain, new: Juri
 
 # --- reading -------------------------------------------------------------------------------------
 
-_sender = aliased(Organisation.__table__, name="sender_org")
-_receiver = aliased(Organisation.__table__, name="receiver_org")
-# The inbox rows leave out the data package (large, encrypted, not shown in a list).
-_PACKAGE_COLUMNS = {"package_fields", "package_bases", "package_redacted", "package_ciphertext", "consent_review"}
-_LIST_COLUMNS = (
-    *(c for c in handovers_t.c if c.name not in _PACKAGE_COLUMNS),
-    _sender.c.name.label("sender_name"), _sender.c.jurisdiction_id.label("sender_org_jurisdiction"),
-    _receiver.c.name.label("receiver_name"),
-)
-_SUMMARY_COLUMNS = (
-    handovers_t,
-    _sender.c.name.label("sender_name"), _sender.c.jurisdiction_id.label("sender_org_jurisdiction"),
-    _receiver.c.name.label("receiver_name"),
-)
-
-
-def _with_orgs(stmt):
-    return (stmt.join(_sender, _sender.c.id == handovers_t.c.sender_organisation_id)
-            .join(_receiver, _receiver.c.id == handovers_t.c.receiver_organisation_id))
-
-
 def _summary(r, actor: Actor, now: datetime) -> dict[str, Any]:
     parties = Parties(r.sender_organisation_id, r.receiver_organisation_id)
     return dict(
@@ -705,6 +844,12 @@ def _read_out(session: Session, actor: Actor, handover_id: uuid.UUID, now: datet
     events = [HandoverEventOut.model_validate(e) for e in session.scalars(
         select(HandoverEvent).where(HandoverEvent.handover_id == handover_id).order_by(HandoverEvent.id))]
     session.rollback()
+    return _handover_out(r, actor, now, events, values=values, withheld=withheld, regime_from=regime_from)
+
+
+def _handover_out(r, actor: Actor, now: datetime, events: list[HandoverEventOut],
+                  values: dict[str, Any] | None = None, withheld: list[Redaction] | None = None,
+                  regime_from: str | None = None) -> HandoverOut:
     package = DataPackage(purpose=r.purpose, fields=list(r.package_fields),
                           legal_bases=dict(r.package_bases), redacted=list(r.package_redacted),
                           values=values, withheld_now=withheld or [])
