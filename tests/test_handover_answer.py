@@ -92,3 +92,27 @@ def sqlite_app(tmp_path, settings, policies):
 def test_answers_are_what_a_read_shows_on_sqlite(sqlite_app, auth):
     client, world, clock = sqlite_app
     _walk(client, auth, world.organisations, world.jurisdictions["wittmar"], clock)
+
+
+def test_an_acknowledgement_appends_its_audit_rows_without_locking_the_head_first(client, auth, world, clock):
+    """The handover's lock brings the head of the person's audit stream along, so the commit
+    appends in one statement (audit.head_hint_column); the trail still verifies."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    ki, abh = auth(*KI), auth(*ABH)
+    chain = started(client, ki, new_person(client, ki, world.jurisdictions["wittmar"]))
+    asked = ok(handover(client, ki, chain["id"], kind="step", step_key="residence_permit"), 201)
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        seen.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        ok(respond(client, abh, asked["id"], "acknowledge", expected_version=asked["version"]))
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    head_locks = [s for s in seen if s.lstrip().startswith("SELECT audit_head.stream")]  # audit._LOCK_HEADS
+    appends = [s for s in seen if "INSERT INTO audit_events" in s]
+    assert head_locks == [] and len(appends) == 1, (head_locks, appends)

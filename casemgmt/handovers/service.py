@@ -49,6 +49,7 @@ from casemgmt.handovers.schemas import (
 from casemgmt.jurisdictions.models import Jurisdiction, JurisdictionLevel, Organisation
 from casemgmt.jurisdictions.service import nearest_serving_organisations, serving_organisations
 from casemgmt.persons.models import BenefitRegime, Person
+from casemgmt.privacy import audit
 from casemgmt.privacy.audit import AuditEntry
 from casemgmt.rights.gate import active_person, processing_of, refuse_unless_active
 from casemgmt.privacy.crypto import decrypt_field, encrypt_field
@@ -514,6 +515,10 @@ _LOCK_HANDOVER = (
     .where(handovers_t.c.id == bindparam("handover_id"))
     .with_for_update(of=handovers_t)
 )
+# On PostgreSQL it also brings the head of the person's audit stream (unlocked), so that the
+# answer's audit rows are appended in one round trip at commit (see audit.head_hint_column).
+_LOCK_HANDOVER_WITH_AUDIT_HEAD = _LOCK_HANDOVER.add_columns(
+    audit.head_hint_column(audit.person_stream_sql(f"{handovers_t.name}.person_id")))
 _ANSWER_VALUES = dict(
     state=bindparam("r_state"), responded_at=bindparam("r_now"), responded_by_user=bindparam("r_user"),
     response_reason=bindparam("r_reason"), version=bindparam("r_new_version"), updated_at=bindparam("r_now"),
@@ -562,7 +567,11 @@ def _scope_and_lock(session: Session, actor: Actor, handover_id: uuid.UUID):
     if found is None:
         raise NotFound(f"no handover {handover_id}", resource="handover", id=str(handover_id))
     refuse_unless_active(found.processing, found.person_id)
-    return session.execute(_LOCK_HANDOVER, {"handover_id": handover_id}).one()
+    if session.get_bind().dialect.name != "postgresql":
+        return session.execute(_LOCK_HANDOVER, {"handover_id": handover_id}).one()
+    locked = session.execute(_LOCK_HANDOVER_WITH_AUDIT_HEAD, {"handover_id": handover_id}).one()
+    audit.remember_head(session, audit.stream_of_person(found.person_id), locked.audit_head_hint)
+    return locked
 
 
 def respond(session: Session, catalog: TemplateCatalog, privacy: Privacy, policy: HandoverPolicy,
