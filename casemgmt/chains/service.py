@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, text, update
+from sqlalchemy.dialects.postgresql import psycopg as _pg_psycopg
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -43,7 +44,8 @@ from casemgmt.chains.spec import ChainTemplate
 from casemgmt.database import unit_of_work
 from casemgmt.observability import STEP_TRANSITIONS
 from casemgmt.chains.spec import CASE_MANAGEMENT_OWNER
-from casemgmt.handovers.chain_hooks import _PENDING_RKW, pending_step_handover, withdraw_for_closed_chain
+from casemgmt.handovers.chain_hooks import pending_step_handover, withdraw_for_closed_chain
+from casemgmt.handovers.lifecycle import PENDING_VALUES, HandoverKind
 from casemgmt.handovers.models import Handover
 from casemgmt.involvement.scope import (
     Access,
@@ -52,6 +54,7 @@ from casemgmt.involvement.scope import (
     former_until,
     involved_chain_ids,
     listed_chain_ids,
+    one_of,
 )
 from casemgmt.jurisdictions.models import Jurisdiction, Organisation
 from casemgmt.jurisdictions.service import nearest_serving_organisations
@@ -160,8 +163,27 @@ _SELECT_CHAIN = (
 # test shows it). Read after the lock, the steps are current.
 # A completion also needs to know whether a Rechtskreiswechsel waits to complete the step: asked
 # in the same statement (one round trip less), so it is as current as the steps.
+# (The condition of handovers.chain_hooks.pending_rechtskreiswechsel.)
+_handovers_t = Handover.__table__
 _SELECT_CHAIN_COMPLETING = _SELECT_CHAIN.add_columns(
-    _PENDING_RKW.limit(1).scalar_subquery().label("pending_rechtskreiswechsel"))
+    select(_handovers_t.c.id).where(
+        _handovers_t.c.chain_id == bindparam("chain_id"), _handovers_t.c.subject == bindparam("subject"),
+        _handovers_t.c.kind == HandoverKind.rechtskreiswechsel.value,
+        one_of(_handovers_t.c.state, PENDING_VALUES),
+    ).limit(1).scalar_subquery().label("pending_rechtskreiswechsel"))
+
+
+def _for_the_driver(stmt) -> tuple[str, dict[str, Any]]:
+    """A statement as psycopg's SQL text and its fixed parameter values, for the chain load:
+    run with ``exec_driver_sql`` it skips SQLAlchemy's per-execution compile step and per-value
+    result processing (the times are made UTC in :func:`load_chain` instead, as UTCDateTime
+    would)."""
+    compiled = stmt.compile(dialect=_pg_psycopg.dialect())
+    return compiled.string, dict(compiled.params)
+
+
+_SELECT_CHAIN_PG = _for_the_driver(_SELECT_CHAIN)
+_SELECT_CHAIN_COMPLETING_PG = _for_the_driver(_SELECT_CHAIN_COMPLETING)
 LOCK_CHAIN = select(chains_t.c.id).where(chains_t.c.id == bindparam("chain_id")).with_for_update()
 _UPDATE_STEP = (
     update(steps_t)
@@ -183,22 +205,30 @@ def load_chain(
     params: dict[str, Any] = {"chain_id": chain_id}
     if lock and session.execute(LOCK_CHAIN, params).first() is None:
         raise NotFound(f"no chain {chain_id}", resource="chain", id=str(chain_id))
-    if completing is None:
-        rows = session.execute(_SELECT_CHAIN, params).all()
-    else:
+    if completing is not None:
         params["subject"] = f"step:{completing}"
-        rows = session.execute(_SELECT_CHAIN_COMPLETING, params).all()
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        sql, fixed = _SELECT_CHAIN_PG if completing is None else _SELECT_CHAIN_COMPLETING_PG
+        rows = connection.exec_driver_sql(sql, fixed | params).all()
+        utc = _utc
+    else:
+        rows = session.execute(_SELECT_CHAIN if completing is None else _SELECT_CHAIN_COMPLETING, params).all()
+        utc = _same
     if not rows:  # every chain has at least one step, so no rows means no chain
         raise NotFound(f"no chain {chain_id}", resource="chain", id=str(chain_id))
     first = rows[0]
-    chain = ChainRow(**{name: getattr(first, name) for name in _CHAIN_FIELDS})
+    values = {name: getattr(first, name) for name in _CHAIN_FIELDS}
+    for name in _CHAIN_TIMES:
+        values[name] = utc(values[name])
+    chain = ChainRow(**values)
     steps: dict[str, StepInstance] = {}
     ids: dict[str, int] = {}
     for s in rows:
         steps[s.step_key] = StepInstance(
             key=s.step_key, owner_kind=s.owner_kind, optional=s.optional, state=s.state,
-            reason=s.step_reason, started_at=s.step_started_at, completed_at=s.step_completed_at,
-            due_at=s.due_at, due_for=s.due_for, assigned_organisation_id=s.assigned_organisation_id,
+            reason=s.step_reason, started_at=utc(s.step_started_at), completed_at=utc(s.step_completed_at),
+            due_at=utc(s.due_at), due_for=s.due_for, assigned_organisation_id=s.assigned_organisation_id,
         )
         ids[s.step_key] = s.step_id
     agreed = agreed_steps(chain.agreed_steps)
@@ -206,6 +236,17 @@ def load_chain(
                                  agreed)
     return LoadedChain(chain, first.jurisdiction_path, template, steps, ids, agreed,
                        first.pending_rechtskreiswechsel if completing is not None else None)
+
+
+_CHAIN_TIMES = ("started_at", "completed_at", "closed_at", "updated_at")
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return None if value is None else value.astimezone(UTC)
+
+
+def _same(value: datetime | None) -> datetime | None:
+    return value
 
 
 def step_event_rows(
