@@ -402,6 +402,8 @@ UPDATE chains
  WHERE id = :chain_id AND version = :version
 """)
 
+_WRITE_TRANSITION_SQL = _for_the_driver(_WRITE_TRANSITION_PG)
+
 
 def write_transition(session: Session, loaded: LoadedChain, events: list[dict[str, Any]], now: datetime,
                      chain_values: dict[str, Any]) -> int:
@@ -427,7 +429,8 @@ def write_transition(session: Session, loaded: LoadedChain, events: list[dict[st
     }
     for name in _EVENT_COLUMNS:
         params[f"e_{name}"] = [e[name] for e in events]
-    result = session.execute(_WRITE_TRANSITION_PG, params)
+    sql, fixed = _WRITE_TRANSITION_SQL
+    result = session.connection().exec_driver_sql(sql, fixed | params)
     for step in dirty:
         step.dirty = False
     if result.rowcount != 1:
@@ -830,15 +833,20 @@ _INVOLVED_CHAIN = (
     .where(chains_t.c.id == bindparam("chain_id"), chain_involvement(bindparam("organisation_id")))
 )
 _LOCK_INVOLVED_CHAIN = _INVOLVED_CHAIN.with_for_update(of=chains_t)
+_LOCK_INVOLVED_CHAIN_PG = _for_the_driver(_LOCK_INVOLVED_CHAIN)
 
 
 def lock_involved_chain(session: Session, actor: Actor, chain_id: uuid.UUID) -> None:
     """Lock the chain row for a change, if the actor's organisation is involved now. The record
     scope is checked in the same statement as the lock, before version, state or step checks, so
     an outsider learns nothing from the answer (404 for a real and for a random id)."""
-    found = session.execute(
-        _LOCK_INVOLVED_CHAIN, {"chain_id": chain_id, "organisation_id": actor.organisation_id}
-    ).first()
+    params = {"chain_id": chain_id, "organisation_id": actor.organisation_id}
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":  # the hot path: SQL compiled once, see load_chain
+        sql, fixed = _LOCK_INVOLVED_CHAIN_PG
+        found = connection.exec_driver_sql(sql, fixed | params).first()
+    else:
+        found = session.execute(_LOCK_INVOLVED_CHAIN, params).first()
     if found is None:
         _refuse_chain(session, actor, chain_id)
     else:
