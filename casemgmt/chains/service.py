@@ -174,10 +174,11 @@ _SELECT_CHAIN_COMPLETING = _SELECT_CHAIN.add_columns(
 
 
 def _for_the_driver(stmt) -> tuple[str, dict[str, Any]]:
-    """A statement as psycopg's SQL text and its fixed parameter values, for the chain load:
-    run with ``exec_driver_sql`` it skips SQLAlchemy's per-execution compile step and per-value
-    result processing (the times are made UTC in :func:`load_chain` instead, as UTCDateTime
-    would)."""
+    """A statement of the transition's hot path as psycopg's SQL text and its fixed parameter
+    values, compiled once: run with ``exec_driver_sql`` (which the statement listeners still see)
+    it skips SQLAlchemy's per-execution compile step and per-value result processing (the chain
+    load makes the times UTC itself, as UTCDateTime would). PostgreSQL only; SQLite keeps the
+    Core statements."""
     compiled = stmt.compile(dialect=_pg_psycopg.dialect())
     return compiled.string, dict(compiled.params)
 
