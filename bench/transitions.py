@@ -19,11 +19,14 @@ import cProfile
 import io
 import json
 import multiprocessing as mp
+import os
 import pstats
 import random
 import resource
+import signal
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -66,6 +69,7 @@ PERSON_ATTRIBUTES = {"residence_status": "protection_granted", "bleibeperspektiv
                      "benefit_regime": "asylblg"}  # typical for refugee_recognised
 TARGET_TPS = 1_000
 TARGET_RAW_RATIO = 0.4  # service layer / raw psycopg with 4 workers, measured in the same run
+TARGET_HTTP_RPS = 400  # step actions through `casemgmt serve --workers 2`
 SERVICE_SEED_MAX = 5_000  # above this, --seed auto inserts chains in bulk instead of start_chain
 BULK_BATCH = 5_000  # chains per COPY transaction
 WARMUP_TRANSITIONS = 25  # per worker / client, before the clock starts
@@ -578,13 +582,13 @@ def measure_sql(app: h.App, transitions: int, profile: bool) -> dict[str, Any]:
         for name, fn in (("before_cursor_execute", before), ("after_cursor_execute", after), ("commit", on_commit)):
             event.listen(engine, name, fn)
         runner.ok = 0
-        t_start = time.perf_counter()
+        t_start, cpu_start = time.perf_counter(), time.process_time()
         for _ in range(transitions):
             current.clear()
             if not step():
                 break
             counts.append(len(current))  # statements + the commit
-        wall = time.perf_counter() - t_start
+        wall, cpu = time.perf_counter() - t_start, time.process_time() - cpu_start
         measured = runner.ok
         for name, fn in (("before_cursor_execute", before), ("after_cursor_execute", after), ("commit", on_commit)):
             event.remove(engine, name, fn)
@@ -604,7 +608,8 @@ def measure_sql(app: h.App, transitions: int, profile: bool) -> dict[str, Any]:
 
         prof_text = None
         if profile:
-            prof = cProfile.Profile()
+            # CPU time, not wall time: on a busy machine waits would swamp what Python costs.
+            prof = cProfile.Profile(time.process_time)
             runner.ok = 0
             prof.enable()
             for _ in range(1000):
@@ -615,7 +620,7 @@ def measure_sql(app: h.App, transitions: int, profile: bool) -> dict[str, Any]:
             stats = pstats.Stats(prof, stream=buf).sort_stats("tottime")
             stats.print_stats(25)
             stats.sort_stats("cumulative").print_stats(40)
-            prof_text = f"cProfile of {runner.ok} transitions (in-process):\n{buf.getvalue()}"
+            prof_text = f"cProfile (CPU time) of {runner.ok} transitions (in-process):\n{buf.getvalue()}"
 
         sql_time = sum(sum(v) for v in per_kind.values())
         return {
@@ -623,6 +628,7 @@ def measure_sql(app: h.App, transitions: int, profile: bool) -> dict[str, Any]:
             "statements": statistics.mean(counts) - 1 if counts else float("nan"),
             "statements_min_max": (min(counts) - 1, max(counts) - 1) if counts else (0, 0),
             "wire_round_trips": wire, "wall_ms": wall / n * 1000, "sql_ms": sql_time / n * 1000,
+            "cpu_ms": cpu / n * 1000,
             "kinds": {k: {"calls": len(v) / n, "ms": sum(v) / n * 1000, "rows": per_kind_rows[k] / n}
                       for k, v in sorted(per_kind.items(), key=lambda kv: -sum(kv[1]))},
             "errors": dict(errors), "profile": prof_text,
@@ -635,21 +641,45 @@ def measure_sql(app: h.App, transitions: int, profile: bool) -> dict[str, Any]:
 # HTTP: uvicorn in a subprocess, client threads
 
 
-def server_main(url: str, key_dir: str, port: int, master_b64: str) -> None:
-    """The API in its own process, as deployed: uvicorn serving create_app(Settings(...)), as the
-    service role. The write rate limits are switched off (0): from one address at this rate
-    the limiter would be what is measured (see README: Request limits)."""
-    import uvicorn
+def start_server(url: str, key_dir: str, port: int, master_b64: str, workers: int) -> subprocess.Popen:
+    """The API as deployed: ``casemgmt serve --workers N`` in its own process group (uvicorn's
+    master and its worker processes), as the service role, on 127.0.0.1 only. The write rate
+    limits are switched off (0): from one address at this rate the limiter would be what is
+    measured (see README: Request limits). The package is the one this script imports (the
+    working directory is its repository), so a `git archive` copy measures its own code."""
+    import casemgmt
 
-    from casemgmt.app import create_app
-    from casemgmt.config import Settings
+    root = Path(casemgmt.__file__).resolve().parent.parent
+    env = {**os.environ, "CASEMGMT_DATABASE_URL": url, "CASEMGMT_MASTER_KEY": master_b64,
+           "CASEMGMT_DEV_KEY_DIR": key_dir, "CASEMGMT_LOG_LEVEL": "WARNING",
+           "CASEMGMT_RATE_LIMIT_WRITES_PER_SUBJECT": "0", "CASEMGMT_RATE_LIMIT_WRITES_PER_ADDRESS": "0",
+           "CASEMGMT_RATE_LIMIT_EXPENSIVE_PER_SUBJECT": "0", "CASEMGMT_RATE_LIMIT_EXPENSIVE_PER_ADDRESS": "0",
+           "PYTHONPATH": str(root)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "casemgmt.cli", "serve", "--workers", str(workers), "--host", "127.0.0.1",
+         "--port", str(port)],
+        env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
 
-    app = create_app(Settings(database_url=url, dev_key_dir=Path(key_dir), master_key=master_b64,
-                              rate_limit_writes_per_subject=0, rate_limit_writes_per_address=0))
-    try:
-        uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-    except KeyboardInterrupt:
-        pass
+
+def process_tree(root: int) -> set[int]:
+    """``root`` and all its descendants (uvicorn's master and workers), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        if pid not in tree:
+            tree.add(pid)
+            todo.extend(parents.get(pid, []))
+    return tree
 
 
 def _free_port() -> int:
@@ -658,7 +688,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def measure_http(bench: h.Bench, app: h.App, seconds: float, clients: int) -> dict[str, Any]:
+def measure_http(bench: h.Bench, app: h.App, seconds: float, clients: int, workers: int) -> dict[str, Any]:
     import httpx
 
     from casemgmt.auth.tokens import mint_dev_token
@@ -673,21 +703,21 @@ def measure_http(bench: h.Bench, app: h.App, seconds: float, clients: int) -> di
                   for o in app.orgs.values()}
         port = _free_port()
         master = app.cfg()["master_key"]
-        server = bench.children.start(bench.ctx.Process(
-            target=server_main, args=(app.url, key_dir, port, master), name="bench-uvicorn"))
+        server = start_server(app.url, key_dir, port, master, workers)
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 90
             while True:
-                if not server.is_alive():
-                    raise RuntimeError(f"the API server exited with code {server.exitcode}")
+                if server.poll() is not None:
+                    raise RuntimeError(f"the API server exited with code {server.returncode}: "
+                                       f"{server.stderr.read().decode()[-2000:] if server.stderr else ''}")
                 try:
-                    if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
                         break
                 except httpx.HTTPError:  # not listening yet
                     pass
                 if time.monotonic() > deadline:
-                    raise RuntimeError("the API server did not come up within 60 s")
+                    raise RuntimeError("the API server did not come up within 90 s")
                 time.sleep(0.2)
 
             parts = [chains[i::clients] for i in range(clients)]
@@ -775,7 +805,8 @@ def measure_http(bench: h.Bench, app: h.App, seconds: float, clients: int) -> di
                 barrier.wait(timeout=120)
                 stop_at[0] = time.perf_counter() + seconds
                 t_start = time.perf_counter()
-                cpu0 = {"client": time.process_time(), "server": h.cpu_seconds_of(server.pid),
+                server_pids = process_tree(server.pid)
+                cpu0 = {"client": time.process_time(), "server": h.backend_cpu(server_pids),
                         "machine": h.machine_cpu()}
                 if local:
                     cpu0["pg"] = {p: h.cpu_seconds_of(p) for p in server_backends()}
@@ -788,7 +819,7 @@ def measure_http(bench: h.Bench, app: h.App, seconds: float, clients: int) -> di
             if cpu0:
                 window = time.perf_counter() - t_start
                 cpu["client"] = time.process_time() - cpu0["client"]
-                srv = h.cpu_seconds_of(server.pid)
+                srv = h.backend_cpu(server_pids)
                 cpu["server"] = srv - cpu0["server"] if srv is not None and cpu0["server"] is not None else None
                 if local:
                     cpu["pg"] = sum((h.cpu_seconds_of(p) or 0.0) - (cpu0["pg"].get(p) or 0.0)
@@ -800,9 +831,13 @@ def measure_http(bench: h.Bench, app: h.App, seconds: float, clients: int) -> di
             if crashed:
                 raise RuntimeError("an HTTP client failed:\n" + str(crashed[0]))
         finally:
-            if server.is_alive():
-                server.terminate()  # SIGTERM: uvicorn shuts down gracefully
-            server.join(15)
+            if server.poll() is None:
+                server.send_signal(signal.SIGTERM)  # uvicorn's master stops its workers gracefully
+                try:
+                    server.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(server.pid, signal.SIGKILL)  # its own process group, started above
+                    server.wait(10)
     lat = [x for o in outs for x in o["lat"]]
     errors: Counter[str] = Counter()
     for o in outs:
@@ -810,7 +845,7 @@ def measure_http(bench: h.Bench, app: h.App, seconds: float, clients: int) -> di
     ok = sum(o["ok"] for o in outs)
     return {
         "cpu_ms": {k: (v / max(ok, 1) * 1000 if v is not None else None) for k, v in cpu.items()},
-        "others_cores": others, "clients": clients, "ok": ok,
+        "others_cores": others, "clients": clients, "workers": workers, "ok": ok,
         "rps": sum(o["ok"] / o["elapsed"] for o in outs if o["elapsed"] > 0),
         "p50_ms": h.percentile(lat, 50) * 1000, "p95_ms": h.percentile(lat, 95) * 1000,
         "errors": dict(errors), "error_samples": [s for o in outs for s in o["samples"]][:3],
@@ -945,6 +980,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
              + " (libpq trace)"),
             ("time per transition", f"{sql['wall_ms']:.2f} ms, of which SQL {sql['sql_ms']:.2f} ms "
                                     f"({h.ratio(sql['sql_ms'], sql['wall_ms']):.0%})"),
+            ("Python CPU per transition", f"{sql['cpu_ms']:.2f} ms (this process' CPU time over the loop: "
+                                          "service, SQLAlchemy, psycopg)"),
         ] + ([("errors", h.fmt_errors(sql["errors"]))] if sql["errors"] else []))
         py_label = "Python (service, engine, ChainOut)"
         kw = max([len(py_label), *map(len, sql["kinds"])])
@@ -993,13 +1030,13 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
         h.rows(items)
     http = results.get("http")
     if http:
-        h.heading(f"HTTP: uvicorn, {http['clients']} client threads")
+        h.heading(f"HTTP: casemgmt serve --workers {http.get('workers', 1)}, {http['clients']} client threads")
         c = http["cpu_ms"]
         h.rows([
             ("requests/s", f"{http['rps']:,.0f} (p50 {http['p50_ms']:.1f} ms, p95 {http['p95_ms']:.1f} ms; "
                            f"errors: {h.fmt_errors(http['errors'])})"
              + ("  (RAN OUT OF CHAINS)" if http["exhausted"] else "")),
-            ("CPU per request", (f"uvicorn {c['server']:.2f} ms" if c.get("server") is not None else "uvicorn ?")
+            ("CPU per request", (f"server {c['server']:.2f} ms" if c.get("server") is not None else "server ?")
              + (f" + PostgreSQL {c['pg']:.2f} ms" if c.get("pg") is not None else "")
              + (f" (+ client threads {c['client']:.2f} ms)" if c.get("client") is not None else "")
              + (f"; other processes ~{http['others_cores']:.2f} CPUs" if http["others_cores"] is not None else "")),
@@ -1025,6 +1062,14 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
     if four and raw.get(4) and raw[4]["per_s"]:
         h.target("service layer / raw psycopg, 4 workers", h.ratio(four["per_s"], raw[4]["per_s"]),
                  TARGET_RAW_RATIO, False, f"{h.ratio(four['per_s'], raw[4]['per_s']):.2f}x")
+    if http:
+        h.target(f"step actions through HTTP, serve --workers {http.get('workers', 1)}", http["rps"],
+                 TARGET_HTTP_RPS, False, f"{http['rps']:,.0f} requests/s")
+        c = http["cpu_ms"]
+        if c.get("server") is not None and c.get("pg") is not None:
+            # What the rate would be if the server and PostgreSQL had both CPUs to themselves.
+            print(f"  by CPU: server + PostgreSQL {c['server'] + c['pg']:.2f} ms per request -> at most "
+                  f"~{h.CPUS * 1000 / (c['server'] + c['pg']):,.0f} requests/s on {h.CPUS} CPUs with no client")
     if four:
         h.target("service-layer transitions/s with 4 workers", four["per_s"], TARGET_TPS, False,
                  f"{four['per_s']:,.0f}/s")
@@ -1045,6 +1090,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=h.int_list, default=[1, 4],
                    help="worker process counts for the service-layer runs (1,4)")
     p.add_argument("--http-clients", type=int, default=4, help="HTTP client threads (4)")
+    p.add_argument("--serve-workers", type=int, default=2, help="`casemgmt serve --workers N` for the HTTP run (2)")
     p.add_argument("--memory-sizes", type=h.int_list, default=[1_000, 100_000],
                    help="chains in the database for the memory runs (1000,100000)")
     p.add_argument("--memory-transitions", type=int, default=2_000, help="transitions per memory run (2000)")
@@ -1140,8 +1186,9 @@ def run(bench: h.Bench, args: argparse.Namespace) -> None:
 
         if not args.skip_http:
             bench.phase("HTTP")
-            h.log(f"HTTP: uvicorn in a subprocess, {args.http_clients} client threads, {args.seconds:g} s")
-            r = results["http"] = measure_http(bench, app, args.seconds, args.http_clients)
+            h.log(f"HTTP: casemgmt serve --workers {args.serve_workers}, {args.http_clients} client threads, "
+                  f"{args.seconds:g} s")
+            r = results["http"] = measure_http(bench, app, args.seconds, args.http_clients, args.serve_workers)
             h.log(f"HTTP: {r['rps']:,.0f} requests/s, p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms, "
                   f"errors {h.fmt_errors(r['errors'])}")
     finally:

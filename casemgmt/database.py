@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import os
+import time
 
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import DateTime, MetaData, create_engine, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -83,7 +85,10 @@ def make_engine(url: str, **kwargs) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
+    # A connection that was in use a moment ago is alive: pinging it at every checkout cost a
+    # round trip per transaction (see bench/README.md, transitions). Only a connection that sat in
+    # the pool for a while is pinged (see _ping_if_idle); a dead one is replaced before use.
+    ping_idle = not kwargs.pop("pool_pre_ping", False)
     # Statement parameters are personal data (encrypted, but still): never in an error message
     # that could reach a log.
     kwargs.setdefault("hide_parameters", True)
@@ -91,14 +96,44 @@ def make_engine(url: str, **kwargs) -> Engine:
     # Without a timeout a connection attempt to an unreachable server waits for the kernel's
     # TCP timeout (minutes); requests should get their 503 in seconds.
     connect_args.setdefault("connect_timeout", 5)
-    engine = create_engine(url, **kwargs)
+    engine = create_engine(url, pool_pre_ping=not ping_idle, **kwargs)
 
     @event.listens_for(engine, "do_connect")
     def _name_the_process(_dialect, _conn_rec, _cargs, cparams):
         # pg_stat_activity then shows which process (which worker) holds a connection.
         cparams.setdefault("application_name", f"casemgmt pid {os.getpid()}")
 
+    if ping_idle:
+        _ping_idle_connections(engine)
     return engine
+
+
+# A pooled connection that was checked in longer ago than this is pinged before it is handed out.
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """Pre-ping only connections that sat idle in the pool: a server restart, a failover or an
+    idle timeout breaks those; a connection returned a moment ago under load is alive (and if it
+    broke in that moment, the statement fails as a disconnect, the pool is invalidated and the
+    request gets its 503 like any other database outage)."""
+    dialect = engine.dialect
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from(_dbapi_conn, record):
+        if record is not None:
+            record.info["casemgmt_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_conn, record, _proxy):
+        since = record.info.get("casemgmt_idle_since")
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
+            return  # just connected, or in use a moment ago
+        try:
+            dialect.do_ping(dbapi_conn)
+        except Exception as exc:
+            # The pool drops this connection and checks out (or opens) another one.
+            raise DisconnectionError("idle connection failed its ping") from exc
 
 
 def make_sessionmaker(engine: Engine, audit_key: bytes | None = None,
