@@ -58,6 +58,7 @@ from casemgmt.involvement.scope import (
 )
 from casemgmt.jurisdictions.models import Jurisdiction, Organisation
 from casemgmt.jurisdictions.service import nearest_serving_organisations
+from casemgmt.privacy import audit
 from casemgmt.privacy.audit import AuditEntry
 from casemgmt.rights.gate import active_person, processing_of, refuse_unless_active
 from casemgmt.conferences.scrubber import scan
@@ -834,7 +835,10 @@ _INVOLVED_CHAIN = (
     .where(chains_t.c.id == bindparam("chain_id"), chain_involvement(bindparam("organisation_id")))
 )
 _LOCK_INVOLVED_CHAIN = _INVOLVED_CHAIN.with_for_update(of=chains_t)
-_LOCK_INVOLVED_CHAIN_PG = _for_the_driver(_LOCK_INVOLVED_CHAIN)
+# On PostgreSQL the lock also brings the head of the person's audit stream (unlocked), so that the
+# change's audit rows are appended in one round trip at commit (see audit.head_hint_column).
+_LOCK_INVOLVED_CHAIN_PG = _for_the_driver(_LOCK_INVOLVED_CHAIN.add_columns(
+    audit.head_hint_column(audit.person_stream_sql(f"{chains_t.name}.person_id"))))
 
 
 def lock_involved_chain(session: Session, actor: Actor, chain_id: uuid.UUID) -> None:
@@ -846,6 +850,8 @@ def lock_involved_chain(session: Session, actor: Actor, chain_id: uuid.UUID) -> 
     if connection.dialect.name == "postgresql":  # the hot path: SQL compiled once, see load_chain
         sql, fixed = _LOCK_INVOLVED_CHAIN_PG
         found = connection.exec_driver_sql(sql, fixed | params).first()
+        if found is not None:
+            audit.remember_head(session, audit.stream_of_person(found.person_id), found.audit_head_hint)
     else:
         found = session.execute(_LOCK_INVOLVED_CHAIN, params).first()
     if found is None:

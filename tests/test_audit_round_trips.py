@@ -1,6 +1,8 @@
-"""A person read writes its audit entry in one statement at commit: the scope check brings the
-head of the person's audit stream along, so no locked SELECT of the head is needed (issue 14).
-What the read shows and what it audits stay the same."""
+"""A person read and a step transition write their audit entries in one statement at commit: a
+statement they run anyway (the read's scope check, the transition's chain lock) brings the head
+of the person's audit stream along, so no locked SELECT of the head is needed (issue 14). What
+they show, change and audit stays the same; the handover answer's case is in
+test_handover_answer.py."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from test_api import started
 from test_rights_api import NAMES, new_person
 
 from http_helpers import ok
+from sqlalchemy.engine import Engine
 from test_privacy_api import cm, register, schulamt_consent, start_chain  # noqa: F401 (fixture)
 
 from casemgmt.demo.seed import actor_of
@@ -74,3 +77,38 @@ def test_the_consents_and_fields_the_read_brings_along_are_exactly_those_read_on
     assert kinds and all(k.jurisdiction_path for group in kinds for k in group)  # the area came along
     assert sum(g.withdrawn_at is not None for g in brought.consents) == 1
     assert sum(g.valid_until is not None for g in brought.consents) >= 1
+
+
+def _statements_of(fn) -> list[str]:
+    """Every statement any engine sends while ``fn`` runs (the app's engine is its own)."""
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        seen.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        fn()
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    return seen
+
+
+def test_a_step_transition_appends_its_audit_rows_without_locking_the_head_first(client, auth, world, engine, keys):
+    cm, sozialamt = auth("ennetal_ki", "case_manager"), auth("wittmar_sozialamt", "clerk")
+    chain = started(client, cm, new_person(client, cm, world.jurisdictions["wittmar"], **NAMES))
+    answer: dict = {}
+
+    def act() -> None:  # the Sozialamt starts the arrival assignment, as in bench/load.py
+        answer.update(ok(client.post(f"/chains/{chain['id']}/steps/arrival_assignment/actions", headers=sozialamt,
+                                     json={"action": "start", "expected_version": chain["version"]})))
+
+    seen = _statements_of(act)
+    assert answer["version"] == chain["version"] + 1
+    head_locks = [s for s in seen if s.lstrip().startswith("SELECT audit_head.stream")]  # audit._LOCK_HEADS
+    appends = [s for s in seen if "INSERT INTO audit_events" in s]
+    assert head_locks == [] and len(appends) == 1, (head_locks, appends)
+    with engine.connect() as conn:
+        last = conn.execute(text("SELECT subtype, person_id FROM audit_events ORDER BY id DESC LIMIT 1")).one()
+        assert last.person_id == chain["person_id"]
+        assert verify(conn, keys.audit_key).ok
