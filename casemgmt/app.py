@@ -115,15 +115,16 @@ def create_app(
     app.add_middleware(RequestObservability)
     install_handlers(app)
     watch_pool(engine)
-    # The web interface (casemgmt/web): German screens on the same services, below /ui.
-    from casemgmt.web import install_web
-
-    install_web(app)
-
     for router in (session_router, reference_router, templates_router, persons_router, interviews_router, chains_router,
                    handovers_router, conferences_router, steering_router, privacy_router, rights_router,
                    notifications_router, offers_router, public_offers_router, languagepass_router):
         app.include_router(router, responses=STANDARD_RESPONSES)
+    # The web interface (casemgmt/web): German screens on the same services, below /ui. After the
+    # API's routes, which no /ui path matches: an API request finds its route without first being
+    # compared with every screen's.
+    from casemgmt.web import install_web
+
+    install_web(app)
 
     @app.get("/health", tags=["service"], summary="Liveness (kept for existing probes)")
     @app.get("/health/live", tags=["service"], summary="Liveness: the process answers")
