@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from casemgmt.auth.tokens import mint_dev_token
@@ -33,8 +33,7 @@ from casemgmt.demo.world import World, build_world
 from casemgmt.conferences import service as conferences_service
 from casemgmt.conferences.schemas import AgreementIn, ConferenceIn, FindingIn
 from casemgmt.handovers import service as handovers
-from casemgmt.handovers import escalation
-from casemgmt.handovers.lifecycle import HandoverState
+from casemgmt.handovers.escalation import escalate_overdue
 from casemgmt.handovers.models import OrganisationContact
 from casemgmt.handovers.policy import HandoverPolicy
 from casemgmt.handovers.schemas import HandoverIn
@@ -364,26 +363,11 @@ def _handover(session: Session, catalog: TemplateCatalog, privacy: Privacy, poli
     return now, chains.get_chain(session, catalog, manager, chain.id, now), manager
 
 
-# Whether any handover is still requested past its due date: the one condition under which the
-# daily escalation run writes anything (built once, with the run's own table and states).
-_ANY_OVERDUE = (select(escalation.handovers_t.c.id)
-                .where(escalation.handovers_t.c.state == HandoverState.requested.value,
-                       escalation.handovers_t.c.due_at <= bindparam("now"))
-                .limit(1))
-
-
-def _escalation_timer(session: Session, policy: HandoverPolicy, start: datetime, until: datetime,
-                      every_day: bool = False):
-    """The daily escalation run, as cron would start it at 06:00. A day on which no handover is
-    overdue is skipped (unless ``every_day``): the run would find nothing and write nothing (its
-    own first query is the same condition), while a transaction of its own costs several times
-    this look-up. tests/test_demo_exact.py compares a seed both ways."""
+def _escalation_timer(session: Session, policy: HandoverPolicy, start: datetime, until: datetime):
+    """The daily escalation run, as cron would start it at 06:00."""
     now = yield start.replace(hour=5, minute=0, second=0, microsecond=0) + timedelta(days=1)
     while now < until:
-        due = every_day or session.execute(_ANY_OVERDUE, {"now": now}).first() is not None
-        session.commit()
-        if due:
-            escalation.escalate_overdue(session, policy, now, "http://127.0.0.1:8000")
+        escalate_overdue(session, policy, now, "http://127.0.0.1:8000")
         now = yield now + timedelta(days=1)
 
 
