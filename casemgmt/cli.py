@@ -176,7 +176,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from casemgmt.demo import seed_demo
     from casemgmt.demo.checkpoint import checkpoint_periodically, demo_checkpoint
-
     from casemgmt.policy.loader import load_policies
 
     settings = get_settings()
