@@ -84,13 +84,14 @@ def _serve(app, host: str, port: int, settings=None) -> None:
                 timeout_keep_alive=settings.keep_alive_seconds)
 
 
-def _checked_app(settings):
+def _checked_app(settings, policies=None):
     """The app, after checking its database role here: a refusal inside the server's start-up
-    would end in a traceback and the server's own exit code."""
+    would end in a traceback and the server's own exit code. ``policies``: already loaded from
+    ``settings.policy_dir`` (the demo loads them once)."""
     from casemgmt.app import create_app
     from casemgmt.dbroles import ensure_service_role
 
-    app = create_app(settings)
+    app = create_app(settings, policies=policies)
     ensure_service_role(app.state.engine, settings.allow_privileged_db_role)
     return app
 
@@ -175,14 +176,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from casemgmt.demo import seed_demo
     from casemgmt.demo.checkpoint import checkpoint_periodically, demo_checkpoint
+    from casemgmt.policy.loader import load_policies
 
     settings = get_settings()
     # Progress goes to stderr, so that stdout (the summary and the tokens) stays clean to read.
     print(f"Migrating and seeding the demo ({args.persons} persons) ...", file=sys.stderr, flush=True)
-    summary = seed_demo(settings, persons=args.persons, seed=args.seed, progress=sys.stderr)
+    # One load of the policies for the seed, the releases and the app (each loaded them anew).
+    policies = load_policies(settings.policy_dir)
+    summary = seed_demo(settings, persons=args.persons, seed=args.seed, progress=sys.stderr,
+                        policies=policies)
     print(summary.describe())
     print("Releasing the closed quarters of the steering report ...", file=sys.stderr, flush=True)
-    _demo_releases(settings)
+    _demo_releases(settings, policies)
     checkpoint_failed = demo_checkpoint(settings)
     host, port = args.host or settings.host, args.port or settings.port
     print(f"\nWeb interface: http://{host}:{port}/  (the login page lists the demo users)")
@@ -207,7 +212,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             settings = settings.model_copy(update={"allow_privileged_db_role": True})
     # Only the demo lists its users on the login page.
     settings = settings.model_copy(update={"demo_login": True})
-    app = _checked_app(settings)
+    app = _checked_app(settings, policies)
     # Like `escalate --every`, the running demo anchors its audit trail outside the database.
     stop = checkpoint_periodically(settings, settings.demo_checkpoint_every_seconds)
     try:
@@ -217,15 +222,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_releases(settings) -> None:
+def _demo_releases(settings, policies) -> None:
     """Release every closed quarter of the seeded data, so the steering member's token has
     something to read; prints how much of the process log survived anonymisation."""
     from casemgmt.clock import utcnow
     from casemgmt.database import make_engine, make_sessionmaker
-    from casemgmt.policy.loader import load_policies
     from casemgmt.steering.releases import run_releases
 
-    policies = load_policies(settings.policy_dir)
     engine = make_engine(settings.database_url)
     try:
         with make_sessionmaker(engine)() as session:
