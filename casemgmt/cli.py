@@ -176,6 +176,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from casemgmt.demo import seed_demo
     from casemgmt.demo.checkpoint import checkpoint_periodically, demo_checkpoint
+    from casemgmt.demo.seed import DemoIncomplete
     from casemgmt.policy.loader import load_policies
 
     settings = get_settings()
@@ -183,8 +184,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"Migrating and seeding the demo ({args.persons} persons) ...", file=sys.stderr, flush=True)
     # One load of the policies for the seed, the releases and the app (each loaded them anew).
     policies = load_policies(settings.policy_dir)
-    summary = seed_demo(settings, persons=args.persons, seed=args.seed, progress=sys.stderr,
-                        policies=policies)
+    try:
+        summary = seed_demo(settings, persons=args.persons, seed=args.seed, progress=sys.stderr,
+                            policies=policies)
+    except DemoIncomplete as exc:
+        print(f"casemgmt demo: {exc}", file=sys.stderr)
+        return 2
     print(summary.describe())
     print("Releasing the closed quarters of the steering report ...", file=sys.stderr, flush=True)
     _demo_releases(settings, policies)

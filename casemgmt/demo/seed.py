@@ -44,8 +44,11 @@ from casemgmt.policy.loader import Policies, load_policies
 from casemgmt.privacy.crypto import KeyRing, generate_master_key_file, load_master_key
 from casemgmt.privacy.schemas import AgreementIn as DataAgreementIn
 from casemgmt.privacy.schemas import ConsentIn, PersonCreateIn
+from casemgmt.privacy.audit import AuditEntry
+from casemgmt.privacy.models import AuditEvent
 from casemgmt.privacy.service import (
     Privacy,
+    write_audit,
     create_person,
     list_consents,
     record_agreement,
@@ -603,6 +606,15 @@ def _run_in_time_order(cases: list[Iterator[datetime]], progress: SeedProgress) 
             pass
 
 
+SEED_USER = "demo-seed"
+SEEDED_SUBTYPE = "demo.seeded"
+_SEEDED_MARK = select(AuditEvent.id).where(AuditEvent.subtype == SEEDED_SUBTYPE).limit(1)
+
+
+class DemoIncomplete(RuntimeError):
+    """The demo database holds a seeding that did not finish."""
+
+
 def demo_master_key(settings: Settings) -> bytes:
     """The configured master key; for the demo, a key file is generated on first use."""
     if not settings.master_key and not settings.master_key_file.exists():
@@ -629,6 +641,11 @@ def seed_demo(settings: Settings, persons: int = 400, seed: int = 2017,
         catalog = register_templates(session, policies.templates, now)
         existing = session.scalar(select(func.count()).select_from(Person)) or 0
         created = existing == 0
+        if not created and session.scalar(_SEEDED_MARK) is None:
+            raise DemoIncomplete(
+                f"the demo database {engine.url.render_as_string(hide_password=True)} holds {existing} persons "
+                "from a seeding that did not finish; remove it (for the default SQLite demo, the file "
+                f"{engine.url.database}) and run `casemgmt demo` again")
         if created:
             _seed_agreements(session, privacy, world, now)
             _seed_contacts(session, world)
@@ -637,6 +654,12 @@ def seed_demo(settings: Settings, persons: int = 400, seed: int = 2017,
             _seed_cases(session, catalog, privacy, policies, world, rng, persons, now, shown)
             shown.step("offers and Sprachenpass entries")
             seed_offers(session, catalog, privacy, policies, world, seed, now)
+            # Last: the mark that the seed is whole. A seeding that stopped half-way has persons
+            # but no mark, and the next start says so instead of serving a partial world.
+            write_audit(session, [AuditEntry(
+                agent_user=SEED_USER, agent_organisation_id=None, action="C", subtype=SEEDED_SUBTYPE,
+                entity_type="installation", detail=f"demo seeded: {persons} persons, seed {seed}")], now)
+            session.commit()
             shown.finish()
         summary = DemoSummary(
             database=engine.url.render_as_string(hide_password=True),
