@@ -663,12 +663,13 @@ class Server:
         """The master and its workers (for their CPU time)."""
         return process_tree(self.proc.pid) if self.proc is not None else set()
 
-    def token(self, org: str, role: str, user: str) -> dict[str, str]:
-        """Headers with a development token the server accepts."""
+    def token(self, org: str, roles: str | Sequence[str], user: str) -> dict[str, str]:
+        """Headers with a development token the server accepts (one role or several)."""
         from casemgmt.auth.tokens import mint_dev_token
         from casemgmt.config import Settings
 
-        return {"Authorization": f"Bearer {mint_dev_token(Settings(dev_key_dir=self.key_dir), user, org, [role])}"}
+        roles = [roles] if isinstance(roles, str) else list(roles)
+        return {"Authorization": f"Bearer {mint_dev_token(Settings(dev_key_dir=self.key_dir), user, org, roles)}"}
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,16 +19,11 @@ import cProfile
 import io
 import json
 import multiprocessing as mp
-import os
 import pstats
 import random
 import resource
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -641,203 +636,132 @@ def measure_sql(app: h.App, transitions: int, profile: bool) -> dict[str, Any]:
 # HTTP: uvicorn in a subprocess, client threads
 
 
-def start_server(url: str, key_dir: str, port: int, master_b64: str, workers: int) -> subprocess.Popen:
-    """The API as deployed: ``casemgmt serve --workers N`` in its own process group (uvicorn's
-    master and its worker processes), as the service role, on 127.0.0.1 only. The write rate
-    limits are switched off (0): from one address at this rate the limiter would be what is
-    measured (see README: Request limits). The package is the one this script imports (the
-    working directory is its repository), so a `git archive` copy measures its own code."""
-    import casemgmt
-
-    root = Path(casemgmt.__file__).resolve().parent.parent
-    env = {**os.environ, "CASEMGMT_DATABASE_URL": url, "CASEMGMT_MASTER_KEY": master_b64,
-           "CASEMGMT_DEV_KEY_DIR": key_dir, "CASEMGMT_LOG_LEVEL": "WARNING",
-           "CASEMGMT_RATE_LIMIT_WRITES_PER_SUBJECT": "0", "CASEMGMT_RATE_LIMIT_WRITES_PER_ADDRESS": "0",
-           "CASEMGMT_RATE_LIMIT_EXPENSIVE_PER_SUBJECT": "0", "CASEMGMT_RATE_LIMIT_EXPENSIVE_PER_ADDRESS": "0",
-           "PYTHONPATH": str(root)}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "casemgmt.cli", "serve", "--workers", str(workers), "--host", "127.0.0.1",
-         "--port", str(port)],
-        env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-
-
-def process_tree(root: int) -> set[int]:
-    """``root`` and all its descendants (uvicorn's master and workers), from /proc."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        parents.setdefault(ppid, []).append(int(entry.name))
-    tree, todo = set(), [root]
-    while todo:
-        pid = todo.pop()
-        if pid not in tree:
-            tree.add(pid)
-            todo.extend(parents.get(pid, []))
-    return tree
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# The write and expensive-request limits are switched off (0): from one address at this rate the
+# limiter would be what is measured (see README: Request limits).
+NO_RATE_LIMITS = {f"CASEMGMT_RATE_LIMIT_{kind}_PER_{who}": "0"
+                  for kind in ("WRITES", "EXPENSIVE") for who in ("SUBJECT", "ADDRESS")}
 
 
 def measure_http(bench: h.Bench, app: h.App, seconds: float, clients: int, workers: int) -> dict[str, Any]:
     import httpx
 
-    from casemgmt.auth.tokens import mint_dev_token
-    from casemgmt.config import Settings
-
     template = app.catalog.current[TEMPLATE_KEY]
-    with tempfile.TemporaryDirectory(prefix="casemgmt-bench-keys-") as key_dir:
-        settings = Settings(database_url=app.url, dev_key_dir=Path(key_dir))
+    with h.Server(app.url, app.master, workers, NO_RATE_LIMITS) as server:
         with app.engine.connect() as conn:
             chains = load_chain_states(conn)
-        tokens = {o.id: mint_dev_token(settings, f"bench.{o.key}", o.key, sorted(h.actor_for(o).roles))
+        tokens = {o.id: server.token(o.key, sorted(h.actor_for(o).roles), f"bench.{o.key}")["Authorization"]
                   for o in app.orgs.values()}
-        port = _free_port()
-        master = app.cfg()["master_key"]
-        server = start_server(app.url, key_dir, port, master, workers)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 90
-            while True:
-                if server.poll() is not None:
-                    raise RuntimeError(f"the API server exited with code {server.returncode}: "
-                                       f"{server.stderr.read().decode()[-2000:] if server.stderr else ''}")
-                try:
-                    if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:  # not listening yet
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the API server did not come up within 90 s")
-                time.sleep(0.2)
+        base = server.base
+        parts = [chains[i::clients] for i in range(clients)]
+        barrier = threading.Barrier(clients + 1)
+        stop_at = [float("inf")]
+        outs: list[dict[str, Any]] = [{} for _ in range(clients)]
 
-            parts = [chains[i::clients] for i in range(clients)]
-            barrier = threading.Barrier(clients + 1)
-            stop_at = [float("inf")]
-            outs: list[dict[str, Any]] = [{} for _ in range(clients)]
+        def client(i: int) -> None:
+            rot = Rotation(parts[i])
+            lat: list[float] = []
+            statuses: Counter[int] = Counter()
+            samples: list[str] = []
+            ok = 0
 
-            def client(i: int) -> None:
-                rot = Rotation(parts[i])
-                lat: list[float] = []
-                statuses: Counter[int] = Counter()
-                samples: list[str] = []
-                ok = 0
-
-                def request(http: httpx.Client, record: bool) -> bool:
-                    nonlocal ok
-                    while (chain := rot.next()) is not None:
-                        move = next_move(template, chain)
-                        if move is None or move[1] is None:
-                            rot.drop()
-                            continue
-                        key, org_id, action = move
-                        t0 = time.perf_counter()
-                        resp = http.post(f"/chains/{chain.id}/steps/{key}/actions", json={"action": action},
-                                         headers={"Authorization": f"Bearer {tokens[org_id]}"})
-                        took = time.perf_counter() - t0
-                        if resp.status_code == 200:
-                            body = resp.json()
-                            chain.steps = {s["key"]: (s["state"], s["assigned_organisation_id"]) for s in body["steps"]}
-                            if body["status"] in ("active", "stalled"):
-                                rot.keep(chain)
-                            else:
-                                rot.drop()
-                            if record:
-                                ok += 1
-                                lat.append(took)
+            def request(http: httpx.Client, record: bool) -> bool:
+                nonlocal ok
+                while (chain := rot.next()) is not None:
+                    move = next_move(template, chain)
+                    if move is None or move[1] is None:
+                        rot.drop()
+                        continue
+                    key, org_id, action = move
+                    t0 = time.perf_counter()
+                    resp = http.post(f"/chains/{chain.id}/steps/{key}/actions", json={"action": action},
+                                     headers={"Authorization": tokens[org_id]})
+                    took = time.perf_counter() - t0
+                    if resp.status_code == 200:
+                        body = resp.json()
+                        chain.steps = {s["key"]: (s["state"], s["assigned_organisation_id"]) for s in body["steps"]}
+                        if body["status"] in ("active", "stalled"):
+                            rot.keep(chain)
                         else:
-                            if record:
-                                statuses[resp.status_code] += 1
-                            if len(samples) < 3:
-                                samples.append(f"{resp.status_code} {resp.text[:300]}")
-                            with app.engine.connect() as conn:
-                                fresh = load_chain_states(conn, [chain.id])
-                            if fresh:
-                                rot.keep(fresh[0])
-                            else:
-                                rot.drop()
-                        return True
-                    return False
+                            rot.drop()
+                        if record:
+                            ok += 1
+                            lat.append(took)
+                    else:
+                        if record:
+                            statuses[resp.status_code] += 1
+                        if len(samples) < 3:
+                            samples.append(f"{resp.status_code} {resp.text[:300]}")
+                        with app.engine.connect() as conn:
+                            fresh = load_chain_states(conn, [chain.id])
+                        if fresh:
+                            rot.keep(fresh[0])
+                        else:
+                            rot.drop()
+                    return True
+                return False
 
-                exhausted = False
-                try:
-                    with httpx.Client(base_url=base, timeout=30) as http:
-                        for _ in range(WARMUP_TRANSITIONS):
-                            request(http, record=False)
-                        barrier.wait()
-                        t0 = time.perf_counter()
-                        while time.perf_counter() < stop_at[0]:
-                            if not request(http, record=True):
-                                exhausted = True
-                                break
-                        elapsed = time.perf_counter() - t0
-                    outs[i] = {"ok": ok, "elapsed": elapsed, "lat": lat, "errors": dict(statuses),
-                               "samples": samples, "exhausted": exhausted}
-                except threading.BrokenBarrierError:
-                    outs[i] = {"crash": "barrier broken"}
-                except Exception:
-                    outs[i] = {"crash": traceback.format_exc()}
-                    barrier.abort()
-
-            threads = [threading.Thread(target=client, args=(i,), daemon=True, name=f"bench-http-{i}")
-                       for i in range(clients)]
-            for t in threads:
-                t.start()
-            local = h.is_local(app.url)
-
-            def server_backends() -> set[int]:
-                with app.engine.connect() as conn:
-                    return set(conn.scalars(text(
-                        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                        "AND pid <> pg_backend_pid() AND backend_type = 'client backend'")))
-
-            cpu0: dict[str, Any] = {}
+            exhausted = False
             try:
-                barrier.wait(timeout=120)
-                stop_at[0] = time.perf_counter() + seconds
-                t_start = time.perf_counter()
-                server_pids = process_tree(server.pid)
-                cpu0 = {"client": time.process_time(), "server": h.backend_cpu(server_pids),
-                        "machine": h.machine_cpu()}
-                if local:
-                    cpu0["pg"] = {p: h.cpu_seconds_of(p) for p in server_backends()}
+                with httpx.Client(base_url=base, timeout=30) as http:
+                    for _ in range(WARMUP_TRANSITIONS):
+                        request(http, record=False)
+                    barrier.wait()
+                    t0 = time.perf_counter()
+                    while time.perf_counter() < stop_at[0]:
+                        if not request(http, record=True):
+                            exhausted = True
+                            break
+                    elapsed = time.perf_counter() - t0
+                outs[i] = {"ok": ok, "elapsed": elapsed, "lat": lat, "errors": dict(statuses),
+                           "samples": samples, "exhausted": exhausted}
             except threading.BrokenBarrierError:
-                pass
-            for t in threads:
-                t.join(seconds + 60)
-            cpu: dict[str, float | None] = {}
-            others = None
-            if cpu0:
-                window = time.perf_counter() - t_start
-                cpu["client"] = time.process_time() - cpu0["client"]
-                srv = h.backend_cpu(server_pids)
-                cpu["server"] = srv - cpu0["server"] if srv is not None and cpu0["server"] is not None else None
-                if local:
-                    cpu["pg"] = sum((h.cpu_seconds_of(p) or 0.0) - (cpu0["pg"].get(p) or 0.0)
-                                    for p in server_backends() | set(cpu0["pg"]))
-                busy = h.busy_cores(cpu0["machine"], h.machine_cpu())
-                if busy is not None and None not in (cpu.get("server"), cpu.get("pg")):
-                    others = max(0.0, busy - (cpu["client"] + cpu["server"] + cpu["pg"]) / window)  # type: ignore[operator]
-            crashed = [o.get("crash", "no result") for o in outs if "crash" in o or not o]
-            if crashed:
-                raise RuntimeError("an HTTP client failed:\n" + str(crashed[0]))
-        finally:
-            if server.poll() is None:
-                server.send_signal(signal.SIGTERM)  # uvicorn's master stops its workers gracefully
-                try:
-                    server.wait(30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(server.pid, signal.SIGKILL)  # its own process group, started above
-                    server.wait(10)
+                outs[i] = {"crash": "barrier broken"}
+            except Exception:
+                outs[i] = {"crash": traceback.format_exc()}
+                barrier.abort()
+
+        threads = [threading.Thread(target=client, args=(i,), daemon=True, name=f"bench-http-{i}")
+                   for i in range(clients)]
+        for t in threads:
+            t.start()
+        local = h.is_local(app.url)
+
+        def server_backends() -> set[int]:
+            with app.engine.connect() as conn:
+                return set(conn.scalars(text(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid() AND backend_type = 'client backend'")))
+
+        cpu0: dict[str, Any] = {}
+        try:
+            barrier.wait(timeout=120)
+            stop_at[0] = time.perf_counter() + seconds
+            t_start = time.perf_counter()
+            server_pids = server.pids()
+            cpu0 = {"client": time.process_time(), "server": h.backend_cpu(server_pids),
+                    "machine": h.machine_cpu()}
+            if local:
+                cpu0["pg"] = {p: h.cpu_seconds_of(p) for p in server_backends()}
+        except threading.BrokenBarrierError:
+            pass
+        for t in threads:
+            t.join(seconds + 60)
+        cpu: dict[str, float | None] = {}
+        others = None
+        if cpu0:
+            window = time.perf_counter() - t_start
+            cpu["client"] = time.process_time() - cpu0["client"]
+            srv = h.backend_cpu(server_pids)
+            cpu["server"] = srv - cpu0["server"] if srv is not None and cpu0["server"] is not None else None
+            if local:
+                cpu["pg"] = sum((h.cpu_seconds_of(p) or 0.0) - (cpu0["pg"].get(p) or 0.0)
+                                for p in server_backends() | set(cpu0["pg"]))
+            busy = h.busy_cores(cpu0["machine"], h.machine_cpu())
+            if busy is not None and None not in (cpu.get("server"), cpu.get("pg")):
+                others = max(0.0, busy - (cpu["client"] + cpu["server"] + cpu["pg"]) / window)  # type: ignore[operator]
+        crashed = [o.get("crash", "no result") for o in outs if "crash" in o or not o]
+        if crashed:
+            raise RuntimeError("an HTTP client failed:\n" + str(crashed[0]))
     lat = [x for o in outs for x in o["lat"]]
     errors: Counter[str] = Counter()
     for o in outs:
