@@ -735,6 +735,16 @@ def test_times_in_other_zones_are_hashed_in_utc(db, session_factory, keys):
     assert check(db, keys).ok
 
 
+def _run_threads(worker, threads: int) -> None:
+    """``worker(t)`` for t in 0..threads-1, each in a thread, all finished within a minute."""
+    workers = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=60)
+    assert not any(w.is_alive() for w in workers)
+
+
 @pytest.mark.parametrize("same_person", [False, True], ids=["many_persons", "one_person"])
 def test_concurrent_appends_from_eight_threads_form_valid_streams(db, session_factory, keys, same_person):
     threads, rounds, per_round = 8, 5, 4
@@ -766,12 +776,7 @@ def test_concurrent_appends_from_eight_threads_form_valid_streams(db, session_fa
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    workers = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=60)
-    assert not any(w.is_alive() for w in workers)
+    _run_threads(worker, threads)
     assert not errors, errors
     total = threads * rounds * per_round
     assert count(db) == total
@@ -1133,11 +1138,7 @@ def test_hinted_appends_from_eight_threads_to_one_stream_stay_one_chain(db, sess
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    workers = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=60)
+    _run_threads(worker, threads)
     assert not errors, errors
     total = threads * sum(1 + r % 2 for r in range(rounds))
     seqs = assert_streams_sound(db)

@@ -371,10 +371,8 @@ XES_EXTENSIONS = (("Concept", "concept", "http://www.xes-standard.org/concept.xe
                   ("Lifecycle", "lifecycle", "http://www.xes-standard.org/lifecycle.xesext"))
 
 
-def to_xes(log: PublishedLog, release: Mapping[str, Any]) -> bytes:
-    """XES (IEEE 1849), flattened per chain: one trace per chain, its events with activity
-    (``concept:name``), time (``time:timestamp``), responsible organisation kind
-    (``org:group``) and ``lifecycle:transition`` complete; the metadata as log attributes."""
+def _xes_head(log: PublishedLog, release: Mapping[str, Any]) -> list[str]:
+    """The lines of an XES log before its traces: extensions, globals, classifier, metadata."""
     out = ['<?xml version="1.0" encoding="UTF-8"?>',
            '<log xes.version="1849-2016" xes.features="" xmlns="http://www.xes-standard.org/">']
     for name, prefix, uri in XES_EXTENSIONS:
@@ -387,6 +385,14 @@ def to_xes(log: PublishedLog, release: Mapping[str, Any]) -> bytes:
     for name, typ, value in _metadata_attributes(log, release):
         tag = {"integer": "int", "float": "float"}.get(typ, "string")
         out.append(f"  <{tag} key={quoteattr(name)} value={quoteattr(value)}/>")
+    return out
+
+
+def to_xes(log: PublishedLog, release: Mapping[str, Any]) -> bytes:
+    """XES (IEEE 1849), flattened per chain: one trace per chain, its events with activity
+    (``concept:name``), time (``time:timestamp``), responsible organisation kind
+    (``org:group``) and ``lifecycle:transition`` complete; the metadata as log attributes."""
+    out = _xes_head(log, release)
     for trace in log.traces:
         out.append(f'  <trace><string key="concept:name" value={quoteattr(trace.id)}/>'
                    f'<string key="Kettenart" value={quoteattr(trace.template)}/>')
@@ -571,18 +577,7 @@ def xes_chunks(log: PublishedLog | StoredLog | Mapping[str, Any], release: Mappi
     """:func:`to_xes` in chunks of bytes, a thousand traces a chunk; ``log`` as for
     :func:`ocel_chunks`."""
     load, log = _head(log)
-    out = ['<?xml version="1.0" encoding="UTF-8"?>',
-           '<log xes.version="1849-2016" xes.features="" xmlns="http://www.xes-standard.org/">']
-    for name, prefix, uri in XES_EXTENSIONS:
-        out.append(f"  <extension name={quoteattr(name)} prefix={quoteattr(prefix)} uri={quoteattr(uri)}/>")
-    out.append('  <global scope="trace"><string key="concept:name" value=""/></global>')
-    out.append('  <global scope="event"><string key="concept:name" value=""/>'
-               f'<date key="time:timestamp" value="{_iso(EPOCH)}"/></global>')
-    out.append('  <classifier name="Aktivität" keys="concept:name"/>')
-    out.append(f'  <string key="concept:name" value={quoteattr("Integrationsketten")}/>')
-    for name, typ, value in _metadata_attributes(log, release):
-        tag = {"integer": "int", "float": "float"}.get(typ, "string")
-        out.append(f"  <{tag} key={quoteattr(name)} value={quoteattr(value)}/>")
+    out = _xes_head(log, release)
     return _xes_body(("\n".join(out) + "\n").encode("utf-8"), load)
 
 
