@@ -323,12 +323,10 @@ def _metadata_attributes(log: PublishedLog, release: Mapping[str, Any]) -> list[
     return rows
 
 
-def to_ocel(log: PublishedLog, release: Mapping[str, Any]) -> dict[str, Any]:
-    """OCEL 2.0 JSON: events typed by activity, related to their chain (``Kette``) and to the
-    organisation kind responsible (``Organisationsart``, qualifier ``zuständig``); one object of
-    type ``Export`` carries the metadata, with one event of its own (``Veröffentlichung
-    erstellt``, outside every chain). Attribute values are written as text and typed by the
-    declarations."""
+def _ocel_head(log: PublishedLog, release: Mapping[str, Any]
+               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str], list[dict[str, Any]]]:
+    """What an OCEL log holds before its chains: the object and event types, the organisation
+    kinds' ids, and the objects that are not chains (the Export object, the organisation kinds)."""
     meta = _metadata_attributes(log, release)
     object_types = [
         {"name": CHAIN_TYPE, "attributes": [{"name": "Kettenart", "type": "string"}]},
@@ -338,12 +336,22 @@ def to_ocel(log: PublishedLog, release: Mapping[str, Any]) -> dict[str, Any]:
     event_types = [{"name": a, "attributes": [{"name": "Woche", "type": "integer"}]} for a in log.activities]
     event_types.append({"name": RELEASE_EVENT, "attributes": []})
     kind_ids = {kind: f"organisationsart-{i + 1}" for i, kind in enumerate(log.kinds)}
-    objects: list[dict[str, Any]] = [
-        {"id": "export", "type": EXPORT_TYPE,
-         "attributes": [{"name": n, "time": _STATIC, "value": v} for n, _t, v in meta], "relationships": []}]
-    objects += [{"id": kind_ids[kind], "type": KIND_TYPE,
-                 "attributes": [{"name": "Bezeichnung", "time": _STATIC, "value": kind}], "relationships": []}
-                for kind in log.kinds]
+    head = [{"id": "export", "type": EXPORT_TYPE,
+             "attributes": [{"name": n, "time": _STATIC, "value": v} for n, _t, v in meta], "relationships": []}]
+    head += [{"id": kind_ids[kind], "type": KIND_TYPE,
+              "attributes": [{"name": "Bezeichnung", "time": _STATIC, "value": kind}], "relationships": []}
+             for kind in log.kinds]
+    return object_types, event_types, kind_ids, head
+
+
+def to_ocel(log: PublishedLog, release: Mapping[str, Any]) -> dict[str, Any]:
+    """OCEL 2.0 JSON: events typed by activity, related to their chain (``Kette``) and to the
+    organisation kind responsible (``Organisationsart``, qualifier ``zuständig``); one object of
+    type ``Export`` carries the metadata, with one event of its own (``Veröffentlichung
+    erstellt``, outside every chain). Attribute values are written as text and typed by the
+    declarations."""
+    object_types, event_types, kind_ids, head = _ocel_head(log, release)
+    objects: list[dict[str, Any]] = list(head)
     timed: list[tuple[str, int, int, dict[str, Any]]] = []
     for trace in log.traces:
         objects.append({"id": trace.id, "type": CHAIN_TYPE,
@@ -448,20 +456,7 @@ def ocel_chunks(log: PublishedLog | StoredLog | Mapping[str, Any], release: Mapp
     is read at once (a malformed one raises here, before anything is sent) and its chains only
     after the first chunk, the document's head, is out."""
     load, log = _head(log)
-    meta = _metadata_attributes(log, release)
-    object_types = [
-        {"name": CHAIN_TYPE, "attributes": [{"name": "Kettenart", "type": "string"}]},
-        {"name": KIND_TYPE, "attributes": [{"name": "Bezeichnung", "type": "string"}]},
-        {"name": EXPORT_TYPE, "attributes": [{"name": n, "type": t} for n, t, _ in meta]},
-    ]
-    event_types = [{"name": a, "attributes": [{"name": "Woche", "type": "integer"}]} for a in log.activities]
-    event_types.append({"name": RELEASE_EVENT, "attributes": []})
-    kind_ids = {kind: f"organisationsart-{i + 1}" for i, kind in enumerate(log.kinds)}
-    head = [{"id": "export", "type": EXPORT_TYPE,
-             "attributes": [{"name": n, "time": _STATIC, "value": v} for n, _t, v in meta], "relationships": []}]
-    head += [{"id": kind_ids[kind], "type": KIND_TYPE,
-              "attributes": [{"name": "Bezeichnung", "time": _STATIC, "value": kind}], "relationships": []}
-             for kind in log.kinds]
+    object_types, event_types, kind_ids, head = _ocel_head(log, release)
     release_event = {"id": "export/1", "type": RELEASE_EVENT, "time": _iso(EPOCH), "attributes": [],
                      "relationships": [{"objectId": "export", "qualifier": "Veröffentlichung"}]}
 
