@@ -804,7 +804,7 @@ ACK_PHASES = [
     ("casemgmt.handovers.service", "check_free_text", "reason check (check_free_text)"),
     ("casemgmt.handovers.service", "_regime_before", "decision point: the Rechtskreis before (_regime_before)"),
     ("casemgmt.handovers.service", "write_audit", "audit staging (write_audit)"),
-    ("casemgmt.privacy.audit", "_append_rows", "audit append at commit: one statement on the head read with the lock, else head lock + insert (_append_rows)"),
+    ("casemgmt.privacy.audit", "_append_rows", "audit append at commit, on the head the lock read (_append_rows)"),
     ("casemgmt.handovers.service", "_read_out", "answer: second read after the commit + model (_read_out)"),
     ("casemgmt.handovers.service", "_answer_out", "answer: events + model, in the transaction (_answer_out)"),
     ("casemgmt.handovers.service", "respond",
