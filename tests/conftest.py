@@ -235,6 +235,29 @@ def client(app) -> Iterator:
 
 
 @pytest.fixture
+def sqlite_app(tmp_path: Path, settings: Settings, policies: Policies) -> Iterator:
+    """The app on a SQLite file (the README's demo database) with the Kreis and the templates:
+    ``(client, world, clock, engine)``."""
+    from fastapi.testclient import TestClient
+
+    from casemgmt.app import create_app
+    from casemgmt.chains.catalog import register_templates
+
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    with make_sessionmaker(engine)() as session:
+        world = build_world(session)
+        register_templates(session, policies.templates, datetime(2026, 1, 5, tzinfo=UTC))
+    clock = FakeClock(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
+    app = create_app(settings.model_copy(update={"database_url": url, "demo_login": True}), engine=engine,
+                     policies=policies, clock=clock, master_key=MASTER_KEY)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client, world, clock, engine
+    engine.dispose()
+
+
+@pytest.fixture
 def auth(settings: Settings, clock: FakeClock):
     """``auth("ennetal_ki", "case_manager")`` -> request headers with a fresh dev token."""
     from casemgmt.auth.tokens import mint_dev_token

@@ -6,16 +6,11 @@ SQLite, the README's demo database, one statement each: both are walked here."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
-import pytest
 from http_helpers import ok
 from test_api import events, get_chain, new_person, started, step
 from test_handovers_api import ABH, KI, handover, respond
-
-from casemgmt.database import make_engine, make_sessionmaker
-from casemgmt.migrations import upgrade
 
 
 def _as_read(client, headers, answer: dict[str, Any]) -> None:
@@ -66,31 +61,8 @@ def test_answers_are_what_a_read_shows_on_postgresql(client, auth, world, clock)
     _walk(client, auth, world.organisations, world.jurisdictions["wittmar"], clock)
 
 
-@pytest.fixture
-def sqlite_app(tmp_path, settings, policies):
-    from conftest import MASTER_KEY, FakeClock
-    from fastapi.testclient import TestClient
-
-    from casemgmt.app import create_app
-    from casemgmt.chains.catalog import register_templates
-    from casemgmt.demo.world import build_world
-
-    url = f"sqlite:///{tmp_path / 'demo.db'}"
-    engine = make_engine(url)
-    upgrade(engine)
-    with make_sessionmaker(engine)() as session:
-        world = build_world(session)
-        register_templates(session, policies.templates, datetime(2026, 1, 5, tzinfo=UTC))
-    clock = FakeClock(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
-    app = create_app(settings.model_copy(update={"database_url": url}), engine=engine, policies=policies,
-                     clock=clock, master_key=MASTER_KEY)
-    with TestClient(app, raise_server_exceptions=False) as client:
-        yield client, world, clock
-    engine.dispose()
-
-
 def test_answers_are_what_a_read_shows_on_sqlite(sqlite_app, auth):
-    client, world, clock = sqlite_app
+    client, world, clock, _ = sqlite_app
     _walk(client, auth, world.organisations, world.jurisdictions["wittmar"], clock)
 
 

@@ -5,36 +5,17 @@ first (it once made every refused page wait five seconds and answer 503)."""
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
 
-from casemgmt.database import make_engine, make_sessionmaker
-from casemgmt.migrations import upgrade
+from casemgmt.database import make_sessionmaker
 
 
 @pytest.fixture
-def sqlite_web(tmp_path, settings, policies):
-    from conftest import MASTER_KEY, FakeClock
-    from fastapi.testclient import TestClient
-
-    from casemgmt.app import create_app
-    from casemgmt.chains.catalog import register_templates
-    from casemgmt.demo.world import build_world
-
-    url = f"sqlite:///{tmp_path / 'demo.db'}"
-    engine = make_engine(url)
-    upgrade(engine)
-    with make_sessionmaker(engine)() as session:
-        build_world(session)
-        register_templates(session, policies.templates, datetime(2026, 1, 5, tzinfo=UTC))
-    app = create_app(settings.model_copy(update={"demo_login": True, "database_url": url}), engine=engine,
-                     policies=policies, clock=FakeClock(datetime(2026, 3, 2, 9, 0, tzinfo=UTC)),
-                     master_key=MASTER_KEY)
-    with TestClient(app, raise_server_exceptions=False) as client:
-        yield client, engine
-    engine.dispose()
+def sqlite_web(sqlite_app):
+    client, _, _, engine = sqlite_app
+    return client, engine
 
 
 def test_a_refused_screen_answers_at_once_and_is_audited_on_sqlite(sqlite_web):
