@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -79,6 +80,22 @@ def drop_database(name: str) -> None:
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+def backend_gone(owner: Engine, pid: int, timeout: float) -> bool:
+    """Whether the PostgreSQL backend ``pid`` ended within ``timeout`` seconds. Each look is its
+    own transaction: pg_stat_activity is a snapshot taken at a transaction's first look and kept
+    until it ends, so polling inside one transaction keeps seeing a backend that has gone."""
+    deadline = time.monotonic() + timeout
+    with owner.connect() as conn:
+        while True:
+            there = conn.execute(text("SELECT 1 FROM pg_stat_activity WHERE pid = :p"), {"p": pid}).first()
+            conn.rollback()
+            if not there:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ from test_handovers_api import ABH, KI, SOZ, handover, respond
 
 from casemgmt.database import make_engine
 from casemgmt.privacy.audit import verify
+from conftest import backend_gone
 
 
 @contextmanager
@@ -42,10 +43,8 @@ def kill_backend_on(engine: Engine, owner: Engine, matches: Callable[[str], bool
         killed.append(pid)
         with owner.connect() as admin:
             admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-            for _ in range(200):  # until the backend is really gone
-                if not admin.execute(text("SELECT 1 FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}).first():
-                    break
-                time.sleep(0.01)
+            admin.commit()
+        assert backend_gone(owner, pid, timeout=10), f"backend {pid} outlived pg_terminate_backend"
 
     event.listen(engine, "before_cursor_execute", before)
     try:

@@ -25,7 +25,7 @@ from test_handover_escalation import free_port
 from test_handovers_api import KI, SOZ
 
 from casemgmt.privacy.audit import verify
-from conftest import MASTER_KEY, ROOT
+from conftest import MASTER_KEY, ROOT, backend_gone
 
 
 class Server:
@@ -79,7 +79,8 @@ def audit_heads_locked(owner) -> Iterator[None]:
 def waiting_worker(owner, timeout: float = 20) -> tuple[int, int]:
     """(backend pid, worker pid) of the service connection waiting for the audit heads. Only
     this test database's backends: with two test processes the other one's service (another
-    database) may be waiting for a lock too, and its process is not ours to kill."""
+    database) may be waiting for a lock too, and its process is not ours to kill. Each look is
+    its own transaction (pg_stat_activity is a snapshot kept until the transaction ends)."""
     deadline = time.monotonic() + timeout
     with owner.connect() as conn:
         while time.monotonic() < deadline:
@@ -87,20 +88,11 @@ def waiting_worker(owner, timeout: float = 20) -> tuple[int, int]:
                 "SELECT pid, application_name FROM pg_stat_activity "
                 "WHERE datname = current_database() AND application_name LIKE 'casemgmt pid %' "
                 "AND wait_event_type = 'Lock'")).first()
+            conn.rollback()
             if row:
                 return row.pid, int(row.application_name.rsplit(" ", 1)[1])
             time.sleep(0.05)
     raise AssertionError("no request waited for the lock")
-
-
-def backend_gone(owner, pid: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    with owner.connect() as conn:
-        while time.monotonic() < deadline:
-            if not conn.execute(text("SELECT 1 FROM pg_stat_activity WHERE pid = :p"), {"p": pid}).first():
-                return
-            time.sleep(0.05)
-    raise AssertionError(f"backend {pid} is still there")
 
 
 def prepared_chain(server: Server, auth, world) -> tuple[dict, dict]:
@@ -144,7 +136,7 @@ def test_worker_killed_mid_request_leaves_nothing_half_done(server, auth, world,
         t.join(30)
     # The killed worker's transaction (step state and event written, audit waiting) was never
     # committed: PostgreSQL rolls it back when the connection's other end is gone.
-    backend_gone(owner_db, backend)
+    assert backend_gone(owner_db, backend, timeout=20), f"backend {backend} is still there"
     assert out and (isinstance(out[0], Exception) or out[0].status_code >= 500)
     with owner_db.connect() as conn:
         assert conn.execute(text("SELECT version FROM chains WHERE id = :c"), {"c": chain["id"]}).scalar_one() == \
