@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from web_helpers import click_and_wait
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None)
@@ -121,42 +122,7 @@ class Page:
 
     def click(self, element) -> None:
         """Click a link or button that loads another page, and wait for it."""
-        from selenium.common.exceptions import WebDriverException
-        from selenium.webdriver.support.ui import WebDriverWait
-
-        try:
-            element.click()
-        except WebDriverException as exc:
-            # chromedriver sometimes reports the click after the page it started has replaced
-            # the document; the click happened, the wait below sees the new page.
-            if "does not belong to the document" not in str(exc):
-                raise
-
-        def gone(_driver) -> bool:
-            # Stale, or (while Chrome swaps documents) "does not belong to the document".
-            try:
-                element.is_enabled()
-                return False
-            except WebDriverException:
-                return True
-
-        WebDriverWait(self.d, 15).until(gone)
-        self.loaded()
-
-    def loaded(self) -> None:
-        """Wait until the new document has loaded (a post answered by a redirect loads twice)."""
-        from selenium.webdriver.support.ui import WebDriverWait
-
-        from selenium.common.exceptions import WebDriverException
-
-        def complete(d) -> bool:
-            try:
-                return d.execute_script("return document.readyState === 'complete' && "
-                                        "!!document.querySelector('footer')")
-            except WebDriverException:
-                return False
-
-        WebDriverWait(self.d, 15).until(complete)
+        click_and_wait(self.d, element, timeout=15)
 
     def path(self) -> str:
         return self.d.current_url.removeprefix(self.base)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from http_helpers import ok
 from test_conferences_api import MOD, conference, consenting_case, finding, phase
-from web_helpers import demo_app  # noqa: F401 (fixture)
+from web_helpers import click_and_wait, demo_app  # noqa: F401 (fixture)
 
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 WCAG_21_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
@@ -70,12 +70,7 @@ def chrome() -> Iterator[webdriver.Chrome]:
 
 def submit(d, button) -> None:
     """Click a link or a form's button and wait until the next page has replaced this one."""
-    from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    page = d.find_element(By.TAG_NAME, "html")
-    button.click()
-    WebDriverWait(d, 20).until(expected_conditions.staleness_of(page))
+    click_and_wait(d, button, app_page=False)
 
 
 def sign_in(d, base: str, user: str) -> None:

@@ -80,3 +80,38 @@ def browser_of(demo_app):
     yield make
     for c in opened:
         c.__exit__(None, None, None)
+
+
+def click_and_wait(d, element, timeout: float = 20, app_page: bool = True) -> None:
+    """Click a link or a form's button and wait until the next page has replaced this one and
+    has loaded; with ``app_page``, until it is one of the interface's pages (with its footer;
+    the Sprachenpass to print is not). While Chrome swaps documents,
+    chromedriver may answer a look at the old page's elements with "does not belong to the
+    document" (an "unhandled inspector error") instead of a stale element: that is gone too."""
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        element.click()
+    except WebDriverException as exc:
+        # chromedriver sometimes reports the click after the page it started has replaced the
+        # document; the click happened, the wait below sees the new page.
+        if "does not belong to the document" not in str(exc):
+            raise
+
+    def gone(_driver) -> bool:
+        try:
+            element.is_enabled()
+            return False
+        except WebDriverException:
+            return True
+
+    def complete(driver) -> bool:
+        try:
+            return driver.execute_script("return document.readyState === 'complete' && "
+                                         "(!arguments[0] || !!document.querySelector('footer'))", app_page)
+        except WebDriverException:
+            return False
+
+    WebDriverWait(d, timeout).until(gone)
+    WebDriverWait(d, timeout).until(complete)
