@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import stat
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -490,7 +491,11 @@ def test_the_demo_writes_a_checkpoint_with_a_key_it_creates(tmp_path, monkeypatc
             time.sleep(0.1)
         stop.set()
         assert len(lines(tmp_path / ".casemgmt" / "audit-checkpoints")) >= 4
-        time.sleep(0.5)
+        # A checkpoint under way when told to stop is finished first; then the thread ends.
+        for thread in threading.enumerate():
+            if thread.name == "demo-audit-checkpoints":
+                thread.join(30)
+                assert not thread.is_alive()
         settled = len(lines(tmp_path / ".casemgmt" / "audit-checkpoints"))
         time.sleep(0.5)
         assert len(lines(tmp_path / ".casemgmt" / "audit-checkpoints")) == settled  # stopped

@@ -219,23 +219,31 @@ def test_database_gone_and_back_while_requests_run(proxied_client, auth, world):
     stop = threading.Event()
 
     def reader() -> None:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 120  # a bound for a test gone wrong, not a timing
         while not stop.is_set() and time.monotonic() < deadline:
             statuses.append(client.get(f"/persons/{person['id']}", headers=ki).status_code)
+
+    def seen_from(mark: int, status: int) -> None:
+        """Until a reader got ``status`` after the first ``mark`` answers (conditions, not
+        sleeps: on a busy machine a request may take longer than any fixed pause)."""
+        deadline = time.monotonic() + 60
+        while status not in statuses[mark:]:
+            assert time.monotonic() < deadline, f"no {status} after answer {mark}: {statuses[mark:]}"
+            time.sleep(0.02)
 
     readers = [threading.Thread(target=reader) for _ in range(3)]
     for t in readers:
         t.start()
-    time.sleep(0.3)
+    seen_from(0, 200)
     proxy.cut()
-    time.sleep(0.5)
+    seen_from(len(statuses), 503)
     during = client.get(f"/persons/{person['id']}", headers=ki)
     ready = client.get("/health/ready")
     proxy.restore()
-    time.sleep(0.3)
+    seen_from(len(statuses), 200)
     stop.set()
     for t in readers:
-        t.join()
+        t.join(60)
     unavailable(during)
     assert problem(ready, 503, "not-ready")["failing"] == ["database"]
     assert set(statuses) <= {200, 503}, statuses  # never a 500

@@ -158,7 +158,7 @@ class Mailbox:
         self.controller: Controller | None = None
 
     def start(self) -> Mailbox:
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, ready_timeout=30)
         self.controller.start()
         return self
 
@@ -236,8 +236,8 @@ def channels(box: Mailbox | None = None, secret: str | None = SECRET, port: int 
     # The local webhook receiver listens on 127.0.0.1: reachable only with private networks allowed.
     return {
         "email": EmailChannel("127.0.0.1", port or (box.port if box else free_port()),
-                              "casemgmt@ennetal.example", timeout=5),
-        "webhook": WebhookChannel(secret=secret, timeout=5, allow_private_networks=True),
+                              "casemgmt@ennetal.example", timeout=30),
+        "webhook": WebhookChannel(secret=secret, timeout=30, allow_private_networks=True),
     }
 
 

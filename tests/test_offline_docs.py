@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -80,9 +81,8 @@ def test_swagger_ui_renders_in_a_browser_without_network(app, tmp_path):
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    for _ in range(200):
-        if server.started:
-            break
+    deadline = time.monotonic() + 60
+    while not server.started and time.monotonic() < deadline:
         threading.Event().wait(0.05)
     assert server.started
     port = server.servers[0].sockets[0].getsockname()[1]

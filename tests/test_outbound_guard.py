@@ -76,7 +76,7 @@ def fake_dns(monkeypatch, answers: dict[str, list[str] | list[list[str]]]) -> li
 
 
 def webhook(allow_private: bool = False, secret: str | None = SECRET, **kw: Any) -> dict[str, Any]:
-    return {"webhook": WebhookChannel(secret=secret, timeout=3, allow_private_networks=allow_private, **kw)}
+    return {"webhook": WebhookChannel(secret=secret, timeout=30, allow_private_networks=allow_private, **kw)}
 
 
 def deliver(session_factory, clock, chans) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -48,9 +49,8 @@ def server(settings, engine, owner_engine, policies, world, catalog):
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
-    for _ in range(200):
-        if srv.started:
-            break
+    deadline = time.monotonic() + 60
+    while not srv.started and time.monotonic() < deadline:
         threading.Event().wait(0.05)
     assert srv.started
     port = srv.servers[0].sockets[0].getsockname()[1]
@@ -123,6 +123,14 @@ class Page:
     def click(self, element) -> None:
         """Click a link or button that loads another page, and wait for it."""
         click_and_wait(self.d, element, timeout=15)
+
+    def loaded(self) -> None:
+        """Wait until the document has loaded (after a key that navigates)."""
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        WebDriverWait(self.d, 15).until(
+            lambda d: d.execute_script("return document.readyState === 'complete' && "
+                                       "!!document.querySelector('footer')"))
 
     def path(self) -> str:
         return self.d.current_url.removeprefix(self.base)
@@ -205,6 +213,7 @@ def _press(driver, key) -> None:
 
 def test_main_flow_in_the_browser_with_accessibility_checks(server, driver, world):
     from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
 
     page = Page(driver, server)
     page.open("/")
@@ -222,6 +231,8 @@ def test_main_flow_in_the_browser_with_accessibility_checks(server, driver, worl
     page.check("02-start-case-manager")
     link = _tab_to(driver, lambda e: e.tag_name == "a" and e.text == "Person registrieren")
     _press(driver, Keys.ENTER)
+    WebDriverWait(driver, 20).until(lambda d: page.path() == "/ui/personen/neu")
+    page.loaded()
     assert page.path() == "/ui/personen/neu"
     page.check("03-person-registrieren")
 
