@@ -11,5 +11,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def request_now(request: Request) -> datetime:
+async def request_now(request: Request) -> datetime:
+    """Dependency: the request's now. A coroutine, so FastAPI calls it on the event loop instead
+    of handing it to a worker thread and back (it does no I/O)."""
     return request.app.state.clock()

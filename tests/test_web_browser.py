@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from web_helpers import click_and_wait
+from web_helpers import click_and_wait, wait_loaded
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None)
@@ -126,11 +126,7 @@ class Page:
 
     def loaded(self) -> None:
         """Wait until the document has loaded (after a key that navigates)."""
-        from selenium.webdriver.support.ui import WebDriverWait
-
-        WebDriverWait(self.d, 15).until(
-            lambda d: d.execute_script("return document.readyState === 'complete' && "
-                                       "!!document.querySelector('footer')"))
+        wait_loaded(self.d, 15)
 
     def path(self) -> str:
         return self.d.current_url.removeprefix(self.base)
@@ -212,6 +208,7 @@ def _press(driver, key) -> None:
 
 
 def test_main_flow_in_the_browser_with_accessibility_checks(server, driver, world):
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -231,7 +228,8 @@ def test_main_flow_in_the_browser_with_accessibility_checks(server, driver, worl
     page.check("02-start-case-manager")
     link = _tab_to(driver, lambda e: e.tag_name == "a" and e.text == "Person registrieren")
     _press(driver, Keys.ENTER)
-    WebDriverWait(driver, 20).until(lambda d: page.path() == "/ui/personen/neu")
+    WebDriverWait(driver, 20, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: page.path() == "/ui/personen/neu")
     page.loaded()
     assert page.path() == "/ui/personen/neu"
     page.check("03-person-registrieren")

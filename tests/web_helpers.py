@@ -85,9 +85,9 @@ def browser_of(demo_app):
 def click_and_wait(d, element, timeout: float = 20, app_page: bool = True) -> None:
     """Click a link or a form's button and wait until the next page has replaced this one and
     has loaded; with ``app_page``, until it is one of the interface's pages (with its footer;
-    the Sprachenpass to print is not). While Chrome swaps documents,
-    chromedriver may answer a look at the old page's elements with "does not belong to the
-    document" (an "unhandled inspector error") instead of a stale element: that is gone too."""
+    the Sprachenpass to print is not). While Chrome swaps documents, chromedriver may answer a
+    look at the old page's elements with "does not belong to the document" (an "unhandled
+    inspector error") instead of a stale element: that is gone too."""
     from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -106,6 +106,16 @@ def click_and_wait(d, element, timeout: float = 20, app_page: bool = True) -> No
         except WebDriverException:
             return True
 
+    WebDriverWait(d, timeout).until(gone)
+    wait_loaded(d, timeout, app_page)
+
+
+def wait_loaded(d, timeout: float = 20, app_page: bool = True) -> None:
+    """Wait until the document has loaded; with ``app_page``, until it is one of the
+    interface's pages (with its footer). A look while Chrome swaps documents may fail: not yet."""
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.support.ui import WebDriverWait
+
     def complete(driver) -> bool:
         try:
             return driver.execute_script("return document.readyState === 'complete' && "
@@ -113,5 +123,4 @@ def click_and_wait(d, element, timeout: float = 20, app_page: bool = True) -> No
         except WebDriverException:
             return False
 
-    WebDriverWait(d, timeout).until(gone)
     WebDriverWait(d, timeout).until(complete)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -68,10 +68,11 @@ def actor_for_claims(request: Request, session: Session, claims: TokenClaims) ->
     return request.state.actor
 
 
-def require(permission: str) -> Callable[..., Actor]:
+def require(permission: str) -> Callable[..., Awaitable[Actor]]:
     """Dependency: the caller, who must hold ``permission`` through one of their roles."""
 
-    def _check(request: Request, actor: Actor = Depends(current_actor)) -> Actor:
+    # A coroutine: it does no I/O, so it runs on the event loop instead of a worker thread.
+    async def _check(request: Request, actor: Actor = Depends(current_actor)) -> Actor:
         if not request.app.state.policies.roles.allows(actor.roles, permission):
             raise Forbidden(
                 f"your roles ({', '.join(sorted(actor.roles)) or 'none'}) do not allow {permission}",

@@ -8,7 +8,7 @@ scope, the privacy exit point and the audit of reads and refusals are the API's 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -93,11 +93,12 @@ def signed_in(request: Request, db: Session = Depends(get_session),
     return user
 
 
-def need(permission: str) -> Callable[..., WebUser]:
+def need(permission: str) -> Callable[..., Awaitable[WebUser]]:
     """Dependency: the signed-in user, who must hold ``permission`` (else 403, as the API)."""
     from casemgmt.problems import Forbidden
 
-    def _check(request: Request, user: WebUser = Depends(signed_in)) -> WebUser:
+    # A coroutine: it does no I/O, so it runs on the event loop instead of a worker thread.
+    async def _check(request: Request, user: WebUser = Depends(signed_in)) -> WebUser:
         if not user.may(request, permission):
             raise Forbidden(f"your roles ({', '.join(sorted(user.actor.roles)) or 'none'}) do not allow "
                             f"{permission}", permission=permission)
