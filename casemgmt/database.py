@@ -59,8 +59,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def make_engine(url: str, **kwargs) -> Engine:
-    """Create an engine; SQLite gets foreign keys switched on (off by default there)."""
+def make_engine(url: str, durable: bool = True, **kwargs) -> Engine:
+    """Create an engine; SQLite gets foreign keys switched on (off by default there).
+
+    ``durable=False`` (SQLite only) is for a file that is thrown away unless everything written
+    to it succeeds, such as the demo's seeding file: no journal on disk and no syncs, so a crash
+    may leave the file corrupt, but commits cost a fraction."""
     if url.startswith("sqlite"):
         kwargs.setdefault("connect_args", {"check_same_thread": False})
         engine = create_engine(url, **kwargs)
@@ -69,11 +73,15 @@ def make_engine(url: str, **kwargs) -> Engine:
         def _sqlite_pragmas(dbapi_conn, _record):
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA busy_timeout=5000")
-            # The SQLite file is the demo default: WAL with NORMAL sync cannot corrupt the file,
-            # it only risks the last commits on power loss, and makes commits far cheaper.
-            cur.execute("PRAGMA synchronous=NORMAL")
+            if durable:
+                cur.execute("PRAGMA journal_mode=WAL")
+                # The SQLite file is the demo default: WAL with NORMAL sync cannot corrupt the
+                # file, it only risks the last commits on power loss, and makes commits far cheaper.
+                cur.execute("PRAGMA synchronous=NORMAL")
+            else:
+                cur.execute("PRAGMA journal_mode=MEMORY")
+                cur.execute("PRAGMA synchronous=OFF")
             cur.close()
             # Let SQLAlchemy, not the driver, open transactions (see _begin_immediate).
             dbapi_conn.isolation_level = None
@@ -85,6 +93,8 @@ def make_engine(url: str, **kwargs) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
+    if not durable:
+        raise ValueError("durable=False is for SQLite files only")
     # A connection that was in use a moment ago is alive: pinging it at every checkout cost a
     # round trip per transaction (see bench/README.md, transitions). Only a connection that sat in
     # the pool for a while is pinged (see _ping_if_idle); a dead one is replaced before use.
