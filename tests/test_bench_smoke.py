@@ -30,6 +30,8 @@ HEADINGS = {
     "ocel.py": ["## OCEL export", "same bytes as before: yes", "## Over HTTP", "## Targets"],
     # Its exit status is 1 on any error, so the smoke run also asserts the mix answers as expected.
     "load.py": ["## Load: 5 users", "## Latency per request kind", "## Target"],
+    # The README's first command, timed: it also fails if /docs never answers.
+    "demo.py": ["## Demo: each run", "## Target"],
 }
 
 

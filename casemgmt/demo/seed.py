@@ -637,7 +637,7 @@ def seed_demo(settings: Settings, persons: int = 400, seed: int = 2017,
     A SQLite file that does not exist yet (the default demo) is seeded aside, in a file next to
     it without a journal on disk, and renamed to its name only once the seed is whole: an
     interrupted seeding leaves no demo database behind, and the seed does not wait for the disk
-    (the demo answered 4-8 s sooner in bench/README.md's measurement)."""
+    (about 1 s less per demo start in bench/demo.py's runs; the seed's CPU time is unchanged)."""
     now = now or datetime.now(UTC)
     policies = policies or load_policies(settings.policy_dir)
     target = _new_sqlite_file(settings.database_url)
