@@ -37,16 +37,6 @@ TARGET_S = 30.0  # issue 14: the demo serves within 30 s of the install finishin
 MILESTONES = (("seed", "Demo database:"), ("releases and checkpoint", "Web interface:"))
 
 
-def _peak_rss_mib(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
 def one_run(package_root: Path, persons: int, timeout: float) -> dict[str, Any]:
     """One `casemgmt demo` from an empty directory until /docs answers 200."""
     import httpx
@@ -79,7 +69,7 @@ def one_run(package_root: Path, persons: int, timeout: float) -> dict[str, Any]:
                     pass
                 time.sleep(0.05)
             docs = time.perf_counter() - start
-            cpu, rss = h.cpu_seconds_of(proc.pid), _peak_rss_mib(proc.pid)
+            cpu, peak_kb = h.cpu_seconds_of(proc.pid), h.vm_kb("VmHWM", proc.pid)
             database = Path(workdir) / "casemgmt.db"
             size = database.stat().st_size / 2**20 if database.exists() else None
         finally:
@@ -93,7 +83,7 @@ def one_run(package_root: Path, persons: int, timeout: float) -> dict[str, Any]:
     seed = seen.get("seed", docs)
     released = seen.get("releases and checkpoint", seed)
     return {"docs_s": docs, "seed_s": seed, "releases_s": released - seed, "server_s": docs - released,
-            "cpu_s": cpu, "peak_rss_mib": rss, "database_mib": size}
+            "cpu_s": cpu, "peak_rss_mib": None if peak_kb is None else peak_kb / 1024, "database_mib": size}
 
 
 def run(bench: h.Bench, args: argparse.Namespace) -> None:

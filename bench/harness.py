@@ -141,10 +141,10 @@ def is_local(url: str) -> bool:
     return make_url(url).host in (None, "", "localhost", "127.0.0.1", "::1")
 
 
-def vm_kb(name: str) -> int | None:
-    """A line of /proc/self/status in KiB (VmRSS, VmHWM)."""
+def vm_kb(name: str, pid: int | str = "self") -> int | None:
+    """A line of /proc/<pid>/status in KiB (VmRSS, VmHWM); this process's by default."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(name + ":"):
                 return int(line.split()[1])
     except OSError:
