@@ -48,9 +48,6 @@ from casemgmt.steering.releases import due_quarters, run_releases  # noqa: E402
 READS = ("inbox", "person", "chain", "chains", "report")
 READ_P95_TARGET_MS = 300
 WEIGHTS = {"inbox": 25, "person": 25, "chain": 12, "chains": 8, "step": 13, "ack": 9, "report": 8}
-# Every simulated user comes from 127.0.0.1: the per-address limits would be what is measured.
-NO_ADDRESS_LIMITS = {"CASEMGMT_RATE_LIMIT_EXPENSIVE_PER_ADDRESS": "0", "CASEMGMT_RATE_LIMIT_WRITES_PER_ADDRESS": "0",
-                     "CASEMGMT_RATE_LIMIT_EXPENSIVE_PER_SUBJECT": "0"}
 
 
 @dataclass
@@ -185,7 +182,7 @@ def run(bench: h.Bench, args: argparse.Namespace) -> None:
     db = bench.database("main")
     bench.server_facts(db.owner_url)
     towns = prepare(db.service_url)
-    with h.Server(db.service_url, bench.master, args.workers, NO_ADDRESS_LIMITS) as server:
+    with h.Server(db.service_url, bench.master, args.workers, h.NO_RATE_LIMITS) as server:
         bench.phase("seeding")
         t0 = time.monotonic()
         plans = seed(server, towns["wittmar"], args.users, args.handovers)

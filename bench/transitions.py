@@ -636,17 +636,11 @@ def measure_sql(app: h.App, transitions: int, profile: bool) -> dict[str, Any]:
 # HTTP: uvicorn in a subprocess, client threads
 
 
-# The write and expensive-request limits are switched off (0): from one address at this rate the
-# limiter would be what is measured (see README: Request limits).
-NO_RATE_LIMITS = {f"CASEMGMT_RATE_LIMIT_{kind}_PER_{who}": "0"
-                  for kind in ("WRITES", "EXPENSIVE") for who in ("SUBJECT", "ADDRESS")}
-
-
 def measure_http(bench: h.Bench, app: h.App, seconds: float, clients: int, workers: int) -> dict[str, Any]:
     import httpx
 
     template = app.catalog.current[TEMPLATE_KEY]
-    with h.Server(app.url, app.master, workers, NO_RATE_LIMITS) as server:
+    with h.Server(app.url, app.master, workers, h.NO_RATE_LIMITS) as server:
         with app.engine.connect() as conn:
             chains = load_chain_states(conn)
         tokens = {o.id: server.token(o.key, sorted(h.actor_for(o).roles), f"bench.{o.key}")["Authorization"]
