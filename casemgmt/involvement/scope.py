@@ -207,18 +207,3 @@ def formerly_involved_with_person(session: Session, organisation_id: int, person
         .exists(),
     ]
     return bool(session.scalar(select(or_(*clauses))))
-
-
-def chain_access(session: Session, organisation_id: int, chain_id: uuid.UUID
-                 ) -> tuple[Access, datetime | None] | None:
-    """How the organisation may see the chain: (current, None), (former, until), or None."""
-    row = session.execute(
-        select(chains_t.c.id, chain_involvement(organisation_id).label("involved"))
-        .where(chains_t.c.id == chain_id)
-    ).first()
-    if row is None:
-        return None
-    if row.involved:
-        return Access.current, None
-    until = former_until(session, organisation_id, chain_id)
-    return (Access.former, until) if until is not None else None
