@@ -8,13 +8,14 @@ concurrent acknowledgements one success and nineteen 409s.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, literal, or_, select, union, update
+from sqlalchemy import Integer, and_, bindparam, func, insert, literal, or_, select, true, union, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -983,51 +984,21 @@ def inbox(session: Session, actor: Actor, box: Box, filters: InboxFilters, limit
     """Handovers to (incoming) or from (outgoing: sent, or of chains the organisation manages) the
     actor's organisation. Waiting ones come overdue first, then by due date; decided ones newest
     first. Each organisation column has its own index; the outgoing box merges two index scans."""
-    pending = filters.state is StateFilter.pending
-    waiting = pending or filters.state in (StateFilter.requested, StateFilter.escalated)
-    sort = handovers_t.c.due_at if waiting else handovers_t.c.responded_at
-    conds = []
-    if pending:
-        conds.append(handovers_t.c.state.in_(_PENDING))
-    else:
-        conds.append(handovers_t.c.state == filters.state.value)
+    params: dict[str, Any] = {"organisation_id": actor.organisation_id, "now": now, "limit": limit + 1}
     if filters.kind is not None:
-        conds.append(handovers_t.c.kind == filters.kind.value)
-    if filters.overdue is not None:
-        if waiting:
-            conds.append(handovers_t.c.due_at <= now if filters.overdue else handovers_t.c.due_at > now)
-        elif filters.overdue:
-            conds.append(literal(False))  # a decided handover is never overdue
+        params["kind"] = filters.kind.value
     if filters.chain_id is not None:
-        conds.append(handovers_t.c.chain_id == filters.chain_id)
-    # A restricted or erased person's handovers are stored, not listed (casemgmt.rights).
-    conds.append(active_person(handovers_t.c.person_id))
+        params["chain_id"] = filters.chain_id
     if cursor:
-        at, last_id = chains.decode_cursor(cursor)
-        if waiting:
-            conds.append(or_(sort > at, and_(sort == at, handovers_t.c.id > last_id)))
-        else:
-            conds.append(or_(sort < at, and_(sort == at, handovers_t.c.id < last_id)))
-    order = (sort.asc(), handovers_t.c.id.asc()) if waiting else (sort.desc(), handovers_t.c.id.desc())
-    parts = [
-        select(handovers_t.c.id, sort.label("sort")).where(column == actor.organisation_id, *conds)
-        .order_by(*order).limit(limit + 1)
-        for column in _box_columns(box)
-    ]
-    if len(parts) == 1:
-        ids_q = parts[0].subquery()
-    else:
-        ids_q = union(*(p.subquery().select() for p in parts)).subquery()
-    page_q = select(ids_q.c.id, ids_q.c.sort).order_by(
-        *((ids_q.c.sort.asc(), ids_q.c.id.asc()) if waiting else (ids_q.c.sort.desc(), ids_q.c.id.desc()))
-    ).limit(limit + 1)
-    page = session.execute(page_q).all()
+        params["cursor_at"], params["cursor_id"] = chains.decode_cursor(cursor)
+    page_q = _inbox_page_statement(box, filters.state, filters.kind is not None, filters.overdue,
+                                   filters.chain_id is not None, bool(cursor))
+    page = session.execute(page_q, params).all()
     more = len(page) > limit
     page = page[:limit]
     items: list[HandoverSummary] = []
     if page:
-        rows = {r.id: r for r in session.execute(
-            _with_orgs(select(*_LIST_COLUMNS)).where(handovers_t.c.id.in_([p.id for p in page])))}
+        rows = {r.id: r for r in session.execute(_INBOX_ROWS, {"ids": [p.id for p in page]})}
         items = [HandoverSummary(**_summary(rows[p.id], actor, now)) for p in page]
     counts = _counts(session, actor, box, now)
     session.rollback()
@@ -1035,38 +1006,104 @@ def inbox(session: Session, actor: Actor, box: Box, filters: InboxFilters, limit
     return HandoverPage(items=items, next_cursor=next_cursor, counts=counts)
 
 
-def _counts(session: Session, actor: Actor, box: Box, now: datetime) -> InboxCounts:
-    """Direct aggregates over covering indexes: the partial index of waiting handovers (with
-    ``state`` included) and the decided index limited to a window, so decided history does not
-    add to the cost. The outgoing box adds "sent by me" and "managed by me, sent by another", which
-    never overlap, instead of de-duplicating ids (that read every row again)."""
-    since = now - timedelta(days=DECIDED_WINDOW_DAYS)
+@functools.lru_cache(maxsize=512)
+def _inbox_page_statement(box: Box, state: StateFilter, kind: bool, overdue: bool | None, chain: bool,
+                          after_cursor: bool):
+    """The ids and sort keys of one inbox page, for one combination of filters, with every value
+    a bound parameter, built once: building it for each request cost more Python time than the
+    database spends on it."""
+    pending = state is StateFilter.pending
+    waiting = pending or state in (StateFilter.requested, StateFilter.escalated)
+    sort = handovers_t.c.due_at if waiting else handovers_t.c.responded_at
+    now = bindparam("now")
+    conds = []
+    if pending:
+        conds.append(handovers_t.c.state.in_(_PENDING))
+    else:
+        conds.append(handovers_t.c.state == state.value)
+    if kind:
+        conds.append(handovers_t.c.kind == bindparam("kind"))
+    if overdue is not None:
+        if waiting:
+            conds.append(handovers_t.c.due_at <= now if overdue else handovers_t.c.due_at > now)
+        elif overdue:
+            conds.append(literal(False))  # a decided handover is never overdue
+    if chain:
+        conds.append(handovers_t.c.chain_id == bindparam("chain_id"))
+    # A restricted or erased person's handovers are stored, not listed (casemgmt.rights).
+    conds.append(active_person(handovers_t.c.person_id))
+    if after_cursor:
+        at, last_id = bindparam("cursor_at", type_=sort.type), bindparam("cursor_id", type_=handovers_t.c.id.type)
+        if waiting:
+            conds.append(or_(sort > at, and_(sort == at, handovers_t.c.id > last_id)))
+        else:
+            conds.append(or_(sort < at, and_(sort == at, handovers_t.c.id < last_id)))
+    order = (sort.asc(), handovers_t.c.id.asc()) if waiting else (sort.desc(), handovers_t.c.id.desc())
+    limit = bindparam("limit", type_=Integer)
+    parts = [
+        select(handovers_t.c.id, sort.label("sort")).where(column == bindparam("organisation_id"), *conds)
+        .order_by(*order).limit(limit)
+        for column in _box_columns(box)
+    ]
+    if len(parts) == 1:
+        ids_q = parts[0].subquery()
+    else:
+        ids_q = union(*(p.subquery().select() for p in parts)).subquery()
+    return select(ids_q.c.id, ids_q.c.sort).order_by(
+        *((ids_q.c.sort.asc(), ids_q.c.id.asc()) if waiting else (ids_q.c.sort.desc(), ids_q.c.id.desc()))
+    ).limit(limit)
+
+
+_INBOX_ROWS = _with_orgs(select(*_LIST_COLUMNS)).where(handovers_t.c.id.in_(bindparam("ids", expanding=True)))
+
+
+@functools.lru_cache(maxsize=2)
+def _counts_statement(box: Box):
+    """The counts of a box in one statement (see _counts), built once."""
     state = handovers_t.c.state
-    org = actor.organisation_id
+    org = bindparam("organisation_id")
     if box is Box.incoming:
         parts = [handovers_t.c.receiver_organisation_id == org]
     else:
         parts = [handovers_t.c.sender_organisation_id == org,
                  and_(handovers_t.c.case_management_organisation_id == org,
                       handovers_t.c.sender_organisation_id != org)]
-    requested = escalated = overdue = 0
-    decided: dict[str, int] = {}
+    subqueries = []
     for part in parts:
-        w = session.execute(
-            select(
-                func.count().filter(state == HandoverState.requested.value),
-                func.count().filter(state == HandoverState.escalated.value),
-                func.count().filter(handovers_t.c.due_at <= now),
-            ).where(part, state.in_(_PENDING))
-        ).one()
-        requested, escalated, overdue = requested + w[0], escalated + w[1], overdue + w[2]
-        for name, n in session.execute(
-            select(state, func.count()).where(part, state.in_([s.value for s in lc.ENDED]),
-                                              handovers_t.c.responded_at >= since).group_by(state)
-        ).all():
-            decided[name] = decided.get(name, 0) + n
+        subqueries.append(select(
+            func.count().filter(state == HandoverState.requested.value).label("requested"),
+            func.count().filter(state == HandoverState.escalated.value).label("escalated"),
+            func.count().filter(handovers_t.c.due_at <= bindparam("now")).label("overdue"),
+        ).where(part, state.in_(_PENDING)).subquery())
+        subqueries.append(select(
+            *(func.count().filter(state == s.value).label(s.value) for s in _DECIDED),
+        ).where(part, state.in_([s.value for s in _DECIDED]),
+                handovers_t.c.responded_at >= bindparam("since")).subquery())
+    # Each part is its own one-row aggregate (over its own index); joined on TRUE into one row.
+    joined = subqueries[0]
+    for sub in subqueries[1:]:
+        joined = joined.join(sub, true())
+    return select(*(c for sub in subqueries for c in sub.c)).select_from(joined)
+
+
+_DECIDED = sorted(lc.ENDED, key=lambda s: s.value)
+
+
+def _counts(session: Session, actor: Actor, box: Box, now: datetime) -> InboxCounts:
+    """Direct aggregates over covering indexes: the partial index of waiting handovers (with
+    ``state`` included) and the decided index limited to a window, so decided history does not
+    add to the cost. The outgoing box adds "sent by me" and "managed by me, sent by another", which
+    never overlap, instead of de-duplicating ids (that read every row again). One round trip."""
+    row = session.execute(_counts_statement(box), {
+        "organisation_id": actor.organisation_id, "now": now,
+        "since": now - timedelta(days=DECIDED_WINDOW_DAYS)}).one()
+    # Per part: requested, escalated, overdue, then one count per decided state (as built).
+    names = ("requested", "escalated", "overdue", *(s.value for s in _DECIDED))
+    totals = dict.fromkeys(names, 0)
+    for i, value in enumerate(row):
+        totals[names[i % len(names)]] += value
     return InboxCounts(
-        requested=requested, escalated=escalated, overdue=overdue,
-        acknowledged=decided.get("acknowledged", 0), rejected=decided.get("rejected", 0),
-        withdrawn=decided.get("withdrawn", 0), decided_window_days=DECIDED_WINDOW_DAYS,
+        requested=totals["requested"], escalated=totals["escalated"], overdue=totals["overdue"],
+        acknowledged=totals.get("acknowledged", 0), rejected=totals.get("rejected", 0),
+        withdrawn=totals.get("withdrawn", 0), decided_window_days=DECIDED_WINDOW_DAYS,
     )
