@@ -84,12 +84,10 @@ def _audit(actor: Actor, conference_id: uuid.UUID, action: str, subtype: str,
 # --- vocabulary for the scrubber ------------------------------------------------------------------
 
 
-def domain_vocabulary(session: Session, policy: SteeringPolicy) -> frozenset[str]:
-    """Words of the domain that are never a person's name: towns, organisations, taxonomy."""
-    names = set(session.scalars(select(Jurisdiction.name)))
-    names |= set(session.scalars(select(Organisation.name)))
-    names |= set(policy.barrier_categories.values()) | set(policy.fields_of_action.values())
-    return frozenset(names)
+def taxonomy_words(policy: SteeringPolicy) -> frozenset[str]:
+    """The barrier taxonomy's titles: words of the domain that are never a person's name (the
+    scrubber also knows the towns and organisations)."""
+    return frozenset(policy.barrier_categories.values()) | frozenset(policy.fields_of_action.values())
 
 
 def agenda_persons(session: Session, conference_ids) -> list[uuid.UUID]:
@@ -109,7 +107,7 @@ def check_text(session: Session, privacy: Privacy, policy: SteeringPolicy, text:
     everyone in the records); refusals are audited."""
     check_free_text(session, privacy, text, field, agenda_persons(session, conference_ids), actor, now,
                     entity_type=entity_type, entity_id=entity_id,
-                    vocabulary=domain_vocabulary(session, policy))
+                    extra_words=taxonomy_words(policy))
 
 
 # --- conferences ----------------------------------------------------------------------------------

@@ -115,13 +115,14 @@ def deny_and_raise(session: Session, entry: AuditEntry, now: datetime, problem: 
 def check_free_text(session: Session, privacy: Privacy, text: str | None, field: str,
                     person_ids: Iterable[uuid.UUID], actor: Actor, now: datetime, *,
                     entity_type: str, entity_id: str | None,
-                    vocabulary: frozenset[str] | None = None) -> None:
+                    extra_words: Iterable[str] = ()) -> None:
     """Refuse a free text that carries personal data before it is stored (see
-    casemgmt.privacy.texts); the refusal is audited, the change rolled back."""
+    casemgmt.privacy.texts); the refusal is audited, the change rolled back. ``extra_words``:
+    more words of the domain that are never a person's name, besides towns and organisations."""
     if text is None:
         return
     found = texts.refusal(session, privacy.keys, text, field, person_ids, actor,
-                          entity_type=entity_type, entity_id=entity_id, vocabulary=vocabulary)
+                          entity_type=entity_type, entity_id=entity_id, extra_words=extra_words)
     if found is not None:
         deny_and_raise(session, found[0], now, found[1])
 
