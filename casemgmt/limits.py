@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from casemgmt.auth.tokens import verify_once
 from casemgmt.problems import PayloadTooLarge, RateLimited, problem_response
 
 MiB = 1024 * 1024
@@ -211,7 +212,7 @@ def _verified_subject(scope: dict[str, Any], verifier: Any) -> str | None:
     if scheme.lower() != "bearer" or not token.strip():
         return None
     try:
-        claims = verifier.verify(token.strip())
+        claims = verify_once(scope.setdefault("state", {}), verifier, token.strip())
     except Exception:  # any refusal: the route answers 401 itself; only the address counts
         return None
     return f"{claims.organisation_key}\x00{claims.user_id}"

@@ -20,6 +20,7 @@ from fastapi import Request
 from pydantic import BaseModel
 
 from casemgmt.auth.dependencies import current_actor
+from casemgmt.auth.tokens import verify_once
 from casemgmt.problems import NotAuthenticated, ValidationFailed
 
 # id(dependant) -> (dependant, declared query names, needs a token); the dependant is kept so a
@@ -89,4 +90,4 @@ def _authenticate(request: Request) -> None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise NotAuthenticated("send a bearer token: Authorization: Bearer <token>")
-    request.app.state.verifier.verify(token.strip())
+    verify_once(request.scope.setdefault("state", {}), request.app.state.verifier, token.strip())

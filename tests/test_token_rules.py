@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jose import jwt
 
-from casemgmt.auth.tokens import TokenVerifier, ensure_dev_keys
+from casemgmt.auth.tokens import TokenVerifier, ensure_dev_keys, verify_once
 from casemgmt.config import Settings
 from casemgmt.problems import Problem
 
@@ -139,3 +139,43 @@ def test_algorithm_of_another_family_than_the_key_is_refused(settings):
         verifier.verify(sign_claims(settings, key=attacker, algorithm="ES256"))
     assert info.value.status == 401 and "does not fit" in info.value.detail
     assert verifier.verify(sign_claims(settings)).user_id == "user-7"
+
+
+# --- one verification per request ------------------------------------------------------------
+
+
+class CountingVerifier(TokenVerifier):
+    def __init__(self, settings: Settings):
+        super().__init__(settings)
+        self.calls = 0
+
+    def verify(self, token: str):
+        self.calls += 1
+        return super().verify(token)
+
+
+def test_a_request_verifies_its_token_once_and_remembers_only_that_token(settings):
+    verifier = CountingVerifier(settings)
+    state: dict[str, Any] = {}
+    good = sign_claims(settings)
+    assert verify_once(state, verifier, good).user_id == "user-7"
+    assert verify_once(state, verifier, good).user_id == "user-7"
+    assert verifier.calls == 1
+    # Another token in the same request is verified on its own: a forged one is refused although
+    # a good one was seen before, and a refusal is not remembered.
+    forged = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
+    for _ in range(2):
+        with pytest.raises(Problem) as info:
+            verify_once(state, verifier, forged)
+        assert info.value.status == 401
+    assert verifier.calls == 3
+    other = sign_claims(settings, {"sub": "user-8"})
+    assert verify_once(state, verifier, other).user_id == "user-8"
+
+
+def test_a_forged_token_on_a_rate_limited_route_is_refused(client, settings):
+    """The rate limiter reads the token before the route does; the route still refuses it."""
+    token = sign_claims(settings)
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    resp = client.post("/persons", json={}, headers={"Authorization": f"Bearer {forged}"})
+    assert refused(resp)

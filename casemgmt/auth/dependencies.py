@@ -9,7 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from casemgmt.auth.tokens import TokenClaims
+from casemgmt.auth.tokens import TokenClaims, verify_once
 from casemgmt.chains.engine import Actor
 from casemgmt.database import session_scope
 from casemgmt.jurisdictions.models import Jurisdiction, Organisation
@@ -33,7 +33,7 @@ def current_actor(
 ) -> Actor:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise NotAuthenticated("send a bearer token: Authorization: Bearer <token>")
-    claims = request.app.state.verifier.verify(credentials.credentials)
+    claims = verify_once(request.scope.setdefault("state", {}), request.app.state.verifier, credentials.credentials)
     return actor_for_claims(request, session, claims)
 
 

@@ -238,6 +238,22 @@ class RemoteJwks:
         raise NotAuthenticated("the token is signed with an unknown key")
 
 
+def verify_once(state: dict[str, Any], verifier: TokenVerifier, token: str) -> TokenClaims:
+    """The claims of ``token``, verified at most once per request: the rate limiter, the query
+    check and the route's authentication each need them. ``state`` is the request's scope state
+    (``scope["state"]``); only a token that verified is remembered, and only for this exact
+    token text, so a refusal is raised again wherever it is asked."""
+    seen = state.get(_VERIFIED_BEARER)
+    if seen is not None and seen[0] == token:
+        return seen[1]
+    claims = verifier.verify(token)
+    state[_VERIFIED_BEARER] = (token, claims)
+    return claims
+
+
+_VERIFIED_BEARER = "casemgmt.verified_bearer"
+
+
 class TokenVerifier:
     """Verifies bearer tokens against a PEM public key, a JWKS document, or the identity
     provider's keys found through OpenID Connect discovery."""
