@@ -161,15 +161,23 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return 0
     import uvicorn
 
+    from casemgmt import workers as worker_processes
     from casemgmt.observability import configure_logging, uvicorn_log_config
 
     configure_logging(settings.log_format, settings.log_level)
-    # Each worker builds its own app (own engine and pool) from the environment; the master
+    options = dict(log_config=uvicorn_log_config(settings.log_format, settings.log_level), access_log=False,
+                   timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+                   timeout_keep_alive=settings.keep_alive_seconds)
+    # Each worker builds its own app (own engine and pool) from the environment; the parent
     # restarts a worker that dies and, on SIGTERM, lets every worker finish its requests.
-    uvicorn.run("casemgmt.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
-                log_config=uvicorn_log_config(settings.log_format, settings.log_level), access_log=False,
-                timeout_graceful_shutdown=settings.shutdown_grace_seconds,
-                timeout_keep_alive=settings.keep_alive_seconds)
+    if worker_processes.balanced():  # one socket per worker (casemgmt/workers.py)
+        try:
+            held = worker_processes.hold_address(host, port)
+        except OSError as exc:
+            print(f"casemgmt serve: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+            return 2
+        return worker_processes.run(held, host, workers, options)
+    uvicorn.run(worker_processes.APP, factory=True, host=host, port=port, workers=workers, **options)
     return 0
 
 

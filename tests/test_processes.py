@@ -38,6 +38,7 @@ class Server:
                "CASEMGMT_DEV_KEY_DIR": str(settings.dev_key_dir), "CASEMGMT_POLICY_DIR": str(ROOT / "policies"),
                "CASEMGMT_SHUTDOWN_GRACE_SECONDS": "20"}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self.env = env
         # The server's output goes to a file: a pipe nobody reads would stop the server once full.
         self.output = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
@@ -140,6 +141,86 @@ def test_metrics_are_summed_over_the_workers(server, auth, db):
     while (total := counted()) < 6 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert total == 6.0
+
+
+def workers_of(server: Server) -> list[int]:
+    """The pids of the server's worker processes (children of the parent process)."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == server.process.pid:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    # Not multiprocessing's resource tracker, also a child of the parent.
+                    if b"resource_tracker" not in f.read():
+                        children.append(int(entry))
+    return children
+
+
+def connections_per_worker(server: Server) -> dict[int, int]:
+    """Established TCP connections to the server's port, by the worker process holding them."""
+    inodes: dict[str, int] = {}
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(name) as f:
+            for line in f.readlines()[1:]:
+                parts = line.split()
+                if int(parts[1].rsplit(":", 1)[1], 16) == server.port and parts[3] == "01":
+                    inodes[parts[9]] = 0
+    held: dict[int, int] = {}
+    for pid in workers_of(server):
+        count = 0
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                count += 1
+        held[pid] = count
+    return held
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT balances on Linux only")
+def test_connections_opened_at_once_are_spread_over_the_workers(server):
+    """uvicorn's shared socket gave a burst of new connections to whichever worker woke first
+    (64 connections: 61-63 on one worker of two); each worker's own socket lets the
+    kernel spread them."""
+    clients = [httpx.Client(base_url=server.base, timeout=10) for _ in range(64)]
+    start = threading.Barrier(len(clients))
+    answers: list[int] = []
+
+    def connect(client: httpx.Client) -> None:
+        start.wait()
+        answers.append(client.get("/health/live").status_code)
+
+    try:
+        threads = [threading.Thread(target=connect, args=(c,)) for c in clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert answers == [200] * len(clients)
+        held = connections_per_worker(server)
+        assert len(held) == 2 and sum(held.values()) == len(clients), held
+        # By a hash of the addresses: 64 connections split 32 +- 4; fewer than 16 on one worker
+        # has odds of about 1 in 15,000.
+        assert min(held.values()) >= 16, held
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_a_second_server_on_the_same_port_is_refused(server):
+    second = subprocess.run(
+        [sys.executable, "-m", "casemgmt.cli", "serve", "--workers", "2", "--port", str(server.port)],
+        env=server.env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert second.returncode == 2, second.stderr
+    assert f"cannot listen on 127.0.0.1:{server.port}" in second.stderr
+    assert httpx.get(server.base + "/health/live", timeout=10).status_code == 200
 
 
 def test_worker_killed_mid_request_leaves_nothing_half_done(server, auth, world, owner_db, keys):
