@@ -212,7 +212,7 @@ def _verified_subject(scope: dict[str, Any], verifier: Any) -> str | None:
     if scheme.lower() != "bearer" or not token.strip():
         return None
     try:
-        claims = verify_once(scope.setdefault("state", {}), verifier, token.strip())
+        claims = verify_once(scope, verifier, token.strip())
     except Exception:  # any refusal: the route answers 401 itself; only the address counts
         return None
     return f"{claims.organisation_key}\x00{claims.user_id}"

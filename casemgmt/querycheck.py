@@ -90,4 +90,4 @@ def _authenticate(request: Request) -> None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise NotAuthenticated("send a bearer token: Authorization: Bearer <token>")
-    verify_once(request.scope.setdefault("state", {}), request.app.state.verifier, token.strip())
+    verify_once(request.scope, request.app.state.verifier, token.strip())

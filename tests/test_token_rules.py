@@ -156,21 +156,21 @@ class CountingVerifier(TokenVerifier):
 
 def test_a_request_verifies_its_token_once_and_remembers_only_that_token(settings):
     verifier = CountingVerifier(settings)
-    state: dict[str, Any] = {}
+    scope: dict[str, Any] = {"type": "http"}
     good = sign_claims(settings)
-    assert verify_once(state, verifier, good).user_id == "user-7"
-    assert verify_once(state, verifier, good).user_id == "user-7"
+    assert verify_once(scope, verifier, good).user_id == "user-7"
+    assert verify_once(scope, verifier, good).user_id == "user-7"
     assert verifier.calls == 1
     # Another token in the same request is verified on its own: a forged one is refused although
     # a good one was seen before, and a refusal is not remembered.
     forged = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
     for _ in range(2):
         with pytest.raises(Problem) as info:
-            verify_once(state, verifier, forged)
+            verify_once(scope, verifier, forged)
         assert info.value.status == 401
     assert verifier.calls == 3
     other = sign_claims(settings, {"sub": "user-8"})
-    assert verify_once(state, verifier, other).user_id == "user-8"
+    assert verify_once(scope, verifier, other).user_id == "user-8"
 
 
 def test_a_forged_token_on_a_rate_limited_route_is_refused(client, settings):

@@ -33,7 +33,7 @@ def current_actor(
 ) -> Actor:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise NotAuthenticated("send a bearer token: Authorization: Bearer <token>")
-    claims = verify_once(request.scope.setdefault("state", {}), request.app.state.verifier, credentials.credentials)
+    claims = verify_once(request.scope, request.app.state.verifier, credentials.credentials)
     return actor_for_claims(request, session, claims)
 
 

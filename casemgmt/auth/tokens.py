@@ -238,11 +238,12 @@ class RemoteJwks:
         raise NotAuthenticated("the token is signed with an unknown key")
 
 
-def verify_once(state: dict[str, Any], verifier: TokenVerifier, token: str) -> TokenClaims:
+def verify_once(scope: dict[str, Any], verifier: TokenVerifier, token: str) -> TokenClaims:
     """The claims of ``token``, verified at most once per request: the rate limiter, the query
-    check and the route's authentication each need them. ``state`` is the request's scope state
-    (``scope["state"]``); only a token that verified is remembered, and only for this exact
-    token text, so a refusal is raised again wherever it is asked."""
+    check and the route's authentication each need them. Kept in the state of the request's ASGI
+    ``scope``; only a token that verified is remembered, and only for this exact token text, so
+    a refusal is raised again wherever it is asked."""
+    state = scope.setdefault("state", {})
     seen = state.get(_VERIFIED_BEARER)
     if seen is not None and seen[0] == token:
         return seen[1]

@@ -647,7 +647,8 @@ def seed_demo(settings: Settings, persons: int = 400, seed: int = 2017,
         aside = target.with_name(target.name + SEEDING_SUFFIX)
         _remove_sqlite_file(aside)  # left by a seeding that was killed
         try:
-            summary = _seed(settings, f"sqlite:///{aside}", False, persons, seed, now, progress, policies)
+            aside_url = make_url(settings.database_url).set(database=str(aside)).render_as_string(hide_password=False)
+            summary = _seed(settings, aside_url, False, persons, seed, now, progress, policies)
             # Into the write-ahead log the server's connections expect, before it takes the name.
             with closing(sqlite3.connect(aside)) as finished:
                 finished.execute("PRAGMA journal_mode=WAL")

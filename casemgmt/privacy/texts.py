@@ -32,13 +32,13 @@ from casemgmt.problems import PersonalDataInText
 # digests of the name words of the persons a text is about (and no one else), in one round trip:
 # a text is checked on every blocked or skipped step and closed chain, and three statements cost
 # more than the scan itself. Built once.
-_PLACES = union_all(
+_PLACE_WORDS = (
     select(Jurisdiction.name.label("word"), literal("place").label("kind")),
     select(Organisation.name, literal("place")),
 )
+_PLACES = union_all(*_PLACE_WORDS)
 _PLACES_AND_DIGESTS = union_all(
-    select(Jurisdiction.name.label("word"), literal("place").label("kind")),
-    select(Organisation.name, literal("place")),
+    *_PLACE_WORDS,
     select(PersonNameToken.digest, literal("name"))
     .where(PersonNameToken.person_id.in_(bindparam("person_ids", expanding=True))),
 )
